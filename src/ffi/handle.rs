@@ -1,0 +1,85 @@
+//! Opaque handles and argument checks.
+//!
+//! A C handle type is an empty struct (`pub struct mt_x { _private: [u8; 0] }`,
+//! opaque in the header); [`BoxHandle`] names the Rust value a pointer to it
+//! really points to, boxed. All NULL checks happen here, in release builds.
+
+use crate::error::{err, Result};
+use std::ffi::{c_char, CStr};
+
+/// A C handle type backed by a `Box<Self::Inner>`.
+pub(crate) trait BoxHandle: Sized {
+    /// The Rust value behind the handle.
+    type Inner;
+    /// The C name, for messages.
+    const NAME: &'static str;
+
+    /// Moves `v` to the heap and returns the handle for C.
+    fn into_raw(v: Self::Inner) -> *mut Self {
+        Box::into_raw(Box::new(v)).cast()
+    }
+
+    /// Borrows the value behind `p`; `Invalid` if `p` is NULL.
+    ///
+    /// # Safety
+    /// `p` is NULL or was returned by `into_raw` and not yet freed, and the
+    /// borrow does not outlive the handle.
+    unsafe fn try_ref<'a>(p: *const Self) -> Result<&'a Self::Inner> {
+        // SAFETY: per the contract, a non-NULL `p` points to a live Inner.
+        unsafe { p.cast::<Self::Inner>().as_ref() }
+            .ok_or_else(|| err!(Invalid, "{} handle is NULL", Self::NAME))
+    }
+
+    /// Frees the value behind `p`; NULL is fine.
+    ///
+    /// # Safety
+    /// `p` is NULL or was returned by `into_raw` and is not used afterwards.
+    unsafe fn free(p: *mut Self) {
+        if !p.is_null() {
+            // SAFETY: per the contract, `p` came from Box::into_raw.
+            drop(unsafe { Box::from_raw(p.cast::<Self::Inner>()) });
+        }
+    }
+}
+
+/// Checks that an out-parameter is not NULL (before any work is done).
+pub(crate) fn check_out<T>(out: *mut T, what: &str) -> Result<()> {
+    if out.is_null() {
+        Err(err!(Invalid, "out-parameter {what} is NULL"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes `v` to a checked out-parameter.
+///
+/// # Safety
+/// `out` passed [`check_out`] and is valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, v: T) {
+    // SAFETY: per the contract.
+    unsafe { out.write(v) }
+}
+
+/// Borrows a C string argument as UTF-8 of at most `max` bytes.
+/// `Invalid` for NULL, bad UTF-8, empty or oversized.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives the borrow.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &str, max: usize) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(err!(Invalid, "{what} is NULL"));
+    }
+    // SAFETY: per the contract, `p` is NUL-terminated.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(err!(Invalid, "{what} is empty"));
+    }
+    if bytes.len() > max {
+        return Err(err!(
+            Invalid,
+            "{what} is {} bytes long (at most {max})",
+            bytes.len()
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| err!(Invalid, "{what} is not valid UTF-8: {e}"))
+}

@@ -1,0 +1,205 @@
+//! A 32-bit futex word usable across processes.
+//!
+//! [`Futex`] wraps an `AtomicU32` that may live in a `MAP_SHARED` mapping.
+//! `wait` sleeps while the word holds an expected value; `wake` wakes
+//! sleepers. The non-private futex operations are used, so processes that map
+//! the same file at different addresses meet on the same kernel queue.
+
+/// What a [`Futex::wait`] call ended with. Every outcome may be spurious: the
+/// caller re-checks its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Woken by `wake`, or interrupted by a signal.
+    Woken,
+    /// The word did not hold the expected value: nothing to wait for.
+    ValueChanged,
+    /// The timeout passed.
+    TimedOut,
+}
+
+#[cfg(not(loom))]
+mod imp {
+    use super::WaitOutcome;
+    use crate::sync::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A futex word. Same size and alignment as `u32`, so it can be placed
+    /// in a shared mapping (`#[repr(transparent)]` over `AtomicU32`).
+    #[repr(transparent)]
+    #[derive(Debug, Default)]
+    pub struct Futex(AtomicU32);
+
+    impl Futex {
+        /// A futex word holding `v`.
+        pub const fn new(v: u32) -> Futex {
+            Futex(AtomicU32::new(v))
+        }
+
+        /// The atomic word itself.
+        pub fn atomic(&self) -> &AtomicU32 {
+            &self.0
+        }
+
+        /// Sleeps while the word equals `expected`, at most `timeout`
+        /// (`None`: no limit).
+        pub fn wait(&self, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+            let ts = timeout.map(|d| libc::timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            });
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: the address is a live, aligned u32 for the duration of the
+            // call (we hold `&self`); FUTEX_WAIT only reads it. The timespec
+            // pointer is NULL or points to a local that outlives the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    expected,
+                    ts_ptr,
+                    std::ptr::null::<u32>(),
+                    0u32,
+                )
+            };
+            if rc == 0 {
+                return WaitOutcome::Woken;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) => WaitOutcome::ValueChanged,
+                Some(libc::ETIMEDOUT) => WaitOutcome::TimedOut,
+                // EINTR, or anything unexpected: report a (spurious) wake-up;
+                // the caller re-checks its condition and its deadline.
+                _ => WaitOutcome::Woken,
+            }
+        }
+
+        /// Wakes at most `n` sleepers; returns how many were woken.
+        pub fn wake(&self, n: u32) -> u32 {
+            let n = n.min(i32::MAX as u32) as i32;
+            // SAFETY: as in `wait`; FUTEX_WAKE does not touch the memory.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    n,
+                    std::ptr::null::<libc::timespec>(),
+                    std::ptr::null::<u32>(),
+                    0u32,
+                )
+            };
+            if rc < 0 {
+                0
+            } else {
+                rc as u32
+            }
+        }
+
+        /// `load` on the word.
+        pub fn load(&self, o: Ordering) -> u32 {
+            self.0.load(o)
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    use super::WaitOutcome;
+    use crate::sync::{AtomicU32, Ordering};
+    use loom::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    /// Loom model of a futex word: an atomic plus a mutex/condvar pair that
+    /// stands in for the kernel's wait queue.
+    #[derive(Debug)]
+    pub struct Futex {
+        word: AtomicU32,
+        queue: Mutex<()>,
+        cv: Condvar,
+    }
+
+    impl Futex {
+        /// A futex word holding `v`.
+        pub fn new(v: u32) -> Futex {
+            Futex {
+                word: AtomicU32::new(v),
+                queue: Mutex::new(()),
+                cv: Condvar::new(),
+            }
+        }
+
+        /// The atomic word itself.
+        pub fn atomic(&self) -> &AtomicU32 {
+            &self.word
+        }
+
+        /// Sleeps while the word equals `expected`. Timeouts are ignored in
+        /// the model (see the module docs).
+        pub fn wait(&self, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+            let guard = self.queue.lock().unwrap();
+            if self.word.load(Ordering::SeqCst) != expected {
+                return WaitOutcome::ValueChanged;
+            }
+            drop(self.cv.wait(guard).unwrap());
+            WaitOutcome::Woken
+        }
+
+        /// Wakes sleepers (all of them: extra wake-ups are spurious ones,
+        /// which every caller tolerates). Returns `n`.
+        pub fn wake(&self, n: u32) -> u32 {
+            let _guard = self.queue.lock().unwrap();
+            self.cv.notify_all();
+            n
+        }
+
+        /// `load` on the word.
+        pub fn load(&self, o: Ordering) -> u32 {
+            self.word.load(o)
+        }
+    }
+}
+
+pub use imp::Futex;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn wait_on_other_value_returns_at_once() {
+        let f = Futex::new(5);
+        assert_eq!(f.wait(4, None), WaitOutcome::ValueChanged);
+    }
+
+    #[test]
+    fn wait_times_out() {
+        let f = Futex::new(0);
+        let t = Instant::now();
+        assert_eq!(
+            f.wait(0, Some(Duration::from_millis(30))),
+            WaitOutcome::TimedOut
+        );
+        assert!(t.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn wake_wakes_a_sleeper() {
+        let f = Arc::new(Futex::new(0));
+        let f2 = f.clone();
+        let h = std::thread::spawn(move || loop {
+            if f2.load(crate::sync::Ordering::Acquire) == 1 {
+                return;
+            }
+            f2.wait(0, Some(Duration::from_secs(10)));
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        f.atomic().store(1, crate::sync::Ordering::Release);
+        f.wake(1);
+        h.join().unwrap();
+    }
+}

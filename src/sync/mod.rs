@@ -1,0 +1,26 @@
+//! Synchronisation primitives for memory shared between processes.
+//!
+//! Everything that shared-memory logic uses (atomics, the futex word) comes
+//! from this module. Normally these are the `std` types and real futex
+//! syscalls; built with `RUSTFLAGS="--cfg loom"` they are loom's, so the same
+//! logic is model-checked (see `loom_models.rs` and `make loom`).
+//!
+//! Under loom the futex is emulated with a loom `Mutex` + `Condvar`: the value
+//! check and the sleep are atomic with respect to `wake`, exactly the
+//! guarantee the kernel gives, and timeouts are ignored so that a lost
+//! wake-up shows up as a deadlock the model checker reports.
+
+#[cfg(not(loom))]
+pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+mod futex;
+pub use futex::{Futex, WaitOutcome};
+
+mod semaphore;
+pub use semaphore::{SemCore, MAX_COUNT};
+
+#[cfg(all(test, loom))]
+mod loom_models;
