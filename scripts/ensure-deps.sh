@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mtipc's build and tests need, when missing.
+# Runs apt-get as root (directly, or through sudo when available).
+set -euo pipefail
+need=()
+for pkg in pkg-config python3-venv; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+# python3 -m venv must work for the interpreter we use (pyenv builds have it built in).
+if [ ${#need[@]} -gt 0 ] && [ "${need[*]}" = "python3-venv" ] && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  need=()
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "ensure-deps: installing ${need[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
