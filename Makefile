@@ -11,7 +11,7 @@ PREFIX ?= /usr/local
 # Where cargo puts the debug build that the C/C++ tests and the demo use.
 DEBUG_DIR := target/debug
 
-.PHONY: all deps build header test test-rust test-loom demo bench fuzz-check clean
+.PHONY: all deps build header lint test test-rust test-loom demo bench fuzz clean
 
 all: build
 
@@ -24,11 +24,16 @@ build: deps
 header:
 	MTIPC_BLESS=1 $(CARGO) test --quiet --test header
 
-test: deps test-rust test-loom test-c test-cpp test-python test-install
+test: deps lint test-rust test-loom test-c test-cpp test-python test-install
 	@echo "make test: all passed"
 
 test-rust: deps
 	$(CARGO) test
+
+# Formatting and lints (clippy.toml keeps atomics inside the loom shim).
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 # Loom models of the shared-memory logic: release build, bounded preemptions,
 # separate target directory so the cfg(loom) build does not evict the normal one.
@@ -48,3 +53,14 @@ clean:
 
 include mk/c.mk
 include mk/python.mk
+
+# Coverage-guided fuzzing of every parser of shared data (needs the nightly
+# toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := region_header domain_layout
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done

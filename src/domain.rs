@@ -91,7 +91,11 @@ pub fn parse_layout(bytes: &[u8]) -> Result<u32> {
                 "layout file is truncated or has no \"layout N\" line"
             )
         })?;
-    if num.is_empty() || num.len() > 10 || !num.bytes().all(|b| b.is_ascii_digit()) {
+    let canonical = !num.is_empty()
+        && num.len() <= 10
+        && num.bytes().all(|b| b.is_ascii_digit())
+        && !(num.len() > 1 && num.starts_with('0'));
+    if !canonical {
         return Err(err!(Corrupt, "layout file has a bad version {num:?}"));
     }
     num.parse::<u32>()
@@ -360,6 +364,8 @@ mod tests {
             b"mtipc domain\nlayout \n",
             b"mtipc domain\nlayout 1",
             b"mtipc domain\nlayout -1\n",
+            b"mtipc domain\nlayout 01\n",
+            b"mtipc domain\nlayout +1\n",
             b"mtipc domain\nlayout 99999999999\n",
             b"mtipc domain\nlayout 1\nextra\n",
             b"\xff\xfe",

@@ -121,7 +121,10 @@ fn check_header(h: &RegionHeader, magic: &[u8; 8], expected_size: u64, what: &st
 
 /// A name for a temporary file next to `path`, unique to this process and call.
 fn temp_sibling(path: &Path) -> PathBuf {
+    // A process-local counter, not shared memory: std's atomic is right here.
+    #[allow(clippy::disallowed_types)]
     use std::sync::atomic::{AtomicU64, Ordering};
+    #[allow(clippy::disallowed_types)]
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let n = SEQ.fetch_add(1, Ordering::Relaxed);

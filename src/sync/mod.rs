@@ -10,6 +10,10 @@
 //! guarantee the kernel gives, and timeouts are ignored so that a lost
 //! wake-up shows up as a deadlock the model checker reports.
 
+// The one module where atomics are used directly (clippy.toml forbids them
+// elsewhere): everything below switches to loom under cfg(loom).
+#![allow(clippy::disallowed_types)]
+
 #[cfg(not(loom))]
 pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 

@@ -1,0 +1,107 @@
+//! A quick, deterministic stand-in for the fuzz targets under `fuzz/`, run by
+//! `make test`: the parsers of files other processes write see valid inputs,
+//! every truncation of them, and many random mutations, and must never panic
+//! or accept anything but the canonical form. (`make fuzz` runs the real
+//! coverage-guided fuzzers.)
+
+use mtipc::domain::{layout_text, parse_layout};
+use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
+use mtipc::{ErrorKind, LAYOUT_VERSION};
+
+/// xorshift64*: reproducible pseudo-random bytes without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    let mut v = base.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.next() as u8;
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v.truncate(i);
+            }
+            2 => {
+                let i = rng.below(v.len() + 1);
+                v.insert(i, rng.next() as u8);
+            }
+            _ => {
+                let i = rng.below(v.len() + 1);
+                v.insert(i, b"0123456789\n "[rng.below(12)]);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn layout_parser_survives_mutations() {
+    let good = layout_text(LAYOUT_VERSION).into_bytes();
+    assert_eq!(parse_layout(&good).unwrap(), LAYOUT_VERSION);
+    for i in 0..good.len() {
+        let e = parse_layout(&good[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut accepted = 0;
+    for _ in 0..50_000 {
+        let input = mutate(&mut rng, &good);
+        if let Ok(v) = parse_layout(&input) {
+            // Accepted only if it is the canonical text for what it returned.
+            assert_eq!(layout_text(v).into_bytes(), input);
+            accepted += 1;
+        }
+    }
+    assert!(
+        accepted > 0,
+        "mutations never produced a valid other version"
+    );
+}
+
+#[test]
+fn region_validation_survives_mutations() {
+    let mut good = RegionHeader {
+        magic: *b"MTIPCSEM",
+        layout_version: LAYOUT_VERSION,
+        header_size: HEADER_SIZE as u32,
+        total_size: 128,
+    }
+    .encode()
+    .to_vec();
+    good.resize(128, 0);
+    validate(&good, b"MTIPCSEM", 128, "t").unwrap();
+    for i in 0..good.len() {
+        assert_eq!(
+            validate(&good[..i], b"MTIPCSEM", 128, "t")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
+        );
+    }
+    let mut rng = Rng(42);
+    for _ in 0..50_000 {
+        let input = mutate(&mut rng, &good[..32]);
+        let mut full = input.clone();
+        full.resize(128, 0);
+        if validate(&full, b"MTIPCSEM", 128, "t").is_ok() {
+            let h = RegionHeader::decode(&full).unwrap();
+            assert_eq!(h.magic, *b"MTIPCSEM");
+            assert_eq!(h.layout_version, LAYOUT_VERSION);
+            assert_eq!(h.total_size, 128);
+        }
+        let _ = validate(&input, b"MTIPCSEM", input.len() as u64, "t");
+    }
+}
