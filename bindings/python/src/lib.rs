@@ -1,1 +1,322 @@
-// placeholder: written next
+//! `mtipc._mtipc`: the Python binding of the mtipc core, re-exported by the
+//! pure-Python package `mtipc` (`bindings/python/mtipc/`).
+//!
+//! It binds the Rust API (not the C ABI) and only converts: Python arguments
+//! to the core's types, results back, and every [`mtipc::Error`] to the
+//! exception class of its kind through one function, [`to_py`]. Calls that
+//! block or touch the file system run with the GIL released (`py.detach`), so
+//! other Python threads keep running while one waits on the semaphore.
+//!
+//! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
+//! that they match (see `tests/test_stubs.py`).
+
+use mtipc::{ErrorKind, Semaphore};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOverflowError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyType};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+create_exception!(
+    mtipc,
+    Error,
+    PyException,
+    "Base class of every error mtipc raises.\n\n\
+     mtipc raises only its subclasses, one per status kind of the core; each\n\
+     carries its kind as class attributes: `status` (the C `mt_status` code)\n\
+     and `status_name` (its name in the C header, such as \"MT_ERR_TIMEOUT\")."
+);
+
+/// Declares one exception class per [`ErrorKind`] (all under [`Error`]) and
+/// the two functions that need the full list: [`to_py`], which turns a core
+/// error into its exception, and [`class_of`]. The `match`es are exhaustive,
+/// so a kind added to the core fails to compile until it has a class here.
+macro_rules! error_classes {
+    ($($kind:ident => $class:ident: $doc:literal,)*) => {
+        $( create_exception!(mtipc, $class, Error, $doc); )*
+
+        /// Converts a core error into the Python exception of its kind, with
+        /// the core's message. The only place where that conversion is made.
+        fn to_py(err: mtipc::Error) -> PyErr {
+            let message = err.message().to_owned();
+            match err.kind() {
+                $( ErrorKind::$kind => PyErr::new::<$class, _>(message), )*
+            }
+        }
+
+        /// The exception class of `kind`.
+        fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, PyType> {
+            match kind {
+                $( ErrorKind::$kind => py.get_type::<$class>(), )*
+            }
+        }
+    };
+}
+
+error_classes! {
+    Invalid => InvalidError:
+        "Bad argument: empty or oversized name, value out of range, closed object (MT_ERR_INVALID).",
+    NotFound => NotFoundError: "The named object does not exist (MT_ERR_NOT_FOUND).",
+    Exists => ExistsError: "The object exists already (MT_ERR_EXISTS).",
+    Denied => DeniedError:
+        "Permission denied: wrong owner, unsafe permissions, symbolic link, another uid (MT_ERR_DENIED).",
+    Version => VersionError: "The object was made by another layout version of mtipc (MT_ERR_VERSION).",
+    Corrupt => CorruptError: "A file or shared-memory region is corrupt, truncated or not ours (MT_ERR_CORRUPT).",
+    Timeout => TimeoutError: "A blocking call's timeout passed (MT_ERR_TIMEOUT).",
+    Full => FullError: "A fixed-capacity table is full (MT_ERR_FULL).",
+    Closed => ClosedError: "The other end closed the connection (MT_ERR_CLOSED).",
+    Deferred => DeferredError: "The request must wait and the caller asked not to (MT_ERR_DEFERRED).",
+    Io => IoError: "An operating-system call failed (MT_ERR_IO).",
+    Panic => PanicError: "A bug inside mtipc (MT_ERR_PANIC).",
+    Unavailable => UnavailableError:
+        "A service the call needs (for example the daemon) is not running (MT_ERR_UNAVAILABLE).",
+}
+
+/// An `InvalidError` about a bad argument.
+fn invalid(message: String) -> PyErr {
+    to_py(mtipc::Error::new(ErrorKind::Invalid, message))
+}
+
+/// A domain path: `str`, `bytes` or `os.PathLike` of either, as `os.fspath`
+/// gives it. Its checks (empty, NUL byte, length) are the core's.
+struct PathArg(PathBuf);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PathArg {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = ob.py();
+        let fspath = py.import("os")?.getattr("fspath")?.call1((ob,))?;
+        if let Ok(s) = fspath.cast::<PyString>() {
+            // Encoded with the file-system encoding (surrogateescape), so a
+            // `str` from os.listdir of a non-UTF-8 name round-trips.
+            return Ok(PathArg(s.extract::<OsString>()?.into()));
+        }
+        let b = fspath.cast::<PyBytes>()?;
+        Ok(PathArg(std::ffi::OsStr::from_bytes(b.as_bytes()).into()))
+    }
+}
+
+/// A semaphore count: a Python `int` from 0 to 2**32 - 1. An `int` out of
+/// that range is an `InvalidError` (not pyo3's `OverflowError`), like any
+/// other bad argument; a value of another type stays a `TypeError`.
+struct Count(u32);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<u32>() {
+            Ok(n) => Ok(Count(n)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => Err(invalid(format!(
+                "semaphore count {} is out of range (0 to {})",
+                &*ob,
+                u32::MAX
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Timeouts longer than this many seconds (about 136 years) mean "no limit".
+const FOREVER_SECS: f64 = u32::MAX as f64;
+
+/// Seconds as a Python number (`None` or anything over [`FOREVER_SECS`],
+/// `inf` included: no limit) to the core's timeout.
+fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(invalid(format!(
+            "timeout must be None or a number of seconds >= 0, not {t}"
+        ))),
+        Some(t) if t > FOREVER_SECS => Ok(None),
+        Some(t) => Ok(Some(Duration::from_secs_f64(t))),
+    }
+}
+
+/// An open mtipc domain: the directory the cooperating processes of a host
+/// share, and its notification semaphore.
+///
+/// `Domain(path=None)` opens the domain at `path` (a `str`, `bytes` or
+/// `os.PathLike`), creating it (mode 0700) if it is missing; `None` means
+/// `$MTIPC_DOMAIN`, else `$XDG_RUNTIME_DIR/mtipc`, else `/tmp/mtipc-<uid>`.
+///
+/// A `Domain` is a context manager: leaving the `with` block closes it, as
+/// does `close()`. Any use of a closed domain raises `InvalidError`. One
+/// `Domain` may be used from several threads at once; `close()` does not cut
+/// short a `sem_wait` already in progress on another thread.
+#[pyclass(frozen, module = "mtipc", name = "Domain")]
+struct Domain {
+    /// `None` once closed. The lock is held only to clone or take the `Arc`,
+    /// never across a call into the core, so a blocked `sem_wait` keeps its
+    /// own reference (and the mapping) alive until it returns.
+    inner: Mutex<Option<Arc<mtipc::Domain>>>,
+}
+
+impl Domain {
+    /// The open domain, or `InvalidError` if it was closed.
+    fn get(&self) -> PyResult<Arc<mtipc::Domain>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| invalid("the mtipc.Domain is closed".to_owned()))
+    }
+
+    /// Runs `f` on the domain's semaphore.
+    fn with_sem<T>(&self, f: impl FnOnce(&Semaphore) -> T) -> PyResult<T> {
+        Ok(f(self.get()?.semaphore()))
+    }
+}
+
+#[pymethods]
+impl Domain {
+    #[new]
+    #[pyo3(signature = (path = None))]
+    fn new(py: Python<'_>, path: Option<PathArg>) -> PyResult<Self> {
+        let path = path.map(|p| p.0);
+        let domain = py
+            .detach(|| mtipc::Domain::open(path.as_deref()))
+            .map_err(to_py)?;
+        Ok(Domain {
+            inner: Mutex::new(Some(Arc::new(domain))),
+        })
+    }
+
+    /// Returns the domain itself; raises `InvalidError` if it is closed.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().get()?;
+        Ok(slf)
+    }
+
+    /// Closes the domain; exceptions raised in the block propagate.
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) {
+        let _ = (exc_type, exc_value, traceback);
+        self.close();
+    }
+
+    /// Releases the domain. Calling it again does nothing.
+    fn close(&self) {
+        let taken = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(taken);
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// The domain directory.
+    #[getter]
+    fn path(&self) -> PyResult<OsString> {
+        Ok(self.get()?.path().as_os_str().to_owned())
+    }
+
+    /// The domain's layout version.
+    #[getter]
+    fn layout_version(&self) -> PyResult<u32> {
+        Ok(self.get()?.layout_version())
+    }
+
+    /// The uid that owns the domain directory.
+    #[getter]
+    fn owner_uid(&self) -> PyResult<u32> {
+        Ok(self.get()?.owner_uid())
+    }
+
+    /// A snapshot of the domain's state: a dict with the keys `path`,
+    /// `layout_version`, `owner_uid` and `semaphore_value`.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let info = self.get()?.info();
+        let d = PyDict::new(py);
+        d.set_item("path", info.path.into_os_string())?;
+        d.set_item("layout_version", info.layout_version)?;
+        d.set_item("owner_uid", info.owner_uid)?;
+        d.set_item("semaphore_value", info.semaphore_value)?;
+        Ok(d)
+    }
+
+    /// Adds `n` to the notification semaphore and wakes up to `n` waiters,
+    /// in any process. `InvalidError` if `n` is negative or the count would
+    /// pass 2**31 - 1.
+    #[pyo3(signature = (n = Count(1)), text_signature = "($self, /, n=1)")]
+    fn sem_post(&self, n: Count) -> PyResult<()> {
+        self.with_sem(|s| s.post(n.0))?.map_err(to_py)
+    }
+
+    /// Takes one unit of the notification semaphore, waiting (with the GIL
+    /// released) while it is zero, for at most `timeout` seconds (`None`: no
+    /// limit). Raises `TimeoutError` when the timeout passes.
+    #[pyo3(signature = (timeout = None))]
+    fn sem_wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = timeout_arg(timeout)?;
+        let domain = self.get()?;
+        py.detach(|| domain.semaphore().wait(timeout))
+            .map_err(to_py)
+    }
+
+    /// Takes one unit if there is one, without blocking; returns whether it did.
+    fn sem_try_wait(&self) -> PyResult<bool> {
+        self.with_sem(Semaphore::try_wait)
+    }
+
+    /// Sets the count to zero and returns the count it had.
+    fn sem_reset(&self) -> PyResult<u32> {
+        self.with_sem(Semaphore::reset)
+    }
+
+    /// The current count (a snapshot).
+    fn sem_value(&self) -> PyResult<u32> {
+        self.with_sem(Semaphore::value)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        match self.get() {
+            Ok(d) => {
+                let path = d.path().as_os_str().into_pyobject(py)?;
+                Ok(format!("<mtipc.Domain path={}>", path.repr()?))
+            }
+            Err(_) => Ok("<mtipc.Domain (closed)>".to_owned()),
+        }
+    }
+}
+
+/// The version of the mtipc library this module was built from.
+#[pyfunction]
+fn version() -> &'static str {
+    mtipc::VERSION
+}
+
+#[pymodule(gil_used = false)]
+fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", mtipc::VERSION)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_class::<Domain>()?;
+    m.add("Error", py.get_type::<Error>())?;
+    for kind in ErrorKind::ALL {
+        let class = class_of(py, kind);
+        class.setattr("status", kind.code())?;
+        class.setattr("status_name", kind.name())?;
+        m.add(class.name()?, class)?;
+    }
+    Ok(())
+}
