@@ -65,11 +65,15 @@ pub fn layout_text(version: u32) -> String {
 /// this library's version is the caller's business. `fuzz/` has a target.
 pub fn parse_layout(bytes: &[u8]) -> Result<u32> {
     if bytes.len() > MAX_LAYOUT_FILE {
+        // The reader stops after MAX_LAYOUT_FILE + 1 bytes: the true size
+        // is unknown here, only that it is too large.
         return Err(err!(
             Corrupt,
-            "layout file is {} bytes (at most {MAX_LAYOUT_FILE})",
-            bytes.len()
+            "layout file is larger than {MAX_LAYOUT_FILE} bytes (at most {MAX_LAYOUT_FILE})"
         ));
+    }
+    if bytes.is_empty() {
+        return Err(err!(Corrupt, "layout file is empty"));
     }
     let text =
         std::str::from_utf8(bytes).map_err(|_| err!(Corrupt, "layout file is not UTF-8 text"))?;
@@ -327,11 +331,16 @@ impl Semaphore {
         } else {
             Err(err!(
                 Timeout,
-                "no post on {} within {} ms",
+                "no post on {} within {:?}",
                 self.region.path().display(),
-                timeout.unwrap_or_default().as_millis()
+                timeout.unwrap_or_default()
             ))
         }
+    }
+
+    /// The semaphore's file (`notify.sem` in the domain).
+    pub fn path(&self) -> &Path {
+        self.region.path()
     }
 
     /// Takes one unit if there is one; never blocks.

@@ -178,7 +178,12 @@ pub fn open_checked(path: &Path, write: bool) -> Result<File> {
         .write(write)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| Error::io(path.display(), e))?;
+        .map_err(|e| match e.raw_os_error() {
+            // A directory cannot be opened for writing: say what it is, as
+            // for any other file that is not a regular one.
+            Some(libc::EISDIR) => err!(Corrupt, "{}: not a regular file", path.display()),
+            _ => Error::io(path.display(), e),
+        })?;
     let md = file.metadata().map_err(|e| Error::io(path.display(), e))?;
     if !md.file_type().is_file() {
         return Err(err!(Corrupt, "{}: not a regular file", path.display()));

@@ -3,7 +3,7 @@
 //! Everything that shared-memory logic uses (atomics, the futex word) comes
 //! from this module. Normally these are the `std` types and real futex
 //! syscalls; built with `RUSTFLAGS="--cfg loom"` they are loom's, so the same
-//! logic is model-checked (see `loom_models.rs` and `make loom`).
+//! logic is model-checked (see `loom_models.rs` and `make test-loom`).
 //!
 //! Under loom the futex is emulated with a loom `Mutex` + `Condvar`: the value
 //! check and the sleep are atomic with respect to `wake`, exactly the
@@ -20,11 +20,21 @@ pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
 pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+/// Gives up the CPU to another runnable thread (`sched_yield(2)`).
+#[cfg(not(loom))]
+pub use std::thread::yield_now;
+
+/// Under loom: nothing. The yield is a scheduling hint with no effect on
+/// what the logic computes, and loom explores every interleaving anyway;
+/// modelling it would only multiply the states to explore.
+#[cfg(loom)]
+pub fn yield_now() {}
+
 mod futex;
 pub use futex::{Futex, WaitOutcome};
 
 mod semaphore;
-pub use semaphore::{SemCore, MAX_COUNT};
+pub use semaphore::{SemCore, MAX_COUNT, RECHECK};
 
 #[cfg(all(test, loom))]
 mod loom_models;

@@ -19,7 +19,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Longest stretch a blocking call waits with the GIL released before it
+/// takes the GIL back to run pending signal handlers (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 create_exception!(
     mtipc,
@@ -266,11 +270,40 @@ impl Domain {
     /// released) while it is zero, for at most `timeout` seconds (`None`: no
     /// limit). Raises `TimeoutError` when the timeout passes.
     #[pyo3(signature = (timeout = None))]
+    ///
+    /// The wait is cut into slices of at most 100 ms between which pending
+    /// signals are handled, so Ctrl-C (`KeyboardInterrupt`) and other
+    /// Python signal handlers run during a long wait.
     fn sem_wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = timeout_arg(timeout)?;
         let domain = self.get()?;
-        py.detach(|| domain.semaphore().wait(timeout))
-            .map_err(to_py)
+        // A timeout too large to add to the clock is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let slice = match deadline {
+                None => SIGNAL_CHECK,
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK),
+            };
+            match py.detach(|| domain.semaphore().wait(Some(slice))) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Timeout => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(to_py(mtipc::Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "no post on {} within {:?}",
+                                domain.semaphore().path().display(),
+                                timeout.unwrap_or_default()
+                            ),
+                        )));
+                    }
+                }
+                Err(e) => return Err(to_py(e)),
+            }
+        }
     }
 
     /// Takes one unit if there is one, without blocking; returns whether it did.

@@ -104,3 +104,34 @@ def test_repeated_kills_during_rounds(dom: mtipc.Domain, dom_path: Path, waiters
         dom.sem_post(1)
         assert survivor.wait(timeout=10) == 0
         assert dom.sem_value() == 0
+
+
+def test_ctrl_c_interrupts_a_wait_without_a_timeout(dom_path: Path, tmp_path: Path) -> None:
+    # SIGINT to a process blocked in sem_wait() with no timeout raises
+    # KeyboardInterrupt there (the GIL is taken back between wait slices).
+    script = (
+        "import sys, mtipc\n"
+        "d = mtipc.Domain(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    d.sem_wait()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(7)\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", script, str(dom_path)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        assert p.poll() is None, "the waiter returned without a post"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 7
+        assert p.stdout.read().strip() == "interrupted"
+    finally:
+        p.kill()
+        p.wait()
+    with mtipc.Domain(dom_path) as d:
+        assert d.sem_value() == 0
