@@ -41,7 +41,7 @@ test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
 	  $(CARGO) test --release --lib --target-dir target/loom -- loom_models
 
-demo: build python
+demo: build python c-examples
 	@scripts/demo.sh
 
 bench: deps

@@ -168,7 +168,8 @@ void mt_domain_free(struct mt_domain *d);
 /**
  * Copies the domain's path, NUL-terminated, into `buf` of `cap` bytes and
  * stores its length (without the NUL) in `*len`. If `cap` is too small,
- * returns `MT_ERR_INVALID` and stores the needed length in `*len`.
+ * returns `MT_ERR_INVALID` and stores the path's length in `*len`: a buffer
+ * of `*len + 1` bytes is enough.
  *
  * # Safety
  * `d` is a live handle; `buf` is valid for `cap` bytes; `len` is valid.

@@ -7,7 +7,6 @@ cd "$(dirname "$0")/.."
 
 MTIPC=target/debug/mtipc
 PY=.venv/bin/python
-LIBDIR=target/debug
 WORK=$(mktemp -d /tmp/mtipc-demo.XXXXXX)
 D=$WORK/domain
 PIDS=()
@@ -36,8 +35,6 @@ wait_blocked() {
 alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 count_alive() { local n=0; for p in "$@"; do alive "$p" && n=$((n+1)); done; echo $n; }
 
-gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c_waiter.c \
-    -L"$LIBDIR" -lmtipc -Wl,-rpath,"$PWD/$LIBDIR" -o "$WORK/c_waiter"
 
 step "1. Open a fresh domain: the directory is created owner-only, with a layout version and the semaphore file"
 run "$MTIPC" --domain "$D" info
@@ -56,7 +53,7 @@ start "$PY" -c "import mtipc, os, sys
 with mtipc.Domain(sys.argv[1]) as d:
     d.sem_wait()
     print(f'woken (Python waiter, pid {os.getpid()})', flush=True)" "$D"
-start "$WORK/c_waiter" "$D"
+start target/c/c_waiter "$D"
 WAITERS=("${PIDS[@]}")
 wait_blocked "${WAITERS[@]}"
 echo "all $(count_alive "${WAITERS[@]}") waiters are blocked in futex_wait (pids ${WAITERS[*]})"
