@@ -18,6 +18,8 @@ pub mod error;
 pub mod sync;
 
 #[cfg(not(loom))]
+pub mod attach;
+#[cfg(not(loom))]
 pub mod domain;
 #[cfg(not(loom))]
 pub mod ffi;

@@ -1,0 +1,1 @@
+//! See docs/attach.md (being written).
