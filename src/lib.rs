@@ -17,7 +17,6 @@
 pub mod error;
 pub mod sync;
 
-#[cfg(not(loom))]
 pub mod attach;
 #[cfg(not(loom))]
 pub mod domain;

@@ -34,7 +34,7 @@ mod futex;
 pub use futex::{Futex, WaitOutcome};
 
 mod semaphore;
-pub use semaphore::{SemCore, MAX_COUNT, RECHECK};
+pub use semaphore::{SemCore, WaitResult, MAX_COUNT, RECHECK};
 
 #[cfg(all(test, loom))]
 mod loom_models;

@@ -30,6 +30,17 @@ pub const MAX_COUNT: u32 = i32::MAX as u32;
 /// module docs).
 pub const RECHECK: Duration = Duration::from_millis(250);
 
+/// How [`SemCore::wait_or_stop`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitResult {
+    /// One unit was taken.
+    Taken,
+    /// The timeout passed.
+    TimedOut,
+    /// The stop condition became true (no unit taken).
+    Stopped,
+}
+
 /// A counting semaphore over one futex word. `#[repr(C)]`: it is placed in
 /// shared memory by [`crate::shm`]-backed owners such as the domain.
 #[repr(C)]
@@ -115,6 +126,36 @@ impl SemCore {
                     left.min(RECHECK)
                 }
             };
+            self.count.wait(0, Some(slice));
+        }
+    }
+
+    /// Like [`SemCore::wait`], and gives up as soon as `stop()` returns true;
+    /// `stop` is checked before each sleep and at least every `check` while
+    /// asleep. For a thread that must be stoppable from another one (an
+    /// advertisement's waiter).
+    pub fn wait_or_stop(
+        &self,
+        timeout: Option<Duration>,
+        check: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> WaitResult {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if self.try_wait() {
+                return WaitResult::Taken;
+            }
+            if stop() {
+                return WaitResult::Stopped;
+            }
+            let mut slice = check.min(RECHECK);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return WaitResult::TimedOut;
+                }
+                slice = slice.min(left);
+            }
             self.count.wait(0, Some(slice));
         }
     }
