@@ -27,5 +27,8 @@ fn readme_examples_are_the_example_files() {
         found += 1;
         rest = &rest[body_start + body_len..];
     }
-    assert!(found >= 3, "expected the C, C++ and Python examples, found {found}");
+    assert!(
+        found >= 3,
+        "expected the C, C++ and Python examples, found {found}"
+    );
 }
