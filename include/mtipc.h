@@ -113,11 +113,107 @@ typedef uint32_t mt_status;
  */
 typedef struct mt_domain mt_domain;
 
-
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The symbolic name of a status code ("MT_OK", "MT_ERR_TIMEOUT", ...), or
+ * "MT_ERR_UNKNOWN" for a value that is not a code. The string is static.
+ * Takes the code as an integer: any value a C caller passes is safe.
+ */
+const char *mt_status_str(uint32_t code);
+
+/**
+ * The detailed message of the most recent call on this thread that failed
+ * (like `errno`, a later success does not clear it). Never NULL: "" if no
+ * call has failed yet. Valid until the next failing call on this thread.
+ */
+const char *mt_last_error(void);
+
+/**
+ * The library's version ("MAJOR.MINOR.PATCH"), a static string. Compare with
+ * `MTIPC_VERSION_STRING` to check that the header matches the library.
+ */
+const char *mt_version(void);
+
+/**
+ * Opens the domain at `path`, creating the directory (mode 0700), its layout
+ * file and its notification semaphore if missing. `path` NULL means
+ * `$MTIPC_DOMAIN`, else `$XDG_RUNTIME_DIR/mtipc`, else `/tmp/mtipc-<uid>`.
+ *
+ * Refuses: a path that is not a directory (`MT_ERR_INVALID`), a symbolic
+ * link, a directory of another uid or writable by group or others
+ * (`MT_ERR_DENIED`), another layout version (`MT_ERR_VERSION`), a corrupt
+ * or truncated layout or semaphore file (`MT_ERR_CORRUPT`), a missing parent
+ * directory (`MT_ERR_NOT_FOUND`).
+ *
+ * If this returns an error code, `*out` is unchanged.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is valid for a write.
+ */
+mt_status mt_domain_open(const char *path, struct mt_domain **out);
+
+/**
+ * Closes a domain handle. NULL is fine; do not call it twice on one handle.
+ *
+ * # Safety
+ * `d` is NULL or a handle from `mt_domain_open` not yet freed.
+ */
+void mt_domain_free(struct mt_domain *d);
+
+/**
+ * Copies the domain's path, NUL-terminated, into `buf` of `cap` bytes and
+ * stores its length (without the NUL) in `*len`. If `cap` is too small,
+ * returns `MT_ERR_INVALID` and stores the path's length in `*len`: a buffer
+ * of `*len + 1` bytes is enough.
+ *
+ * # Safety
+ * `d` is a live handle; `buf` is valid for `cap` bytes; `len` is valid.
+ */
+mt_status mt_domain_path(const struct mt_domain *d, char *buf, size_t cap, size_t *len);
+
+/**
+ * Adds `n` to the domain's notification semaphore and wakes up to `n`
+ * waiters, in any process. `MT_ERR_INVALID` if the count would pass
+ * 2^31 - 1.
+ *
+ * # Safety
+ * `d` is a live handle.
+ */
+mt_status mt_sem_post(const struct mt_domain *d, uint32_t n);
+
+/**
+ * Takes one unit of the domain's notification semaphore, blocking while
+ * it is zero for at most `timeout_ms` (`MT_WAIT_FOREVER`: no limit; 0: do
+ * not block). `MT_ERR_TIMEOUT` if the timeout passes. A waiter that is
+ * killed while blocked takes nothing.
+ *
+ * # Safety
+ * `d` is a live handle.
+ */
+mt_status mt_sem_wait(const struct mt_domain *d, uint32_t timeout_ms);
+
+/**
+ * Sets the domain's notification semaphore to zero. Posts made after the
+ * call are kept. `*previous` (if not NULL) receives the count it had.
+ *
+ * # Safety
+ * `d` is a live handle; `previous` is NULL or valid for a write.
+ */
+mt_status mt_sem_reset(const struct mt_domain *d, uint32_t *previous);
+
+/**
+ * Stores the current count of the domain's notification semaphore in
+ * `*value`.
+ *
+ * If this returns an error code, `*value` is unchanged.
+ *
+ * # Safety
+ * `d` is a live handle; `value` is valid for a write.
+ */
+mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
 
 /**
  * The symbolic name of a status code ("MT_OK", "MT_ERR_TIMEOUT", ...), or

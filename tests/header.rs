@@ -7,10 +7,21 @@ use std::path::Path;
 fn generate() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    // Only src/ffi is the C ABI: parsing just its files keeps the rest of
+    // the crate's public constants out of the header.
+    let mut files: Vec<_> = std::fs::read_dir(root.join("src/ffi"))
+        .expect("src/ffi")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    // Status and errors first, then each capability's file in name order.
+    files.sort_by_key(|p| (!p.ends_with("status.rs"), p.clone()));
+    let mut builder = cbindgen::Builder::new().with_config(config);
+    for f in files {
+        builder = builder.with_src(f);
+    }
     let mut out = Vec::new();
-    cbindgen::Builder::new()
-        .with_config(config)
-        .with_crate(root)
+    builder
         .generate()
         .expect("cbindgen failed")
         .write(&mut out);
