@@ -21,10 +21,7 @@ fn generate() -> String {
         builder = builder.with_src(f);
     }
     let mut out = Vec::new();
-    builder
-        .generate()
-        .expect("cbindgen failed")
-        .write(&mut out);
+    builder.generate().expect("cbindgen failed").write(&mut out);
     String::from_utf8(out).unwrap()
 }
 
