@@ -311,7 +311,7 @@ impl Semaphore {
         Ok(Semaphore { region })
     }
 
-    fn core(&self) -> &SemCore {
+    pub(crate) fn core(&self) -> &SemCore {
         // SAFETY: the region is SEM_REGION_SIZE (128) bytes, page aligned,
         // validated; the SemCore (one u32) sits at offset 64, aligned, and
         // lives as long as the mapping, i.e. as long as `self`.

@@ -9,7 +9,15 @@
 //!   synchronization locks), model-checked under loom.
 
 #[cfg(not(loom))]
+mod attacher;
+#[cfg(not(loom))]
 pub mod channel;
+#[cfg(not(loom))]
+mod daemon;
+#[cfg(not(loom))]
+mod lockfile;
+#[cfg(not(loom))]
+mod tenant;
 #[cfg(not(loom))]
 pub mod files;
 #[cfg(not(loom))]
@@ -18,3 +26,40 @@ pub mod round;
 
 #[cfg(all(test, loom))]
 mod loom_models;
+
+#[cfg(not(loom))]
+pub use attacher::{attach, list, AttachOptions, TenantInfo, DEFAULT_TIMEOUT};
+#[cfg(not(loom))]
+pub use channel::Conn;
+#[cfg(not(loom))]
+pub use daemon::Daemon;
+#[cfg(not(loom))]
+pub use tenant::{advertise, Advertisement, Handler};
+
+use std::time::Duration;
+
+/// The domain's attach lock: one round at a time.
+pub const ATTACH_LOCK: &str = "attach.lock";
+/// Held by the running mtipcd.
+pub const DAEMON_LOCK: &str = "daemon.lock";
+/// mtipcd's relay socket, in the domain.
+pub const RELAY_SOCKET: &str = "relay.sock";
+/// How long either end waits for the relay and the TLS handshake, counted
+/// from the connection's start time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an advertisement's waiter checks whether it must stop: the
+/// longest a withdrawal waits for it (outside a round).
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
+#[cfg(not(loom))]
+impl round::SyncLock for files::SyncFile {
+    fn lock_exclusive(&self) -> crate::Result<()> {
+        files::SyncFile::lock_exclusive(self)
+    }
+    fn lock_shared(&self) -> crate::Result<()> {
+        files::SyncFile::lock_shared(self)
+    }
+    fn unlock(&self) -> crate::Result<()> {
+        files::SyncFile::unlock(self)
+    }
+}

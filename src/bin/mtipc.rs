@@ -3,10 +3,12 @@
 //! ```text
 //! mtipc info [--domain PATH] [--json]      the domain: path, layout, owner, semaphore
 //! mtipc sem value|post N|wait|reset         the domain's notification semaphore
+//! mtipc ls [--json]                         the live advertised tenants
+//! mtipc attach TENANT [--send MSG]          attach; send stdin's lines, print replies
 //! ```
 //!
 //! Exit status: 0 on success, 1 on an error (message on stderr with its
-//! `MT_ERR_*` name), 2 on bad usage, 3 when `sem wait` timed out.
+//! `MT_ERR_*` name), 2 on bad usage, 3 when a wait or an attach timed out.
 
 #[cfg(not(loom))]
 mod cli {
@@ -39,6 +41,36 @@ mod cli {
         Sem {
             #[command(subcommand)]
             op: SemOp,
+        },
+        /// List the live advertised tenants (stale advertisements are cleaned up).
+        Ls {
+            /// Print a JSON array instead of a table.
+            #[arg(long)]
+            json: bool,
+        },
+        /// Attach to a tenant: send each line of stdin as a message and print
+        /// each reply, or send one message with --send.
+        Attach {
+            /// The tenant id.
+            tenant: String,
+            /// Send this one message, print the reply, and close.
+            #[arg(long, value_name = "MSG")]
+            send: Option<String>,
+            /// Limit for the attach round, in milliseconds.
+            #[arg(long, value_name = "MS", default_value_t = 5000)]
+            timeout_ms: u64,
+            /// Open the connection this many milliseconds from now.
+            #[arg(long, value_name = "MS")]
+            start_in_ms: Option<u64>,
+            /// Close the connection this many milliseconds after it opens.
+            #[arg(long, value_name = "MS")]
+            duration_ms: Option<u64>,
+            /// The protocol to ask for (default: the tenant's first).
+            #[arg(long)]
+            protocol: Option<String>,
+            /// How long to wait for each reply, in milliseconds.
+            #[arg(long, value_name = "MS", default_value_t = 10000)]
+            reply_timeout_ms: u64,
         },
     }
 
@@ -78,6 +110,103 @@ mod cli {
         }
     }
 
+    /// "3s", "2m", "5h", "4d": how long ago `ms` (Unix ms) was.
+    fn age(ms: u64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let s = now.saturating_sub(ms) / 1000;
+        match s {
+            0..=119 => format!("{s}s"),
+            120..=7199 => format!("{}m", s / 60),
+            7200..=172_799 => format!("{}h", s / 3600),
+            _ => format!("{}d", s / 86400),
+        }
+    }
+
+    fn ls(domain: &Domain, json: bool) -> mtipc::Result<()> {
+        let (tenants, cleaned) = mtipc::attach::list(domain)?;
+        if json {
+            println!("{}", serde_json::to_string(&tenants).expect("tenants serialize"));
+            return Ok(());
+        }
+        println!(
+            "{:<24} {:<7} {:>8} {:>6} {:>6}  {}",
+            "TENANT", "ROLE", "PID", "UID", "SINCE", "PROTOCOLS"
+        );
+        for t in &tenants {
+            println!(
+                "{:<24} {:<7} {:>8} {:>6} {:>6}  {}",
+                t.id,
+                t.role,
+                t.pid,
+                t.uid,
+                age(t.since_ms),
+                t.protocols.join(",")
+            );
+        }
+        if cleaned > 0 {
+            eprintln!("({cleaned} stale advertisement(s) of dead processes removed)");
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        domain: &Domain,
+        tenant: &str,
+        send: Option<String>,
+        timeout_ms: u64,
+        start_in_ms: Option<u64>,
+        duration_ms: Option<u64>,
+        protocol: Option<String>,
+        reply_timeout_ms: u64,
+    ) -> mtipc::Result<()> {
+        use std::io::{BufRead, IsTerminal, Write};
+        let opts = mtipc::attach::AttachOptions {
+            timeout: Duration::from_millis(timeout_ms),
+            start: start_in_ms.map(|ms| std::time::SystemTime::now() + Duration::from_millis(ms)),
+            duration: duration_ms.map(Duration::from_millis),
+            protocol,
+        };
+        let tty = std::io::stderr().is_terminal();
+        if tty {
+            eprint!("attaching to {tenant}...");
+        }
+        let t0 = std::time::Instant::now();
+        let conn = mtipc::attach::attach(domain, tenant, &opts);
+        if tty {
+            eprintln!();
+        }
+        let conn = conn?;
+        eprintln!(
+            "attached to {tenant} in {:.1} ms ({})",
+            t0.elapsed().as_secs_f64() * 1e3,
+            conn.tls_version()
+        );
+        let reply_timeout = Some(Duration::from_millis(reply_timeout_ms));
+        let mut out = std::io::stdout().lock();
+        let mut exchange = |msg: &[u8]| -> mtipc::Result<()> {
+            conn.send(msg)?;
+            let reply = conn.recv(reply_timeout)?;
+            out.write_all(&reply)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+                .map_err(|e| mtipc::Error::io("stdout", e))
+        };
+        match send {
+            Some(msg) => exchange(msg.as_bytes())?,
+            None => {
+                for line in std::io::stdin().lock().lines() {
+                    let line = line.map_err(|e| mtipc::Error::io("stdin", e))?;
+                    exchange(line.as_bytes())?;
+                }
+            }
+        }
+        conn.close();
+        Ok(())
+    }
+
     fn run(cli: Cli) -> mtipc::Result<()> {
         let domain = Domain::open(cli.domain.as_deref())?;
         match cli.cmd {
@@ -110,6 +239,25 @@ mod cli {
                     SemOp::Reset => println!("{}", sem.reset()),
                 }
             }
+            Cmd::Ls { json } => ls(&domain, json)?,
+            Cmd::Attach {
+                tenant,
+                send,
+                timeout_ms,
+                start_in_ms,
+                duration_ms,
+                protocol,
+                reply_timeout_ms,
+            } => attach(
+                &domain,
+                &tenant,
+                send,
+                timeout_ms,
+                start_in_ms,
+                duration_ms,
+                protocol,
+                reply_timeout_ms,
+            )?,
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ mod handle;
 mod panic;
 mod status;
 
+pub mod attach;
 pub mod domain;
 
 pub use status::{mt_last_error, mt_status, mt_status_str, mt_version};

@@ -1,0 +1,212 @@
+//! The attacher's side (DESIGN.md section 1, steps 3, 5, 6 and 7) and
+//! discovery.
+
+use super::channel::Conn;
+use super::files::{self, Listed, ProcId, Response, SyncFile, DAEMON_ID};
+use super::lockfile::LockFile;
+use super::relay::{self, End};
+use super::round::{attacher_round, Participant};
+use super::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
+use crate::domain::Domain;
+use crate::error::{err, Error, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Options of [`attach`].
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Limit for the round: from the call until the target has answered.
+    /// Default 5 s.
+    pub timeout: Duration,
+    /// When the connection opens: the relay passes no byte before. `None`:
+    /// at once.
+    pub start: Option<SystemTime>,
+    /// How long it stays open from `start`; `None`: until an end closes.
+    pub duration: Option<Duration>,
+    /// The protocol to speak; `None`: the tenant's first.
+    pub protocol: Option<String>,
+}
+
+/// The default round timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        AttachOptions {
+            timeout: DEFAULT_TIMEOUT,
+            start: None,
+            duration: None,
+            protocol: None,
+        }
+    }
+}
+
+/// A live advertised tenant, as discovery reports it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TenantInfo {
+    /// Tenant id (`@mtipcd` for the daemon).
+    pub id: String,
+    /// `tenant` or `daemon`.
+    pub role: String,
+    /// The advertising process.
+    pub pid: u32,
+    /// Its uid.
+    pub uid: u32,
+    /// Protocols it accepts.
+    pub protocols: Vec<String>,
+    /// When it advertised (Unix ms).
+    pub since_ms: u64,
+    /// Hex SHA-256 of its TLS key (empty for the daemon).
+    pub fingerprint: String,
+}
+
+fn info(l: &Listed) -> TenantInfo {
+    let a = &l.advert;
+    TenantInfo {
+        id: a.id.clone(),
+        role: match a.role {
+            files::Role::Tenant => "tenant",
+            files::Role::Daemon => "daemon",
+        }
+        .to_string(),
+        pid: a.pid,
+        uid: a.uid,
+        protocols: a.protocols.clone(),
+        since_ms: a.created_ms,
+        fingerprint: a.fingerprint.as_ref().map(super::channel::fingerprint_hex).unwrap_or_default(),
+    }
+}
+
+/// The live advertisements of the domain (tenants and the daemon), sorted
+/// by id, and how many stale ones were cleaned up on the way.
+pub fn list(domain: &Domain) -> Result<(Vec<TenantInfo>, usize)> {
+    let (listed, cleaned) = files::list(domain.path())?;
+    Ok((listed.iter().map(info).collect(), cleaned))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    openssl::rand::rand_bytes(&mut b).map_err(|e| err!(Io, "no random bytes: {e}"))?;
+    Ok(b)
+}
+
+/// Attaches to `tenant`: runs one round and returns the TLS channel to it.
+pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Conn> {
+    files::validate_tenant_id(tenant)?;
+    let begun = Instant::now();
+    let deadline = begun.checked_add(opts.timeout);
+    let lock = LockFile::acquire(&domain.path().join(ATTACH_LOCK), deadline, "the domain's attach lock")?;
+
+    // Under the attach lock: the set of advertisements cannot change
+    // because of another round, and stale ones are cleaned up here.
+    let (listed, _) = files::list(domain.path())?;
+    if !listed.iter().any(|l| l.advert.id == DAEMON_ID) {
+        return Err(err!(
+            Unavailable,
+            "mtipcd is not running on domain {} (start it with `mtipcd --domain {}`)",
+            domain.path().display(),
+            domain.path().display()
+        ));
+    }
+    let target = listed
+        .iter()
+        .find(|l| l.advert.id == tenant)
+        .ok_or_else(|| err!(NotFound, "no live tenant {tenant:?} is advertised in {}", domain.path().display()))?;
+    let fingerprint = target
+        .advert
+        .fingerprint
+        .ok_or_else(|| err!(Corrupt, "tenant {tenant:?} advertises no key fingerprint"))?;
+    let protocol = match &opts.protocol {
+        None => target.advert.protocols[0].clone(),
+        Some(p) if target.advert.protocols.iter().any(|q| q == p) => p.clone(),
+        Some(p) => {
+            return Err(err!(
+                NotFound,
+                "tenant {tenant:?} does not accept protocol {p:?} (it accepts {})",
+                target.advert.protocols.join(", ")
+            ))
+        }
+    };
+
+    // Open every participant's synchronization file; one that vanished in
+    // the meantime (withdrawn) is not a participant.
+    let mut syncs: Vec<(SyncFile, ProcId)> = Vec::new();
+    for l in &listed {
+        match SyncFile::open(&l.dir) {
+            Ok(s) => syncs.push((s, l.advert.proc_id())),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let alive: Vec<Box<dyn Fn() -> bool>> = syncs
+        .iter()
+        .map(|(_, p)| {
+            let p = *p;
+            Box::new(move || p.is_alive()) as Box<dyn Fn() -> bool>
+        })
+        .collect();
+    let participants: Vec<Participant<'_, SyncFile>> = syncs
+        .iter()
+        .zip(&alive)
+        .map(|((s, _), alive)| Participant {
+            state: s.state(),
+            lock: s,
+            alive: alive.as_ref(),
+        })
+        .collect();
+
+    let now = files::now_ms();
+    let start_ms = opts.start.map_or(now, unix_ms).max(now);
+    let response = Response {
+        tenant: tenant.to_string(),
+        relay: RELAY_SOCKET.to_string(),
+        pairing: random::<16>()?,
+        protocol,
+        key: random::<32>()?,
+        start_ms,
+        duration_ms: opts.duration.map_or(0, |d| (d.as_millis() as u64).max(1)),
+        attacher_pid: std::process::id(),
+        created_ms: now,
+    };
+    let relay_path = domain.path().join(RELAY_SOCKET);
+    let mut stream = None;
+    let round = attacher_round(
+        domain.semaphore().core(),
+        &participants,
+        deadline,
+        &mut || files::write_response(&target.dir, &response),
+        &mut |deadline| {
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left).map_err(|e| {
+                if e.kind() == crate::ErrorKind::Timeout {
+                    err!(Timeout, "tenant {tenant:?} did not answer within {:?}", opts.timeout)
+                } else {
+                    e
+                }
+            })?;
+            stream = Some(s);
+            Ok(())
+        },
+        &mut || {
+            if let Err(e) = files::remove_response(&target.dir) {
+                tracing::warn!(error = %e, "cannot remove the response file");
+            }
+        },
+    );
+    drop(lock);
+    round?;
+    let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
+    let until_start = Duration::from_millis(start_ms.saturating_sub(files::now_ms()));
+    Conn::connect(stream, &fingerprint, &response.key, until_start + HANDSHAKE_TIMEOUT)
+        .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
+}
+
+/// Where a domain's relay socket is.
+pub fn relay_path(domain: &Domain) -> PathBuf {
+    domain.path().join(RELAY_SOCKET)
+}

@@ -1,0 +1,224 @@
+//! The tenant's side: advertise, wait for rounds, answer the attacher
+//! (DESIGN.md section 1, steps 1, 2, 4, 5 and 6 for the tenant).
+
+use super::channel::{Conn, ServerKey};
+use super::files::{self, Advert, AdvertFiles, ProcId, Response, Role};
+use super::relay::{self, End};
+use super::round::{waiter_round, Waited};
+use super::{HANDSHAKE_TIMEOUT, RELAY_SOCKET, STOP_CHECK};
+use crate::domain::{euid, Domain};
+use crate::error::{err, Result};
+use crate::sync::{AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a tenant does with each attached connection. Called on a thread of
+/// its own per connection; the handler owns the connection.
+pub type Handler = Arc<dyn Fn(Conn) + Send + Sync + 'static>;
+
+/// A live advertisement: its files, its waiter thread and its key. Dropping
+/// it (or [`Advertisement::withdraw`]) stops the waiter and removes the
+/// files; connections already handed to the handler live on.
+pub struct Advertisement {
+    id: String,
+    files: Option<Arc<AdvertFiles>>,
+    stop: Arc<AtomicU32>,
+    waiter: Option<JoinHandle<()>>,
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Advertisement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Advertisement").field("id", &self.id).finish()
+    }
+}
+
+/// Pairing ids a waiter has already answered (a response is never served
+/// twice, even if the waiter sees it again).
+struct Served(VecDeque<[u8; 16]>);
+
+impl Served {
+    fn first_time(&mut self, id: [u8; 16]) -> bool {
+        if self.0.contains(&id) {
+            return false;
+        }
+        if self.0.len() == 64 {
+            self.0.pop_front();
+        }
+        self.0.push_back(id);
+        true
+    }
+}
+
+/// Advertises `tenant` in `domain`, accepting `protocols` (at least one),
+/// and calls `handler` with each attached connection.
+pub fn advertise(domain: &Domain, tenant: &str, protocols: &[&str], handler: Handler) -> Result<Advertisement> {
+    files::validate_tenant_id(tenant)?;
+    if protocols.is_empty() {
+        return Err(err!(Invalid, "tenant {tenant}: at least one protocol is needed"));
+    }
+    let key = Arc::new(ServerKey::generate()?);
+    let me = ProcId::current()?;
+    let advert = Advert {
+        id: tenant.to_string(),
+        role: Role::Tenant,
+        pid: me.pid,
+        start: me.start,
+        uid: euid(),
+        protocols: protocols.iter().map(|p| p.to_string()).collect(),
+        fingerprint: Some(key.fingerprint()),
+        created_ms: files::now_ms(),
+    };
+    let fingerprint = key.fingerprint();
+    let domain_path = domain.path().to_path_buf();
+    let on_response: OnResponse = {
+        let (domain_path, tenant) = (domain_path.clone(), tenant.to_string());
+        Box::new(move |r: Response| serve(&domain_path, &tenant, r, key.clone(), handler.clone()))
+    };
+    let (files, stop, waiter) = start_waiter(domain, &advert, on_response, false)?;
+    Ok(Advertisement {
+        id: tenant.to_string(),
+        files: Some(files),
+        stop,
+        waiter: Some(waiter),
+        fingerprint,
+    })
+}
+
+/// Called with each new response addressed to an advertisement.
+pub(crate) type OnResponse = Box<dyn FnMut(Response) + Send + 'static>;
+
+/// Publishes `advert` and starts its waiter thread. `scan_all`: the daemon
+/// looks for responses in every advertisement's directory.
+pub(crate) fn start_waiter(
+    domain: &Domain,
+    advert: &Advert,
+    mut on_response: OnResponse,
+    scan_all: bool,
+) -> Result<(Arc<AdvertFiles>, Arc<AtomicU32>, JoinHandle<()>)> {
+    // The waiter opens the domain itself: it lives as long as the
+    // advertisement, whatever the caller does with its own handle.
+    let dom = Domain::open(Some(domain.path()))?;
+    let files = Arc::new(AdvertFiles::publish(dom.path(), advert)?);
+    let stop = Arc::new(AtomicU32::new(0));
+    let (f2, s2, id) = (files.clone(), stop.clone(), advert.id.clone());
+    let waiter = std::thread::Builder::new()
+        .name(format!("mtipc-waiter-{id}"))
+        .spawn(move || {
+            let mut served = Served(VecDeque::new());
+            loop {
+                let r = waiter_round(
+                    dom.semaphore().core(),
+                    f2.sync().state(),
+                    f2.sync(),
+                    STOP_CHECK,
+                    &|| s2.load(Ordering::Acquire) != 0,
+                    &mut || {
+                        for r in find_responses(dom.path(), f2.dir(), &id, scan_all) {
+                            if served.first_time(r.pairing) {
+                                on_response(r);
+                            }
+                        }
+                    },
+                );
+                match r {
+                    Ok(Waited::Round) => continue,
+                    Ok(Waited::Stopped) => return,
+                    Err(e) => {
+                        tracing::error!(advert = %id, error = %e, "waiter stops");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| err!(Io, "cannot start the waiter thread: {e}"))?;
+    Ok((files, stop, waiter))
+}
+
+/// The responses a waiter should act on: its own (a tenant), or every
+/// advertisement's (the daemon). Unreadable or garbage ones are logged and
+/// skipped: a hostile file never stops the waiter.
+fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Vec<Response> {
+    let dirs: Vec<PathBuf> = if scan_all {
+        match files::list(domain) {
+            Ok((listed, _)) => listed.into_iter().map(|l| l.dir).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list advertisements");
+                Vec::new()
+            }
+        }
+    } else {
+        vec![own_dir.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for dir in dirs {
+        match files::read_response(&dir) {
+            Ok(Some(r)) if scan_all || r.tenant == id => out.push(r),
+            Ok(Some(r)) => {
+                tracing::warn!(advert = %id, to = %r.tenant, "response addressed to another tenant ignored")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "bad response file ignored"),
+        }
+    }
+    out
+}
+
+/// Answers one response on a thread of its own: connect to the relay, run
+/// the TLS server side, check the one-time key, hand the connection over.
+fn serve(domain: &Path, tenant: &str, r: Response, key: Arc<ServerKey>, handler: Handler) {
+    let relay_path = domain.join(RELAY_SOCKET);
+    let tenant = tenant.to_string();
+    let spawned = std::thread::Builder::new()
+        .name(format!("mtipc-conn-{tenant}"))
+        .spawn(move || {
+            let until_start = Duration::from_millis(r.start_ms.saturating_sub(files::now_ms()));
+            let result = relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
+                .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT));
+            match result {
+                Ok(conn) => handler(conn),
+                Err(e) => tracing::warn!(tenant = %tenant, error = %e, "attach not completed"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a connection thread");
+    }
+}
+
+impl Advertisement {
+    /// The tenant id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The advertised fingerprint of this advertisement's TLS key.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// Stops the waiter (within [`STOP_CHECK`], or at the end of a round in
+    /// progress) and removes the files.
+    pub fn withdraw(mut self) -> Result<()> {
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Result<()> {
+        self.stop.store(1, Ordering::Release);
+        if let Some(w) = self.waiter.take() {
+            let _ = w.join();
+        }
+        match self.files.take().map(Arc::try_unwrap) {
+            Some(Ok(files)) => files.withdraw(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Advertisement {
+    fn drop(&mut self) {
+        let _ = self.shut();
+    }
+}

@@ -1,0 +1,111 @@
+//! `mtipcd`: the mtipc daemon of a domain.
+//!
+//! ```text
+//! mtipcd [--domain PATH] [--log LEVEL]
+//! ```
+//!
+//! Runs in the foreground: advertises itself as `@mtipcd`, takes part in
+//! every attach round and runs the relay (`relay.sock` in the domain) that
+//! pairs each round's two ends, checks their credentials and opens and
+//! closes their path on time. Logs to stderr (`--log` or `$MTIPC_LOG`:
+//! error, warn, info, debug, trace). Stops cleanly on SIGTERM, SIGINT or
+//! SIGHUP. Refuses to start when another mtipcd serves the domain.
+//!
+//! Exit status: 0 after a clean stop, 1 on an error.
+
+#[cfg(not(loom))]
+mod daemon {
+    use clap::Parser;
+    use mtipc::attach::Daemon;
+    use mtipc::Domain;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    /// The mtipc daemon: attach rounds and the relay of one domain.
+    #[derive(Parser)]
+    #[command(name = "mtipcd", version, about)]
+    struct Args {
+        /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-<uid>).
+        #[arg(long, value_name = "PATH")]
+        domain: Option<PathBuf>,
+        /// Log level or filter (default: $MTIPC_LOG, else info).
+        #[arg(long, value_name = "LEVEL")]
+        log: Option<String>,
+    }
+
+    /// Blocks the stop signals in this thread and every thread it starts
+    /// afterwards, so that only `sigwait` below receives them.
+    fn block_stop_signals() -> libc::sigset_t {
+        // SAFETY: the sigset is initialised by sigemptyset before use, and
+        // pthread_sigmask only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        }
+    }
+
+    fn wait_for_stop(set: &libc::sigset_t) -> libc::c_int {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset; `sig` is writable.
+        while unsafe { libc::sigwait(set, &mut sig) } != 0 {}
+        sig
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        let filter = args
+            .log
+            .or_else(|| std::env::var("MTIPC_LOG").ok())
+            .unwrap_or_else(|| "info".into());
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init();
+        let set = block_stop_signals();
+        let domain = match Domain::open(args.domain.as_deref()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("mtipcd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let daemon = match Daemon::start(&domain) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("mtipcd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            domain = %domain.path().display(), pid = std::process::id(),
+            "mtipcd {} serving", mtipc::VERSION
+        );
+        let sig = wait_for_stop(&set);
+        tracing::info!(signal = sig, "stopping");
+        let stats = daemon.stats();
+        match daemon.stop() {
+            Ok(()) => {
+                tracing::info!(?stats, "stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mtipcd: stopping: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn main() -> std::process::ExitCode {
+    daemon::main()
+}
+
+#[cfg(loom)]
+fn main() {}
