@@ -4,6 +4,7 @@
 //! or accept anything but the canonical form. (`make fuzz` runs the real
 //! coverage-guided fuzzers.)
 
+use mtipc::attach::files::{Advert, Response, Role, DAEMON_ID};
 use mtipc::domain::{layout_text, parse_layout};
 use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
 use mtipc::{ErrorKind, LAYOUT_VERSION};
@@ -104,4 +105,116 @@ fn region_validation_survives_mutations() {
         }
         let _ = validate(&input, b"MTIPCSEM", input.len() as u64, "t");
     }
+}
+
+/// Mutations that matter for the text formats: besides random bytes, swap
+/// in characters of the formats' alphabets (hex digits, separators, id
+/// characters) so that many mutants stay close to valid.
+fn mutate_text(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    let mut v = mutate(rng, base);
+    if rng.below(2) == 0 && !v.is_empty() {
+        const ALPHABET: &[u8] = b"0123456789abcdefABCDEF,-_.@ \n\r/";
+        let i = rng.below(v.len());
+        v[i] = ALPHABET[rng.below(ALPHABET.len())];
+    }
+    v
+}
+
+fn sample_adverts() -> Vec<Advert> {
+    let tenant = Advert {
+        id: "acme".to_string(),
+        role: Role::Tenant,
+        pid: 4242,
+        start: 1_234_567,
+        uid: 1000,
+        protocols: vec!["echo".to_string(), "json".to_string()],
+        fingerprint: Some([0x3f; 32]),
+        created_ms: 1_732_540_000_123,
+    };
+    let daemon = Advert {
+        id: DAEMON_ID.to_string(),
+        role: Role::Daemon,
+        pid: 0,
+        start: 0,
+        uid: 0,
+        protocols: vec!["relay".to_string()],
+        fingerprint: None,
+        created_ms: 10,
+    };
+    vec![tenant, daemon]
+}
+
+fn sample_response() -> Response {
+    Response {
+        tenant: "acme".to_string(),
+        relay: "relay.sock".to_string(),
+        pairing: [0x9c; 16],
+        protocol: "echo".to_string(),
+        key: [0x5b; 32],
+        start_ms: 1_732_540_000_500,
+        duration_ms: 30_000,
+        attacher_pid: 4343,
+        created_ms: 1_732_540_000_123,
+    }
+}
+
+#[test]
+fn advert_parser_survives_mutations() {
+    let mut rng = Rng(0xadfe_7715);
+    let mut accepted = 0;
+    for good in sample_adverts() {
+        let text = good.to_text().into_bytes();
+        assert_eq!(Advert::parse(&text).unwrap(), good);
+        for i in 0..text.len() {
+            let e = Advert::parse(&text[..i]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+        }
+        for _ in 0..50_000 {
+            let input = mutate_text(&mut rng, &text);
+            match Advert::parse(&input) {
+                // Accepted only if it is the canonical text of what it gave.
+                Ok(a) => {
+                    assert_eq!(a.to_text().into_bytes(), input);
+                    a.validate().unwrap();
+                    accepted += 1;
+                }
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}"),
+            }
+        }
+    }
+    assert!(
+        accepted > 0,
+        "mutations never produced another valid advert"
+    );
+}
+
+#[test]
+fn response_parser_survives_mutations() {
+    let good = sample_response();
+    let text = good.to_text().into_bytes();
+    assert_eq!(Response::parse(&text).unwrap(), good);
+    for i in 0..text.len() {
+        let e = Response::parse(&text[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    let mut rng = Rng(0x5e59_0a5e);
+    let mut accepted = 0;
+    for _ in 0..100_000 {
+        let input = mutate_text(&mut rng, &text);
+        match Response::parse(&input) {
+            Ok(r) => {
+                assert_eq!(r.to_text().into_bytes(), input);
+                r.validate().unwrap();
+                accepted += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}"),
+        }
+    }
+    assert!(
+        accepted > 0,
+        "mutations never produced another valid response"
+    );
+    // One parser never takes the other's file.
+    assert!(Advert::parse(&text).is_err());
+    assert!(Response::parse(sample_adverts()[0].to_text().as_bytes()).is_err());
 }

@@ -1,0 +1,476 @@
+//! Advertisement directories: publishing and withdrawing one, listing the
+//! live ones (and removing the stale ones), and the response file.
+
+use super::dir::{make_dir, Dir};
+use super::format::{Advert, Response, Role};
+use super::sync_file::SyncFile;
+use super::{
+    adverts_dir, shown, tenant_id_problem, ProcId, ADVERT_FILE, DAEMON_ID, RESPONSE_FILE,
+    STALE_GRACE, SYNC_FILE,
+};
+use crate::error::{err, Error, Result};
+use crate::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long publishing or withdrawing waits for the `adverts` directory's
+/// lock (held by others for a few file operations at a time).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long [`list`] waits for that lock before it leaves stale entries for
+/// a later call.
+const LIST_LOCK_WAIT: Duration = Duration::from_secs(1);
+/// Most attempts at replacing a leftover response file.
+const RESPONSE_ATTEMPTS: usize = 8;
+
+/// The files of one advertisement, owned by the advertising process: the
+/// directory `adverts/<id>/`, its advertisement file and its
+/// synchronization file (kept open and mapped here).
+///
+/// Dropping it leaves the files in place: [`AdvertFiles::withdraw`] removes
+/// them; if the process exits without, the advertisement is stale and the
+/// next [`list`] removes it.
+#[derive(Debug)]
+pub struct AdvertFiles {
+    dir: PathBuf,
+    adverts: PathBuf,
+    advert: Advert,
+    sync: SyncFile,
+}
+
+impl AdvertFiles {
+    /// Publishes `advert` in `domain`: creates `adverts/` (0700) and
+    /// `adverts/<id>/` if missing, the synchronization file, then the
+    /// advertisement file.
+    ///
+    /// `Invalid` if `advert` breaks the format's rules; `Exists` if a live
+    /// advertisement with that id is already there (the message names its
+    /// pid); a stale one (dead or reused pid, garbage) is removed and
+    /// replaced. `Denied` if `adverts/<id>` is a symbolic link (never
+    /// followed), `Corrupt` if it is not a directory.
+    pub fn publish(domain: &Path, advert: &Advert) -> Result<AdvertFiles> {
+        advert.validate()?;
+        let adverts = open_adverts(domain, true)?
+            .ok_or_else(|| err!(NotFound, "{}: missing", adverts_dir(domain).display()))?;
+        if !adverts.lock_within(LOCK_WAIT)? {
+            return Err(err!(
+                Timeout,
+                "{}: locked by another process for over {LOCK_WAIT:?}; cannot publish {}",
+                adverts.path().display(),
+                shown(&advert.id)
+            ));
+        }
+        let id = advert.id.as_str();
+        let path = adverts.child(id);
+        match adverts.entry_type(id)? {
+            None => {}
+            Some(libc::S_IFDIR) => {
+                let existing = adverts.open_at(id)?;
+                match read_advert_in(&existing) {
+                    Ok(a) if a.id == id && a.is_live() => {
+                        let who = match a.role {
+                            Role::Daemon => "mtipcd".to_string(),
+                            Role::Tenant => format!("tenant {}", shown(id)),
+                        };
+                        return Err(err!(
+                            Exists,
+                            "{who} is already advertised by live process {} ({})",
+                            a.pid,
+                            path.display()
+                        ));
+                    }
+                    found => {
+                        tracing::info!(
+                            dir = %path.display(),
+                            reason = %stale_reason(&found),
+                            "replacing a stale advertisement"
+                        );
+                        remove_tree(&path)?;
+                    }
+                }
+            }
+            Some(libc::S_IFLNK) => {
+                return Err(err!(
+                    Denied,
+                    "{}: is a symbolic link, which mtipc never follows; remove it to advertise {}",
+                    path.display(),
+                    shown(id)
+                ))
+            }
+            Some(_) => {
+                return Err(err!(
+                    Corrupt,
+                    "{}: exists and is not a directory; remove it to advertise {}",
+                    path.display(),
+                    shown(id)
+                ))
+            }
+        }
+        make_dir(&path)?;
+        let result = (|| {
+            let dir = adverts.open_at(id)?;
+            let sync = SyncFile::open_in(&dir, true)?;
+            if !dir.publish(ADVERT_FILE, advert.to_text().as_bytes())? {
+                return Err(err!(
+                    Exists,
+                    "{}: appeared while publishing",
+                    dir.child(ADVERT_FILE).display()
+                ));
+            }
+            Ok(sync)
+        })();
+        match result {
+            Ok(sync) => Ok(AdvertFiles {
+                dir: path,
+                adverts: adverts.path().to_path_buf(),
+                advert: advert.clone(),
+                sync,
+            }),
+            Err(e) => {
+                // Leave nothing half-made behind (we hold the lock).
+                let _ = remove_tree(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// The advertisement directory (`adverts/<id>`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The advertisement as published.
+    pub fn advert(&self) -> &Advert {
+        &self.advert
+    }
+
+    /// The synchronization file (open and mapped).
+    pub fn sync(&self) -> &SyncFile {
+        &self.sync
+    }
+
+    /// Removes the advertisement file, the response and synchronization
+    /// files and the directory; already missing ones are fine. A directory
+    /// that no longer holds this advertisement (someone else's by now) is
+    /// left alone.
+    pub fn withdraw(self) -> Result<()> {
+        let adverts = match Dir::open(&self.adverts) {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !adverts.lock_within(LOCK_WAIT)? {
+            return Err(err!(
+                Timeout,
+                "{}: locked by another process for over {LOCK_WAIT:?}; cannot withdraw {}",
+                adverts.path().display(),
+                shown(&self.advert.id)
+            ));
+        }
+        let id = self.advert.id.as_str();
+        if adverts.entry_type(id)? != Some(libc::S_IFDIR) {
+            return Ok(());
+        }
+        let dir = adverts.open_at(id)?;
+        match read_advert_in(&dir) {
+            Ok(a) if a != self.advert => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    pid = a.pid,
+                    "not withdrawing: the directory holds another advertisement by now"
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        // The advertisement first: from then on nobody lists it.
+        dir.unlink(ADVERT_FILE)?;
+        dir.unlink(RESPONSE_FILE)?;
+        dir.unlink(SYNC_FILE)?;
+        drop(dir);
+        // Leftovers (temporary files of a killed writer) go too.
+        remove_tree(&self.dir)
+    }
+}
+
+/// A live advertisement found by [`list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The advertisement.
+    pub advert: Advert,
+    /// Its directory (`adverts/<id>`).
+    pub dir: PathBuf,
+}
+
+/// What [`list`] makes of one entry of `adverts/`.
+enum Entry {
+    Live(Advert),
+    /// Stale: to be removed. The reason is for the log.
+    Stale(String),
+    /// Not (yet) to be listed nor removed.
+    Skip,
+}
+
+/// Every live advertisement of `domain`, sorted by id, and the number of
+/// stale ones removed.
+///
+/// Stale: the process is dead (or a zombie), or its pid was reused (another
+/// start time); or the advertisement file is missing or garbage and the
+/// directory is older than [`STALE_GRACE`] (a younger one may be half
+/// published). A stale directory is removed as a whole. Symbolic links are
+/// never followed: an entry that is a link, not a directory, not named like
+/// an advertisement, or not owned by this uid is skipped with a
+/// `tracing::warn` and left in place.
+///
+/// No `adverts/` directory: nothing advertised, `Ok((vec![], 0))`. Fails if
+/// `/proc` cannot be read (without it every advertisement would look stale).
+pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
+    let Some(adverts) = open_adverts(domain, false)? else {
+        return Ok((Vec::new(), 0));
+    };
+    ProcId::current()?;
+    let mut live = Vec::new();
+    let mut stale = Vec::new();
+    let entries =
+        std::fs::read_dir(adverts.path()).map_err(|e| Error::io(adverts.path().display(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(adverts.path().display(), e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(
+                dir = %adverts.path().display(),
+                name = ?entry.file_name(),
+                "skipping an entry whose name is not UTF-8"
+            );
+            continue;
+        };
+        match examine(&adverts, &name) {
+            Entry::Live(advert) => live.push(Listed {
+                dir: adverts.child(&name),
+                advert,
+            }),
+            Entry::Stale(reason) => stale.push((name, reason)),
+            Entry::Skip => {}
+        }
+    }
+    let mut removed = 0;
+    if !stale.is_empty() {
+        if adverts.lock_within(LIST_LOCK_WAIT)? {
+            for (name, reason) in stale {
+                // Look again under the lock: a publisher may have replaced
+                // it meanwhile.
+                if let Entry::Stale(_) = examine(&adverts, &name) {
+                    let path = adverts.child(&name);
+                    match remove_tree(&path) {
+                        Ok(()) => {
+                            tracing::info!(
+                                dir = %path.display(),
+                                %reason,
+                                "removed a stale advertisement"
+                            );
+                            removed += 1;
+                        }
+                        Err(e) => tracing::warn!(
+                            dir = %path.display(),
+                            error = %e,
+                            "could not remove a stale advertisement"
+                        ),
+                    }
+                }
+            }
+        } else {
+            tracing::warn!(
+                dir = %adverts.path().display(),
+                count = stale.len(),
+                "adverts directory locked by another process: stale advertisements left for later"
+            );
+        }
+    }
+    live.sort_by(|a, b| a.advert.id.cmp(&b.advert.id));
+    Ok((live, removed))
+}
+
+/// Classifies the entry `name` of the `adverts` directory.
+fn examine(adverts: &Dir, name: &str) -> Entry {
+    let path = adverts.child(name);
+    if name != DAEMON_ID {
+        if let Some(p) = tenant_id_problem(name) {
+            tracing::warn!(
+                entry = %path.display(),
+                problem = %p,
+                "skipping an entry not named like an advertisement"
+            );
+            return Entry::Skip;
+        }
+    }
+    match adverts.entry_type(name) {
+        Ok(Some(libc::S_IFDIR)) => {}
+        Ok(None) => return Entry::Skip, // removed meanwhile
+        Ok(Some(libc::S_IFLNK)) => {
+            tracing::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
+            return Entry::Skip;
+        }
+        Ok(Some(_)) => {
+            tracing::warn!(entry = %path.display(), "skipping an entry that is not a directory");
+            return Entry::Skip;
+        }
+        Err(e) => {
+            tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+            return Entry::Skip;
+        }
+    }
+    let dir = match adverts.open_at(name) {
+        Ok(d) => d,
+        Err(e) => {
+            // Another uid's, or group/other bits, or gone: not ours to judge.
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+            }
+            return Entry::Skip;
+        }
+    };
+    let found = read_advert_in(&dir);
+    match found {
+        Ok(a) if a.id == name => {
+            if a.is_live() {
+                Entry::Live(a)
+            } else {
+                Entry::Stale(stale_reason(&Ok(a)))
+            }
+        }
+        // An I/O error (not a missing or bad file) says nothing about it.
+        Err(e) if e.kind() == ErrorKind::Io => {
+            tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+            Entry::Skip
+        }
+        other => {
+            // Missing or garbage advertisement: stale once the directory
+            // has not changed for STALE_GRACE.
+            let old = dir
+                .mtime()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_GRACE);
+            if old {
+                Entry::Stale(stale_reason(&other))
+            } else {
+                Entry::Skip
+            }
+        }
+    }
+}
+
+/// Why an advertisement directory holding `found` is stale (for logs).
+fn stale_reason(found: &Result<Advert>) -> String {
+    match found {
+        Ok(a) => match ProcId::of(a.pid) {
+            Ok(Some(p)) if p.start != a.start => format!(
+                "pid {} was reused (start time {} instead of {})",
+                a.pid, p.start, a.start
+            ),
+            Ok(Some(_)) => format!("advertised as {} in another directory", shown(&a.id)),
+            _ => format!("process {} is gone", a.pid),
+        },
+        Err(e) => e.message().to_string(),
+    }
+}
+
+/// Opens (creating it if `create` and missing) the domain's `adverts`
+/// directory; `None` if it is missing and not to be created.
+fn open_adverts(domain: &Path, create: bool) -> Result<Option<Dir>> {
+    let path = adverts_dir(domain);
+    if create {
+        make_dir(&path)?;
+    }
+    match Dir::open(&path) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if !create && e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the directory `path` and everything in it, never following a
+/// symbolic link (a link is removed, not its target). Missing is fine.
+fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+fn read_advert_in(dir: &Dir) -> Result<Advert> {
+    let bytes = dir.read_small(ADVERT_FILE)?;
+    let what = format!("advertisement file {}", dir.child(ADVERT_FILE).display());
+    Advert::parse_in(&bytes, &what)
+}
+
+/// Reads and parses the advertisement file of the advertisement directory
+/// `dir` (neither followed if a symbolic link). `NotFound` if missing,
+/// `Corrupt` (naming the file and line) if not a valid advertisement.
+pub fn read_advert(dir: &Path) -> Result<Advert> {
+    read_advert_in(&Dir::open(dir)?)
+}
+
+/// Writes the response file `r` into the advertisement directory `dir`:
+/// owner-only, written under a temporary name and linked into place, so a
+/// reader sees all of it or nothing. A leftover regular file (of a dead
+/// attacher) is replaced; a symbolic link at `response` is refused with
+/// `Denied` and never followed; `Invalid` if `r` breaks the format's rules.
+pub fn write_response(dir: &Path, r: &Response) -> Result<()> {
+    r.validate()?;
+    let d = Dir::open(dir)?;
+    let text = r.to_text();
+    let path = d.child(RESPONSE_FILE);
+    for _ in 0..RESPONSE_ATTEMPTS {
+        if d.publish(RESPONSE_FILE, text.as_bytes())? {
+            return Ok(());
+        }
+        match d.entry_type(RESPONSE_FILE)? {
+            Some(libc::S_IFREG) => d.unlink(RESPONSE_FILE)?,
+            None => {}
+            Some(libc::S_IFLNK) => {
+                return Err(err!(
+                    Denied,
+                    "{}: is a symbolic link, which mtipc never follows (not written)",
+                    path.display()
+                ))
+            }
+            Some(_) => {
+                return Err(err!(
+                    Corrupt,
+                    "{}: not a regular file (not written)",
+                    path.display()
+                ))
+            }
+        }
+    }
+    Err(err!(
+        Exists,
+        "{}: another response keeps appearing; not written",
+        path.display()
+    ))
+}
+
+/// Reads the response file of the advertisement directory `dir`: `None` if
+/// there is none. At most [`super::MAX_FILE`] + 1 bytes are read; anything
+/// but a valid response is `Corrupt` (naming the file and line); a symbolic
+/// link is `Denied`, never followed.
+pub fn read_response(dir: &Path) -> Result<Option<Response>> {
+    let d = Dir::open(dir)?;
+    let bytes = match d.read_small(RESPONSE_FILE) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let what = format!("response file {}", d.child(RESPONSE_FILE).display());
+    Response::parse_in(&bytes, &what).map(Some)
+}
+
+/// Removes the response file of `dir` (a missing one, or a missing
+/// directory, is fine). A symbolic link there is removed, not followed.
+pub fn remove_response(dir: &Path) -> Result<()> {
+    match Dir::open(dir) {
+        Ok(d) => d.unlink(RESPONSE_FILE),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,131 @@
+//! Process identity: a pid and the process's start time, so that a pid the
+//! kernel has reused for another process is not taken for the advertiser.
+
+use crate::error::{err, Error, Result};
+use std::io::Read;
+
+/// A process: its pid and its start time (field 22 of `/proc/<pid>/stat`,
+/// clock ticks since boot). Two processes never share both within a boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcId {
+    /// The process id.
+    pub pid: u32,
+    /// The start time, clock ticks since boot.
+    pub start: u64,
+}
+
+/// What `/proc/<pid>/stat` says that matters here.
+struct Stat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    state: u8,
+    /// Field 22.
+    start: u64,
+}
+
+/// Longest `/proc/<pid>/stat` read; the real line is a few hundred bytes.
+const MAX_STAT: u64 = 4096;
+
+impl ProcId {
+    /// The calling process. Fails only if `/proc` cannot be read (mtipc
+    /// needs it to tell live advertisements from stale ones).
+    pub fn current() -> Result<ProcId> {
+        let pid = std::process::id();
+        match read_stat(pid)? {
+            Some(s) => Ok(ProcId {
+                pid,
+                start: s.start,
+            }),
+            None => Err(err!(
+                Io,
+                "/proc/{pid}/stat (this process) cannot be found: is /proc mounted?"
+            )),
+        }
+    }
+
+    /// The process with `pid`, if one is running: `None` if there is no
+    /// such process, or it has exited and not been reaped yet (a zombie).
+    pub fn of(pid: u32) -> Result<Option<ProcId>> {
+        Ok(read_stat(pid)?
+            .filter(|s| s.state != b'Z' && s.state != b'X')
+            .map(|s| ProcId {
+                pid,
+                start: s.start,
+            }))
+    }
+
+    /// Whether this process is still running: a process with this pid
+    /// exists, is not a zombie, and has this start time (else the pid was
+    /// reused). An unreadable `/proc` counts as not alive.
+    pub fn is_alive(&self) -> bool {
+        matches!(ProcId::of(self.pid), Ok(Some(p)) if p == *self)
+    }
+}
+
+/// Reads and parses `/proc/<pid>/stat`; `None` if there is no such process.
+fn read_stat(pid: u32) -> Result<Option<Stat>> {
+    // pid 0 is not a process; /proc/0 does not exist, but do not ask.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Ok(None);
+    }
+    let path = format!("/proc/{pid}/stat");
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(&path).and_then(|f| f.take(MAX_STAT).read_to_end(&mut buf));
+    match read {
+        Ok(_) => {}
+        // ENOENT: no such pid. ESRCH: it exited while we read.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    parse_stat(&buf)
+        .map(Some)
+        .ok_or_else(|| err!(Io, "{path}: unexpected content (no state or start time)"))
+}
+
+/// Fields 3 and 22 of a stat line. The command name (field 2) is in
+/// parentheses and may itself contain `)` and spaces: fields are counted
+/// from the last `)`.
+fn parse_stat(buf: &[u8]) -> Option<Stat> {
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    let mut fields = buf[close + 1..]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    // Fields 4..=21 come between the state and the start time.
+    let start = fields.nth(22 - 4)?;
+    let start = std::str::from_utf8(start).ok()?.parse().ok()?;
+    Some(Stat { state, start })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_line_parsing() {
+        let line = b"4242 (we ird) (x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                     1234567 1000 100 18446744073709551615\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.start, 1_234_567);
+        assert!(parse_stat(b"").is_none());
+        assert!(parse_stat(b"1 (x) S 1 2").is_none());
+        assert!(parse_stat(b"1 (x)").is_none());
+    }
+
+    #[test]
+    fn current_process() {
+        let me = ProcId::current().unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.is_alive());
+        assert_eq!(ProcId::of(me.pid).unwrap(), Some(me));
+        assert!(!ProcId {
+            pid: me.pid,
+            start: me.start + 1
+        }
+        .is_alive());
+        assert_eq!(ProcId::of(0).unwrap(), None);
+        assert_eq!(ProcId::of(u32::MAX).unwrap(), None);
+    }
+}
