@@ -601,7 +601,17 @@ impl Conn {
             return Err(mismatch(Some(fp)));
         }
 
-        conn.send(one_time_key)?;
+        // A tenant that is gone before answering refused the key.
+        let refused = || {
+            err!(
+                Denied,
+                "the tenant closed the connection instead of accepting the one-time key"
+            )
+        };
+        match conn.send(one_time_key) {
+            Err(e) if e.kind() == ErrorKind::Closed => return Err(refused()),
+            r => r?,
+        }
         match conn.recv_deadline(&deadline) {
             Ok(m) if m == ACCEPTED => {
                 tracing::debug!(version = conn.version, "attach channel: tenant accepted");
@@ -615,10 +625,7 @@ impl Conn {
                     m.len()
                 ))
             }
-            Err(e) if e.kind() == ErrorKind::Closed => Err(err!(
-                Denied,
-                "the tenant closed the connection instead of accepting the one-time key"
-            )),
+            Err(e) if e.kind() == ErrorKind::Closed => Err(refused()),
             Err(e) => Err(e),
         }
     }
