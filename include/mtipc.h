@@ -115,6 +115,8 @@ typedef struct mt_domain mt_domain;
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
