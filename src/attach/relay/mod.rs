@@ -96,6 +96,9 @@ pub struct RelayStats {
     pub closed_by_duration: u64,
     /// Pairings being relayed now.
     pub active: u64,
+    /// Connections held now whose hello was good: waiting for the other end
+    /// or for the registration.
+    pub waiting: u64,
 }
 
 /// Limits and timeouts of a relay; [`Default`] is what mtipcd uses (the
@@ -481,6 +484,8 @@ impl<'r> EventLoop<'r> {
             if accept {
                 self.accept();
             }
+            let waiting = self.waiting as u64;
+            self.shared.count(|s| s.waiting = waiting);
         }
     }
 
@@ -820,7 +825,11 @@ impl<'r> EventLoop<'r> {
         let slot = Arc::new(Mutex::new(Some(link)));
         let theirs = Arc::clone(&slot);
         let shared = Arc::clone(self.shared);
-        self.shared.count(|s| s.active += 1);
+        // Counted before either end can know.
+        self.shared.count(|s| {
+            s.active += 1;
+            s.paired += 1;
+        });
         let spawned = std::thread::Builder::new()
             .name(format!("mtipc-relay-{tag}"))
             .spawn(move || {
@@ -835,11 +844,13 @@ impl<'r> EventLoop<'r> {
             });
         match spawned {
             Ok(handle) => {
-                self.shared.count(|s| s.paired += 1);
                 self.active.insert(*id, handle);
             }
             Err(e) => {
-                self.shared.count(|s| s.active -= 1);
+                self.shared.count(|s| {
+                    s.active -= 1;
+                    s.paired -= 1;
+                });
                 error!(pairing = %tag, error = %e, "relay: cannot start a forwarding thread");
                 if let Some(link) = lock(&slot).take() {
                     let reason = "relay cannot start a thread for this pairing";
@@ -866,6 +877,7 @@ impl<'r> EventLoop<'r> {
             }
         }
         self.waiting = 0;
+        self.shared.count(|s| s.waiting = 0);
         for (_, h) in self.active.drain() {
             let _ = h.join();
         }
@@ -888,13 +900,24 @@ fn refuse(shared: &Shared, stream: UnixStream, pid: u32, reason: &str) {
         line.truncate(cut);
     }
     warn!(pid, reason = %line, "relay: connection refused");
+    // Counted before the peer can know.
+    shared.count(|s| s.refused += 1);
     let msg = format!("err {line}\n");
     // A new socket's buffer takes a short line at once; if the peer is gone
     // already there is nobody to tell.
     if let Err(e) = sys::send(&stream, msg.as_bytes()) {
         debug!(pid, error = %e, "relay: could not send the refusal");
     }
-    shared.count(|s| s.refused += 1);
+    // Closing a UNIX socket with unread bytes makes the peer's next read
+    // fail with ECONNRESET instead of end-of-file: read what it sent
+    // already (bounded), so that it sees the answer and a clean end.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match sys::recv(&stream, &mut sink, libc::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 fn wrong_pid(pid: u32, end: End, id: &[u8; 16], expected: u32) -> String {
