@@ -1,1 +1,0 @@
-//! See docs/attach.md (being written).
