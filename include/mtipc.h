@@ -105,6 +105,24 @@ typedef uint32_t mt_status;
 #endif // __cplusplus
 
 /**
+ * A live advertisement of a tenant, with its waiter thread.
+ *
+ * Thread safety: only `mt_advert_free` is called on it, from any thread.
+ * Lifetime: until `mt_advert_free`, which withdraws it; the domain handle
+ * it was made from may be freed before it.
+ */
+typedef struct mt_advert mt_advert;
+
+/**
+ * An attached connection: whole messages, both ways, over TLS 1.3.
+ *
+ * Thread safety: one thread may send while another receives; two threads
+ * sending (or receiving) at once are serialised. Lifetime: until
+ * `mt_conn_free`, which closes it; the peer then gets `MT_ERR_CLOSED`.
+ */
+typedef struct mt_conn mt_conn;
+
+/**
  * An open domain: the directory the cooperating processes of a host share.
  *
  * Thread safety: one `mt_domain` may be used from several threads at once.
@@ -112,6 +130,86 @@ typedef uint32_t mt_status;
  * from it must be freed first.
  */
 typedef struct mt_domain mt_domain;
+
+/**
+ * A snapshot of the live advertisements of a domain.
+ *
+ * Thread safety: read-only, any thread. Lifetime: until
+ * `mt_tenant_list_free`.
+ */
+typedef struct mt_tenant_list mt_tenant_list;
+
+/**
+ * Called with each attached connection, on a thread of its own per
+ * connection. The handler owns `conn` and must `mt_conn_free` it. `user` is
+ * the pointer given to `mt_advertise`: it must stay valid, and be safe to
+ * use from several threads, until `mt_advert_free` has returned.
+ */
+typedef void (*mt_attach_handler)(void *user, struct mt_conn *conn);
+
+/**
+ * Options of `mt_attach`. Start from `MT_ATTACH_OPTS_INIT`; fields may be
+ * added at the end in later versions (`size` tells which the caller knows).
+ */
+typedef struct mt_attach_opts {
+  /**
+   * `sizeof(mt_attach_opts)` as the caller compiled it.
+   */
+  uint32_t size;
+  /**
+   * Limit for the round, from the call until the tenant has answered;
+   * 0: 5000 ms.
+   */
+  uint32_t timeout_ms;
+  /**
+   * When the connection opens (Unix time in ms): the daemon passes no
+   * byte before. 0: at once.
+   */
+  uint64_t start_unix_ms;
+  /**
+   * How long it stays open from the start; 0: until an end closes.
+   */
+  uint64_t duration_ms;
+  /**
+   * The protocol to ask for; NULL: the tenant's first.
+   */
+  const char *protocol;
+} mt_attach_opts;
+
+/**
+ * One advertised tenant, as `mt_tenant_list_get` reports it. The strings
+ * live as long as the list.
+ */
+typedef struct mt_tenant_info {
+  /**
+   * Tenant id (`@mtipcd` for the daemon).
+   */
+  const char *id;
+  /**
+   * "tenant" or "daemon".
+   */
+  const char *role;
+  /**
+   * Comma-separated protocols.
+   */
+  const char *protocols;
+  /**
+   * Hex SHA-256 of its TLS key ("" for the daemon).
+   */
+  const char *fingerprint;
+  /**
+   * The advertising process.
+   */
+  uint32_t pid;
+  /**
+   * Its uid.
+   */
+  uint32_t uid;
+  /**
+   * When it advertised (Unix ms).
+   */
+  uint64_t since_unix_ms;
+} mt_tenant_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -136,6 +234,139 @@ const char *mt_last_error(void);
  * `MTIPC_VERSION_STRING` to check that the header matches the library.
  */
 const char *mt_version(void);
+
+/**
+ * Advertises `tenant` in the domain, accepting the protocol "msg", and
+ * starts its waiter: `handler(user, conn)` runs for each attacher.
+ * `MT_ERR_EXISTS` if a live process already advertises that id;
+ * `MT_ERR_INVALID` for a bad id (1 to 64 bytes of `A-Za-z0-9_.-`, not
+ * starting with `.` or `-`) or a NULL handler.
+ *
+ * # Safety
+ * `d` is a live handle; `tenant` a NUL-terminated string; `out` valid for
+ * a write; `handler` and `user` as `mt_attach_handler` says.
+ */
+mt_status mt_advertise(struct mt_domain *d,
+                       const char *tenant,
+                       mt_attach_handler handler,
+                       void *user,
+                       struct mt_advert **out);
+
+/**
+ * As `mt_advertise`, accepting the comma-separated `protocols` (1 to 16
+ * names of 1 to 32 bytes of `a-z0-9_.-`), the first being the default.
+ *
+ * # Safety
+ * As `mt_advertise`; `protocols` is a NUL-terminated string.
+ */
+mt_status mt_advertise_protocols(struct mt_domain *d,
+                                 const char *tenant,
+                                 const char *protocols,
+                                 mt_attach_handler handler,
+                                 void *user,
+                                 struct mt_advert **out);
+
+/**
+ * Withdraws the advertisement: stops its waiter (at most about 100 ms, or
+ * the end of a round in progress), removes its files. Once it returns, the
+ * handler is not called again; connections already handed over live on.
+ * NULL is fine.
+ *
+ * # Safety
+ * `a` is NULL or a handle from `mt_advertise` not yet freed.
+ */
+void mt_advert_free(struct mt_advert *a);
+
+/**
+ * Attaches to `tenant`: runs one attach round through the domain's mtipcd
+ * and returns a TLS 1.3 connection to the tenant in `*out`. `opts` NULL:
+ * timeout 5000 ms, start at once, no duration limit, the tenant's first
+ * protocol.
+ *
+ * Errors: `MT_ERR_NOT_FOUND` no live tenant of that id (or it does not
+ * accept the protocol); `MT_ERR_UNAVAILABLE` no mtipcd running on the
+ * domain; `MT_ERR_TIMEOUT` the tenant did not answer in time (the round is
+ * cleaned up); `MT_ERR_DENIED` the tenant's key does not match its
+ * advertisement, or the daemon refused a credential.
+ *
+ * # Safety
+ * `d` is a live handle; `tenant` NUL-terminated; `opts` NULL or valid;
+ * `out` valid for a write.
+ */
+mt_status mt_attach(struct mt_domain *d,
+                    const char *tenant,
+                    const struct mt_attach_opts *opts,
+                    struct mt_conn **out);
+
+/**
+ * Sends one whole message of `len` bytes (at most 1 MiB; `len` 0 is a
+ * valid empty message). `MT_ERR_CLOSED` if the other end is gone.
+ *
+ * # Safety
+ * `c` is a live handle; `buf` is valid for `len` bytes (may be NULL if
+ * `len` is 0).
+ */
+mt_status mt_conn_send(struct mt_conn *c, const uint8_t *buf, size_t len);
+
+/**
+ * Receives one whole message into `buf` of `cap` bytes and stores its
+ * length in `*len`, waiting at most `timeout_ms` (`MT_WAIT_FOREVER`: no
+ * limit). `MT_ERR_TIMEOUT`: nothing complete arrived in time (nothing is
+ * lost). `MT_ERR_CLOSED`: the other end closed. `MT_ERR_INVALID` with the
+ * message's length in `*len` if it does not fit: the message stays queued
+ * for a call with a larger buffer.
+ *
+ * # Safety
+ * `c` is a live handle; `buf` valid for `cap` bytes (NULL if `cap` is 0);
+ * `len` valid for a write.
+ */
+mt_status mt_conn_recv(struct mt_conn *c,
+                       uint8_t *buf,
+                       size_t cap,
+                       size_t *len,
+                       uint32_t timeout_ms);
+
+/**
+ * Closes the connection (the peer's receive gets `MT_ERR_CLOSED`) and
+ * frees the handle. NULL is fine.
+ *
+ * # Safety
+ * `c` is NULL or a live handle, not used afterwards.
+ */
+void mt_conn_free(struct mt_conn *c);
+
+/**
+ * Lists the live advertisements of the domain (tenants and the daemon),
+ * sorted by id; stale ones are cleaned up on the way.
+ *
+ * # Safety
+ * `d` is a live handle; `out` valid for a write.
+ */
+mt_status mt_tenant_list_new(struct mt_domain *d, struct mt_tenant_list **out);
+
+/**
+ * The number of entries in the list (0 for NULL).
+ *
+ * # Safety
+ * `l` is NULL or a live list.
+ */
+size_t mt_tenant_list_len(const struct mt_tenant_list *l);
+
+/**
+ * Stores entry `i` in `*out`. `MT_ERR_INVALID` if `i` is out of range.
+ *
+ * # Safety
+ * `l` is a live list; `out` valid for a write.
+ */
+mt_status mt_tenant_list_get(const struct mt_tenant_list *l, size_t i, struct mt_tenant_info *out);
+
+/**
+ * Frees the list and its strings. NULL is fine.
+ *
+ * # Safety
+ * `l` is NULL or a live list, not used afterwards.
+ */
+void mt_tenant_list_free(struct mt_tenant_list *l);
 
 /**
  * Opens the domain at `path`, creating the directory (mode 0700), its layout
@@ -234,6 +465,139 @@ const char *mt_last_error(void);
  * `MTIPC_VERSION_STRING` to check that the header matches the library.
  */
 const char *mt_version(void);
+
+/**
+ * Advertises `tenant` in the domain, accepting the protocol "msg", and
+ * starts its waiter: `handler(user, conn)` runs for each attacher.
+ * `MT_ERR_EXISTS` if a live process already advertises that id;
+ * `MT_ERR_INVALID` for a bad id (1 to 64 bytes of `A-Za-z0-9_.-`, not
+ * starting with `.` or `-`) or a NULL handler.
+ *
+ * # Safety
+ * `d` is a live handle; `tenant` a NUL-terminated string; `out` valid for
+ * a write; `handler` and `user` as `mt_attach_handler` says.
+ */
+mt_status mt_advertise(struct mt_domain *d,
+                       const char *tenant,
+                       mt_attach_handler handler,
+                       void *user,
+                       struct mt_advert **out);
+
+/**
+ * As `mt_advertise`, accepting the comma-separated `protocols` (1 to 16
+ * names of 1 to 32 bytes of `a-z0-9_.-`), the first being the default.
+ *
+ * # Safety
+ * As `mt_advertise`; `protocols` is a NUL-terminated string.
+ */
+mt_status mt_advertise_protocols(struct mt_domain *d,
+                                 const char *tenant,
+                                 const char *protocols,
+                                 mt_attach_handler handler,
+                                 void *user,
+                                 struct mt_advert **out);
+
+/**
+ * Withdraws the advertisement: stops its waiter (at most about 100 ms, or
+ * the end of a round in progress), removes its files. Once it returns, the
+ * handler is not called again; connections already handed over live on.
+ * NULL is fine.
+ *
+ * # Safety
+ * `a` is NULL or a handle from `mt_advertise` not yet freed.
+ */
+void mt_advert_free(struct mt_advert *a);
+
+/**
+ * Attaches to `tenant`: runs one attach round through the domain's mtipcd
+ * and returns a TLS 1.3 connection to the tenant in `*out`. `opts` NULL:
+ * timeout 5000 ms, start at once, no duration limit, the tenant's first
+ * protocol.
+ *
+ * Errors: `MT_ERR_NOT_FOUND` no live tenant of that id (or it does not
+ * accept the protocol); `MT_ERR_UNAVAILABLE` no mtipcd running on the
+ * domain; `MT_ERR_TIMEOUT` the tenant did not answer in time (the round is
+ * cleaned up); `MT_ERR_DENIED` the tenant's key does not match its
+ * advertisement, or the daemon refused a credential.
+ *
+ * # Safety
+ * `d` is a live handle; `tenant` NUL-terminated; `opts` NULL or valid;
+ * `out` valid for a write.
+ */
+mt_status mt_attach(struct mt_domain *d,
+                    const char *tenant,
+                    const struct mt_attach_opts *opts,
+                    struct mt_conn **out);
+
+/**
+ * Sends one whole message of `len` bytes (at most 1 MiB; `len` 0 is a
+ * valid empty message). `MT_ERR_CLOSED` if the other end is gone.
+ *
+ * # Safety
+ * `c` is a live handle; `buf` is valid for `len` bytes (may be NULL if
+ * `len` is 0).
+ */
+mt_status mt_conn_send(struct mt_conn *c, const uint8_t *buf, size_t len);
+
+/**
+ * Receives one whole message into `buf` of `cap` bytes and stores its
+ * length in `*len`, waiting at most `timeout_ms` (`MT_WAIT_FOREVER`: no
+ * limit). `MT_ERR_TIMEOUT`: nothing complete arrived in time (nothing is
+ * lost). `MT_ERR_CLOSED`: the other end closed. `MT_ERR_INVALID` with the
+ * message's length in `*len` if it does not fit: the message stays queued
+ * for a call with a larger buffer.
+ *
+ * # Safety
+ * `c` is a live handle; `buf` valid for `cap` bytes (NULL if `cap` is 0);
+ * `len` valid for a write.
+ */
+mt_status mt_conn_recv(struct mt_conn *c,
+                       uint8_t *buf,
+                       size_t cap,
+                       size_t *len,
+                       uint32_t timeout_ms);
+
+/**
+ * Closes the connection (the peer's receive gets `MT_ERR_CLOSED`) and
+ * frees the handle. NULL is fine.
+ *
+ * # Safety
+ * `c` is NULL or a live handle, not used afterwards.
+ */
+void mt_conn_free(struct mt_conn *c);
+
+/**
+ * Lists the live advertisements of the domain (tenants and the daemon),
+ * sorted by id; stale ones are cleaned up on the way.
+ *
+ * # Safety
+ * `d` is a live handle; `out` valid for a write.
+ */
+mt_status mt_tenant_list_new(struct mt_domain *d, struct mt_tenant_list **out);
+
+/**
+ * The number of entries in the list (0 for NULL).
+ *
+ * # Safety
+ * `l` is NULL or a live list.
+ */
+size_t mt_tenant_list_len(const struct mt_tenant_list *l);
+
+/**
+ * Stores entry `i` in `*out`. `MT_ERR_INVALID` if `i` is out of range.
+ *
+ * # Safety
+ * `l` is a live list; `out` valid for a write.
+ */
+mt_status mt_tenant_list_get(const struct mt_tenant_list *l, size_t i, struct mt_tenant_info *out);
+
+/**
+ * Frees the list and its strings. NULL is fine.
+ *
+ * # Safety
+ * `l` is NULL or a live list, not used afterwards.
+ */
+void mt_tenant_list_free(struct mt_tenant_list *l);
 
 /**
  * Opens the domain at `path`, creating the directory (mode 0700), its layout

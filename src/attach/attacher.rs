@@ -10,7 +10,6 @@ use super::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of [`attach`].
@@ -204,9 +203,4 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     let until_start = Duration::from_millis(start_ms.saturating_sub(files::now_ms()));
     Conn::connect(stream, &fingerprint, &response.key, until_start + HANDSHAKE_TIMEOUT)
         .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
-}
-
-/// Where a domain's relay socket is.
-pub fn relay_path(domain: &Domain) -> PathBuf {
-    domain.path().join(RELAY_SOCKET)
 }

@@ -11,7 +11,7 @@ use crate::error::{err, Result};
 use crate::sync::{AtomicU32, Ordering};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 

@@ -339,8 +339,9 @@ pub unsafe extern "C" fn mt_conn_recv(
                 Ok(())
             }
             Err(e) => {
-                if let Some(need) = conn.pending_len() {
-                    if need > cap {
+                if e.kind() == crate::ErrorKind::Invalid {
+                    // Too small a buffer: the message is queued; say its size.
+                    if let Ok(need) = conn.next_len(Some(Duration::ZERO)) {
                         // SAFETY: checked above.
                         unsafe { write_out(len, need) };
                     }
