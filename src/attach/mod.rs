@@ -63,3 +63,7 @@ impl round::SyncLock for files::SyncFile {
         files::SyncFile::unlock(self)
     }
 }
+
+// The round's state values are the ones the synchronization file documents.
+#[cfg(not(loom))]
+const _: () = assert!(round::BUSY == files::STATE_BUSY && round::IDLE == files::STATE_IDLE);

@@ -82,6 +82,8 @@ fn wait_state(
 /// The attacher's round, once it holds the domain's attach lock and has
 /// written the response file (`write_response`, called at the right step):
 ///
+/// 0. reset the semaphore: under the attach lock no round is running, so
+///    any unit there is a leftover of a round whose attacher died;
 /// 1. wait until every live participant is back at the semaphore (`IDLE`);
 /// 2. `write_response()`;
 /// 3. lock every participant's synchronization lock;
@@ -101,6 +103,7 @@ pub fn attacher_round<L: SyncLock>(
     await_target: AwaitTarget<'_>,
     remove_response: &mut dyn FnMut(),
 ) -> Result<u32> {
+    sem.reset();
     for p in participants {
         if !wait_state(p.state, IDLE, p.alive, deadline) {
             return Err(err!(

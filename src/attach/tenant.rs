@@ -156,6 +156,10 @@ fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Ve
     let mut out = Vec::new();
     for dir in dirs {
         match files::read_response(&dir) {
+            // Left behind by an attacher that died before its clean-up.
+            Ok(Some(r)) if !matches!(ProcId::of(r.attacher_pid), Ok(Some(_))) => {
+                tracing::debug!(dir = %dir.display(), attacher = r.attacher_pid, "response of a dead attacher ignored")
+            }
             Ok(Some(r)) if scan_all || r.tenant == id => out.push(r),
             Ok(Some(r)) => {
                 tracing::warn!(advert = %id, to = %r.tenant, "response addressed to another tenant ignored")
