@@ -47,6 +47,12 @@
 //!   [`ErrorKind::Closed`]. The descriptor itself is closed only when the
 //!   `Conn` is dropped, so no thread can poll a reused descriptor.
 //!
+//! [`Conn::accept`] and [`Conn::connect`] take the stream over and set it
+//! non-blocking (`O_NONBLOCK` belongs to the open file description: a
+//! duplicate of the descriptor kept elsewhere becomes non-blocking too). The
+//! stream must be positioned at the first TLS byte: whoever read a line from
+//! it before (the relay's `ok`) must not have read ahead.
+//!
 //! Writes go through `send(2)` with `MSG_NOSIGNAL`: a vanished peer is an
 //! `EPIPE` error ([`ErrorKind::Closed`]), never a `SIGPIPE` that would kill a
 //! C program that did not ignore it. [`Conn::send`] has no timeout: like a
@@ -289,8 +295,8 @@ impl Deadline {
 
     fn error(&self) -> Error {
         match self.timeout {
-            Some(t) => err!(Timeout, "{} not done within {t:?}", self.what),
-            None => err!(Timeout, "{} timed out", self.what),
+            Some(t) => err!(Timeout, "{}: timed out after {t:?}", self.what),
+            None => err!(Timeout, "{}: timed out", self.what),
         }
     }
 }
