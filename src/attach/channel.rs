@@ -237,12 +237,24 @@ fn spki_fingerprint(cert: &X509Ref) -> Option<[u8; 32]> {
 /// written with `MSG_NOSIGNAL`.
 struct Sock(UnixStream);
 
+/// The openssl crate's stream adapter takes `NotConnected` for "try again"
+/// (WANT_READ/WANT_WRITE): on a socket that is not connected, that would
+/// make `poll` (which reports it ready) spin until the deadline. Report it
+/// as the hard error it is here.
+fn not_retriable(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::NotConnected {
+        io::Error::other(format!("socket not connected ({e})"))
+    } else {
+        e
+    }
+}
+
 impl Read for Sock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match (&self.0).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+                r => return r.map_err(not_retriable),
             }
         }
     }
@@ -266,7 +278,7 @@ impl Write for Sock {
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+                return Err(not_retriable(e));
             }
         }
     }
@@ -965,6 +977,25 @@ mod tests {
         let e = t.recv(Some(T)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
         assert!(e.message().contains("middle of a message"), "{e}");
+    }
+
+    #[test]
+    fn an_unconnected_socket_fails_at_once() {
+        // A listening socket passed off as a stream: send(2) says ENOTCONN,
+        // which must not turn into a retry loop until the timeout.
+        let dir = std::env::temp_dir().join(format!(
+            "mtipc-chan-unconnected-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&dir);
+        let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let s = UnixStream::from(std::os::fd::OwnedFd::from(listener));
+        let start = Instant::now();
+        let e = Conn::connect(s, &[0; 32], &OTK, Duration::from_secs(5)).unwrap_err();
+        assert_ne!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{e}");
     }
 
     #[test]
