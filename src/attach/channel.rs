@@ -37,7 +37,9 @@
 //!   interleaved with another sender's), a third serialises receivers and
 //!   holds the bytes received but not yet handed out (a partial frame stays
 //!   there across a timeout). A receiver waiting in `poll` holds only the
-//!   receive mutex, which no sender takes;
+//!   receive mutex, which no sender takes. Lock order: receive or send
+//!   mutex, then the TLS mutex; nothing takes both the receive and the send
+//!   mutex;
 //! - a `WANT_WRITE`-interrupted `SSL_write` is retried with the same bytes, as
 //!   OpenSSL requires (`SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER` and partial
 //!   writes are enabled); reads may run between the attempts;
@@ -67,9 +69,12 @@
 //! | the tenant's key is not the advertised one (attacher) | [`ErrorKind::Denied`] |
 //! | the peer refused the handshake with an alert | [`ErrorKind::Denied`] |
 //! | wrong one-time key (tenant), or the tenant closed before accepting (attacher) | [`ErrorKind::Denied`] |
-//! | peer closed: `close_notify`, EOF between frames, reset | [`ErrorKind::Closed`] |
+//! | peer closed: `close_notify`, EOF between frames, reset (also during the handshake) | [`ErrorKind::Closed`] |
 //! | EOF inside a frame, length over [`MAX_MESSAGE`], broken TLS, bytes that are not TLS | [`ErrorKind::Corrupt`] |
 //! | message over [`MAX_MESSAGE`] to send, buffer too small to receive | [`ErrorKind::Invalid`] |
+//!
+//! After any receive error but a timeout the receive side stays failed (the
+//! same error again); after a send error the send side does.
 
 use crate::error::{err, Error, ErrorKind, Result};
 use openssl::asn1::Asn1Time;
