@@ -473,6 +473,7 @@ fn recv_times_out_with_nothing_sent() {
     let start = Instant::now();
     let (kind, msg) = kind_of(t.recv(Some(Duration::from_millis(50))));
     assert_eq!(kind, ErrorKind::Timeout, "{msg}");
+    assert!(msg.contains("timed out after 50ms"), "{msg}");
     assert!(start.elapsed() >= Duration::from_millis(50));
     assert_eq!(
         t.recv(Some(Duration::ZERO)).unwrap_err().kind(),

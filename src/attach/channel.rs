@@ -37,7 +37,9 @@
 //!   interleaved with another sender's), a third serialises receivers and
 //!   holds the bytes received but not yet handed out (a partial frame stays
 //!   there across a timeout). A receiver waiting in `poll` holds only the
-//!   receive mutex, which no sender takes;
+//!   receive mutex, which no sender takes. Lock order: receive or send
+//!   mutex, then the TLS mutex; nothing takes both the receive and the send
+//!   mutex;
 //! - a `WANT_WRITE`-interrupted `SSL_write` is retried with the same bytes, as
 //!   OpenSSL requires (`SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER` and partial
 //!   writes are enabled); reads may run between the attempts;
@@ -46,6 +48,12 @@
 //!   wakes (the shutdown raises `POLLHUP`), retakes the mutex and returns
 //!   [`ErrorKind::Closed`]. The descriptor itself is closed only when the
 //!   `Conn` is dropped, so no thread can poll a reused descriptor.
+//!
+//! [`Conn::accept`] and [`Conn::connect`] take the stream over and set it
+//! non-blocking (`O_NONBLOCK` belongs to the open file description: a
+//! duplicate of the descriptor kept elsewhere becomes non-blocking too). The
+//! stream must be positioned at the first TLS byte: whoever read a line from
+//! it before (the relay's `ok`) must not have read ahead.
 //!
 //! Writes go through `send(2)` with `MSG_NOSIGNAL`: a vanished peer is an
 //! `EPIPE` error ([`ErrorKind::Closed`]), never a `SIGPIPE` that would kill a
@@ -61,9 +69,12 @@
 //! | the tenant's key is not the advertised one (attacher) | [`ErrorKind::Denied`] |
 //! | the peer refused the handshake with an alert | [`ErrorKind::Denied`] |
 //! | wrong one-time key (tenant), or the tenant closed before accepting (attacher) | [`ErrorKind::Denied`] |
-//! | peer closed: `close_notify`, EOF between frames, reset | [`ErrorKind::Closed`] |
+//! | peer closed: `close_notify`, EOF between frames, reset (also during the handshake) | [`ErrorKind::Closed`] |
 //! | EOF inside a frame, length over [`MAX_MESSAGE`], broken TLS, bytes that are not TLS | [`ErrorKind::Corrupt`] |
 //! | message over [`MAX_MESSAGE`] to send, buffer too small to receive | [`ErrorKind::Invalid`] |
+//!
+//! After any receive error but a timeout the receive side stays failed (the
+//! same error again); after a send error the send side does.
 
 use crate::error::{err, Error, ErrorKind, Result};
 use openssl::asn1::Asn1Time;
@@ -231,12 +242,24 @@ fn spki_fingerprint(cert: &X509Ref) -> Option<[u8; 32]> {
 /// written with `MSG_NOSIGNAL`.
 struct Sock(UnixStream);
 
+/// The openssl crate's stream adapter takes `NotConnected` for "try again"
+/// (WANT_READ/WANT_WRITE): on a socket that is not connected, that would
+/// make `poll` (which reports it ready) spin until the deadline. Report it
+/// as the hard error it is here.
+fn not_retriable(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::NotConnected {
+        io::Error::other(format!("socket not connected ({e})"))
+    } else {
+        e
+    }
+}
+
 impl Read for Sock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match (&self.0).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+                r => return r.map_err(not_retriable),
             }
         }
     }
@@ -260,7 +283,7 @@ impl Write for Sock {
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+                return Err(not_retriable(e));
             }
         }
     }
@@ -289,8 +312,8 @@ impl Deadline {
 
     fn error(&self) -> Error {
         match self.timeout {
-            Some(t) => err!(Timeout, "{} not done within {t:?}", self.what),
-            None => err!(Timeout, "{} timed out", self.what),
+            Some(t) => err!(Timeout, "{}: timed out after {t:?}", self.what),
+            None => err!(Timeout, "{}: timed out", self.what),
         }
     }
 }
@@ -959,6 +982,25 @@ mod tests {
         let e = t.recv(Some(T)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
         assert!(e.message().contains("middle of a message"), "{e}");
+    }
+
+    #[test]
+    fn an_unconnected_socket_fails_at_once() {
+        // A listening socket passed off as a stream: send(2) says ENOTCONN,
+        // which must not turn into a retry loop until the timeout.
+        let dir = std::env::temp_dir().join(format!(
+            "mtipc-chan-unconnected-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&dir);
+        let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let s = UnixStream::from(std::os::fd::OwnedFd::from(listener));
+        let start = Instant::now();
+        let e = Conn::connect(s, &[0; 32], &OTK, Duration::from_secs(5)).unwrap_err();
+        assert_ne!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{e}");
     }
 
     #[test]
