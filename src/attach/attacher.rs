@@ -73,7 +73,11 @@ fn info(l: &Listed) -> TenantInfo {
         uid: a.uid,
         protocols: a.protocols.clone(),
         since_ms: a.created_ms,
-        fingerprint: a.fingerprint.as_ref().map(super::channel::fingerprint_hex).unwrap_or_default(),
+        fingerprint: a
+            .fingerprint
+            .as_ref()
+            .map(super::channel::fingerprint_hex)
+            .unwrap_or_default(),
     }
 }
 
@@ -85,7 +89,8 @@ pub fn list(domain: &Domain) -> Result<(Vec<TenantInfo>, usize)> {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -99,7 +104,11 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     files::validate_tenant_id(tenant)?;
     let begun = Instant::now();
     let deadline = begun.checked_add(opts.timeout);
-    let lock = LockFile::acquire(&domain.path().join(ATTACH_LOCK), deadline, "the domain's attach lock")?;
+    let lock = LockFile::acquire(
+        &domain.path().join(ATTACH_LOCK),
+        deadline,
+        "the domain's attach lock",
+    )?;
 
     // Under the attach lock: the set of advertisements cannot change
     // because of another round, and stale ones are cleaned up here.
@@ -115,7 +124,13 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     let target = listed
         .iter()
         .find(|l| l.advert.id == tenant)
-        .ok_or_else(|| err!(NotFound, "no live tenant {tenant:?} is advertised in {}", domain.path().display()))?;
+        .ok_or_else(|| {
+            err!(
+                NotFound,
+                "no live tenant {tenant:?} is advertised in {}",
+                domain.path().display()
+            )
+        })?;
     let fingerprint = target
         .advert
         .fingerprint
@@ -180,14 +195,22 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         deadline,
         &mut || files::write_response(&target.dir, &response),
         &mut |deadline| {
-            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
-            let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left).map_err(|e| {
-                if e.kind() == crate::ErrorKind::Timeout {
-                    err!(Timeout, "tenant {tenant:?} did not answer within {:?}", opts.timeout)
-                } else {
-                    e
-                }
-            })?;
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left).map_err(
+                |e| {
+                    if e.kind() == crate::ErrorKind::Timeout {
+                        err!(
+                            Timeout,
+                            "tenant {tenant:?} did not answer within {:?}",
+                            opts.timeout
+                        )
+                    } else {
+                        e
+                    }
+                },
+            )?;
             stream = Some(s);
             Ok(())
         },
@@ -201,6 +224,11 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     round?;
     let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
     let until_start = Duration::from_millis(start_ms.saturating_sub(files::now_ms()));
-    Conn::connect(stream, &fingerprint, &response.key, until_start + HANDSHAKE_TIMEOUT)
-        .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
+    Conn::connect(
+        stream,
+        &fingerprint,
+        &response.key,
+        until_start + HANDSHAKE_TIMEOUT,
+    )
+    .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
 }

@@ -9,7 +9,7 @@ use super::tenant::start_waiter;
 use super::{DAEMON_LOCK, RELAY_SOCKET};
 use crate::domain::{euid, Domain};
 use crate::error::{err, Result};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::Flag;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,7 +19,7 @@ pub struct Daemon {
     relay: Arc<Relay>,
     relay_thread: Option<JoinHandle<Result<()>>>,
     files: Option<Arc<AdvertFiles>>,
-    stop: Arc<AtomicU32>,
+    stop: Arc<Flag>,
     waiter: Option<JoinHandle<()>>,
     socket: PathBuf,
     _lock: LockFile,
@@ -27,7 +27,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("socket", &self.socket).finish()
+        f.debug_struct("Daemon")
+            .field("socket", &self.socket)
+            .finish()
     }
 }
 
@@ -80,7 +82,9 @@ impl Daemon {
                         duration_ms: r.duration_ms,
                     });
                 }
-                Err(e) => tracing::warn!(tenant = %r.tenant, error = %e, "response for an unreadable advertisement ignored"),
+                Err(e) => {
+                    tracing::warn!(tenant = %r.tenant, error = %e, "response for an unreadable advertisement ignored")
+                }
             }
         });
         let relay_thread = {
@@ -121,7 +125,7 @@ impl Daemon {
     }
 
     fn shut(&mut self) -> Result<()> {
-        self.stop.store(1, Ordering::Release);
+        self.stop.set();
         if let Some(w) = self.waiter.take() {
             let _ = w.join();
         }

@@ -15,14 +15,14 @@ pub mod channel;
 #[cfg(not(loom))]
 mod daemon;
 #[cfg(not(loom))]
-mod lockfile;
-#[cfg(not(loom))]
-mod tenant;
-#[cfg(not(loom))]
 pub mod files;
+#[cfg(not(loom))]
+mod lockfile;
 #[cfg(not(loom))]
 pub mod relay;
 pub mod round;
+#[cfg(not(loom))]
+mod tenant;
 
 #[cfg(all(test, loom))]
 mod loom_models;

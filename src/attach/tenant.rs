@@ -8,7 +8,7 @@ use super::round::{waiter_round, Waited};
 use super::{HANDSHAKE_TIMEOUT, RELAY_SOCKET, STOP_CHECK};
 use crate::domain::{euid, Domain};
 use crate::error::{err, Result};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::Flag;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,14 +25,16 @@ pub type Handler = Arc<dyn Fn(Conn) + Send + Sync + 'static>;
 pub struct Advertisement {
     id: String,
     files: Option<Arc<AdvertFiles>>,
-    stop: Arc<AtomicU32>,
+    stop: Arc<Flag>,
     waiter: Option<JoinHandle<()>>,
     fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Advertisement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Advertisement").field("id", &self.id).finish()
+        f.debug_struct("Advertisement")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -55,10 +57,18 @@ impl Served {
 
 /// Advertises `tenant` in `domain`, accepting `protocols` (at least one),
 /// and calls `handler` with each attached connection.
-pub fn advertise(domain: &Domain, tenant: &str, protocols: &[&str], handler: Handler) -> Result<Advertisement> {
+pub fn advertise(
+    domain: &Domain,
+    tenant: &str,
+    protocols: &[&str],
+    handler: Handler,
+) -> Result<Advertisement> {
     files::validate_tenant_id(tenant)?;
     if protocols.is_empty() {
-        return Err(err!(Invalid, "tenant {tenant}: at least one protocol is needed"));
+        return Err(err!(
+            Invalid,
+            "tenant {tenant}: at least one protocol is needed"
+        ));
     }
     let key = Arc::new(ServerKey::generate()?);
     let me = ProcId::current()?;
@@ -98,12 +108,12 @@ pub(crate) fn start_waiter(
     advert: &Advert,
     mut on_response: OnResponse,
     scan_all: bool,
-) -> Result<(Arc<AdvertFiles>, Arc<AtomicU32>, JoinHandle<()>)> {
+) -> Result<(Arc<AdvertFiles>, Arc<Flag>, JoinHandle<()>)> {
     // The waiter opens the domain itself: it lives as long as the
     // advertisement, whatever the caller does with its own handle.
     let dom = Domain::open(Some(domain.path()))?;
     let files = Arc::new(AdvertFiles::publish(dom.path(), advert)?);
-    let stop = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(Flag::new());
     let (f2, s2, id) = (files.clone(), stop.clone(), advert.id.clone());
     let waiter = std::thread::Builder::new()
         .name(format!("mtipc-waiter-{id}"))
@@ -115,7 +125,7 @@ pub(crate) fn start_waiter(
                     f2.sync().state(),
                     f2.sync(),
                     STOP_CHECK,
-                    &|| s2.load(Ordering::Acquire) != 0,
+                    &|| s2.is_set(),
                     &mut || {
                         for r in find_responses(dom.path(), f2.dir(), &id, scan_all) {
                             if served.first_time(r.pairing) {
@@ -210,7 +220,7 @@ impl Advertisement {
     }
 
     fn shut(&mut self) -> Result<()> {
-        self.stop.store(1, Ordering::Release);
+        self.stop.set();
         if let Some(w) = self.waiter.take() {
             let _ = w.join();
         }

@@ -127,12 +127,15 @@ mod cli {
     fn ls(domain: &Domain, json: bool) -> mtipc::Result<()> {
         let (tenants, cleaned) = mtipc::attach::list(domain)?;
         if json {
-            println!("{}", serde_json::to_string(&tenants).expect("tenants serialize"));
+            println!(
+                "{}",
+                serde_json::to_string(&tenants).expect("tenants serialize")
+            );
             return Ok(());
         }
         println!(
-            "{:<24} {:<7} {:>8} {:>6} {:>6}  {}",
-            "TENANT", "ROLE", "PID", "UID", "SINCE", "PROTOCOLS"
+            "{:<24} {:<7} {:>8} {:>6} {:>6}  PROTOCOLS",
+            "TENANT", "ROLE", "PID", "UID", "SINCE"
         );
         for t in &tenants {
             println!(

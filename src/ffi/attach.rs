@@ -194,7 +194,12 @@ unsafe fn advertise(
     let tenant = unsafe { str_arg(tenant, "tenant", 64) }?;
     let f = handler.ok_or_else(|| err!(Invalid, "handler is NULL"))?;
     let h = CHandler { f, user };
-    let a = attach::advertise(dom, tenant, protocols, std::sync::Arc::new(move |c| h.call(c)))?;
+    let a = attach::advertise(
+        dom,
+        tenant,
+        protocols,
+        std::sync::Arc::new(move |c| h.call(c)),
+    )?;
     // SAFETY: `out` was checked above.
     unsafe { write_out(out, mt_advert::into_raw(a)) };
     Ok(())
@@ -369,16 +374,27 @@ pub unsafe extern "C" fn mt_conn_free(c: *mut mt_conn) {
 /// # Safety
 /// `d` is a live handle; `out` valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn mt_tenant_list_new(d: *mut mt_domain, out: *mut *mut mt_tenant_list) -> mt_status {
+pub unsafe extern "C" fn mt_tenant_list_new(
+    d: *mut mt_domain,
+    out: *mut *mut mt_tenant_list,
+) -> mt_status {
     guard("mt_tenant_list_new", || {
         check_out(out, "out")?;
         // SAFETY: live handle per the contract.
         let dom = unsafe { mt_domain::try_ref(d) }?;
         let (infos, _) = attach::list(dom)?;
-        let cs = |s: &str| CString::new(s).map_err(|_| err!(Corrupt, "NUL byte in an advertisement"));
+        let cs =
+            |s: &str| CString::new(s).map_err(|_| err!(Corrupt, "NUL byte in an advertisement"));
         let strings = infos
             .iter()
-            .map(|t| Ok([cs(&t.id)?, cs(&t.role)?, cs(&t.protocols.join(","))?, cs(&t.fingerprint)?]))
+            .map(|t| {
+                Ok([
+                    cs(&t.id)?,
+                    cs(&t.role)?,
+                    cs(&t.protocols.join(","))?,
+                    cs(&t.fingerprint)?,
+                ])
+            })
             .collect::<crate::Result<Vec<_>>>()?;
         // SAFETY: `out` was checked above.
         unsafe { write_out(out, mt_tenant_list::into_raw(TenantList { strings, infos })) };
@@ -410,11 +426,13 @@ pub unsafe extern "C" fn mt_tenant_list_get(
         check_out(out, "out")?;
         // SAFETY: per the contract.
         let l = unsafe { mt_tenant_list::try_ref(l) }?;
-        let (t, s) = l
-            .infos
-            .get(i)
-            .zip(l.strings.get(i))
-            .ok_or_else(|| err!(Invalid, "index {i} out of range (the list has {})", l.infos.len()))?;
+        let (t, s) = l.infos.get(i).zip(l.strings.get(i)).ok_or_else(|| {
+            err!(
+                Invalid,
+                "index {i} out of range (the list has {})",
+                l.infos.len()
+            )
+        })?;
         let info = mt_tenant_info {
             id: s[0].as_ptr(),
             role: s[1].as_ptr(),

@@ -30,6 +30,26 @@ pub use std::thread::yield_now;
 #[cfg(loom)]
 pub fn yield_now() {}
 
+/// A one-way flag between threads of one process (a stop request). Not
+/// for shared memory and not modelled by loom: it only tells a loop to end.
+#[derive(Debug, Default)]
+pub struct Flag(std::sync::atomic::AtomicBool);
+
+impl Flag {
+    /// A flag that is not set.
+    pub const fn new() -> Flag {
+        Flag(std::sync::atomic::AtomicBool::new(false))
+    }
+    /// Sets it (for good).
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+    /// Whether it is set.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 mod futex;
 pub use futex::{Futex, WaitOutcome};
 
