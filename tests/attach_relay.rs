@@ -677,6 +677,12 @@ fn connect_without_a_relay_is_unavailable() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let e = connect(&path, End::Attacher, &new_id(), T).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    // A path no socket address can hold.
+    let long = dir.0.join("x".repeat(200));
+    let e = connect(&long, End::Attacher, &new_id(), T).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    let e = Relay::bind(&long, euid()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
 }
 
 #[test]

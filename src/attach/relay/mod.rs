@@ -219,7 +219,7 @@ impl Relay {
             Err(e) => return Err(Error::io(format_args!("relay socket {shown}"), e)),
         }
         let listener = UnixListener::bind(path)
-            .map_err(|e| Error::io(format_args!("bind relay socket {shown}"), e))?;
+            .map_err(|e| socket_error(format_args!("bind relay socket {shown}"), e))?;
         // Connecting needs write permission on the socket file: 0600 keeps
         // everyone but the owner (and root) out before SO_PEERCRED is even
         // looked at. The domain directory (0700) covers the instant between
@@ -917,6 +917,17 @@ fn refuse(shared: &Shared, stream: UnixStream, pid: u32, reason: &str) {
             Ok(n) if n > 0 => {}
             _ => break,
         }
+    }
+}
+
+/// An I/O error on a socket path: as [`Error::io`], except that a path too
+/// long for a socket address (std's `InvalidInput`) is
+/// [`Invalid`](crate::ErrorKind::Invalid).
+fn socket_error(what: impl std::fmt::Display, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        err!(Invalid, "{what}: {e}")
+    } else {
+        Error::io(what, e)
     }
 }
 
