@@ -5,6 +5,7 @@
 //! coverage-guided fuzzers.)
 
 use mtipc::attach::files::{Advert, Response, Role, DAEMON_ID};
+use mtipc::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 use mtipc::domain::{layout_text, parse_layout};
 use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
 use mtipc::{ErrorKind, LAYOUT_VERSION};
@@ -217,4 +218,43 @@ fn response_parser_survives_mutations() {
     // One parser never takes the other's file.
     assert!(Advert::parse(&text).is_err());
     assert!(Response::parse(sample_adverts()[0].to_text().as_bytes()).is_err());
+}
+
+#[test]
+fn relay_hello_parser_survives_mutations() {
+    let pairing = [
+        0x9c, 0x1f, 0x00, 0x7a, 0x55, 0xaa, 0x01, 0x10, 0xfe, 0xef, 0x42, 0x24, 0x99, 0x0f, 0xf0,
+        0x3c,
+    ];
+    let mut rng = Rng(0x5eed_1e55_0bad_cafe);
+    let mut accepted = 0;
+    for end in [End::Tenant, End::Attacher] {
+        let good = hello_line(end, &pairing).into_bytes();
+        assert_eq!(parse_hello(&good).unwrap(), Hello { end, pairing });
+        for i in 0..good.len() {
+            let e = parse_hello(&good[..i]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+        }
+        for _ in 0..50_000 {
+            let input = mutate(&mut rng, &good);
+            match parse_hello(&input) {
+                Ok(h) => {
+                    // Accepted only if it is the canonical line for what it returned.
+                    assert_eq!(hello_line(h.end, &h.pairing).into_bytes(), input);
+                    assert!(input.len() <= MAX_HELLO);
+                    accepted += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Corrupt);
+                    // The relay sends the message back on one line.
+                    assert!(!e.message().contains('\n'), "{e}");
+                }
+            }
+        }
+    }
+    assert!(accepted > 0, "mutations never produced another valid hello");
+    // Oversized input is refused whatever it holds.
+    let mut long = hello_line(End::Tenant, &pairing).into_bytes();
+    long.splice(0..0, vec![b' '; MAX_HELLO]);
+    assert_eq!(parse_hello(&long).unwrap_err().kind(), ErrorKind::Corrupt);
 }

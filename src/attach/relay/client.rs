@@ -34,7 +34,7 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
         Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => {
             err!(Unavailable, "mtipcd is not running (no relay at {shown})")
         }
-        _ => Error::io(format_args!("relay socket {shown}"), e),
+        _ => super::socket_error(format_args!("relay socket {shown}"), e),
     })?;
     let timed_out = || {
         err!(

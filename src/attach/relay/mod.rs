@@ -155,8 +155,8 @@ struct Shared {
     /// by the loop.
     wake_r: OwnedFd,
     wake_w: OwnedFd,
-    /// Registrations not yet taken by the event loop.
-    inbox: Mutex<Vec<Pairing>>,
+    /// Registrations not yet taken by the event loop, and when they came.
+    inbox: Mutex<Vec<(Pairing, Instant)>>,
     /// Pairings whose forwarding thread has ended, for the loop to join.
     done: Mutex<Vec<[u8; 16]>>,
     stats: Mutex<RelayStats>,
@@ -219,7 +219,7 @@ impl Relay {
             Err(e) => return Err(Error::io(format_args!("relay socket {shown}"), e)),
         }
         let listener = UnixListener::bind(path)
-            .map_err(|e| Error::io(format_args!("bind relay socket {shown}"), e))?;
+            .map_err(|e| socket_error(format_args!("bind relay socket {shown}"), e))?;
         // Connecting needs write permission on the socket file: 0600 keeps
         // everyone but the owner (and root) out before SO_PEERCRED is even
         // looked at. The domain directory (0700) covers the instant between
@@ -275,7 +275,7 @@ impl Relay {
                 );
                 return;
             }
-            inbox.push(p);
+            inbox.push((p, Instant::now()));
         }
         self.shared.wake();
     }
@@ -432,7 +432,7 @@ impl<'r> EventLoop<'r> {
             if self.accept_paused.is_some_and(|t| t <= now) {
                 self.accept_paused = None;
             }
-            self.take_registrations(now);
+            self.take_registrations();
             self.reap();
             let next = self.expire(now);
 
@@ -490,14 +490,14 @@ impl<'r> EventLoop<'r> {
     }
 
     /// Takes the registrations `register` queued.
-    fn take_registrations(&mut self, now: Instant) {
+    fn take_registrations(&mut self) {
         let new = std::mem::take(&mut *lock(&self.shared.inbox));
-        for p in new {
-            self.registered(p, now);
+        for (p, at) in new {
+            self.registered(p, at);
         }
     }
 
-    fn registered(&mut self, p: Pairing, now: Instant) {
+    fn registered(&mut self, p: Pairing, at: Instant) {
         let id = p.id;
         let tag = short(&id);
         if self.active.contains_key(&id) {
@@ -533,7 +533,7 @@ impl<'r> EventLoop<'r> {
                 wrong.push((w, end, expected));
             }
         }
-        entry.pairing = Some((p, now));
+        entry.pairing = Some((p, at));
         for (w, end, expected) in wrong {
             self.waiting -= 1;
             let reason = wrong_pid(w.pid, end, &id, expected);
@@ -917,6 +917,17 @@ fn refuse(shared: &Shared, stream: UnixStream, pid: u32, reason: &str) {
             Ok(n) if n > 0 => {}
             _ => break,
         }
+    }
+}
+
+/// An I/O error on a socket path: as [`Error::io`], except that a path too
+/// long for a socket address (std's `InvalidInput`) is
+/// [`Invalid`](crate::ErrorKind::Invalid).
+fn socket_error(what: impl std::fmt::Display, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        err!(Invalid, "{what}: {e}")
+    } else {
+        Error::io(what, e)
     }
 }
 
