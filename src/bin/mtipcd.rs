@@ -56,6 +56,24 @@ mod daemon {
         sig
     }
 
+    /// Raises the soft limit on open files to the hard limit: each relayed
+    /// pairing holds two sockets and a full relay about 3,100 descriptors.
+    fn raise_fd_limit() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the local struct only.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    tracing::warn!("cannot raise the open-file limit");
+                }
+            }
+        }
+    }
+
     pub fn main() -> ExitCode {
         let args = Args::parse();
         let filter = args
@@ -67,6 +85,7 @@ mod daemon {
             .with_writer(std::io::stderr)
             .with_target(false)
             .init();
+        raise_fd_limit();
         let set = block_stop_signals();
         let domain = match Domain::open(args.domain.as_deref()) {
             Ok(d) => d,
