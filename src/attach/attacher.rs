@@ -149,17 +149,17 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
 
     // Open every participant's synchronization file; one that vanished in
     // the meantime (withdrawn) is not a participant.
-    let mut syncs: Vec<(SyncFile, ProcId)> = Vec::new();
+    let mut syncs: Vec<(SyncFile, ProcId, bool)> = Vec::new();
     for l in &listed {
         match SyncFile::open(&l.dir) {
-            Ok(s) => syncs.push((s, l.advert.proc_id())),
+            Ok(s) => syncs.push((s, l.advert.proc_id(), l.advert.id == tenant)),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     let alive: Vec<Box<dyn Fn() -> bool>> = syncs
         .iter()
-        .map(|(_, p)| {
+        .map(|(_, p, _)| {
             let p = *p;
             Box::new(move || p.is_alive()) as Box<dyn Fn() -> bool>
         })
@@ -167,10 +167,11 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     let participants: Vec<Participant<'_, SyncFile>> = syncs
         .iter()
         .zip(&alive)
-        .map(|((s, _), alive)| Participant {
+        .map(|((s, _, target), alive)| Participant {
             state: s.state(),
             lock: s,
             alive: alive.as_ref(),
+            target: *target,
         })
         .collect();
 

@@ -30,7 +30,7 @@ impl ModelLock {
 }
 
 impl SyncLock for ModelLock {
-    fn lock_exclusive(&self) -> Result<()> {
+    fn lock_exclusive(&self, _deadline: Option<std::time::Instant>) -> Result<()> {
         let mut g = self.m.lock().unwrap();
         while g.0 || g.1 > 0 {
             g = self.cv.wait(g).unwrap();
@@ -135,10 +135,12 @@ fn round(w: &World, adverts: &[(Arc<Advert>, bool)], target: u32) -> u32 {
     let ps: Vec<Participant<'_, ModelLock>> = adverts
         .iter()
         .zip(&alive)
-        .map(|((a, _), alive)| Participant {
+        .enumerate()
+        .map(|(i, ((a, _), alive))| Participant {
             state: &a.state,
             lock: &a.lock,
             alive: alive.as_ref(),
+            target: i as u32 == target,
         })
         .collect();
     attacher_round(

@@ -53,8 +53,13 @@ pub const STOP_CHECK: Duration = Duration::from_millis(100);
 
 #[cfg(not(loom))]
 impl round::SyncLock for files::SyncFile {
-    fn lock_exclusive(&self) -> crate::Result<()> {
-        files::SyncFile::lock_exclusive(self)
+    fn lock_exclusive(&self, deadline: Option<std::time::Instant>) -> crate::Result<()> {
+        match deadline {
+            None => files::SyncFile::lock_exclusive(self),
+            Some(d) => {
+                self.lock_exclusive_within(d.saturating_duration_since(std::time::Instant::now()))
+            }
+        }
     }
     fn lock_shared(&self) -> crate::Result<()> {
         files::SyncFile::lock_shared(self)

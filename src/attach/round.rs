@@ -25,8 +25,9 @@ pub const IDLE: u32 = 1;
 /// exclusively for the round; the waiter takes it shared after its
 /// decrement, which blocks it until the round is over.
 pub trait SyncLock {
-    /// Takes the lock exclusively (the attacher), blocking.
-    fn lock_exclusive(&self) -> Result<()>;
+    /// Takes the lock exclusively (the attacher), waiting at most until
+    /// `deadline` (`None`: no limit; `Timeout` when it passes).
+    fn lock_exclusive(&self, deadline: Option<Instant>) -> Result<()>;
     /// Takes the lock shared (the waiter), blocking while it is held
     /// exclusively.
     fn lock_shared(&self) -> Result<()>;
@@ -42,6 +43,26 @@ pub struct Participant<'a, L: SyncLock> {
     pub lock: &'a L,
     /// Whether its process still lives (a dead one is not waited for).
     pub alive: &'a dyn Fn() -> bool,
+    /// Whether it is the round's target.
+    pub target: bool,
+}
+
+/// How long the attacher waits for participants other than the target:
+/// to come back to the semaphore before the round (step 1), and to take
+/// their unit after the target has answered (step 6). A participant still
+/// busy then (a stopped or very slow process) sits the round out: it is
+/// still locked and counted, but nobody waits for it, so one stuck tenant
+/// cannot slow every attach down to the full timeout.
+pub const GRACE: Duration = Duration::from_millis(100);
+
+/// The end of a grace period starting now, never past `deadline`. Under
+/// loom (no real time) it is just `deadline`.
+fn grace_until(deadline: Option<Instant>) -> Option<Instant> {
+    if cfg!(loom) {
+        return deadline;
+    }
+    let g = Instant::now() + GRACE;
+    Some(deadline.map_or(g, |d| d.min(g)))
 }
 
 /// What the attacher does in the middle of its round, between the posts
@@ -84,12 +105,14 @@ fn wait_state(
 ///
 /// 0. reset the semaphore: under the attach lock no round is running, so
 ///    any unit there is a leftover of a round whose attacher died;
-/// 1. wait until every live participant is back at the semaphore (`IDLE`);
+/// 1. wait until every live participant is back at the semaphore (`IDLE`):
+///    the target until the deadline, the others for [`GRACE`];
 /// 2. `write_response()`;
 /// 3. lock every participant's synchronization lock;
 /// 4. post one unit per participant;
 /// 5. `await_target(deadline)`: the target has answered;
-/// 6. wait until every live participant has taken its unit (`BUSY`);
+/// 6. wait (for at most [`GRACE`]) until every live participant has taken
+///    its unit (`BUSY`);
 /// 7. reset the semaphore, unlock every lock, `remove_response()`.
 ///
 /// Step 7 runs on every exit after step 3 (also on errors and timeouts).
@@ -104,18 +127,20 @@ pub fn attacher_round<L: SyncLock>(
     remove_response: &mut dyn FnMut(),
 ) -> Result<u32> {
     sem.reset();
+    let others_until = grace_until(deadline);
     for p in participants {
-        if !wait_state(p.state, IDLE, p.alive, deadline) {
+        let until = if p.target { deadline } else { others_until };
+        if !wait_state(p.state, IDLE, p.alive, until) && p.target {
             return Err(err!(
                 Timeout,
-                "an advertisement's waiter did not come back from the previous round in time"
+                "the tenant's waiter is still busy with an earlier round"
             ));
         }
     }
     write_response()?;
     let mut locked = 0;
     let mut result = participants.iter().try_for_each(|p| {
-        p.lock.lock_exclusive()?;
+        p.lock.lock_exclusive(deadline)?;
         locked += 1;
         Ok(())
     });
@@ -127,10 +152,11 @@ pub fn attacher_round<L: SyncLock>(
     }
     if result.is_ok() {
         // Every waiter takes its unit once: the others are done with their
-        // search once they are BUSY. A slow one past the deadline loses its
-        // unit to the reset below and simply sits this round out.
+        // search once they are BUSY. One still asleep after the grace period
+        // loses its unit to the reset below and simply sits this round out.
+        let until = grace_until(deadline);
         for p in participants {
-            wait_state(p.state, BUSY, p.alive, deadline);
+            wait_state(p.state, BUSY, p.alive, until);
         }
     }
     let cleared = sem.reset();
