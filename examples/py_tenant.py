@@ -35,7 +35,7 @@ def main(path: str, tenant: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        print("usage: python examples/py_tenant.py DOMAIN_DIR [TENANT_ID]", file=sys.stderr)
         sys.exit(2)
     tenant = sys.argv[2] if len(sys.argv) > 2 else "py-tenant"
     try:
