@@ -21,11 +21,13 @@
 //! A connection thread must not take the GIL once the interpreter is
 //! finalizing: CPython would end it with `pthread_exit`, which cannot unwind
 //! through Rust frames and aborts the process. An `atexit` hook
-//! ([`at_exit`]), which runs before finalization, therefore closes every
-//! connection still held by a handler, lets the handlers return (the
-//! connections raise `ClosedError`) for up to [`EXIT_GRACE`], and from then
-//! on connection threads no longer call Python (a connection arriving
-//! later is simply closed).
+//! ([`at_exit`]), which runs before finalization, therefore withdraws the
+//! advertisements still live (module globals are not reliably freed at
+//! exit, and a handler that refers to its advertisement keeps it alive),
+//! closes every connection still held by a handler, lets the handlers
+//! return (the connections raise `ClosedError`) for up to [`EXIT_GRACE`],
+//! and from then on connection threads no longer call Python (a connection
+//! arriving later is simply closed).
 
 use crate::{invalid, timeout_arg, to_py, ClosedError, Domain, SIGNAL_CHECK};
 use mtipc::attach::{self as core, AttachOptions};
@@ -54,8 +56,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 // Handlers running on connection threads
 
-/// The handlers of this process's advertisements that are running, and the
-/// connections handed to them (see "Interpreter exit" above).
+/// The handlers of this process's advertisements that are running, the
+/// connections handed to them and the advertisements (see "Interpreter
+/// exit" above).
 struct Handlers {
     /// Set by [`at_exit`]: no handler is called any more.
     exiting: bool,
@@ -63,12 +66,19 @@ struct Handlers {
     running: usize,
     /// Connections handed to handlers (those still alive are closed at exit).
     conns: Vec<Weak<core::Conn>>,
+    /// Advertisements made here (those still live are withdrawn at exit).
+    adverts: Vec<Weak<Slot>>,
 }
+
+/// Where an `Advertisement` keeps the core's: `None` once withdrawn. The
+/// lock is held only to take it out, never while withdrawing it.
+type Slot = Mutex<Option<core::Advertisement>>;
 
 static HANDLERS: Mutex<Handlers> = Mutex::new(Handlers {
     exiting: false,
     running: 0,
     conns: Vec::new(),
+    adverts: Vec::new(),
 });
 /// Signalled when `running` drops.
 static HANDLER_DONE: Condvar = Condvar::new();
@@ -98,16 +108,26 @@ impl Drop for Running {
     }
 }
 
-/// Registered with `atexit` when the module is imported: closes the
-/// connections handlers still hold and waits (GIL released) up to
-/// [`EXIT_GRACE`] for the handlers to return.
+/// Registered with `atexit` when the module is imported: withdraws the
+/// live advertisements, closes the connections handlers still hold and
+/// waits up to [`EXIT_GRACE`] for the handlers to return (GIL released).
 #[pyfunction]
 pub(crate) fn at_exit(py: Python<'_>) {
-    let conns = {
+    let (adverts, conns) = {
         let mut h = lock(&HANDLERS);
         h.exiting = true;
-        std::mem::take(&mut h.conns)
+        (std::mem::take(&mut h.adverts), std::mem::take(&mut h.conns))
     };
+    py.detach(|| {
+        for slot in adverts.iter().filter_map(Weak::upgrade) {
+            let taken = lock(&slot).take();
+            // A failure leaves files that the next lister removes as stale
+            // (this process is about to end): nothing better to do here.
+            if let Some(a) = taken {
+                let _ = a.withdraw();
+            }
+        }
+    });
     for c in conns.iter().filter_map(Weak::upgrade) {
         c.close();
     }
@@ -362,20 +382,15 @@ impl Conn {
 /// again; connections already handed to the handler live on.
 #[pyclass(frozen, module = "mtipc", name = "Advertisement")]
 pub(crate) struct Advertisement {
-    /// `None` once withdrawn. Held only to take the advertisement out,
-    /// never while withdrawing it.
-    inner: Mutex<Option<core::Advertisement>>,
+    /// Shared with the exit hook's list (weakly).
+    inner: Arc<Slot>,
     tenant: String,
     fingerprint: String,
 }
 
 impl Drop for Advertisement {
     fn drop(&mut self) {
-        let taken = self
-            .inner
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let taken = lock(&self.inner).take();
         if let Some(a) = taken {
             // Withdrawing joins the waiter thread (up to 100 ms): without
             // the GIL when there is one. If the closure does not run, `a`
@@ -556,11 +571,15 @@ pub(crate) fn advertise(
             core::advertise(&dom, tenant, &names, handler)
         })
         .map_err(to_py)?;
-    Ok(Advertisement {
+    let ad = Advertisement {
         tenant: ad.id().to_owned(),
         fingerprint: core::channel::fingerprint_hex(&ad.fingerprint()),
-        inner: Mutex::new(Some(ad)),
-    })
+        inner: Arc::new(Mutex::new(Some(ad))),
+    };
+    let mut h = lock(&HANDLERS);
+    h.adverts.retain(|a| a.strong_count() > 0);
+    h.adverts.push(Arc::downgrade(&ad.inner));
+    Ok(ad)
 }
 
 /// Attaches to `tenant`: runs one attach round through the domain's mtipcd

@@ -44,11 +44,11 @@ class Procs:
         self.cwd = cwd  # not the source tree, so the installed wheel is imported
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, *args: str | Path, stderr: int | None = None) -> subprocess.Popen[str]:
+    def start(self, *args: str | Path, stderr: int | None = None, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
         p = subprocess.Popen(
             [str(a) for a in args],
             cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -56,8 +56,10 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def python(self, script: str, *args: str | Path, stderr: int | None = None) -> subprocess.Popen[str]:
-        return self.start(sys.executable, "-c", textwrap.dedent(script), *args, stderr=stderr)
+    def python(
+        self, script: str, *args: str | Path, stderr: int | None = None, stdin: int = subprocess.DEVNULL
+    ) -> subprocess.Popen[str]:
+        return self.start(sys.executable, "-c", textwrap.dedent(script), *args, stderr=stderr, stdin=stdin)
 
     def cleanup(self) -> None:
         for p in self.procs:
@@ -65,7 +67,7 @@ class Procs:
                 p.send_signal(signal.SIGCONT)  # a stopped process dies only once continued
                 p.kill()
             p.wait()
-            for f in (p.stdout, p.stderr):
+            for f in (p.stdin, p.stdout, p.stderr):
                 if f is not None:
                     f.close()
 
@@ -321,6 +323,43 @@ def test_a_raising_handler_is_reported_and_its_connection_closed(
     err = p.stderr.read()
     assert err.count("Exception ignored in: <function handler") == 2, err
     assert err.count("ValueError: handler failed on purpose") == 2, err
+
+
+def test_exit_withdraws_and_closes_without_being_asked(
+    dom: mtipc.Domain, daemon: subprocess.Popen[str], procs: Procs
+) -> None:
+    # The advertisement stays referenced (a global, and its handler refers to
+    # it), and a connection is open in its handler: the exit still withdraws
+    # it, closes the connection and lets the handler return.
+    p = procs.python(
+        """
+        import sys, mtipc
+
+        def handler(conn):
+            assert not ad.withdrawn
+            for m in conn:
+                conn.send(m)
+            print("handler returned", flush=True)
+
+        ad = mtipc.advertise(mtipc.Domain(sys.argv[1]), "leaver", handler)
+        print("advertised", flush=True)
+        sys.stdin.readline()
+        """,
+        dom.path,
+        stdin=subprocess.PIPE,
+    )
+    assert line(p) == "advertised"
+    with mtipc.attach(dom, "leaver") as c:
+        c.send(b"ping")
+        assert c.recv(timeout=10) == b"ping"
+        assert p.stdin is not None
+        p.stdin.write("exit\n")
+        p.stdin.flush()
+        assert p.wait(timeout=10) == 0
+        with pytest.raises(mtipc.ClosedError):
+            c.recv(timeout=10)
+    assert line(p) == "handler returned"
+    assert not (Path(dom.path) / "adverts" / "leaver").exists()
 
 
 def test_advertise_here_attach_from_another_process(dom: mtipc.Domain, daemon: subprocess.Popen[str], procs: Procs) -> None:
