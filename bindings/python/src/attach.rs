@@ -19,8 +19,9 @@
 //! # Interpreter exit
 //!
 //! A connection thread must not take the GIL once the interpreter is
-//! finalizing: CPython would end it with `pthread_exit`, which cannot unwind
-//! through Rust frames and aborts the process. An `atexit` hook
+//! finalizing: CPython (before 3.14) ends such a thread with `pthread_exit`,
+//! whose forced unwinding through Rust frames is undefined behaviour (in
+//! practice an abort at exit), and 3.14 blocks it forever. An `atexit` hook
 //! ([`at_exit`]), which runs before finalization, therefore withdraws the
 //! advertisements still live (module globals are not reliably freed at
 //! exit, and a handler that refers to its advertisement keeps it alive),
@@ -29,7 +30,7 @@
 //! and from then on connection threads no longer call Python (a connection
 //! arriving later is simply closed).
 
-use crate::{invalid, timeout_arg, to_py, ClosedError, Domain, SIGNAL_CHECK};
+use crate::{invalid, timeout_arg, to_py, ClosedError, Domain, FOREVER_SECS, SIGNAL_CHECK};
 use mtipc::attach::{self as core, AttachOptions};
 use mtipc::ErrorKind;
 use pyo3::prelude::*;
@@ -42,9 +43,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The protocol a tenant accepts when `advertise` names none (the C ABI's
 /// `mt_advertise` uses the same).
 const DEFAULT_PROTOCOL: &str = mtipc::ffi::attach::MT_DEFAULT_PROTOCOL;
-
-/// Numbers of seconds above this (about 136 years) mean "no limit".
-const FOREVER_SECS: f64 = u32::MAX as f64;
 
 /// How long the exit hook lets running handlers return.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -249,12 +247,12 @@ fn message_arg(data: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
 // ---------------------------------------------------------------------------
 // Conn
 
-/// An attached connection: whole messages (``bytes``, at most 1 MiB each),
+/// An attached connection: whole messages (`bytes`, at most 1 MiB each),
 /// both ways, over TLS 1.3 relayed by the domain's mtipcd.
 ///
-/// ``mtipc.attach`` returns one to the attacher; a tenant's handler receives
-/// the other end. A context manager: leaving the ``with`` block closes it,
-/// as does ``close()`` or dropping the last reference. Iterating over it
+/// `mtipc.attach` returns one to the attacher; a tenant's handler receives
+/// the other end. A context manager: leaving the `with` block closes it,
+/// as does `close()` or dropping the last reference. Iterating over it
 /// yields the received messages until the other end closes. One thread may
 /// send while another receives.
 #[pyclass(frozen, module = "mtipc", name = "Conn")]
@@ -374,10 +372,10 @@ impl Conn {
 // Advertisement
 
 /// A live advertisement of a tenant in a domain, made by
-/// ``mtipc.advertise``.
+/// `mtipc.advertise`.
 ///
-/// A context manager: leaving the ``with`` block withdraws it, as does
-/// ``withdraw()`` (or ``close()``) or dropping the last reference. Once
+/// A context manager: leaving the `with` block withdraws it, as does
+/// `withdraw()` (or `close()`) or dropping the last reference. Once
 /// withdrawn, no attacher finds the tenant and the handler is not called
 /// again; connections already handed to the handler live on.
 #[pyclass(frozen, module = "mtipc", name = "Advertisement")]
@@ -469,7 +467,7 @@ impl Advertisement {
 // ---------------------------------------------------------------------------
 // TenantInfo
 
-/// A live advertisement, as ``mtipc.list_tenants`` reports it. Read-only;
+/// A live advertisement, as `mtipc.list_tenants` reports it. Read-only;
 /// instances compare equal when every field does.
 #[pyclass(frozen, eq, module = "mtipc", name = "TenantInfo")]
 #[derive(PartialEq)]
