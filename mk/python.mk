@@ -3,7 +3,8 @@
 #
 #   make venv          ./.venv with the pinned tools of bindings/python/requirements-dev.txt
 #   make python        build the wheel into build/wheels, (re)install it into .venv
-#   make test-python   python, then pytest (the stubs test runs mypy.stubtest)
+#   make test-python   python and the programs (mtipcd, which the attach tests
+#                      start), then pytest (the stubs test runs mypy.stubtest)
 #
 # MATURIN_FLAGS=--release builds an optimised wheel (the default is the dev
 # profile, which is what the tests and the demo need and builds faster).
@@ -37,5 +38,7 @@ python: venv
 
 # Run from the repository root so that the installed wheel, not the source
 # tree in bindings/python, is what `import mtipc` finds.
+# The attach tests start target/debug/mtipcd (or $$MTIPCD).
 test-python: python
+	$(CARGO) build --bins
 	$(VENV_PY) -m pytest -p no:cacheprovider $(PY_DIR)/tests

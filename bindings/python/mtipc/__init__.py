@@ -6,6 +6,14 @@ the mtipc core library directly (not its C ABI):
 - ``Domain(path=None)``: an open domain (the directory the cooperating
   processes of a host share) and its notification semaphore; a context
   manager.
+- ``advertise(domain, tenant, handler, protocols=None)``: advertise a tenant
+  whose ``handler(conn)`` is called with each attached connection; returns
+  an ``Advertisement`` (a context manager that withdraws it).
+- ``attach(domain, tenant, timeout=5.0, start_at=None, duration=None,
+  protocol=None)``: attach to a tenant through the domain's ``mtipcd``;
+  returns a ``Conn`` (whole messages over TLS 1.3; a context manager,
+  iterable over received messages).
+- ``list_tenants(domain)``: the live advertisements, as ``TenantInfo`` objects.
 - ``Error`` and one subclass per status kind (``InvalidError``,
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
@@ -13,7 +21,9 @@ the mtipc core library directly (not its C ABI):
 """
 
 from ._mtipc import (
+    Advertisement,
     ClosedError,
+    Conn,
     CorruptError,
     DeferredError,
     DeniedError,
@@ -25,15 +35,21 @@ from ._mtipc import (
     IoError,
     NotFoundError,
     PanicError,
+    TenantInfo,
     TimeoutError,
     UnavailableError,
     VersionError,
     __version__,
+    advertise,
+    attach,
+    list_tenants,
     version,
 )
 
 __all__ = [
+    "Advertisement",
     "ClosedError",
+    "Conn",
     "CorruptError",
     "DeferredError",
     "DeniedError",
@@ -45,9 +61,13 @@ __all__ = [
     "IoError",
     "NotFoundError",
     "PanicError",
+    "TenantInfo",
     "TimeoutError",
     "UnavailableError",
     "VersionError",
     "__version__",
+    "advertise",
+    "attach",
+    "list_tenants",
     "version",
 ]

@@ -4,14 +4,24 @@
 (bindings/python/tests/test_stubs.py).
 """
 
+import datetime
 import os
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import ClassVar, TypedDict, Union, final
+
+from typing_extensions import Buffer
 
 __all__ = [
     "__version__",
     "version",
     "Domain",
+    "Advertisement",
+    "Conn",
+    "TenantInfo",
+    "advertise",
+    "attach",
+    "list_tenants",
     "Error",
     "InvalidError",
     "NotFoundError",
@@ -110,6 +120,178 @@ class Domain:
 
     def sem_value(self) -> int:
         """The current count (a snapshot)."""
+
+@final
+class Conn:
+    """An attached connection: whole messages (``bytes``, at most 1 MiB each),
+    both ways, over TLS 1.3 relayed by the domain's mtipcd.
+
+    ``attach()`` returns one to the attacher; a tenant's handler receives the
+    other end. A context manager: leaving the ``with`` block closes it, as
+    does ``close()`` or dropping the last reference. Iterating over it yields
+    the received messages until the other end closes. One thread may send
+    while another receives. Not constructible directly.
+    """
+
+    def __enter__(self) -> "Conn": ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def send(self, data: Buffer) -> None:
+        """Sends one whole message: a bytes-like object of at most 1 MiB.
+
+        Waits (GIL released) while the peer's buffers are full. Raises
+        ``InvalidError`` if the message is too large, ``ClosedError`` if the
+        peer is gone or ``close()`` ran.
+        """
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Receives one whole message, waiting (GIL released) at most
+        ``timeout`` seconds (``None``: no limit).
+
+        ``TimeoutError`` when nothing complete arrived in time (nothing is
+        lost); ``ClosedError`` once the other end closed (after every message
+        it sent before), the connection's duration is over, or ``close()``
+        ran here; ``CorruptError`` if the stream broke inside a message.
+        Signal handlers run at least every 100 ms: Ctrl-C interrupts a wait.
+        """
+
+    def close(self) -> None:
+        """Closes the connection; the peer's receives raise ``ClosedError``.
+
+        A ``recv`` blocked on another thread returns at once with
+        ``ClosedError``. Calling it again does nothing.
+        """
+
+    @property
+    def tls_version(self) -> str:
+        """The negotiated TLS version, as OpenSSL names it: always ``"TLSv1.3"``."""
+
+    def __iter__(self) -> "Conn": ...
+    def __next__(self) -> bytes:
+        """The next message, waiting without limit; the iteration stops when
+        the connection is closed. Other errors propagate."""
+
+@final
+class Advertisement:
+    """A live advertisement of a tenant, made by ``advertise()``.
+
+    A context manager: leaving the ``with`` block withdraws it, as does
+    ``withdraw()`` (or ``close()``) or dropping the last reference. Once
+    withdrawn, no attacher finds the tenant and the handler is not called
+    again; connections already handed to the handler live on. Not
+    constructible directly.
+    """
+
+    def __enter__(self) -> "Advertisement": ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def withdraw(self) -> None:
+        """Withdraws it: stops the waiter thread (within about 100 ms, or at
+        the end of a round in progress; GIL released) and removes its files.
+
+        Safe from inside a handler and while handlers run. Calling it again
+        does nothing.
+        """
+
+    def close(self) -> None:
+        """The same as ``withdraw()``."""
+
+    @property
+    def withdrawn(self) -> bool:
+        """Whether it was withdrawn."""
+
+    @property
+    def tenant(self) -> str:
+        """The tenant id."""
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the tenant's ephemeral TLS key (what attachers pin), 64 lowercase hex digits."""
+
+@final
+class TenantInfo:
+    """A live advertisement, as ``list_tenants()`` reports it.
+
+    Read-only; instances compare equal when every field does. Not
+    constructible directly.
+    """
+
+    @property
+    def id(self) -> str:
+        """The tenant id (``"@mtipcd"`` for the daemon)."""
+
+    @property
+    def role(self) -> str:
+        """``"tenant"`` or ``"daemon"``."""
+
+    @property
+    def pid(self) -> int:
+        """The advertising process."""
+
+    @property
+    def uid(self) -> int:
+        """Its uid."""
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols it accepts, in its order of preference."""
+
+    @property
+    def since(self) -> float:
+        """When it advertised: Unix time in seconds."""
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of its TLS key, 64 lowercase hex digits; ``None`` for the daemon."""
+
+def advertise(
+    domain: Domain,
+    tenant: str,
+    handler: Callable[[Conn], object],
+    protocols: Sequence[str] | None = None,
+) -> Advertisement:
+    """Advertises ``tenant`` in the domain and calls ``handler(conn)`` with
+    each attached connection.
+
+    ``protocols``: 1 to 16 names of ``[a-z0-9_.-]`` (``None``: ``["msg"]``).
+    The handler runs on a thread of its own per connection and owns the
+    connection (closed when dropped). If it raises, the exception is
+    reported through ``sys.unraisablehook`` (by default on stderr) and the
+    connection is closed. Raises ``InvalidError`` (bad tenant id or
+    protocols), ``ExistsError`` (a live tenant of that id exists).
+    """
+
+def attach(
+    domain: Domain,
+    tenant: str,
+    timeout: float | None = 5.0,
+    start_at: float | datetime.datetime | None = None,
+    duration: float | None = None,
+    protocol: str | None = None,
+) -> Conn:
+    """Attaches to ``tenant`` through the domain's mtipcd; returns the ``Conn``.
+
+    ``timeout``: seconds for the round (``None``: no limit); ``start_at``:
+    when the connection opens, Unix seconds or an aware ``datetime``
+    (``None``: at once); ``duration``: seconds it stays open from then
+    (``None``: until an end closes); ``protocol``: one the tenant
+    advertises (``None``: its first). The GIL is released; Ctrl-C
+    interrupts. Raises ``NotFoundError`` (no such live tenant, or protocol
+    not accepted), ``UnavailableError`` (no mtipcd), ``TimeoutError``,
+    ``DeniedError`` (key or credential mismatch), ``InvalidError``.
+    """
+
+def list_tenants(domain: Domain) -> list[TenantInfo]:
+    """The live advertisements (tenants and the daemon ``"@mtipcd"``), sorted
+    by id; stale ones are cleaned up on the way."""
 
 class Error(Exception):
     """Base class of every error mtipc raises.

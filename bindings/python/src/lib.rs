@@ -7,8 +7,13 @@
 //! block or touch the file system run with the GIL released (`py.detach`), so
 //! other Python threads keep running while one waits on the semaphore.
 //!
+//! Discovery and attach (`advertise`, `attach`, `list_tenants`) are in
+//! [`attach`].
+//!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
+
+mod attach;
 
 use mtipc::{ErrorKind, Semaphore};
 use pyo3::create_exception;
@@ -344,6 +349,15 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", mtipc::VERSION)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_class::<Domain>()?;
+    m.add_class::<attach::Advertisement>()?;
+    m.add_class::<attach::Conn>()?;
+    m.add_class::<attach::TenantInfo>()?;
+    m.add_function(wrap_pyfunction!(attach::advertise, m)?)?;
+    m.add_function(wrap_pyfunction!(attach::attach, m)?)?;
+    m.add_function(wrap_pyfunction!(attach::list_tenants, m)?)?;
+    // Not a module attribute: only atexit holds it.
+    let at_exit = wrap_pyfunction!(attach::at_exit, m)?;
+    py.import("atexit")?.call_method1("register", (at_exit,))?;
     m.add("Error", py.get_type::<Error>())?;
     for kind in ErrorKind::ALL {
         let class = class_of(py, kind);

@@ -76,3 +76,65 @@ def test_a_typed_program_checks_strictly(tmp_path: Path) -> None:
     r = run_mypy(tmp_path, "mypy", "--strict", "bad.py")
     assert r.returncode == 1
     assert "Found 4 errors" in r.stdout, r.stdout
+
+
+def test_the_attach_api_checks_strictly(tmp_path: Path) -> None:
+    (tmp_path / "good.py").write_text(
+        textwrap.dedent(
+            """
+            import datetime
+            import mtipc
+
+            def handler(conn: mtipc.Conn) -> None:
+                with conn:
+                    for m in conn:
+                        conn.send(b"> " + m)
+                        conn.send(memoryview(m))
+                        conn.send(bytearray(m))
+
+            def run(d: mtipc.Domain) -> list[bytes]:
+                with mtipc.advertise(d, "t", handler, protocols=("msg", "json")) as ad:
+                    fp: str = ad.fingerprint
+                    tenant: str = ad.tenant
+                    gone: bool = ad.withdrawn
+                    print(fp, tenant, gone)
+                    for t in mtipc.list_tenants(d):
+                        since: float = t.since
+                        key: str | None = t.fingerprint
+                        protocols: tuple[str, ...] = t.protocols
+                        print(t.id, t.role, t.pid + t.uid, since, key, protocols)
+                    start = datetime.datetime.now(datetime.timezone.utc)
+                    with mtipc.attach(d, "t", timeout=2.5, start_at=start, duration=10, protocol="json") as c:
+                        c.send(b"hi")
+                        version: str = c.tls_version
+                        print(version)
+                        return [c.recv(timeout=1.0), c.recv(), *c]
+            """
+        )
+    )
+    r = run_mypy(tmp_path, "mypy", "--strict", "good.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    (tmp_path / "bad.py").write_text(
+        textwrap.dedent(
+            """
+            import mtipc
+            d = mtipc.Domain()
+            def wrong(n: int) -> None: ...
+            mtipc.advertise(d, "t", wrong)
+            c = mtipc.attach(d, "t", start_at="now")
+            c.send("text")
+            x: str = c.recv()
+            mtipc.list_tenants(d)[0].pid = 1
+            """
+        )
+    )
+    r = run_mypy(tmp_path, "mypy", "--strict", "bad.py")
+    assert r.returncode == 1
+    assert r.stdout.count("error:") == 5 and "Found 5 errors" in r.stdout, r.stdout
+
+
+def test_the_examples_check_strictly(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "py_tenant.py"
+    r = run_mypy(tmp_path, "mypy", "--strict", str(example))
+    assert r.returncode == 0, r.stdout + r.stderr
