@@ -159,7 +159,8 @@ install:
 
 # Installs into a temporary prefix and uses it the way an application would:
 # the examples are compiled with `pkg-config --cflags --libs mtipc` (C and
-# C++) and run with LD_LIBRARY_PATH; c_domain is also linked statically
+# C++) and run with LD_LIBRARY_PATH (the tenants advertise, then stop on
+# SIGTERM: no daemon is needed for that); c_domain is also linked statically
 # (`pkg-config --static`, libmtipc.a) and runs without the shared library.
 # Then a staged install (DESTDIR) is checked to put the same files under
 # DESTDIR with a pkg-config file naming the real prefix. (deps: pkg-config.)
@@ -197,6 +198,16 @@ test-install: deps
 	LD_LIBRARY_PATH="$$lib" "$$tmp/cpp_domain" "$$tmp/domain-cpp" > "$$tmp/out" || { cat "$$tmp/out"; fail "cpp_domain failed"; }; \
 	sed 's/^/   | /' "$$tmp/out"; \
 	grep -qx "domain $$tmp/domain-cpp, semaphore 0" "$$tmp/out" || fail "unexpected output from cpp_domain"; \
+	echo "== C and C++ tenants, shared library: advertise, then stop on SIGTERM"; \
+	for t in c_tenant.c cpp_tenant.cpp; do \
+	  case $$t in *.c) comp="$(CC) -std=c11";; *) comp="$(CXX) -std=c++17";; esac; \
+	  ( set -x; $$comp $(C_WARN) examples/$$t $$($(PKG_CONFIG) --cflags --libs mtipc) -o "$$tmp/$${t%.*}" ); \
+	  LD_LIBRARY_PATH="$$lib" "$$tmp/$${t%.*}" "$$tmp/domain-tenants" > "$$tmp/out" 2>&1 & pid=$$!; \
+	  for i in $$(seq 100); do grep -q "advertised" "$$tmp/out" && break; sleep 0.05; done; \
+	  kill -TERM $$pid; wait $$pid || { cat "$$tmp/out"; fail "$${t%.*} did not stop cleanly"; }; \
+	  sed 's/^/   | /' "$$tmp/out"; \
+	  grep -q "withdrawn" "$$tmp/out" || fail "$${t%.*} was not advertised and withdrawn"; \
+	done; \
 	echo "== C example, static library (-lmtipc becomes -l:libmtipc.a so the linker takes the archive)"; \
 	static_libs=$$($(PKG_CONFIG) --static --libs mtipc | sed 's/\(^\| \)-lmtipc\( \|$$\)/\1-l:libmtipc.a\2/'); \
 	( set -x; $(CC) $(C_WARN) -std=c11 examples/c_domain.c $$($(PKG_CONFIG) --cflags mtipc) $$static_libs -o "$$tmp/c_domain_static" ); \
