@@ -3,9 +3,11 @@
  *
  * Handles become move-only RAII classes, failing calls throw mtipc::Error
  * (which carries the mt_status code and the thread's mt_last_error()
- * message), and timeouts are std::chrono durations. Nothing here has logic
- * of its own: every member forwards to one C function of mtipc.h, so the
- * C documentation (thread safety, lifetimes, error codes) applies as is.
+ * message), and timeouts are std::chrono durations. Members forward to the
+ * C functions of mtipc.h, so the C documentation (thread safety, lifetimes,
+ * error codes) applies as is. Two things are the wrapper's own: Conn::recv
+ * sizes its buffer to each message, and Advert keeps its handler alive for
+ * as long as the library may call it (see Advert).
  *
  *     #include <mtipc.hpp>
  *
@@ -464,8 +466,10 @@ inline void handler_trampoline(void *user, mt_conn *raw) noexcept {
  *
  * Move-only; the destructor withdraws it (mt_advert_free: at most about
  * 100 ms, or the end of a round in progress). After that no new
- * connection reaches the handler; connections already handed over live on,
- * and the handler object stays alive until its last call has returned.
+ * connection reaches the handler (one whose handshake ends only after it,
+ * as with a distant start time, is closed unused); connections already
+ * handed over live on, and the handler object stays alive until its last
+ * call has returned.
  *
  * The handler must be safe to call from several threads at once. An
  * exception it lets out never crosses into the C library: it closes that
