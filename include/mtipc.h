@@ -682,3 +682,15 @@ mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
 #endif  // __cplusplus
 
 #endif  /* MTIPC_H */
+
+/*
+ * The initializer of mt_attach_opts: this header's size, every option at
+ * its default (timeout 5000 ms, start at once, no duration limit, the
+ * tenant's first protocol). Set fields after it:
+ *
+ *     mt_attach_opts o = MT_ATTACH_OPTS_INIT;
+ *     o.timeout_ms = 2000;
+ */
+#ifndef MT_ATTACH_OPTS_INIT
+#define MT_ATTACH_OPTS_INIT { (uint32_t)sizeof(mt_attach_opts), 0, 0, 0, NULL }
+#endif

@@ -3,15 +3,24 @@
  *
  * Handles become move-only RAII classes, failing calls throw mtipc::Error
  * (which carries the mt_status code and the thread's mt_last_error()
- * message), and timeouts are std::chrono durations. Nothing here has logic
- * of its own: every member forwards to one C function of mtipc.h, so the
- * C documentation (thread safety, lifetimes, error codes) applies as is.
+ * message), and timeouts are std::chrono durations. Members forward to the
+ * C functions of mtipc.h, so the C documentation (thread safety, lifetimes,
+ * error codes) applies as is. Two things are the wrapper's own: Conn::recv
+ * sizes its buffer to each message, and Advert keeps its handler alive for
+ * as long as the library may call it (see Advert).
  *
  *     #include <mtipc.hpp>
  *
  *     mtipc::Domain d("/run/user/1000/mtipc");   // or mtipc::Domain d; for the default
  *     d.sem_post(1);
  *     if (!d.sem_wait(std::chrono::milliseconds(100))) { ... timed out ... }
+ *
+ *     // A tenant: the handler runs on a thread of its own per attacher.
+ *     mtipc::Advert ad(d, "acme", [](mtipc::Conn c) { c.send("hello " + c.recv()); });
+ *     // An attacher (another process, with mtipcd running on the domain).
+ *     mtipc::Conn c = mtipc::attach(d, "acme");
+ *     c.send("world");
+ *     std::optional<std::string> reply = c.recv(std::chrono::seconds(1));
  *
  * Link with -lmtipc (pkg-config --cflags --libs mtipc).
  */
@@ -21,13 +30,25 @@
 
 #include <mtipc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
+#include <vector>
+#if __cplusplus >= 202002L && __has_include(<span>)
+#include <span>
+#endif
 
 namespace mtipc {
 
@@ -69,6 +90,26 @@ inline void check(mt_status status) {
 
 /** The library's version ("MAJOR.MINOR.PATCH"), a static string. */
 inline const char *version() noexcept { return mt_version(); }
+
+namespace detail {
+
+/** The C timeout for an optional duration: MT_WAIT_FOREVER for none, clamped below it. */
+inline std::uint32_t timeout_ms(const std::optional<std::chrono::milliseconds> &timeout) {
+    if (!timeout) {
+        return MT_WAIT_FOREVER;
+    }
+    const auto ms = timeout->count();
+    if (ms <= 0) {
+        return 0;
+    }
+    constexpr std::uint32_t longest = MT_WAIT_FOREVER - 1;
+    if (static_cast<std::uint64_t>(ms) >= longest) {
+        return longest;
+    }
+    return static_cast<std::uint32_t>(ms);
+}
+
+} // namespace detail
 
 /**
  * An open domain: the directory the cooperating processes of a host share,
@@ -151,7 +192,7 @@ public:
      * Error for anything else.
      */
     bool sem_wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt) const {
-        mt_status st = mt_sem_wait(handle_, timeout_ms(timeout));
+        mt_status st = mt_sem_wait(handle_, detail::timeout_ms(timeout));
         if (st == MT_ERR_TIMEOUT) {
             return false;
         }
@@ -183,24 +224,442 @@ public:
     mt_domain *native_handle() const noexcept { return handle_; }
 
 private:
-    /** The C timeout for an optional duration: MT_WAIT_FOREVER for none, clamped below it. */
-    static std::uint32_t timeout_ms(const std::optional<std::chrono::milliseconds> &timeout) {
-        if (!timeout) {
-            return MT_WAIT_FOREVER;
-        }
-        const auto ms = timeout->count();
-        if (ms <= 0) {
-            return 0;
-        }
-        constexpr std::uint32_t longest = MT_WAIT_FOREVER - 1;
-        if (static_cast<std::uint64_t>(ms) >= longest) {
-            return longest;
-        }
-        return static_cast<std::uint32_t>(ms);
-    }
-
     mt_domain *handle_ = nullptr;
 };
+
+/**
+ * An attached connection: whole messages (at most 1 MiB each), both ways,
+ * over TLS 1.3 through the domain's mtipcd.
+ *
+ * Move-only; the destructor closes it (mt_conn_free), and the peer's
+ * receive then fails with MT_ERR_CLOSED. A moved-from or closed Conn holds
+ * no handle: every call on it throws Error(MT_ERR_INVALID). As for
+ * mt_conn, one thread may send while another receives; two senders (or two
+ * receivers) are serialised. The members are const because they do not
+ * change the handle, only the connection's state.
+ *
+ * The end of a connection (the peer closed it, its duration is over, the
+ * daemon stopped) is Error(MT_ERR_CLOSED) from recv() and send(); a
+ * timeout is not an error: recv(timeout) returns std::nullopt.
+ */
+class Conn {
+public:
+    /** A Conn without a connection (as a moved-from one). */
+    Conn() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_attach or a C handler); NULL gives an empty Conn. */
+    explicit Conn(mt_conn *handle) noexcept : handle_(handle) {}
+
+    /** Takes over `other`'s connection; `other` is left without one. */
+    Conn(Conn &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+    /** Closes this connection, then takes over `other`'s. */
+    Conn &operator=(Conn &&other) noexcept {
+        if (this != &other) {
+            mt_conn_free(handle_);
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+
+    /** Not copyable: a connection has exactly one owner (move it instead). */
+    Conn(const Conn &) = delete;
+    /** Not copyable: a connection has exactly one owner (move it instead). */
+    Conn &operator=(const Conn &) = delete;
+
+    /** Closes the connection (nothing to do for an empty Conn). */
+    ~Conn() { mt_conn_free(handle_); }
+
+    /**
+     * Sends `msg` as one whole message (0 bytes is a valid message). Throws
+     * Error: MT_ERR_CLOSED if the connection has ended, MT_ERR_INVALID for
+     * more than 1 MiB.
+     */
+    void send(std::string_view msg) const { send(msg.data(), msg.size()); }
+
+    /** Sends the `len` bytes at `data` as one whole message (as send(std::string_view)). */
+    void send(const void *data, std::size_t len) const {
+        check(mt_conn_send(handle_, static_cast<const std::uint8_t *>(data), len));
+    }
+
+#if defined(__cpp_lib_span)
+    /** Sends the bytes of `msg` as one whole message (C++20; as send(std::string_view)). */
+    void send(std::span<const std::byte> msg) const { send(msg.data(), msg.size()); }
+#endif
+
+    /**
+     * Receives the next message, waiting as long as it takes. Throws
+     * Error(MT_ERR_CLOSED) once the connection has ended (every message the
+     * peer sent before is delivered first), Error for anything else.
+     */
+    std::string recv() const {
+        // With no limit, MT_ERR_TIMEOUT cannot happen: there is always a message.
+        std::optional<std::string> msg = receive(MT_WAIT_FOREVER);
+        if (!msg) {
+            throw Error(MT_ERR_TIMEOUT, "mt_conn_recv timed out without a limit");
+        }
+        return std::move(*msg);
+    }
+
+    /**
+     * Receives the next message, waiting at most `timeout` (std::nullopt: no
+     * limit; zero or negative: do not wait; a timeout of 2^32 - 1 ms or more
+     * is shortened to the longest finite one). Returns std::nullopt if no
+     * whole message arrived in time: nothing is lost, the next call gets
+     * it. Throws Error(MT_ERR_CLOSED) once the connection has ended, Error
+     * for anything else.
+     */
+    std::optional<std::string> recv(std::optional<std::chrono::milliseconds> timeout) const {
+        return receive(detail::timeout_ms(timeout));
+    }
+
+    /**
+     * Closes the connection now (as the destructor does); the Conn is left
+     * empty. Nothing to do for an empty Conn.
+     */
+    void close() noexcept { mt_conn_free(std::exchange(handle_, nullptr)); }
+
+    /** True if this Conn holds a connection (it may still have ended: see recv()). */
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+
+    /**
+     * The C handle, for calls this wrapper does not cover; NULL for an
+     * empty Conn. It stays owned by this Conn: do not free it.
+     */
+    mt_conn *native_handle() const noexcept { return handle_; }
+
+    /** Gives up ownership: returns the C handle (the caller frees it) and leaves the Conn empty. */
+    mt_conn *release() noexcept { return std::exchange(handle_, nullptr); }
+
+private:
+    /** The first buffer a receive tries; a longer message is received with its exact size. */
+    static constexpr std::size_t first_buffer = 4096;
+
+    std::optional<std::string> receive(std::uint32_t timeout_ms) const {
+        // mt_conn_recv's protocol: a buffer too small gives MT_ERR_INVALID
+        // with the message's length in `len` (the message stays queued);
+        // retry with room, within what is left of the timeout.
+        using clock = std::chrono::steady_clock;
+        const auto start = clock::now();
+        std::string buf(first_buffer, '\0');
+        for (int attempt = 0; attempt < 4; ++attempt) {
+            std::size_t len = 0;
+            std::uint32_t left = timeout_ms;
+            if (attempt > 0 && timeout_ms != MT_WAIT_FOREVER) {
+                const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       clock::now() - start)
+                                       .count();
+                left = spent >= timeout_ms ? 0 : timeout_ms - static_cast<std::uint32_t>(spent);
+            }
+            mt_status st = mt_conn_recv(handle_, reinterpret_cast<std::uint8_t *>(buf.data()),
+                                        buf.size(), &len, left);
+            if (st == MT_OK) {
+                buf.resize(len);
+                return buf;
+            }
+            if (st == MT_ERR_TIMEOUT) {
+                return std::nullopt;
+            }
+            if (st != MT_ERR_INVALID || handle_ == nullptr || len <= buf.size()) {
+                check(st);
+            }
+            buf.assign(len, '\0');
+        }
+        // Another thread's receive took the message each time (receives
+        // are serialised, not reserved): give up rather than loop forever.
+        throw Error(MT_ERR_INVALID, "mt_conn_recv: the next message's length kept changing");
+    }
+
+    mt_conn *handle_ = nullptr;
+};
+
+/**
+ * What a tenant does with each attached connection: called on a thread of
+ * its own per connection (several may run at once), it owns the Conn.
+ */
+using Handler = std::function<void(Conn)>;
+
+namespace detail {
+
+/**
+ * The handlers of the live Advert objects, by a number that the C library
+ * gets as its `user` pointer. A handler call looks its number up (and
+ * holds the handler while it runs); an Advert removes its number when it is
+ * withdrawn. So a connection whose handshake completes after the Advert is
+ * gone finds nothing and is closed, and a handler still running keeps its
+ * own std::function alive: neither touches freed memory. Never destroyed,
+ * so library threads still running at exit find it.
+ */
+struct Handlers {
+    std::mutex mutex;
+    std::uintptr_t next = 1;
+    std::unordered_map<std::uintptr_t, std::pair<std::string, std::shared_ptr<const Handler>>> live;
+
+    static Handlers &get() {
+        static Handlers *const all = new Handlers; // never freed: see above
+        return *all;
+    }
+
+    std::uintptr_t add(std::string tenant, Handler handler) {
+        auto h = std::make_shared<const Handler>(std::move(handler));
+        std::lock_guard<std::mutex> lock(mutex);
+        const std::uintptr_t key = next++;
+        live.emplace(key, std::make_pair(std::move(tenant), std::move(h)));
+        return key;
+    }
+
+    void remove(std::uintptr_t key) noexcept {
+        std::shared_ptr<const Handler> gone; // destroyed after the unlock
+        std::lock_guard<std::mutex> lock(mutex);
+        auto it = live.find(key);
+        if (it != live.end()) {
+            gone = std::move(it->second.second);
+            live.erase(it);
+        }
+    }
+};
+
+/**
+ * The C handler of every Advert: calls the C++ handler; no exception leaves
+ * it (one that the handler lets out is reported on stderr, except
+ * Error(MT_ERR_CLOSED): the end of a connection is the handler's normal
+ * way out).
+ */
+inline void handler_trampoline(void *user, mt_conn *raw) noexcept {
+    Conn conn(raw);
+    std::string tenant = "?";
+    try {
+        std::shared_ptr<const Handler> h;
+        {
+            Handlers &all = Handlers::get();
+            std::lock_guard<std::mutex> lock(all.mutex);
+            auto it = all.live.find(reinterpret_cast<std::uintptr_t>(user));
+            if (it != all.live.end()) {
+                tenant = it->second.first;
+                h = it->second.second;
+            }
+        }
+        if (!h) {
+            return; // withdrawn meanwhile: conn closes the connection
+        }
+        (*h)(std::move(conn));
+    } catch (const Error &e) {
+        if (e.code() != MT_ERR_CLOSED) {
+            std::fprintf(stderr, "mtipc: the handler of tenant %s threw mtipc::Error: %s\n",
+                         tenant.c_str(), e.what());
+        }
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "mtipc: the handler of tenant %s threw: %s\n", tenant.c_str(),
+                     e.what());
+    } catch (...) {
+        std::fprintf(stderr, "mtipc: the handler of tenant %s threw an unknown exception\n",
+                     tenant.c_str());
+    }
+}
+
+} // namespace detail
+
+/**
+ * A live advertisement of a tenant: attachers (mtipc::attach, mt_attach,
+ * `mtipc attach`) reach it through the domain's mtipcd, and each attached
+ * connection is handed to the handler on a thread of its own.
+ *
+ * Move-only; the destructor withdraws it (mt_advert_free: at most about
+ * 100 ms, or the end of a round in progress). After that no new
+ * connection reaches the handler (one whose handshake ends only after it,
+ * as with a distant start time, is closed unused); connections already
+ * handed over live on, and the handler object stays alive until its last
+ * call has returned.
+ *
+ * The handler must be safe to call from several threads at once. An
+ * exception it lets out never crosses into the C library: it closes that
+ * connection and is reported on stderr (Error(MT_ERR_CLOSED) silently, as
+ * the normal end of a connection).
+ */
+class Advert {
+public:
+    /** An Advert without an advertisement (as a moved-from one). */
+    Advert() noexcept = default;
+
+    /**
+     * Advertises `tenant` (1 to 64 bytes of A-Za-z0-9_.-, not starting with
+     * '.' or '-') in `domain` and starts waiting for attachers. `protocols`:
+     * comma-separated (1 to 16 names of 1 to 32 bytes of a-z0-9_.-, the
+     * first is the default); std::nullopt: "msg". Throws Error:
+     * MT_ERR_EXISTS if a live process advertises that id, MT_ERR_INVALID
+     * for a bad id, protocol list or an empty handler. `domain` may be
+     * destroyed before the Advert.
+     */
+    Advert(const Domain &domain, const std::string &tenant, Handler handler,
+           const std::optional<std::string> &protocols = std::nullopt) {
+        if (!handler) {
+            throw Error(MT_ERR_INVALID, "the handler is empty");
+        }
+        key_ = detail::Handlers::get().add(tenant, std::move(handler));
+        void *user = reinterpret_cast<void *>(key_);
+        mt_status st =
+            protocols ? mt_advertise_protocols(domain.native_handle(), tenant.c_str(),
+                                               protocols->c_str(), detail::handler_trampoline,
+                                               user, &handle_)
+                      : mt_advertise(domain.native_handle(), tenant.c_str(),
+                                     detail::handler_trampoline, user, &handle_);
+        if (st != MT_OK) {
+            Error e(st, mt_last_error());
+            detail::Handlers::get().remove(std::exchange(key_, 0));
+            throw e;
+        }
+    }
+
+    /** Takes over `other`'s advertisement; `other` is left without one. */
+    Advert(Advert &&other) noexcept
+        : handle_(std::exchange(other.handle_, nullptr)), key_(std::exchange(other.key_, 0)) {}
+
+    /** Withdraws this advertisement, then takes over `other`'s. */
+    Advert &operator=(Advert &&other) noexcept {
+        if (this != &other) {
+            withdraw();
+            handle_ = std::exchange(other.handle_, nullptr);
+            key_ = std::exchange(other.key_, 0);
+        }
+        return *this;
+    }
+
+    /** Not copyable: an advertisement has exactly one owner (move it instead). */
+    Advert(const Advert &) = delete;
+    /** Not copyable: an advertisement has exactly one owner (move it instead). */
+    Advert &operator=(const Advert &) = delete;
+
+    /** Withdraws the advertisement (nothing to do for an empty Advert). */
+    ~Advert() { withdraw(); }
+
+    /**
+     * Withdraws the advertisement now (as the destructor does); the Advert
+     * is left empty. Nothing to do for an empty Advert.
+     */
+    void withdraw() noexcept {
+        mt_advert_free(std::exchange(handle_, nullptr));
+        if (key_ != 0) {
+            detail::Handlers::get().remove(std::exchange(key_, 0));
+        }
+    }
+
+    /** True if this Advert holds an advertisement. */
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+
+    /** The C handle; NULL for an empty Advert. It stays owned by this Advert: do not free it. */
+    mt_advert *native_handle() const noexcept { return handle_; }
+
+private:
+    mt_advert *handle_ = nullptr;
+    std::uintptr_t key_ = 0; // in detail::Handlers; 0: none
+};
+
+/** Options of attach(); every default is mt_attach's. */
+struct AttachOptions {
+    /**
+     * Limit for the round, from the call until the tenant has answered.
+     * Zero or negative is the shortest one (1 ms); longer than the C call
+     * takes (2^32 - 1 ms) is shortened to it.
+     */
+    std::chrono::milliseconds timeout{5000};
+    /** When the connection opens: the daemon passes no byte before. std::nullopt: at once. */
+    std::optional<std::chrono::system_clock::time_point> start;
+    /**
+     * How long the connection stays open from its start (then both ends
+     * get MT_ERR_CLOSED); zero or negative is the shortest one (1 ms).
+     * std::nullopt: until an end closes.
+     */
+    std::optional<std::chrono::milliseconds> duration;
+    /** The protocol to ask for; std::nullopt: the tenant's first. */
+    std::optional<std::string> protocol;
+};
+
+/**
+ * Attaches to `tenant` in `domain`: one attach round through the domain's
+ * mtipcd, and a TLS 1.3 connection to the tenant. Throws Error:
+ * MT_ERR_NOT_FOUND no live tenant of that id (or it does not accept the
+ * protocol), MT_ERR_UNAVAILABLE no mtipcd running on the domain,
+ * MT_ERR_TIMEOUT the tenant did not answer in time, MT_ERR_DENIED the
+ * tenant's key does not match its advertisement or the daemon refused a
+ * credential, MT_ERR_INVALID a bad id or protocol.
+ */
+inline Conn attach(const Domain &domain, const std::string &tenant,
+                   const AttachOptions &options = AttachOptions()) {
+    using std::chrono::milliseconds;
+    // The C call's 0 means "the default" for each field: map ours around it.
+    auto at_least_1ms = [](milliseconds d) -> std::uint64_t {
+        return d.count() <= 0 ? 1 : static_cast<std::uint64_t>(d.count());
+    };
+    mt_attach_opts o = MT_ATTACH_OPTS_INIT;
+    o.timeout_ms = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(at_least_1ms(options.timeout), MT_WAIT_FOREVER));
+    if (options.start) {
+        const auto since_epoch =
+            std::chrono::duration_cast<milliseconds>(options.start->time_since_epoch()).count();
+        o.start_unix_ms = since_epoch <= 0 ? 0 : static_cast<std::uint64_t>(since_epoch);
+    }
+    if (options.duration) {
+        o.duration_ms = at_least_1ms(*options.duration);
+    }
+    if (options.protocol) {
+        o.protocol = options.protocol->c_str();
+    }
+    mt_conn *c = nullptr;
+    check(mt_attach(domain.native_handle(), tenant.c_str(), &o, &c));
+    return Conn(c);
+}
+
+/** One advertised tenant (or the daemon), as list_tenants() reports it. */
+struct TenantInfo {
+    /** Tenant id ("@mtipcd" for the daemon). */
+    std::string id;
+    /** "tenant" or "daemon". */
+    std::string role;
+    /** The protocols it accepts, the default first. */
+    std::vector<std::string> protocols;
+    /** Hex SHA-256 of its TLS key ("" for the daemon). */
+    std::string fingerprint;
+    /** The advertising process. */
+    std::uint32_t pid = 0;
+    /** Its uid. */
+    std::uint32_t uid = 0;
+    /** When it advertised. */
+    std::chrono::system_clock::time_point since;
+};
+
+/**
+ * The live advertisements of `domain` (tenants and the daemon), sorted by
+ * id; stale ones are cleaned up on the way. Throws Error.
+ */
+inline std::vector<TenantInfo> list_tenants(const Domain &domain) {
+    mt_tenant_list *raw = nullptr;
+    check(mt_tenant_list_new(domain.native_handle(), &raw));
+    const std::unique_ptr<mt_tenant_list, void (*)(mt_tenant_list *)> list(raw,
+                                                                          mt_tenant_list_free);
+    std::vector<TenantInfo> out;
+    const std::size_t n = mt_tenant_list_len(list.get());
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        mt_tenant_info c{};
+        check(mt_tenant_list_get(list.get(), i, &c));
+        TenantInfo t;
+        t.id = c.id;
+        t.role = c.role;
+        for (std::string_view rest = c.protocols; !rest.empty();) {
+            const std::size_t comma = rest.find(',');
+            t.protocols.emplace_back(rest.substr(0, comma));
+            rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        }
+        t.fingerprint = c.fingerprint;
+        t.pid = c.pid;
+        t.uid = c.uid;
+        const std::chrono::milliseconds since(c.since_unix_ms);
+        t.since = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(since));
+        out.push_back(std::move(t));
+    }
+    return out;
+}
 
 } // namespace mtipc
 

@@ -2,7 +2,8 @@
 #
 #   make test-c        C tests (tests/c/*.c), plain, then with ASan+UBSan
 #   make test-cpp      C++ tests (tests/cpp/*.cpp), plain, then with ASan+UBSan
-#   make c-examples    examples/*.c and *.cpp into target/c/ (c_waiter is used by the demo)
+#   make c-examples    examples/*.c and *.cpp into target/c/ (c_waiter, c_tenant and
+#                      cpp_tenant are used by the demo)
 #   make install       release build into $(DESTDIR)$(PREFIX) (default /usr/local)
 #   make test-install  install into a temporary prefix, build the examples
 #                      there with pkg-config (shared and static) and run them
@@ -11,7 +12,8 @@
 # rpath, so they run from anywhere); everything built here goes to target/c/.
 # A test program is one executable that exits nonzero if any check failed;
 # every program runs even if an earlier one failed, then the target fails
-# and names them.
+# and names them. Tests that need a daemon start $MTIPCD (the debug mtipcd)
+# themselves.
 
 CARGO      ?= cargo
 PREFIX     ?= /usr/local
@@ -56,10 +58,12 @@ C_PLAIN     := $(C_TESTS:%=$(C_OUT)/tests/c/%)
 C_ASAN      := $(C_TESTS:%=$(C_OUT)/tests/c-asan/%)
 CXX_PLAIN   := $(CXX_TESTS:%=$(C_OUT)/tests/cpp/%)
 CXX_ASAN    := $(CXX_TESTS:%=$(C_OUT)/tests/cpp-asan/%)
-C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain
-CXX_EXAMPLES := $(C_OUT)/cpp_domain
+C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain $(C_OUT)/c_tenant
+CXX_EXAMPLES := $(C_OUT)/cpp_domain $(C_OUT)/cpp_tenant
+# The daemon the attach tests start (as a child process).
+TEST_ENV    := MTIPCD=$(abspath $(DEBUG_DIR))/mtipcd
 
-.PHONY: c-lib test-c test-cpp c-examples install test-install
+.PHONY: c-lib c-bins test-c test-cpp c-examples install test-install
 
 # The debug library the tests link to. Its soname is libmtipc.so.N (build.rs)
 # but cargo only writes libmtipc.so: add the libmtipc.so.N link next to it, or
@@ -69,6 +73,10 @@ c-lib:
 	@soname=$$($(READELF) -d $(DEBUG_DIR)/libmtipc.so | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p'); \
 	 test -n "$$soname" || { echo "c-lib: $(DEBUG_DIR)/libmtipc.so has no soname" >&2; exit 1; }; \
 	 ln -sfn libmtipc.so $(DEBUG_DIR)/$$soname
+
+# The debug programs (mtipcd, mtipc) the tests run.
+c-bins:
+	$(CARGO) build --bins
 
 $(C_OUT)/tests/c/%: tests/c/%.c $(wildcard tests/c/*.h) include/mtipc.h | c-lib
 	@mkdir -p $(@D)
@@ -108,13 +116,13 @@ define run-tests
 	echo "== $(1): all $(words $(2)) programs passed"
 endef
 
-test-c: c-lib $(C_PLAIN) $(C_ASAN) $(C_EXAMPLES)
-	$(call run-tests,C tests,$(C_PLAIN),)
-	$(call run-tests,C tests with ASan+UBSan,$(C_ASAN),$(SAN_ENV))
+test-c: c-lib c-bins $(C_PLAIN) $(C_ASAN) $(C_EXAMPLES)
+	$(call run-tests,C tests,$(C_PLAIN),$(TEST_ENV))
+	$(call run-tests,C tests with ASan+UBSan,$(C_ASAN),$(TEST_ENV) $(SAN_ENV))
 
-test-cpp: c-lib $(CXX_PLAIN) $(CXX_ASAN) $(CXX_EXAMPLES)
-	$(call run-tests,C++ tests,$(CXX_PLAIN),)
-	$(call run-tests,C++ tests with ASan+UBSan,$(CXX_ASAN),$(SAN_ENV))
+test-cpp: c-lib c-bins $(CXX_PLAIN) $(CXX_ASAN) $(CXX_EXAMPLES)
+	$(call run-tests,C++ tests,$(CXX_PLAIN),$(TEST_ENV))
+	$(call run-tests,C++ tests with ASan+UBSan,$(CXX_ASAN),$(TEST_ENV) $(SAN_ENV))
 
 # Installs the release build:
 #   $(LIBDIR)/libmtipc.so.X.Y.Z, libmtipc.so.X -> it, libmtipc.so -> libmtipc.so.X
@@ -151,7 +159,8 @@ install:
 
 # Installs into a temporary prefix and uses it the way an application would:
 # the examples are compiled with `pkg-config --cflags --libs mtipc` (C and
-# C++) and run with LD_LIBRARY_PATH; c_domain is also linked statically
+# C++) and run with LD_LIBRARY_PATH (the tenants advertise, then stop on
+# SIGTERM: no daemon is needed for that); c_domain is also linked statically
 # (`pkg-config --static`, libmtipc.a) and runs without the shared library.
 # Then a staged install (DESTDIR) is checked to put the same files under
 # DESTDIR with a pkg-config file naming the real prefix. (deps: pkg-config.)
@@ -189,6 +198,16 @@ test-install: deps
 	LD_LIBRARY_PATH="$$lib" "$$tmp/cpp_domain" "$$tmp/domain-cpp" > "$$tmp/out" || { cat "$$tmp/out"; fail "cpp_domain failed"; }; \
 	sed 's/^/   | /' "$$tmp/out"; \
 	grep -qx "domain $$tmp/domain-cpp, semaphore 0" "$$tmp/out" || fail "unexpected output from cpp_domain"; \
+	echo "== C and C++ tenants, shared library: advertise, then stop on SIGTERM"; \
+	for t in c_tenant.c cpp_tenant.cpp; do \
+	  case $$t in *.c) comp="$(CC) -std=c11";; *) comp="$(CXX) -std=c++17";; esac; \
+	  ( set -x; $$comp $(C_WARN) examples/$$t $$($(PKG_CONFIG) --cflags --libs mtipc) -o "$$tmp/$${t%.*}" ); \
+	  LD_LIBRARY_PATH="$$lib" "$$tmp/$${t%.*}" "$$tmp/domain-tenants" > "$$tmp/out" 2>&1 & pid=$$!; \
+	  for i in $$(seq 100); do grep -q "advertised" "$$tmp/out" && break; sleep 0.05; done; \
+	  kill -TERM $$pid; wait $$pid || { cat "$$tmp/out"; fail "$${t%.*} did not stop cleanly"; }; \
+	  sed 's/^/   | /' "$$tmp/out"; \
+	  grep -q "withdrawn" "$$tmp/out" || fail "$${t%.*} was not advertised and withdrawn"; \
+	done; \
 	echo "== C example, static library (-lmtipc becomes -l:libmtipc.a so the linker takes the archive)"; \
 	static_libs=$$($(PKG_CONFIG) --static --libs mtipc | sed 's/\(^\| \)-lmtipc\( \|$$\)/\1-l:libmtipc.a\2/'); \
 	( set -x; $(CC) $(C_WARN) -std=c11 examples/c_domain.c $$($(PKG_CONFIG) --cflags mtipc) $$static_libs -o "$$tmp/c_domain_static" ); \
