@@ -13,6 +13,8 @@ fn generate() -> String {
         .expect("src/ffi")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        // mod.rs declares the others: cbindgen would read them twice.
+        .filter(|p| !p.ends_with("mod.rs"))
         .collect();
     // Status and errors first, then each capability's file in name order.
     files.sort_by_key(|p| (!p.ends_with("status.rs"), p.clone()));

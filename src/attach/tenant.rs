@@ -28,7 +28,14 @@ pub struct Advertisement {
     stop: Arc<Flag>,
     waiter: Option<JoinHandle<()>>,
     fingerprint: [u8; 32],
+    /// Open while the advertisement lives: a connection thread calls the
+    /// handler only if it finds the gate open (checked under the lock), so
+    /// no new handler call begins once `withdraw` has closed it.
+    gate: Gate,
 }
+
+/// See [`Advertisement`]'s `gate`.
+type Gate = Arc<std::sync::Mutex<bool>>;
 
 impl std::fmt::Debug for Advertisement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,9 +91,19 @@ pub fn advertise(
     };
     let fingerprint = key.fingerprint();
     let domain_path = domain.path().to_path_buf();
+    let gate: Gate = Arc::new(std::sync::Mutex::new(true));
     let on_response: OnResponse = {
-        let (domain_path, tenant) = (domain_path.clone(), tenant.to_string());
-        Box::new(move |r: Response| serve(&domain_path, &tenant, r, key.clone(), handler.clone()))
+        let (domain_path, tenant, gate) = (domain_path.clone(), tenant.to_string(), gate.clone());
+        Box::new(move |r: Response| {
+            serve(
+                &domain_path,
+                &tenant,
+                r,
+                key.clone(),
+                handler.clone(),
+                gate.clone(),
+            )
+        })
     };
     let (files, stop, waiter) = start_waiter(domain, &advert, on_response, false)?;
     Ok(Advertisement {
@@ -95,6 +112,7 @@ pub fn advertise(
         stop,
         waiter: Some(waiter),
         fingerprint,
+        gate,
     })
 }
 
@@ -183,7 +201,14 @@ fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Ve
 
 /// Answers one response on a thread of its own: connect to the relay, run
 /// the TLS server side, check the one-time key, hand the connection over.
-fn serve(domain: &Path, tenant: &str, r: Response, key: Arc<ServerKey>, handler: Handler) {
+fn serve(
+    domain: &Path,
+    tenant: &str,
+    r: Response,
+    key: Arc<ServerKey>,
+    handler: Handler,
+    gate: Gate,
+) {
     let relay_path = domain.join(RELAY_SOCKET);
     let tenant = tenant.to_string();
     let spawned = std::thread::Builder::new()
@@ -193,7 +218,14 @@ fn serve(domain: &Path, tenant: &str, r: Response, key: Arc<ServerKey>, handler:
             let result = relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
                 .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT));
             match result {
-                Ok(conn) => handler(conn),
+                Ok(conn) => {
+                    let open = *gate.lock().unwrap_or_else(|e| e.into_inner());
+                    if open {
+                        handler(conn);
+                    } else {
+                        tracing::info!(tenant = %tenant, "withdrawn during the handshake: connection closed");
+                    }
+                }
                 Err(e) => tracing::warn!(tenant = %tenant, error = %e, "attach not completed"),
             }
         });
@@ -214,7 +246,9 @@ impl Advertisement {
     }
 
     /// Stops the waiter (within [`STOP_CHECK`], or at the end of a round in
-    /// progress) and removes the files.
+    /// progress) and removes the files. Once it returns, no new handler
+    /// call begins: a connection still in its handshake is closed instead.
+    /// Handler calls already begun go on.
     pub fn withdraw(mut self) -> Result<()> {
         self.shut()
     }
@@ -224,6 +258,7 @@ impl Advertisement {
         if let Some(w) = self.waiter.take() {
             let _ = w.join();
         }
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = false;
         match self.files.take().map(Arc::try_unwrap) {
             Some(Ok(files)) => files.withdraw(),
             _ => Ok(()),

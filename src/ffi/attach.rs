@@ -44,8 +44,10 @@ impl BoxHandle for mt_advert {
 
 /// Called with each attached connection, on a thread of its own per
 /// connection. The handler owns `conn` and must `mt_conn_free` it. `user` is
-/// the pointer given to `mt_advertise`: it must stay valid, and be safe to
-/// use from several threads, until `mt_advert_free` has returned.
+/// the pointer given to `mt_advertise`: it must be safe to use from several
+/// threads, and stay valid until `mt_advert_free` has returned AND every
+/// handler call already begun has returned (no call begins after
+/// `mt_advert_free` returns).
 pub type mt_attach_handler = Option<unsafe extern "C" fn(user: *mut c_void, conn: *mut mt_conn)>;
 
 /// Options of `mt_attach`. Start from `MT_ATTACH_OPTS_INIT`; fields may be
@@ -206,8 +208,9 @@ unsafe fn advertise(
 }
 
 /// Withdraws the advertisement: stops its waiter (at most about 100 ms, or
-/// the end of a round in progress), removes its files. Once it returns, the
-/// handler is not called again; connections already handed over live on.
+/// the end of a round in progress), removes its files. Once it returns, no
+/// new handler call begins (a connection still in its handshake is closed
+/// instead); handler calls already begun, and their connections, go on.
 /// NULL is fine.
 ///
 /// # Safety
