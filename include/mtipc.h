@@ -330,6 +330,18 @@ mt_status mt_conn_recv(struct mt_conn *c,
                        uint32_t timeout_ms);
 
 /**
+ * Copies the connection's application protocol (the one the attacher
+ * asked for, among those the tenant advertised), NUL-terminated, into
+ * `buf` of `cap` bytes and stores its length (without the NUL) in `*len`.
+ * If `cap` is too small, returns `MT_ERR_INVALID` and stores the length in
+ * `*len`: a buffer of `*len + 1` bytes is enough (33 always is).
+ *
+ * # Safety
+ * `c` is a live handle; `buf` is valid for `cap` bytes; `len` is valid.
+ */
+mt_status mt_conn_protocol(const struct mt_conn *c, char *buf, size_t cap, size_t *len);
+
+/**
  * Closes the connection (the peer's receive gets `MT_ERR_CLOSED`) and
  * frees the handle. NULL is fine.
  *

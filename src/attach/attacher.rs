@@ -231,5 +231,6 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         &response.key,
         until_start + HANDSHAKE_TIMEOUT,
     )
+    .map(|c| c.with_protocol(&response.protocol))
     .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
 }

@@ -431,6 +431,7 @@ struct Rx {
 pub struct Conn {
     fd: RawFd,
     version: &'static str,
+    protocol: String,
     tls: Mutex<Tls>,
     tx: Mutex<()>,
     rx: Mutex<Rx>,
@@ -657,6 +658,7 @@ impl Conn {
         Conn {
             fd,
             version: stream.ssl().version_str(),
+            protocol: String::new(),
             tls: Mutex::new(Tls {
                 stream,
                 closed: false,
@@ -669,6 +671,20 @@ impl Conn {
                 failed: None,
             }),
         }
+    }
+
+    /// The application protocol the attacher asked for (one of those the
+    /// tenant advertised), on both ends; empty for a connection made with
+    /// [`Conn::accept`] / [`Conn::connect`] directly.
+    pub fn protocol(&self) -> &str {
+        &self.protocol
+    }
+
+    /// Records the application protocol (the attach round knows it from the
+    /// response file).
+    pub(crate) fn with_protocol(mut self, protocol: &str) -> Conn {
+        self.protocol = protocol.to_string();
+        self
     }
 
     /// The negotiated protocol version as OpenSSL names it: always

@@ -216,7 +216,8 @@ fn serve(
         .spawn(move || {
             let until_start = Duration::from_millis(r.start_ms.saturating_sub(files::now_ms()));
             let result = relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
-                .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT));
+                .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT))
+                .map(|c| c.with_protocol(&r.protocol));
             match result {
                 Ok(conn) => {
                     let open = *gate.lock().unwrap_or_else(|e| e.into_inner());

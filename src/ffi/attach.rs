@@ -360,6 +360,45 @@ pub unsafe extern "C" fn mt_conn_recv(
     })
 }
 
+/// Copies the connection's application protocol (the one the attacher
+/// asked for, among those the tenant advertised), NUL-terminated, into
+/// `buf` of `cap` bytes and stores its length (without the NUL) in `*len`.
+/// If `cap` is too small, returns `MT_ERR_INVALID` and stores the length in
+/// `*len`: a buffer of `*len + 1` bytes is enough (33 always is).
+///
+/// # Safety
+/// `c` is a live handle; `buf` is valid for `cap` bytes; `len` is valid.
+#[no_mangle]
+pub unsafe extern "C" fn mt_conn_protocol(
+    c: *const mt_conn,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> mt_status {
+    guard("mt_conn_protocol", || {
+        check_out(len, "len")?;
+        // SAFETY: live handle per the contract.
+        let conn = unsafe { mt_conn::try_ref(c) }?;
+        let p = conn.protocol().as_bytes();
+        if buf.is_null() || cap <= p.len() {
+            // SAFETY: checked above.
+            unsafe { write_out(len, p.len()) };
+            return Err(err!(
+                Invalid,
+                "buffer of {cap} bytes is too small for the protocol ({} bytes and a NUL)",
+                p.len()
+            ));
+        }
+        // SAFETY: `buf` is valid for `cap` > p.len() bytes per the contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.as_ptr(), buf.cast::<u8>(), p.len());
+            *buf.add(p.len()) = 0;
+            write_out(len, p.len());
+        }
+        Ok(())
+    })
+}
+
 /// Closes the connection (the peer's receive gets `MT_ERR_CLOSED`) and
 /// frees the handle. NULL is fine.
 ///

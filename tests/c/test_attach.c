@@ -120,6 +120,14 @@ static void echo_handler(void *user, mt_conn *c) {
             break;
         }
         if (len == 5 && memcmp(buf, "close", 5) == 0) break;
+        if (len == 6 && memcmp(buf, "proto?", 6) == 0) {
+            /* Answer with the protocol as the tenant's end sees it. */
+            char p[33];
+            size_t plen = 0;
+            if (mt_conn_protocol(c, p, sizeof p, &plen) != MT_OK) atomic_fetch_add(&e->failed, 1);
+            memcpy(buf, p, plen);
+            len = plen;
+        }
         if (len > 6 && len < 16 && memcmp(buf, "sleep:", 6) == 0) {
             char n[16] = {0};
             memcpy(n, buf + 6, len - 6);
@@ -536,6 +544,21 @@ static void protocols_and_options(void) {
         o.timeout_ms = 10000;
         CHECK_ST(mt_attach(g_d, "c-proto", &o, &c), MT_OK);
         if (c) CHECK(roundtrip_str(c, "p"));
+        if (c) {
+            /* Both ends know the protocol the attacher asked for. */
+            const char *want = ask[i] ? ask[i] : "echo";
+            char p[33];
+            size_t plen = 99;
+            CHECK_ST(mt_conn_protocol(c, p, 2, &plen), MT_ERR_INVALID);
+            CHECK(plen == strlen(want));
+            CHECK_ST(mt_conn_protocol(c, p, sizeof p, &plen), MT_OK);
+            CHECK(strcmp(p, want) == 0 && plen == strlen(want));
+            CHECK_ST(mt_conn_send(c, (const uint8_t *)"proto?", 6), MT_OK);
+            uint8_t r[64];
+            size_t rlen = 0;
+            CHECK_ST(mt_conn_recv(c, r, sizeof r, &rlen, 10000), MT_OK);
+            CHECK(rlen == strlen(want) && memcmp(r, want, rlen) == 0);
+        }
         mt_conn_free(c);
         c = NULL;
     }
