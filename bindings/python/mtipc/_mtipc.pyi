@@ -167,6 +167,11 @@ class Conn:
         """
 
     @property
+    def protocol(self) -> str:
+        """The application protocol the attacher asked for (one of those the
+        tenant advertised); the same on both ends."""
+
+    @property
     def tls_version(self) -> str:
         """The negotiated TLS version, as OpenSSL names it: always ``"TLSv1.3"``."""
 

@@ -342,6 +342,13 @@ impl Conn {
         self.inner.close();
     }
 
+    /// The application protocol the attacher asked for (one of those the
+    /// tenant advertised); the same on both ends.
+    #[getter]
+    fn protocol(&self) -> String {
+        self.inner.protocol().to_string()
+    }
+
     /// The negotiated TLS version, as OpenSSL names it: always `"TLSv1.3"`.
     #[getter]
     fn tls_version(&self) -> &'static str {

@@ -122,7 +122,7 @@ def echo_handler(prefix: bytes, seen: list[int] | None = None) -> Callable[[mtip
             seen.append(threading.get_ident())
         with conn:
             for m in conn:
-                conn.send(prefix + m)
+                conn.send(conn.protocol.encode() if m == b"proto?" else prefix + m)
 
     return handler
 
@@ -376,6 +376,8 @@ def test_advertise_here_attach_from_another_process(dom: mtipc.Domain, daemon: s
                 for m in (b"one", b"two"):
                     c.send(m)
                     print(c.recv(timeout=10).decode(), flush=True)
+                c.send(b"proto?")
+                print(c.protocol, c.recv(timeout=10).decode(), flush=True)
             """,
             dom.path,
         )
@@ -386,7 +388,7 @@ def test_advertise_here_attach_from_another_process(dom: mtipc.Domain, daemon: s
             spins += 1
         assert p.returncode == 0
         assert p.stdout is not None
-        assert p.stdout.read().splitlines() == ["here: one", "here: two"]
+        assert p.stdout.read().splitlines() == ["here: one", "here: two", "echo echo"]
         assert spins > 1000
         assert len(seen) == 1 and seen[0] != threading.get_ident()
     assert ad.withdrawn
