@@ -40,8 +40,10 @@
 //! Run: `cargo bench --bench attach_latency` (`make bench`). Environment:
 //! `ATTACH_SAMPLES` (default 200, per method at 1 and 16 tenants),
 //! `ATTACH_SAMPLES_256` (default 100, at 256), `ATTACH_WARMUP` (default 10,
-//! discarded), `ATTACH_TENANTS` (default `1,16,256`), `ATTACH_PHASES=1`
-//! (adds a breakdown of one attach into its steps, see `phases`).
+//! discarded), `ATTACH_TENANTS` (default `1,16,256`), `ATTACH_DIR` (where
+//! the domains go; default `$XDG_RUNTIME_DIR`, else the temporary
+//! directory, as the library's default domain), `ATTACH_PHASES=1` (adds a
+//! breakdown of one attach into its steps, see `phases.rs`).
 
 // The bench's own bookkeeping is not library logic that loom should model.
 #![allow(clippy::disallowed_types)]
@@ -57,6 +59,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "attach_latency/phases.rs"]
+mod phases;
 
 /// Tenants per tenant process.
 const PER_PROCESS: usize = 64;
@@ -241,6 +246,29 @@ impl Proc {
     }
 }
 
+/// Where the bench's domains go: `$ATTACH_DIR`, else where the library puts
+/// a domain by default (`$XDG_RUNTIME_DIR`, else the temporary directory).
+fn base_dir() -> PathBuf {
+    std::env::var_os("ATTACH_DIR")
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR"))
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The file system type of `path`'s mount (from /proc/self/mounts).
+fn fs_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut best = (0, "?".to_string());
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 3 && path.starts_with(f[1]) && f[1].len() >= best.0 {
+            best = (f[1].len(), f[2].to_string());
+        }
+    }
+    best.1
+}
+
 /// mtipcd, the tenant processes and their advertisements' sync files.
 struct Domainset {
     path: PathBuf,
@@ -252,8 +280,7 @@ struct Domainset {
 
 impl Domainset {
     fn start(n: usize) -> Domainset {
-        let path =
-            std::env::temp_dir().join(format!("mtipc-bench-attach-{}-{n}", std::process::id()));
+        let path = base_dir().join(format!("mtipc-bench-attach-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         let domain = Domain::open(Some(&path)).expect("create the bench domain");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtipcd"));
@@ -588,6 +615,17 @@ fn main() {
         "Samples per method: {samples} ({samples_256} at 256 tenants) after {warmup} warm-up; \
          {ncpu} CPUs online; kernel {kernel}"
     );
+    println!(
+        "Domains under {} ({}); load average {}",
+        base_dir().display(),
+        fs_type(&base_dir()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!();
     println!(
         "{:>7} {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -655,5 +693,72 @@ fn main() {
             if ratio <= 4.0 { "met" } else { "NOT met" }
         );
     }
+    if std::env::var_os("ATTACH_PHASES").is_some_and(|v| v != "0") {
+        for &n in &configs {
+            let s = if n >= 256 { samples_256 } else { samples };
+            phase_breakdown(n, s, warmup);
+        }
+    }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// `ATTACH_PHASES=1`: the replica of attach (`phases.rs`), interleaved with
+/// the real one so that its total can be checked against it.
+fn phase_breakdown(n: usize, samples: usize, warmup: usize) {
+    let set = Domainset::start(n);
+    let mut real = Vec::new();
+    let mut marks: Vec<Vec<u64>> = Vec::new();
+    for i in 0..warmup + samples {
+        settle(&set);
+        let t = attach_sample(&set.domain, &tenant_name(i % n));
+        settle(&set);
+        let m = phases::one(&set.domain, &tenant_name((i + 1) % n), &MESSAGE);
+        if i >= warmup {
+            real.push(t);
+            marks.push(m);
+        }
+    }
+    let costs = phases::isolated(&set.domain);
+    set.stop();
+    println!();
+    println!("Phases of one attach + echo, {n} tenants ({samples} replica samples):");
+    println!(
+        "{:<30} {:>9} {:>9} {:>9}",
+        "step", "p50 µs", "p90 µs", "share"
+    );
+    let mut total: Vec<u64> = marks.iter().map(|m| m[m.len() - 1]).collect();
+    total.sort_unstable();
+    let mut sum_p50 = 0;
+    let mut durs: Vec<Vec<u64>> = Vec::new();
+    for k in 0..phases::STEPS.len() {
+        let mut d: Vec<u64> = marks
+            .iter()
+            .map(|m| m[k] - if k == 0 { 0 } else { m[k - 1] })
+            .collect();
+        d.sort_unstable();
+        sum_p50 += pct(&d, 0.5);
+        durs.push(d);
+    }
+    for (k, d) in durs.iter().enumerate() {
+        println!(
+            "{:<30} {:>9.0} {:>9.0} {:>8.0}%",
+            phases::STEPS[k],
+            us(pct(d, 0.5)),
+            us(pct(d, 0.9)),
+            100.0 * pct(d, 0.5) as f64 / sum_p50 as f64
+        );
+    }
+    real.sort_unstable();
+    println!(
+        "{:<30} {:>9.0} {:>9.0}   (real attach + echo, same run: p50 {:.0} µs, p90 {:.0} µs)",
+        "replica total",
+        us(pct(&total, 0.5)),
+        us(pct(&total, 0.9)),
+        us(pct(&real, 0.5)),
+        us(pct(&real, 0.9))
+    );
+    println!("Per-round work that grows with the advertisements, timed alone (idle domain):");
+    for (what, ns) in costs {
+        println!("  {what:<58} {:>8.0} µs", us(ns));
+    }
 }
