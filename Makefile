@@ -46,6 +46,7 @@ demo: build python c-examples
 
 bench: deps
 	$(CARGO) bench --bench wake_latency
+	$(CARGO) bench --bench attach_latency
 
 clean:
 	$(CARGO) clean

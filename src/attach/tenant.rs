@@ -171,10 +171,23 @@ pub(crate) fn start_waiter(
 /// skipped: a hostile file never stops the waiter.
 fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Vec<Response> {
     let dirs: Vec<PathBuf> = if scan_all {
-        match files::list(domain) {
-            Ok((listed, _)) => listed.into_iter().map(|l| l.dir).collect(),
+        // Every advertisement directory, without reading (and checking the
+        // process of) every advertisement as `files::list` would: only a
+        // directory that holds a response matters, and the daemon reads
+        // that one's advertisement when it registers the pairing.
+        let adverts = files::adverts_dir(domain);
+        match std::fs::read_dir(&adverts) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    files::validate_tenant_id(&name)
+                        .is_ok()
+                        .then(|| adverts.join(name))
+                })
+                .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list advertisements");
+                tracing::warn!(dir = %adverts.display(), error = %e, "cannot list advertisements");
                 Vec::new()
             }
         }
@@ -193,6 +206,8 @@ fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Ve
                 tracing::warn!(advert = %id, to = %r.tenant, "response addressed to another tenant ignored")
             }
             Ok(None) => {}
+            // Withdrawn meanwhile.
+            Err(e) if scan_all && e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "bad response file ignored"),
         }
     }

@@ -230,6 +230,9 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
     ProcId::current()?;
     let mut live = Vec::new();
     let mut stale = Vec::new();
+    // One /proc read per process, not per advertisement: a process often
+    // advertises many tenants.
+    let mut procs = Procs::default();
     let entries =
         std::fs::read_dir(adverts.path()).map_err(|e| Error::io(adverts.path().display(), e))?;
     for entry in entries {
@@ -242,7 +245,7 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
             );
             continue;
         };
-        match examine(&adverts, &name) {
+        match examine(&adverts, &name, &mut procs) {
             Entry::Live(advert) => live.push(Listed {
                 dir: adverts.child(&name),
                 advert,
@@ -257,7 +260,7 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
             for (name, reason) in stale {
                 // Look again under the lock: a publisher may have replaced
                 // it meanwhile.
-                if let Entry::Stale(_) = examine(&adverts, &name) {
+                if let Entry::Stale(_) = examine(&adverts, &name, &mut Procs::default()) {
                     let path = adverts.child(&name);
                     match remove_tree(&path) {
                         Ok(()) => {
@@ -288,8 +291,24 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
     Ok((live, removed))
 }
 
+/// The processes [`list`] has looked up in `/proc` during one call: pid ->
+/// the running process with that pid, if any.
+#[derive(Default)]
+struct Procs(std::collections::HashMap<u32, Option<ProcId>>);
+
+impl Procs {
+    /// [`Advert::is_live`], reading `/proc/<pid>/stat` once per pid.
+    fn is_live(&mut self, a: &Advert) -> bool {
+        let found = *self
+            .0
+            .entry(a.pid)
+            .or_insert_with(|| ProcId::of(a.pid).ok().flatten());
+        found == Some(a.proc_id())
+    }
+}
+
 /// Classifies the entry `name` of the `adverts` directory.
-fn examine(adverts: &Dir, name: &str) -> Entry {
+fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> Entry {
     let path = adverts.child(name);
     if name != DAEMON_ID {
         if let Some(p) = tenant_id_problem(name) {
@@ -330,7 +349,7 @@ fn examine(adverts: &Dir, name: &str) -> Entry {
     let found = read_advert_in(&dir);
     match found {
         Ok(a) if a.id == name => {
-            if a.is_live() {
+            if procs.is_live(&a) {
                 Entry::Live(a)
             } else {
                 Entry::Stale(stale_reason(&Ok(a)))

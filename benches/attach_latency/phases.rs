@@ -1,0 +1,196 @@
+//! `ATTACH_PHASES=1`: where the time of one attach goes.
+//!
+//! `mtipc::attach::attach` has no hooks, so this is a step-by-step replica
+//! of it written with the same public pieces (`files::list`, `SyncFile`,
+//! the domain's `Semaphore`, `files::write_response`, `relay::connect`,
+//! `Conn::connect`) in the order of `attacher.rs` and `round.rs`, with a
+//! timestamp after each step. The bench prints its total next to the real
+//! attach's so the replica can be checked against it.
+
+use mtipc::attach::channel::Conn;
+use mtipc::attach::files::{self, ProcId, Response, SyncFile, STATE_BUSY, STATE_IDLE};
+use mtipc::attach::relay::{self, End};
+use mtipc::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
+use mtipc::sync::{Futex, Ordering};
+use mtipc::Domain;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// The steps, in order; each sample records the time at its end.
+pub const STEPS: [&str; 12] = [
+    "attach lock (open + flock)",
+    "list advertisements",
+    "open every sync file",
+    "reset sem + wait all IDLE",
+    "write response",
+    "flock every sync file",
+    "post N",
+    "relay ok (tenant + mtipcd)",
+    "wait all BUSY",
+    "reset, unlock, rm response",
+    "TLS handshake + key + [1]",
+    "echo 64 bytes",
+];
+
+fn wait_state(state: &Futex, want: u32, p: &ProcId) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let cur = state.load(Ordering::Acquire);
+        if cur == want || !p.is_alive() {
+            return;
+        }
+        assert!(Instant::now() < until, "state never became {want}");
+        state.wait(cur, Some(Duration::from_millis(20)));
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    b
+}
+
+/// One replicated attach to `target` plus one echo: the step end times, in
+/// ns from the start.
+pub fn one(domain: &Domain, target: &str, msg: &[u8]) -> Vec<u64> {
+    let mut marks = Vec::with_capacity(STEPS.len());
+    let t0 = Instant::now();
+    let mut mark = || marks.push(t0.elapsed().as_nanos() as u64);
+
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(domain.path().join(ATTACH_LOCK))
+        .expect("attach.lock");
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    mark();
+    let (listed, _) = files::list(domain.path()).expect("list");
+    let t = listed
+        .iter()
+        .find(|l| l.advert.id == target)
+        .expect("target");
+    let fingerprint = t.advert.fingerprint.expect("fingerprint");
+    mark();
+    let syncs: Vec<(SyncFile, ProcId)> = listed
+        .iter()
+        .map(|l| (SyncFile::open(&l.dir).expect("sync"), l.advert.proc_id()))
+        .collect();
+    mark();
+    let sem = domain.semaphore();
+    sem.reset();
+    for (s, p) in &syncs {
+        wait_state(s.state(), STATE_IDLE, p);
+    }
+    mark();
+    let now = files::now_ms();
+    let response = Response {
+        tenant: target.to_string(),
+        relay: RELAY_SOCKET.to_string(),
+        pairing: random::<16>(),
+        protocol: t.advert.protocols[0].clone(),
+        key: random::<32>(),
+        start_ms: now,
+        duration_ms: 0,
+        attacher_pid: std::process::id(),
+        created_ms: now,
+    };
+    files::write_response(&t.dir, &response).expect("write response");
+    mark();
+    for (s, _) in &syncs {
+        s.lock_exclusive().expect("lock");
+    }
+    mark();
+    sem.post(syncs.len() as u32).expect("post");
+    mark();
+    let stream = relay::connect(
+        &domain.path().join(RELAY_SOCKET),
+        End::Attacher,
+        &response.pairing,
+        Duration::from_secs(5),
+    )
+    .expect("relay");
+    mark();
+    for (s, p) in &syncs {
+        wait_state(s.state(), STATE_BUSY, p);
+    }
+    mark();
+    sem.reset();
+    for (s, _) in &syncs {
+        s.unlock().expect("unlock");
+    }
+    files::remove_response(&t.dir).expect("remove response");
+    drop(lock);
+    mark();
+    let conn =
+        Conn::connect(stream, &fingerprint, &response.key, HANDSHAKE_TIMEOUT).expect("handshake");
+    mark();
+    conn.send(msg).expect("send");
+    let m = conn.recv(Some(Duration::from_secs(10))).expect("echo");
+    assert_eq!(m, msg);
+    mark();
+    marks
+}
+
+/// The per-advertisement work of a round, each part timed alone on an idle
+/// domain (median of 5): what the attacher, each waiter and mtipcd do once
+/// per advertisement.
+pub fn isolated(domain: &Domain) -> Vec<(String, u64)> {
+    let (listed, _) = files::list(domain.path()).expect("list");
+    let n = listed.len();
+    let time = |f: &mut dyn FnMut()| {
+        let mut v: Vec<u64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        v[2]
+    };
+    let pids: Vec<ProcId> = listed.iter().map(|l| l.advert.proc_id()).collect();
+    let mut distinct = pids.clone();
+    distinct.sort_by_key(|p| p.pid);
+    distinct.dedup();
+    vec![
+        (
+            format!("files::list ({n} advertisements)"),
+            time(&mut || {
+                files::list(domain.path()).unwrap();
+            }),
+        ),
+        (
+            format!("  of which liveness: /proc/<pid>/stat x {n}"),
+            time(&mut || {
+                for p in &pids {
+                    assert!(p.is_alive());
+                }
+            }),
+        ),
+        (
+            format!("  liveness once per distinct pid ({})", distinct.len()),
+            time(&mut || {
+                for p in &distinct {
+                    assert!(p.is_alive());
+                }
+            }),
+        ),
+        (
+            format!("SyncFile::open x {n} (open + mmap + validate)"),
+            time(&mut || {
+                for l in &listed {
+                    SyncFile::open(&l.dir).unwrap();
+                }
+            }),
+        ),
+        (
+            format!("read_response x {n} (none there: mtipcd's scan)"),
+            time(&mut || {
+                for l in &listed {
+                    assert!(files::read_response(&l.dir).unwrap().is_none());
+                }
+            }),
+        ),
+    ]
+}
