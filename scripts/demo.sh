@@ -126,7 +126,7 @@ step "8. Three tenants advertise themselves: one in C, one in C++, one in Python
 tenant() { "$@" > >(sed "s/^/   [tenant] /") 2>&1 & PIDS+=($!); }
 tenant target/c/c_tenant "$A" c-tenant
 tenant target/c/cpp_tenant "$A" cpp-tenant
-tenant "$PY" examples/py_tenant.py "$A" py-tenant
+tenant "$PY" -u examples/py_tenant.py "$A" py-tenant
 wait_listed c-tenant cpp-tenant py-tenant
 sleep 0.2
 run "$MTIPC" --domain "$A" ls
@@ -163,5 +163,13 @@ wait "$DAEMON" 2>/dev/null || true
 echo "mtipcd stopped; the end of its log:"
 tail -n 3 "$WORK/mtipcd.log" | sed 's/^/   [mtipcd] /'
 refuse "$MTIPC" --domain "$A" attach py-tenant --send x
+
+step "13. The other tenants stop on SIGTERM and withdraw their advertisements"
+for t in cpp-tenant py-tenant; do
+  p=$(pgrep -f "$t" | head -1)
+  kill -TERM "$p"; wait "$p" 2>/dev/null || true
+done
+sleep 0.2
+run ls -A "$A/adverts"
 
 printf '\n%sdemo finished: every step behaved as described.%s\n' "$bold" "$off"
