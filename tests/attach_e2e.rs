@@ -299,8 +299,15 @@ fn fault_stopped_tenant_times_out() {
     );
     assert!(e.message().contains("x0"), "{e}");
     assert_round_clean(&domain);
-    // The others still answer while x is stopped.
+    // The others still answer while x is stopped, without waiting for it
+    // (it sits at the semaphore and never takes its unit).
+    let t0 = Instant::now();
     attach_echo(&domain, "y0");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "an attach to another tenant took {took:?} while x0 is stopped"
+    );
     assert_round_clean(&domain);
     x.kill9();
     attach_echo(&domain, "y1");

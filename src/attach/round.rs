@@ -52,6 +52,13 @@ pub type AwaitTarget<'a> = &'a mut dyn FnMut(Option<Instant>) -> Result<()>;
 /// so that it notices a participant's death.
 const STATE_RECHECK: Duration = Duration::from_millis(20);
 
+/// How long, once the target has answered, the attacher waits at most for
+/// the other waiters to take their units (step 6) before its reset. A
+/// waiter that is stopped or starved that long sits the round out (the
+/// reset clears its unit); without this bound one stopped tenant made every
+/// attach of the domain last its whole timeout.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
 /// Waits until `state` holds `want` (or `alive()` turns false), at most
 /// until `deadline`. Returns false on timeout.
 fn wait_state(
@@ -89,7 +96,9 @@ fn wait_state(
 /// 3. lock every participant's synchronization lock;
 /// 4. post one unit per participant;
 /// 5. `await_target(deadline)`: the target has answered;
-/// 6. wait until every live participant has taken its unit (`BUSY`);
+/// 6. wait until every live participant has taken its unit (`BUSY`), at
+///    most [`SETTLE`] (and never past `deadline`; with no deadline, without
+///    limit);
 /// 7. reset the semaphore, unlock every lock, `remove_response()`.
 ///
 /// Step 7 runs on every exit after step 3 (also on errors and timeouts).
@@ -127,10 +136,12 @@ pub fn attacher_round<L: SyncLock>(
     }
     if result.is_ok() {
         // Every waiter takes its unit once: the others are done with their
-        // search once they are BUSY. A slow one past the deadline loses its
-        // unit to the reset below and simply sits this round out.
+        // search once they are BUSY. The target has answered: a slow one
+        // past SETTLE loses its unit to the reset below and simply sits
+        // this round out.
+        let settle = deadline.map(|d| d.min(Instant::now() + SETTLE));
         for p in participants {
-            wait_state(p.state, BUSY, p.alive, deadline);
+            wait_state(p.state, BUSY, p.alive, settle);
         }
     }
     let cleared = sem.reset();
