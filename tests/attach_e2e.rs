@@ -285,7 +285,7 @@ fn fault_stopped_tenant_times_out() {
     wait_listed(&domain, &x.ids);
     wait_listed(&domain, &y.ids);
 
-    signal(x.pid(), libc::SIGSTOP);
+    stop_idle(&s.dom(), x.pid(), "x0");
     let opts = AttachOptions {
         timeout: Duration::from_secs(1),
         ..Default::default()
@@ -343,7 +343,7 @@ fn fault_attacher_killed_mid_round() {
 
     // The target is stopped: the attacher sits in its round, holding the
     // attach lock and every synchronization lock, the response written.
-    signal(x.pid(), libc::SIGSTOP);
+    stop_idle(&s.dom(), x.pid(), "x0");
     let mut cli = cli_attach(&s.dom(), "x0", "lost", &["--timeout-ms", "30000"]);
     wait_mid_round(&domain, &adverts.join("y0"));
     assert!(adverts.join("x0/response").exists());

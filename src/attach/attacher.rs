@@ -27,6 +27,9 @@ pub struct AttachOptions {
     pub protocol: Option<String>,
 }
 
+/// How `round::attacher_round` words a timeout at its step 1.
+const NOT_BACK: &str = "an advertisement's waiter did not come back";
+
 /// The default round timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -161,9 +164,13 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     // Open every participant's synchronization file; one that vanished in
     // the meantime (withdrawn) is not a participant.
     let mut syncs: Vec<(SyncFile, ProcId)> = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
     for l in &listed {
         match SyncFile::open(&l.dir) {
-            Ok(s) => syncs.push((s, l.advert.proc_id())),
+            Ok(s) => {
+                syncs.push((s, l.advert.proc_id()));
+                ids.push(&l.advert.id);
+            }
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -232,7 +239,28 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         },
     );
     drop(lock);
-    round?;
+    if let Err(e) = round {
+        if e.kind() != crate::ErrorKind::Timeout || !e.message().starts_with(NOT_BACK) {
+            return Err(e);
+        }
+        // Name the advertisements whose waiters were not back at the
+        // semaphore (stopped, hung, or their waiter thread gone).
+        let busy: Vec<&str> = syncs
+            .iter()
+            .zip(&ids)
+            .filter(|((s, p), _)| {
+                s.state().load(crate::sync::Ordering::Acquire) != files::STATE_IDLE && p.is_alive()
+            })
+            .map(|(_, id)| *id)
+            .collect();
+        if busy.is_empty() {
+            return Err(e);
+        }
+        return Err(Error::new(
+            e.kind(),
+            format!("{} (busy: {})", e.message(), busy.join(", ")),
+        ));
+    }
     let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
     let until_start = Duration::from_millis(start_ms.saturating_sub(files::now_ms()));
     Conn::connect(
