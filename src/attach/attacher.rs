@@ -147,6 +147,17 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         }
     };
 
+    // No round runs while we hold the attach lock: a response file in any
+    // directory is the leftover of an attacher that died mid-round. Remove
+    // them all (not only the target's), or one would stay next to a
+    // tenant that was not answering then, to be served later if the dead
+    // attacher's pid is reused.
+    for l in &listed {
+        if let Err(e) = files::remove_response(&l.dir) {
+            tracing::warn!(dir = %l.dir.display(), error = %e, "cannot remove a leftover response file");
+        }
+    }
+
     // Open every participant's synchronization file; one that vanished in
     // the meantime (withdrawn) is not a participant.
     let mut syncs: Vec<(SyncFile, ProcId, bool)> = Vec::new();

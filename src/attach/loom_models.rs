@@ -9,7 +9,7 @@
 use super::round::{attacher_round, waiter_round, Participant, SyncLock, Waited, IDLE};
 use crate::error::Result;
 use crate::sync::{Futex, SemCore};
-use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use std::time::Duration;
