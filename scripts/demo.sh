@@ -42,7 +42,7 @@ run ls -l "$D"
 printf '$ stat -c %%A %s\n' "$D"; stat -c %A "$D"
 
 step "2. Five processes wait on the domain's notification semaphore: two mtipc CLIs, two Python, one C program"
-start() { "$@" > >(sed "s/^/   [waiter] /") 2>&1 & PIDS+=($!); }
+start() { "$@" > >(sed -u "s/^/   [waiter] /") 2>&1 & PIDS+=($!); }
 start "$MTIPC" --domain "$D" sem wait
 start "$MTIPC" --domain "$D" sem wait
 start "$PY" -c "import mtipc, os, sys
@@ -123,7 +123,7 @@ echo "mtipcd running (pid $DAEMON); its log:"
 sed 's/^/   [mtipcd] /' "$WORK/mtipcd.log"
 
 step "8. Three tenants advertise themselves: one in C, one in C++, one in Python"
-tenant() { "$@" > >(sed "s/^/   [tenant] /") 2>&1 & PIDS+=($!); }
+tenant() { "$@" > >(sed -u "s/^/   [tenant] /") 2>&1 & PIDS+=($!); }
 tenant target/c/c_tenant "$A" c-tenant
 tenant target/c/cpp_tenant "$A" cpp-tenant
 tenant "$PY" -u examples/py_tenant.py "$A" py-tenant
