@@ -193,12 +193,7 @@ impl fmt::Debug for ServerKey {
 
 /// A fingerprint as 64 lowercase hex digits (the advertisement's format).
 pub fn fingerprint_hex(fp: &[u8; 32]) -> String {
-    use fmt::Write as _;
-    let mut s = String::with_capacity(64);
-    for b in fp {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    super::hex(fp)
 }
 
 /// Settings both ends share: TLS 1.3 only, no session cache, partial and

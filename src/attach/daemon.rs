@@ -71,7 +71,7 @@ impl Daemon {
                 Ok(a) => {
                     tracing::info!(
                         tenant = %r.tenant, tenant_pid = a.pid, attacher_pid = r.attacher_pid,
-                        pairing = %hex8(&r.pairing), start_ms = r.start_ms, duration_ms = r.duration_ms,
+                        pairing = %super::relay::short_id(&r.pairing), start_ms = r.start_ms, duration_ms = r.duration_ms,
                         "round: pairing registered"
                     );
                     r2.register(Pairing {
@@ -148,9 +148,4 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.shut();
     }
-}
-
-/// The first 8 hex digits of a pairing id, for logs.
-pub fn hex8(id: &[u8; 16]) -> String {
-    id[..4].iter().map(|b| format!("{b:02x}")).collect()
 }

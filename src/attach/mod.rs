@@ -38,6 +38,19 @@ pub use tenant::{advertise, Advertisement, Handler};
 
 use std::time::Duration;
 
+/// Lowercase hex of `bytes`: the encoding of fingerprints, pairing ids and
+/// keys in the attach files, the relay's hello line and the logs.
+#[cfg(not(loom))]
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
 /// The domain's attach lock: one round at a time.
 pub const ATTACH_LOCK: &str = "attach.lock";
 /// Held by the running mtipcd.

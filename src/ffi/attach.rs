@@ -2,7 +2,7 @@
 //! and secure attach (DESIGN.md section 1).
 
 use super::domain::{mt_domain, timeout_of};
-use super::handle::{check_out, str_arg, write_out, BoxHandle};
+use super::handle::{check_out, copy_str_out, str_arg, write_out, BoxHandle};
 use super::panic::{guard, guard_void};
 use super::status::mt_status;
 use crate::attach::{self, AttachOptions, Conn, TenantInfo};
@@ -379,23 +379,8 @@ pub unsafe extern "C" fn mt_conn_protocol(
         check_out(len, "len")?;
         // SAFETY: live handle per the contract.
         let conn = unsafe { mt_conn::try_ref(c) }?;
-        let p = conn.protocol().as_bytes();
-        if buf.is_null() || cap <= p.len() {
-            // SAFETY: checked above.
-            unsafe { write_out(len, p.len()) };
-            return Err(err!(
-                Invalid,
-                "buffer of {cap} bytes is too small for the protocol ({} bytes and a NUL)",
-                p.len()
-            ));
-        }
-        // SAFETY: `buf` is valid for `cap` > p.len() bytes per the contract.
-        unsafe {
-            std::ptr::copy_nonoverlapping(p.as_ptr(), buf.cast::<u8>(), p.len());
-            *buf.add(p.len()) = 0;
-            write_out(len, p.len());
-        }
-        Ok(())
+        // SAFETY: `len` checked; `buf` valid for `cap` bytes per the contract.
+        unsafe { copy_str_out(conn.protocol().as_bytes(), buf, cap, len, "protocol") }
     })
 }
 

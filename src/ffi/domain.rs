@@ -1,10 +1,9 @@
 //! `mt_domain_*` and `mt_sem_*`: the domain and its notification semaphore.
 
-use super::handle::{check_out, str_arg, write_out, BoxHandle};
+use super::handle::{check_out, copy_str_out, str_arg, write_out, BoxHandle};
 use super::panic::{guard, guard_void};
 use super::status::mt_status;
 use crate::domain::{Domain, MAX_PATH};
-use crate::error::err;
 use std::ffi::c_char;
 use std::path::Path;
 use std::time::Duration;
@@ -93,22 +92,8 @@ pub unsafe extern "C" fn mt_domain_path(
         let d = unsafe { mt_domain::try_ref(d) }?;
         check_out(len, "len")?;
         use std::os::unix::ffi::OsStrExt;
-        let p = d.path().as_os_str().as_bytes();
-        // SAFETY: `len` checked.
-        unsafe { write_out(len, p.len()) };
-        if buf.is_null() || cap < p.len() + 1 {
-            return Err(err!(
-                Invalid,
-                "buffer of {cap} bytes is too small for the path ({} bytes with its NUL)",
-                p.len() + 1
-            ));
-        }
-        // SAFETY: `buf` holds `cap` >= p.len() + 1 bytes per the contract.
-        unsafe {
-            std::ptr::copy_nonoverlapping(p.as_ptr(), buf.cast::<u8>(), p.len());
-            *buf.add(p.len()) = 0;
-        }
-        Ok(())
+        // SAFETY: `len` checked; `buf` valid for `cap` bytes per the contract.
+        unsafe { copy_str_out(d.path().as_os_str().as_bytes(), buf, cap, len, "path") }
     })
 }
 

@@ -83,3 +83,34 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &str, max: usize) -> Re
     }
     std::str::from_utf8(bytes).map_err(|e| err!(Invalid, "{what} is not valid UTF-8: {e}"))
 }
+
+/// Copies `bytes` and a NUL into the caller's buffer `buf` of `cap` bytes
+/// and stores `bytes.len()` in `*len`, also when the buffer is too small
+/// (then `Invalid`, naming `what`): the size-query protocol of the calls
+/// that return a string.
+///
+/// # Safety
+/// `len` passed [`check_out`]; `buf` is NULL or valid for `cap` bytes.
+pub(crate) unsafe fn copy_str_out(
+    bytes: &[u8],
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+    what: &str,
+) -> Result<()> {
+    // SAFETY: `len` was checked, per the contract.
+    unsafe { write_out(len, bytes.len()) };
+    if buf.is_null() || cap < bytes.len() + 1 {
+        return Err(err!(
+            Invalid,
+            "buffer of {cap} bytes is too small for the {what} ({} bytes with its NUL)",
+            bytes.len() + 1
+        ));
+    }
+    // SAFETY: `buf` holds `cap` >= bytes.len() + 1 bytes, per the contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len());
+        *buf.add(bytes.len()) = 0;
+    }
+    Ok(())
+}

@@ -30,7 +30,9 @@
 //! and from then on connection threads no longer call Python (a connection
 //! arriving later is simply closed).
 
-use crate::{invalid, timeout_arg, to_py, ClosedError, Domain, FOREVER_SECS, SIGNAL_CHECK};
+use crate::{
+    invalid, timeout_arg, to_py, wait_in_slices, ClosedError, Domain, FOREVER_SECS, SIGNAL_CHECK,
+};
 use mtipc::attach::{self as core, AttachOptions};
 use mtipc::ErrorKind;
 use pyo3::prelude::*;
@@ -266,30 +268,15 @@ impl Conn {
         py: Python<'py>,
         timeout: Option<Duration>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let slice = match deadline {
-                None => SIGNAL_CHECK,
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(SIGNAL_CHECK),
-            };
-            match py.detach(|| self.inner.recv(Some(slice))) {
-                Ok(msg) => return Ok(PyBytes::new(py, &msg)),
-                // A partial message stays buffered in the core: nothing is
-                // lost by cutting the wait.
-                Err(e) if e.kind() == ErrorKind::Timeout => {
-                    py.check_signals()?;
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(to_py(mtipc::Error::new(
-                            ErrorKind::Timeout,
-                            format!("no message within {:?}", timeout.unwrap_or_default()),
-                        )));
-                    }
-                }
-                Err(e) => return Err(to_py(e)),
-            }
-        }
+        // A partial message stays buffered in the core: nothing is lost by
+        // cutting the wait into slices.
+        let msg = wait_in_slices(
+            py,
+            timeout,
+            |slice| self.inner.recv(Some(slice)),
+            |t| format!("no message within {t:?}"),
+        )?;
+        Ok(PyBytes::new(py, &msg))
     }
 }
 

@@ -30,6 +30,40 @@ use std::time::{Duration, Instant};
 /// takes the GIL back to run pending signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
+/// Runs a blocking core call with the GIL released, in slices of at most
+/// [`SIGNAL_CHECK`] between which pending signal handlers run (Ctrl-C),
+/// until it returns anything but a timeout or `timeout` (`None`: no limit)
+/// has passed. `op(slice)` must lose nothing when a slice times out;
+/// `timed_out(timeout)` words the final `TimeoutError`.
+pub(crate) fn wait_in_slices<T: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    op: impl Fn(Duration) -> mtipc::Result<T> + Sync,
+    timed_out: impl FnOnce(Duration) -> String,
+) -> PyResult<T> {
+    // A timeout too large to add to the clock is no limit.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let slice = match deadline {
+            None => SIGNAL_CHECK,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK),
+        };
+        match py.detach(|| op(slice)) {
+            Ok(v) => return Ok(v),
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                py.check_signals()?;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let msg = timed_out(timeout.unwrap_or_default());
+                    return Err(to_py(mtipc::Error::new(ErrorKind::Timeout, msg)));
+                }
+            }
+            Err(e) => return Err(to_py(e)),
+        }
+    }
+}
+
 create_exception!(
     mtipc,
     Error,
@@ -274,41 +308,21 @@ impl Domain {
     /// Takes one unit of the notification semaphore, waiting (with the GIL
     /// released) while it is zero, for at most `timeout` seconds (`None`: no
     /// limit). Raises `TimeoutError` when the timeout passes.
-    #[pyo3(signature = (timeout = None))]
     ///
     /// The wait is cut into slices of at most 100 ms between which pending
     /// signals are handled, so Ctrl-C (`KeyboardInterrupt`) and other
     /// Python signal handlers run during a long wait.
+    #[pyo3(signature = (timeout = None))]
     fn sem_wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = timeout_arg(timeout)?;
         let domain = self.get()?;
-        // A timeout too large to add to the clock is no limit.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let slice = match deadline {
-                None => SIGNAL_CHECK,
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(SIGNAL_CHECK),
-            };
-            match py.detach(|| domain.semaphore().wait(Some(slice))) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Timeout => {
-                    py.check_signals()?;
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(to_py(mtipc::Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "no post on {} within {:?}",
-                                domain.semaphore().path().display(),
-                                timeout.unwrap_or_default()
-                            ),
-                        )));
-                    }
-                }
-                Err(e) => return Err(to_py(e)),
-            }
-        }
+        let sem = domain.semaphore();
+        wait_in_slices(
+            py,
+            timeout,
+            |slice| sem.wait(Some(slice)),
+            |t| format!("no post on {} within {t:?}", sem.path().display()),
+        )
     }
 
     /// Takes one unit if there is one, without blocking; returns whether it did.

@@ -7,6 +7,7 @@ use super::{
     protocol_problem, relay_name_problem, shown, tenant_id_problem, DAEMON_ID, MAX_FILE,
     MAX_PROTOCOLS,
 };
+use crate::attach::hex;
 use crate::error::{err, Error, Result};
 use std::fmt;
 
@@ -558,17 +559,6 @@ fn hex_array<const N: usize>(key: &str, s: &str) -> std::result::Result<[u8; N],
         *o = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
     }
     Ok(out)
-}
-
-/// Lowercase hex of `bytes`.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The one line each end sends first: `mtipc relay 1 <tenant|attacher> <pairing>\n`.
 
+use crate::attach::hex;
 use crate::error::{err, Result};
 use std::fmt;
 
@@ -153,19 +154,8 @@ fn parse_id(s: &[u8]) -> Option<[u8; 16]> {
     Some(id)
 }
 
-/// Lowercase hex of `bytes`.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
 /// The first 8 hex digits of a pairing id, as logs and messages show it.
-pub(super) fn short(id: &[u8; 16]) -> String {
+pub(crate) fn short(id: &[u8; 16]) -> String {
     hex(&id[..4])
 }
 

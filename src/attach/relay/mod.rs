@@ -22,6 +22,7 @@ mod hello;
 mod sys;
 
 pub use client::connect;
+pub(crate) use hello::short as short_id;
 pub use hello::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 
 use crate::error::{err, Error, Result};
