@@ -22,6 +22,7 @@ pub mod attach;
 pub mod domain;
 #[cfg(not(loom))]
 pub mod ffi;
+pub mod session;
 #[cfg(not(loom))]
 pub mod shm;
 

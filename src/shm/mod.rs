@@ -83,8 +83,14 @@ fn truncated(len: u64, what: &str) -> Error {
     )
 }
 
-/// Checks the header fields alone (see [`validate`]).
-fn check_header(h: &RegionHeader, magic: &[u8; 8], expected_size: u64, what: &str) -> Result<()> {
+/// Checks the header fields alone (see [`validate`]): for a caller that
+/// learns the expected size from the region itself.
+pub fn check_header(
+    h: &RegionHeader,
+    magic: &[u8; 8],
+    expected_size: u64,
+    what: &str,
+) -> Result<()> {
     if &h.magic != magic {
         return Err(err!(
             Corrupt,

@@ -1,0 +1,1 @@
+//! Loom models of the session table (filled in below).

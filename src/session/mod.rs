@@ -1,0 +1,30 @@
+//! Sessions (DESIGN.md section 2, patent US 9,923,975); the design as
+//! built: `docs/session.md`.
+//!
+//! - [`records`]: process records and kernel-lock liveness, shared by the
+//!   session table and the request area;
+//! - [`entry`]: the table's entries and every operation on them (lock with
+//!   dead-holder takeover, sequence-locked reads), model-checked under loom;
+//! - [`layout`]: the table region's byte layout and its validation;
+//! - [`table`]: [`Table`], the session table as a file of the domain.
+
+pub mod entry;
+#[cfg(not(loom))]
+pub mod layout;
+pub mod records;
+#[cfg(not(loom))]
+pub mod table;
+
+#[cfg(all(test, loom))]
+mod loom_models;
+
+pub use entry::{
+    EntryGuard, Session, SessionId, WorkerRef, ENTRY_SIZE, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA,
+};
+#[cfg(not(loom))]
+pub use layout::{validate_region, Geometry};
+#[cfg(not(loom))]
+pub use records::Membership;
+pub use records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
+#[cfg(not(loom))]
+pub use table::{Table, LOCK_TIMEOUT};

@@ -1,0 +1,315 @@
+//! The session table as a file of the domain: `<domain>/sessions/<name>.table`.
+//!
+//! [`Table`] maps the region, validates it in full (see [`super::layout`]),
+//! joins it (claims a process record, see [`super::records`]) and runs the
+//! entry operations of [`super::entry`] on the mapped entries.
+
+use super::entry::{Actor, Entries, Entry, EntryGuard, Session, SessionId, WorkerRef};
+use super::layout::{validate_prefix, Geometry, PREFIX};
+use super::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
+use crate::error::{err, Error, Result};
+use crate::shm;
+use crate::Domain;
+use memmap2::{MmapOptions, MmapRaw};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Directory of the session tables and request areas, inside the domain.
+pub const SESSIONS_DIR: &str = "sessions";
+
+/// How long [`Table::update`], [`Table::bind`], [`Table::unbind`] and
+/// [`Table::end`] wait for a session's entry lock before `Timeout`.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The path of the table `name` in `domain`.
+pub fn table_path(domain: &Path, name: &str) -> PathBuf {
+    domain.join(SESSIONS_DIR).join(format!("{name}.table"))
+}
+
+/// Checks a table (or session set) name: the tenant-id rule of
+/// docs/attach.md. `Invalid` otherwise.
+pub fn validate_name(name: &str) -> Result<()> {
+    crate::attach::files::validate_tenant_id(name)
+        .map_err(|e| err!(Invalid, "session table name: {}", e.message()))
+}
+
+/// Creates `<domain>/sessions` (owner-only) if missing and checks it: a real
+/// directory (not a link) of our uid that others cannot enter.
+pub fn sessions_dir(domain: &Path) -> Result<PathBuf> {
+    let dir = domain.join(SESSIONS_DIR);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(dir.display(), e)),
+    }
+    let md = std::fs::symlink_metadata(&dir).map_err(|e| Error::io(dir.display(), e))?;
+    if md.file_type().is_symlink() {
+        return Err(Error::io(
+            dir.display(),
+            std::io::Error::from_raw_os_error(libc::ELOOP),
+        ));
+    }
+    if !md.is_dir() {
+        return Err(err!(Corrupt, "{}: not a directory", dir.display()));
+    }
+    if md.uid() != crate::domain::euid() || md.mode() & 0o077 != 0 {
+        return Err(err!(
+            Denied,
+            "{}: owned by uid {} with mode {:04o}; must be ours and owner-only",
+            dir.display(),
+            md.uid(),
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(dir)
+}
+
+/// An open session table. One handle joins the table with one process
+/// record (its lock holder word), held until the handle is dropped.
+///
+/// `Send + Sync`: one handle may be used from many threads; they share its
+/// process record, so a thread must not wait for an entry lock that
+/// another thread of the same handle holds for long (it is never taken
+/// over: the holder is alive).
+#[derive(Debug)]
+pub struct Table {
+    // Dropped before `map`: both point into it.
+    entries: Entries,
+    member: Membership,
+    _map: MmapRaw,
+    geo: Geometry,
+    path: PathBuf,
+    /// Where the next create starts scanning (a per-handle hint only).
+    #[allow(clippy::disallowed_types)]
+    cursor: std::sync::atomic::AtomicU32,
+}
+
+impl Table {
+    /// Creates the table `name` with room for `capacity` sessions (1 to
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY)) and opens it. The file is
+    /// sparse: all-zero entries are free slots, so even a table of a
+    /// million sessions is made at once. `Exists` if it is there already.
+    pub fn create(domain: &Domain, name: &str, capacity: u32) -> Result<Table> {
+        validate_name(name)?;
+        let geo = Geometry::new(capacity, DEFAULT_RECORDS)?;
+        sessions_dir(domain.path())?;
+        let path = table_path(domain.path(), name);
+        let made = shm::publish_new(&path, geo.total, |f| {
+            f.write_all_at(&geo.encode(), 0)
+                .map_err(|e| Error::io(path.display(), e))
+        })?;
+        if !made {
+            return Err(err!(
+                Exists,
+                "{}: session table exists already",
+                path.display()
+            ));
+        }
+        Table::open_path(&path)
+    }
+
+    /// Opens the existing table `name`. `NotFound` if absent; `Corrupt`,
+    /// `Version`, `Denied` for a file that is not a valid table of ours.
+    pub fn open(domain: &Domain, name: &str) -> Result<Table> {
+        validate_name(name)?;
+        Table::open_path(&table_path(domain.path(), name))
+    }
+
+    /// Opens the table `name`, creating it with `capacity` if absent. An
+    /// existing table is opened as it is, whatever its capacity
+    /// ([`capacity`](Table::capacity) tells).
+    pub fn open_or_create(domain: &Domain, name: &str, capacity: u32) -> Result<Table> {
+        match Table::open(domain, name) {
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        match Table::create(domain, name, capacity) {
+            Err(e) if e.kind() == crate::ErrorKind::Exists => Table::open(domain, name),
+            other => other,
+        }
+    }
+
+    /// Opens the table file at `path` (see [`Table::open`]).
+    pub fn open_path(path: &Path) -> Result<Table> {
+        let what = path.display().to_string();
+        let file = shm::open_checked(path, true)?;
+        let len = file.metadata().map_err(|e| Error::io(&what, e))?.len();
+        let mut head = [0u8; PREFIX];
+        let mut got = 0;
+        while got < PREFIX {
+            match file.read_at(&mut head[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&what, e)),
+            }
+        }
+        let geo = validate_prefix(&head[..got], len, &what)?;
+        let map = MmapOptions::new()
+            .len(geo.total as usize)
+            .map_raw(&file)
+            .map_err(|e| Error::io(&what, e))?;
+        let base = map.as_mut_ptr();
+        // SAFETY: the geometry was validated against the file's length, so
+        // both arrays lie inside the mapping, which outlives `member` and
+        // `entries` (field order); offsets are multiples of 16 and 4096 of a
+        // page-aligned mapping.
+        let (member, entries) = unsafe {
+            let records = base.add(geo.records_off as usize) as *const RecordSlot;
+            let member = Membership::join(file, records, geo.records)?;
+            let entries = Entries::from_raw(
+                base.add(geo.entries_off as usize) as *const Entry,
+                geo.capacity,
+            );
+            (member, entries)
+        };
+        let start = ((u64::from(member.record()).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
+            % u64::from(geo.capacity)) as u32;
+        #[allow(clippy::disallowed_types)]
+        let cursor = std::sync::atomic::AtomicU32::new(start);
+        Ok(Table {
+            entries,
+            member,
+            _map: map,
+            geo,
+            path: path.to_path_buf(),
+            cursor,
+        })
+    }
+
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            me: self.member.holder(),
+            live: &self.member,
+        }
+    }
+
+    /// Number of session slots.
+    pub fn capacity(&self) -> u32 {
+        self.geo.capacity
+    }
+
+    /// The region's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// The table's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This handle's process membership (record, holder word, liveness of
+    /// other holders).
+    pub fn membership(&self) -> &Membership {
+        &self.member
+    }
+
+    /// Creates a session of `tenant` (the tenant-id rule) with high-level
+    /// state `state` and up to [`MAX_USER_DATA`](super::MAX_USER_DATA)
+    /// bytes of user data. `Full` when no slot is free; `Invalid` for a bad
+    /// tenant id or too much user data (the message gives the limit).
+    pub fn create_session(&self, tenant: &str, state: u32, user: &[u8]) -> Result<SessionId> {
+        crate::attach::files::validate_tenant_id(tenant)?;
+        #[allow(clippy::disallowed_types)]
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut cur = self.cursor.load(Relaxed);
+        let id = self
+            .entries
+            .create(self.actor(), &mut cur, tenant, state, user)?;
+        self.cursor.store(cur, Relaxed);
+        Ok(id)
+    }
+
+    /// A consistent snapshot of session `id`, read without any lock.
+    /// `NotFound` for an ended, stale or malformed id.
+    pub fn lookup(&self, id: SessionId) -> Result<Session> {
+        self.entries.lookup(id)
+    }
+
+    /// Locks session `id`'s entry, waiting at most `timeout` (`Timeout`
+    /// then). A lock whose holder died is taken over and the entry
+    /// repaired ([`EntryGuard::was_repaired`]). `NotFound` if `id` does not
+    /// name a live session. The guard unlocks when dropped.
+    pub fn lock_entry(&self, id: SessionId, timeout: Duration) -> Result<EntryGuard<'_>> {
+        self.entries
+            .lock(self.actor(), id, Instant::now().checked_add(timeout))
+    }
+
+    /// Sets the session's high-level state and, unless `user` is `None`,
+    /// its user data (`Invalid` beyond the limit). Readers see the old or
+    /// the new values, never a mix.
+    pub fn update(&self, id: SessionId, state: u32, user: Option<&[u8]>) -> Result<()> {
+        let g = self.lock_entry(id, LOCK_TIMEOUT)?;
+        self.entries.update_locked(&g, state, user)
+    }
+
+    /// Binds the session to `worker`.
+    pub fn bind(&self, id: SessionId, worker: WorkerRef) -> Result<()> {
+        self.lock_entry(id, LOCK_TIMEOUT)?.set_binding(Some(worker));
+        Ok(())
+    }
+
+    /// Removes the session's binding, if any.
+    pub fn unbind(&self, id: SessionId) -> Result<()> {
+        self.lock_entry(id, LOCK_TIMEOUT)?.set_binding(None);
+        Ok(())
+    }
+
+    /// Ends the session: its slot is free again and `id` never resolves
+    /// again.
+    pub fn end(&self, id: SessionId) -> Result<()> {
+        let g = self.lock_entry(id, LOCK_TIMEOUT)?;
+        self.entries.end_locked(g);
+        Ok(())
+    }
+
+    /// Ends the session whose entry `g` holds locked (for a caller that
+    /// already holds the lock).
+    pub fn end_locked(&self, g: EntryGuard<'_>) {
+        self.entries.end_locked(g)
+    }
+
+    /// Updates the session whose entry `g` holds locked (see
+    /// [`update`](Table::update)).
+    pub fn update_locked(&self, g: &EntryGuard<'_>, state: u32, user: Option<&[u8]>) -> Result<()> {
+        self.entries.update_locked(g, state, user)
+    }
+
+    /// A snapshot of every live session, slot by slot (each one consistent
+    /// by itself; sessions created or ended during the scan may or may not
+    /// appear). Entries found corrupt are skipped.
+    pub fn sessions(&self) -> impl Iterator<Item = Session> + '_ {
+        (0..self.geo.capacity).filter_map(move |slot| {
+            let id = self.entries.id_at(slot)?;
+            self.entries.lookup(id).ok()
+        })
+    }
+
+    /// Removes every binding to `worker` (a dead worker, for its reaper);
+    /// returns how many there were. Each entry is changed under its lock;
+    /// an entry whose lock cannot be had within [`LOCK_TIMEOUT`] is left.
+    pub fn remove_bindings_to(&self, worker: WorkerRef) -> usize {
+        self.entries
+            .remove_bindings_to(self.actor(), worker, LOCK_TIMEOUT)
+    }
+
+    /// The table's process records that were ever used, with their
+    /// liveness (for `mtipc sessions`).
+    pub fn records(&self) -> Vec<RecordInfo> {
+        self.member.list()
+    }
+
+    /// Test hook: locks session `id`'s entry and writes `state`/`user` into
+    /// its spare buffer without publishing it, then returns with the lock
+    /// still held (leaked), as a process killed in the middle of an update
+    /// leaves it.
+    #[doc(hidden)]
+    pub fn test_stall_update(&self, id: SessionId, state: u32, user: &[u8]) -> Result<()> {
+        let g = self.lock_entry(id, LOCK_TIMEOUT)?;
+        self.entries.write_spare_locked(&g, state, user);
+        std::mem::forget(g);
+        Ok(())
+    }
+}
