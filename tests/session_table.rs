@@ -9,9 +9,10 @@
 //!   `kill -9`ed while holding an entry lock in the middle of an update;
 //!   another process takes the lock over (once) and finds the entry as it
 //!   was before the update.
-//! - [`killed_at_random_moments_leave_the_table_consistent`]: churning
-//!   processes killed at random moments; every session left is consistent,
-//!   every lock can be had, and every slot can be used again.
+//! - Churning processes killed at random moments
+//!   ([`killed_at_random_moments_leave_the_table_consistent`]): every
+//!   session left is consistent, every lock can be had, and every slot can
+//!   be used again.
 //! - [`full_table_and_stale_ids_across_processes`]: `Full`; an id of an
 //!   ended session is `NotFound` after another process reused its slot.
 //! - [`corrupt_and_truncated_files`]: `Corrupt`, never a crash.
@@ -371,7 +372,7 @@ fn full_table_and_stale_ids_across_processes() {
     let s = Scratch::new("full");
     let t = Table::create(&s.domain(), "t", 5).unwrap();
     let dom = s.0.display().to_string();
-    let mut filler = spawn_role("fill", &[dom.clone()]);
+    let mut filler = spawn_role("fill", std::slice::from_ref(&dom));
     let mut out = BufReader::new(filler.stdout.take().unwrap());
     let lines = read_until(&mut out, "full");
     assert!(filler.wait().unwrap().success());
@@ -385,7 +386,7 @@ fn full_table_and_stale_ids_across_processes() {
         ErrorKind::Full
     );
     t.end(ids[2]).unwrap();
-    let mut late = spawn_role("create", &[dom.clone()]);
+    let mut late = spawn_role("create", std::slice::from_ref(&dom));
     let mut out = BufReader::new(late.stdout.take().unwrap());
     let line = read_until(&mut out, "id");
     assert!(late.wait().unwrap().success());
