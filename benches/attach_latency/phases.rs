@@ -99,11 +99,9 @@ fn one_with(domain: &Domain, target: &str, msg: &[u8], cache: &mut AdvertCache) 
         .find(|l| l.advert.id == target)
         .expect("target");
     let fingerprint = t.advert.fingerprint.expect("fingerprint");
-    for l in &listed {
-        cache
-            .remove_response(&l.advert.id)
-            .expect("remove leftover");
-    }
+    // As `attach` after a clean round (the round marker not set): only the
+    // target's `response` entry is cleared before writing.
+    cache.remove_response(target).expect("remove leftover");
     mark();
     for l in &listed {
         cache.sync(&l.advert.id).expect("sync");
