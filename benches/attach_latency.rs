@@ -51,7 +51,7 @@
 use mtipc::attach::channel::{fingerprint_hex, Conn, ServerKey};
 use mtipc::attach::files::{self, SyncFile, STATE_IDLE};
 use mtipc::attach::{attach, list, AttachOptions};
-use mtipc::sync::Ordering;
+
 use mtipc::Domain;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -334,7 +334,7 @@ impl Domainset {
     fn wait_idle(&self) {
         let until = Instant::now() + PATIENCE;
         for s in &self.syncs {
-            while s.state().load(Ordering::Acquire) != STATE_IDLE {
+            while s.state_value() != STATE_IDLE {
                 assert!(Instant::now() < until, "a waiter never became idle");
                 std::thread::sleep(Duration::from_micros(50));
             }

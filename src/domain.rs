@@ -34,6 +34,10 @@ pub const MAX_LAYOUT_FILE: usize = 256;
 const LAYOUT_MAGIC_LINE: &str = "mtipc domain";
 const SEM_MAGIC: &[u8; 8] = b"MTIPCSEM";
 const SEM_REGION_SIZE: u64 = 128;
+/// Offset of the attach round marker in `notify.sem` (after the
+/// semaphore's word at 64; see [`Semaphore::round_mark`]).
+const ROUND_MARK_OFFSET: usize = 96;
+const _: () = assert!(ROUND_MARK_OFFSET + 4 <= SEM_REGION_SIZE as usize);
 
 /// The effective uid of this process.
 pub fn euid() -> u32 {
@@ -316,6 +320,19 @@ impl Semaphore {
         // validated; the SemCore (one u32) sits at offset 64, aligned, and
         // lives as long as the mapping, i.e. as long as `self`.
         unsafe { &*(self.region.as_ptr().add(HEADER_SIZE) as *const SemCore) }
+    }
+
+    /// The attach round marker, a word of the same region (offset 96,
+    /// zero in a new region): an attacher sets it before it writes a
+    /// response file and clears it once its round is cleaned up, so the
+    /// next attacher finds it set only if a round's attacher died in the
+    /// middle (see docs/attach.md, "Leftovers").
+    pub(crate) fn round_mark(&self) -> &crate::sync::Futex {
+        // SAFETY: the region is SEM_REGION_SIZE (128) bytes, page aligned,
+        // validated; the u32 at ROUND_MARK_OFFSET (96) is aligned, used
+        // only atomically (`Futex` is a repr(transparent) AtomicU32), and
+        // lives as long as the mapping, i.e. as long as `self`.
+        unsafe { &*(self.region.as_ptr().add(ROUND_MARK_OFFSET) as *const crate::sync::Futex) }
     }
 
     /// Adds `n` to the count and wakes up to `n` waiters.

@@ -6,8 +6,8 @@
 
 use mtipc::attach::files::{
     self, advert_dir, adverts_dir, list, read_advert, read_response, remove_response,
-    write_response, Advert, AdvertFiles, ProcId, Response, Role, SyncFile, DAEMON_ID, STATE_BUSY,
-    STATE_IDLE,
+    write_response, Advert, AdvertCache, AdvertFiles, ProcId, Response, ResponseScan, Role,
+    SyncFile, DAEMON_ID, STATE_BUSY, STATE_IDLE,
 };
 use mtipc::{Domain, ErrorKind};
 use std::fs::{self, OpenOptions};
@@ -699,19 +699,28 @@ fn sync_state_is_shared_and_locks_exclude() {
         .unwrap();
     attacher.unlock().unwrap();
 
-    // The state word is a futex other processes' mappings wake on.
+    // The state word is a futex other processes' mappings wake on: a
+    // sleeper that marked it WATCHED is woken by the change (well before
+    // its 10 s timeout), and the change clears the mark.
+    use mtipc::attach::round::WATCHED;
+    let w = attacher.state();
+    assert!(w
+        .atomic()
+        .compare_exchange(STATE_BUSY, STATE_BUSY | WATCHED, SeqCst, SeqCst)
+        .is_ok());
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| {
-            while attacher.state().load(SeqCst) != STATE_IDLE {
-                attacher
-                    .state()
-                    .wait(STATE_BUSY, Some(Duration::from_secs(5)));
-            }
+        sc.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            waiter.set_state(STATE_IDLE);
         });
-        std::thread::sleep(Duration::from_millis(20));
-        waiter.set_state(STATE_IDLE);
-        h.join().unwrap();
+        let t = std::time::Instant::now();
+        while attacher.state_value() != STATE_IDLE {
+            w.wait(STATE_BUSY | WATCHED, Some(Duration::from_secs(10)));
+        }
+        let slept = t.elapsed();
+        assert!(slept < Duration::from_secs(5), "not woken: {slept:?}");
     });
+    assert_eq!(attacher.state().load(SeqCst), STATE_IDLE, "mark cleared");
 
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SyncFile>();
@@ -761,4 +770,153 @@ fn adverts_directory_open_to_others_is_refused() {
     let s2 = Scratch::new("perm2");
     write_private(&adverts_dir(&s2.domain()), b"x");
     assert_eq!(list(&s2.domain()).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn an_advert_cache_lists_what_list_lists_and_sees_every_replacement() {
+    let s = Scratch::new("cache");
+    let dom = s.domain();
+    let mut cache = AdvertCache::new();
+    assert_eq!(cache.list(&dom).unwrap(), (vec![], 0));
+
+    let acme = AdvertFiles::publish(&dom, &my_advert("acme")).unwrap();
+    let beta = AdvertFiles::publish(&dom, &my_advert("beta")).unwrap();
+    let first = cache.list(&dom).unwrap();
+    assert_eq!(first, list(&dom).unwrap());
+    assert_eq!(ids(&first.0), ["acme", "beta"]);
+    // Kept: the second look answers the same, and the same open sync file
+    // (its lock excludes a fresh one, so it is the real file).
+    assert_eq!(cache.list(&dom).unwrap(), first);
+    let kept = cache.sync("acme").unwrap() as *const SyncFile;
+    assert!(cache.sync("acme").unwrap().try_lock_exclusive().unwrap());
+    assert!(!SyncFile::open(acme.dir())
+        .unwrap()
+        .try_lock_exclusive()
+        .unwrap());
+    cache.sync("acme").unwrap().unlock().unwrap();
+    assert_eq!(kept, cache.sync("acme").unwrap() as *const SyncFile);
+
+    // Withdrawn and advertised again under the same id (new directory, new
+    // advertisement, new sync file): the cache follows.
+    acme.withdraw().unwrap();
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["beta"]);
+    assert_eq!(
+        cache.sync("acme").unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a withdrawn advertisement is forgotten"
+    );
+    let mut again = my_advert("acme");
+    again.created_ms += 1;
+    let acme2 = AdvertFiles::publish(&dom, &again).unwrap();
+    let (listed, _) = cache.list(&dom).unwrap();
+    assert_eq!(listed, list(&dom).unwrap().0);
+    assert_eq!(listed[0].advert, again);
+    let sync = cache.sync("acme").unwrap();
+    sync.set_state(STATE_IDLE);
+    assert_eq!(
+        acme2
+            .sync()
+            .state()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        STATE_IDLE,
+        "the kept sync file is the new advertisement's"
+    );
+
+    // The advertisement file replaced in place (same directory): read again.
+    let mut edited = again.clone();
+    edited.protocols = vec!["other".to_string()];
+    let adv = acme2.dir().join("advert");
+    fs::remove_file(&adv).unwrap();
+    write_private(&adv, edited.to_text().as_bytes());
+    assert_eq!(cache.list(&dom).unwrap().0[0].advert, edited);
+
+    // The sync file replaced in place: the next `sync` opens the new one.
+    let old_sync = cache.sync("acme").unwrap() as *const SyncFile;
+    let sync_path = acme2.dir().join("sync");
+    let bytes = fs::read(&sync_path).unwrap();
+    fs::remove_file(&sync_path).unwrap();
+    write_private(&sync_path, &bytes);
+    cache.list(&dom).unwrap();
+    let fresh = SyncFile::open(acme2.dir()).unwrap();
+    assert!(cache.sync("acme").unwrap().try_lock_exclusive().unwrap());
+    assert!(
+        !fresh.try_lock_exclusive().unwrap(),
+        "the kept sync file must be the one now in the directory"
+    );
+    let _ = old_sync;
+
+    // A dead process's advertisement kept from before is stale, and removed.
+    let child = spawn_sleeper();
+    let pid = child.id();
+    let dead = advert_of("gone", ProcId::of(pid).unwrap().unwrap());
+    let gone = plant_dir(&dom, "gone", Some(dead.to_text().as_bytes()));
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["acme", "beta", "gone"]);
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["acme", "beta"]);
+    assert!(!gone.exists());
+
+    // remove_response goes through the kept directory.
+    write_response(beta.dir(), &response_for("beta")).unwrap();
+    cache.remove_response("beta").unwrap();
+    assert_eq!(read_response(beta.dir()).unwrap(), None);
+    beta.withdraw().unwrap();
+    // `acme`'s directory holds an advertisement edited behind its back:
+    // withdraw leaves it (not its own any more); remove it by hand.
+    acme2.withdraw().unwrap();
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["acme"]);
+    fs::remove_dir_all(advert_dir(&dom, "acme")).unwrap();
+    assert_eq!(cache.list(&dom).unwrap(), (vec![], 0));
+}
+
+#[test]
+fn a_response_scan_finds_each_response_and_follows_replaced_directories() {
+    let s = Scratch::new("scan");
+    let dom = s.domain();
+    let mut scan = ResponseScan::new();
+    assert!(scan.scan(&dom).unwrap().is_empty());
+    let a = AdvertFiles::publish(&dom, &my_advert("acme")).unwrap();
+    let b = AdvertFiles::publish(&dom, &my_advert("beta")).unwrap();
+    let found = |scan: &mut ResponseScan| {
+        let mut v: Vec<(String, Option<String>)> = scan
+            .scan(&dom)
+            .unwrap()
+            .into_iter()
+            .map(|(d, r)| {
+                let name = d.file_name().unwrap().to_str().unwrap().to_string();
+                (name, r.unwrap().map(|r| r.tenant))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        found(&mut scan),
+        [("acme".into(), None), ("beta".into(), None)]
+    );
+    write_response(b.dir(), &response_for("beta")).unwrap();
+    assert_eq!(
+        found(&mut scan),
+        [("acme".into(), None), ("beta".into(), Some("beta".into()))]
+    );
+    // acme withdrawn and advertised again: the scan reads the new directory.
+    a.withdraw().unwrap();
+    assert_eq!(found(&mut scan), [("beta".into(), Some("beta".into()))]);
+    let a2 = AdvertFiles::publish(&dom, &my_advert("acme")).unwrap();
+    write_response(a2.dir(), &response_for("acme")).unwrap();
+    assert_eq!(
+        found(&mut scan),
+        [
+            ("acme".into(), Some("acme".into())),
+            ("beta".into(), Some("beta".into()))
+        ]
+    );
+    assert_eq!(
+        a2.read_response().unwrap().map(|r| r.tenant),
+        Some("acme".into())
+    );
+    a2.withdraw().unwrap();
+    b.withdraw().unwrap();
+    assert!(scan.scan(&dom).unwrap().is_empty());
 }

@@ -1,26 +1,32 @@
 //! `ATTACH_PHASES=1`: where the time of one attach goes.
 //!
 //! `mtipc::attach::attach` has no hooks, so this is a step-by-step replica
-//! of it written with the same public pieces (`files::list`, `SyncFile`,
+//! of it written with the same public pieces (`files::AdvertCache`,
 //! the domain's `Semaphore`, `files::write_response`, `relay::connect`,
 //! `Conn::connect`) in the order of `attacher.rs` and `round.rs`, with a
 //! timestamp after each step. The bench prints its total next to the real
 //! attach's so the replica can be checked against it.
 
 use mtipc::attach::channel::Conn;
-use mtipc::attach::files::{self, ProcId, Response, SyncFile, STATE_BUSY, STATE_IDLE};
+use mtipc::attach::files::{
+    self, AdvertCache, ProcId, Response, ResponseScan, SyncFile, STATE_BUSY, STATE_IDLE,
+};
 use mtipc::attach::relay::{self, End};
+use mtipc::attach::round::WATCHED;
 use mtipc::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 use mtipc::sync::{Futex, Ordering};
 use mtipc::Domain;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The steps, in order; each sample records the time at its end.
 pub const STEPS: [&str; 12] = [
     "attach lock (open + flock)",
-    "list advertisements",
-    "open every sync file",
+    "list advertisements (kept)",
+    "sync files (kept, checked)",
     "reset sem + wait all IDLE",
     "write response",
     "flock every sync file",
@@ -36,11 +42,20 @@ fn wait_state(state: &Futex, want: u32, p: &ProcId) {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let cur = state.load(Ordering::Acquire);
-        if cur == want || !p.is_alive() {
+        if cur & !WATCHED == want || !p.is_alive() {
             return;
         }
         assert!(Instant::now() < until, "state never became {want}");
-        state.wait(cur, Some(Duration::from_millis(20)));
+        // As the round does: mark the word watched, then sleep on it.
+        if cur & WATCHED == 0
+            && state
+                .atomic()
+                .compare_exchange(cur, cur | WATCHED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            continue;
+        }
+        state.wait(cur | WATCHED, Some(Duration::from_millis(20)));
     }
 }
 
@@ -50,9 +65,22 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+thread_local! {
+    /// What the replica keeps between rounds, per domain, as `attach` does.
+    static CACHES: RefCell<HashMap<PathBuf, AdvertCache>> = RefCell::new(HashMap::new());
+}
+
 /// One replicated attach to `target` plus one echo: the step end times, in
 /// ns from the start.
 pub fn one(domain: &Domain, target: &str, msg: &[u8]) -> Vec<u64> {
+    CACHES.with(|c| {
+        let mut c = c.borrow_mut();
+        let cache = c.entry(domain.path().to_path_buf()).or_default();
+        one_with(domain, target, msg, cache)
+    })
+}
+
+fn one_with(domain: &Domain, target: &str, msg: &[u8], cache: &mut AdvertCache) -> Vec<u64> {
     let mut marks = Vec::with_capacity(STEPS.len());
     let t0 = Instant::now();
     let mut mark = || marks.push(t0.elapsed().as_nanos() as u64);
@@ -65,16 +93,23 @@ pub fn one(domain: &Domain, target: &str, msg: &[u8]) -> Vec<u64> {
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     mark();
-    let (listed, _) = files::list(domain.path()).expect("list");
+    let (listed, _) = cache.list(domain.path()).expect("list");
     let t = listed
         .iter()
         .find(|l| l.advert.id == target)
         .expect("target");
     let fingerprint = t.advert.fingerprint.expect("fingerprint");
+    // As `attach` after a clean round (the round marker not set): only the
+    // target's `response` entry is cleared before writing.
+    cache.remove_response(target).expect("remove leftover");
     mark();
-    let syncs: Vec<(SyncFile, ProcId)> = listed
+    for l in &listed {
+        cache.sync(&l.advert.id).expect("sync");
+    }
+    let cache: &AdvertCache = cache;
+    let syncs: Vec<(&SyncFile, ProcId)> = listed
         .iter()
-        .map(|l| (SyncFile::open(&l.dir).expect("sync"), l.advert.proc_id()))
+        .map(|l| (cache.kept_sync(&l.advert.id).unwrap(), l.advert.proc_id()))
         .collect();
     mark();
     let sem = domain.semaphore();
@@ -150,6 +185,13 @@ pub fn isolated(domain: &Domain) -> Vec<(String, u64)> {
         v[2]
     };
     let pids: Vec<ProcId> = listed.iter().map(|l| l.advert.proc_id()).collect();
+    let mut kept = AdvertCache::new();
+    kept.list(domain.path()).unwrap();
+    for l in &listed {
+        kept.sync(&l.advert.id).unwrap();
+    }
+    let mut scan = ResponseScan::new();
+    scan.scan(domain.path()).unwrap();
     let mut distinct = pids.clone();
     distinct.sort_by_key(|p| p.pid);
     distinct.dedup();
@@ -185,11 +227,31 @@ pub fn isolated(domain: &Domain) -> Vec<(String, u64)> {
             }),
         ),
         (
-            format!("read_response x {n} (none there: mtipcd's scan)"),
+            format!("read_response x {n} (none there)"),
             time(&mut || {
                 for l in &listed {
                     assert!(files::read_response(&l.dir).unwrap().is_none());
                 }
+            }),
+        ),
+        (
+            format!("AdvertCache::list ({n}, all kept from a first call)"),
+            time(&mut || {
+                kept.list(domain.path()).unwrap();
+            }),
+        ),
+        (
+            format!("AdvertCache::sync x {n} (kept: checked only)"),
+            time(&mut || {
+                for l in &listed {
+                    kept.sync(&l.advert.id).unwrap();
+                }
+            }),
+        ),
+        (
+            format!("ResponseScan::scan ({n} kept directories: mtipcd's scan)"),
+            time(&mut || {
+                assert_eq!(scan.scan(domain.path()).unwrap().len(), n - 1);
             }),
         ),
     ]

@@ -2,14 +2,18 @@
 //! discovery.
 
 use super::channel::Conn;
-use super::files::{self, Listed, ProcId, Response, SyncFile, DAEMON_ID};
+use super::files::{self, AdvertCache, Listed, ProcId, Response, SyncFile, DAEMON_ID};
 use super::lockfile::LockFile;
 use super::relay::{self, End};
 use super::round::{attacher_round, Participant};
 use super::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
+use crate::sync::Ordering;
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of [`attach`].
@@ -110,9 +114,66 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         "the domain's attach lock",
     )?;
 
+    // What this process kept of the domain's advertisements from its
+    // earlier rounds (see `AdvertCache`); a poisoned lock (a panic in an
+    // earlier round) only means starting afresh.
+    let kept = CACHES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(domain.path().to_path_buf())
+        .or_default()
+        .clone();
+    // Only a thread holding the domain's attach lock takes this one: it is
+    // never waited for.
+    let mut guard = kept.lock().unwrap_or_else(|poisoned| {
+        let mut g = poisoned.into_inner();
+        g.clear();
+        g
+    });
+    let cache = &mut *guard;
+    // Set until this round is cleaned up: found set, it says that an
+    // earlier round's attacher died with its response file out.
+    let mark = domain.semaphore().round_mark();
+    let leftovers = mark.atomic().swap(1, Ordering::AcqRel) != 0;
+    let r = round(domain, tenant, opts, deadline, cache, leftovers);
+    // Every path out of `round` has removed the response it wrote.
+    mark.atomic().store(0, Ordering::Release);
+    if r.is_err() {
+        // Do not keep descriptors through a failed round: a lock that could
+        // not be released is released when its descriptor closes.
+        cache.clear();
+    }
+    drop(guard);
+    drop(lock);
+    let (stream, fingerprint, response) = r?;
+    let until_start = Duration::from_millis(response.start_ms.saturating_sub(files::now_ms()));
+    Conn::connect(
+        stream,
+        &fingerprint,
+        &response.key,
+        until_start + HANDSHAKE_TIMEOUT,
+    )
+    .map(|c| c.with_protocol(&response.protocol))
+    .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
+}
+
+/// Per domain directory, what this process's attaches keep between rounds.
+/// (The outer lock is held only to find a domain's entry.)
+static CACHES: Mutex<BTreeMap<PathBuf, Arc<Mutex<AdvertCache>>>> = Mutex::new(BTreeMap::new());
+
+/// The round of [`attach`], under the attach lock: the stream to the
+/// tenant (through the relay), its key's fingerprint and the response.
+fn round(
+    domain: &Domain,
+    tenant: &str,
+    opts: &AttachOptions,
+    deadline: Option<Instant>,
+    cache: &mut AdvertCache,
+    leftovers: bool,
+) -> Result<(std::os::unix::net::UnixStream, [u8; 32], Response)> {
     // Under the attach lock: the set of advertisements cannot change
     // because of another round, and stale ones are cleaned up here.
-    let (listed, _) = files::list(domain.path())?;
+    let (listed, _) = cache.list(domain.path())?;
     if !listed.iter().any(|l| l.advert.id == DAEMON_ID) {
         return Err(err!(
             Unavailable,
@@ -148,25 +209,41 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     };
 
     // No round runs while we hold the attach lock: a response file in any
-    // directory is the leftover of an attacher that died mid-round. Remove
-    // them all (not only the target's), or one would stay next to a
-    // tenant that was not answering then, to be served later if the dead
-    // attacher's pid is reused.
-    for l in &listed {
-        if let Err(e) = files::remove_response(&l.dir) {
-            tracing::warn!(dir = %l.dir.display(), error = %e, "cannot remove a leftover response file");
+    // directory is the leftover of an attacher that died mid-round, which
+    // the round marker tells. Remove them all (not only the target's), or
+    // one would stay next to a tenant that was not answering then, to be
+    // served later if the dead attacher's pid is reused.
+    if !leftovers {
+        // Whatever is at the target's `response` goes (a link is removed,
+        // never followed) before ours is written there.
+        cache.remove_response(tenant)?;
+    } else {
+        for l in &listed {
+            if let Err(e) = cache.remove_response(&l.advert.id) {
+                tracing::warn!(dir = %l.dir.display(), error = %e, "cannot remove a leftover response file");
+            }
         }
     }
 
-    // Open every participant's synchronization file; one that vanished in
-    // the meantime (withdrawn) is not a participant.
-    let mut syncs: Vec<(SyncFile, ProcId, bool)> = Vec::new();
+    // Open every participant's synchronization file (or check the one
+    // kept); one that vanished in the meantime (withdrawn) is not a
+    // participant.
+    let mut present = Vec::with_capacity(listed.len());
     for l in &listed {
-        match SyncFile::open(&l.dir) {
-            Ok(s) => syncs.push((s, l.advert.proc_id(), l.advert.id == tenant)),
+        match cache.sync(&l.advert.id) {
+            Ok(_) => present.push(l),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+    }
+    let cache: &AdvertCache = cache;
+    let mut syncs: Vec<(&SyncFile, ProcId, bool)> = Vec::with_capacity(present.len());
+    for l in present {
+        syncs.push((
+            cache.kept_sync(&l.advert.id)?,
+            l.advert.proc_id(),
+            l.advert.id == tenant,
+        ));
     }
     let alive: Vec<Box<dyn Fn() -> bool>> = syncs
         .iter()
@@ -180,7 +257,7 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
         .zip(&alive)
         .map(|((s, _, target), alive)| Participant {
             state: s.state(),
-            lock: s,
+            lock: *s,
             alive: alive.as_ref(),
             target: *target,
         })
@@ -232,16 +309,7 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
             }
         },
     );
-    drop(lock);
     round?;
     let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
-    let until_start = Duration::from_millis(start_ms.saturating_sub(files::now_ms()));
-    Conn::connect(
-        stream,
-        &fingerprint,
-        &response.key,
-        until_start + HANDSHAKE_TIMEOUT,
-    )
-    .map(|c| c.with_protocol(&response.protocol))
-    .map_err(|e| Error::new(e.kind(), format!("attach to {tenant:?}: {}", e.message())))
+    Ok((stream, fingerprint, response))
 }

@@ -21,6 +21,24 @@ pub const BUSY: u32 = 0;
 /// `state` word: the waiter is at the semaphore, ready for a round.
 pub const IDLE: u32 = 1;
 
+/// Bit of a `state` word that an attacher sets before it sleeps on the
+/// word: a waiter that changes its state calls the futex wake only when the
+/// bit was set (and its store clears it), so the common round, where
+/// nobody sleeps on the word, costs the waiter no system call here.
+pub const WATCHED: u32 = 1 << 31;
+
+/// The state (`BUSY` or `IDLE`) a `state` word holds, without [`WATCHED`].
+pub fn state_value(word: &Futex) -> u32 {
+    word.load(Ordering::Acquire) & !WATCHED
+}
+
+/// Sets a `state` word (the waiter's side), waking whoever watches it.
+pub fn set_state(word: &Futex, value: u32) {
+    if word.atomic().swap(value, Ordering::AcqRel) & WATCHED != 0 {
+        word.wake(u32::MAX);
+    }
+}
+
 /// The synchronization lock of one advertisement: the attacher holds it
 /// exclusively for the round; the waiter takes it shared after its
 /// decrement, which blocks it until the round is over.
@@ -83,8 +101,18 @@ fn wait_state(
 ) -> bool {
     loop {
         let cur = state.load(Ordering::Acquire);
-        if cur == want || !alive() {
+        if cur & !WATCHED == want || !alive() {
             return true;
+        }
+        // Mark the word watched before sleeping, so that the waiter's next
+        // change wakes us; if it changed meanwhile, look again.
+        if cur & WATCHED == 0
+            && state
+                .atomic()
+                .compare_exchange(cur, cur | WATCHED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            continue;
         }
         let slice = match deadline {
             None => STATE_RECHECK,
@@ -96,7 +124,7 @@ fn wait_state(
                 left.min(STATE_RECHECK)
             }
         };
-        state.wait(cur, Some(slice));
+        state.wait(cur | WATCHED, Some(slice));
     }
 }
 
@@ -198,18 +226,15 @@ pub fn waiter_round<L: SyncLock>(
     stop: &dyn Fn() -> bool,
     on_wake: &mut dyn FnMut(),
 ) -> Result<Waited> {
-    state.atomic().store(IDLE, Ordering::Release);
-    state.wake(u32::MAX);
+    set_state(state, IDLE);
     match sem.wait_or_stop(None, stop_check, stop) {
         WaitResult::Taken => {}
         WaitResult::Stopped | WaitResult::TimedOut => {
-            state.atomic().store(BUSY, Ordering::Release);
-            state.wake(u32::MAX);
+            set_state(state, BUSY);
             return Ok(Waited::Stopped);
         }
     }
-    state.atomic().store(BUSY, Ordering::Release);
-    state.wake(u32::MAX);
+    set_state(state, BUSY);
     on_wake();
     lock.lock_shared()?;
     lock.unlock()?;

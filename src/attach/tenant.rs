@@ -2,7 +2,7 @@
 //! (DESIGN.md section 1, steps 1, 2, 4, 5 and 6 for the tenant).
 
 use super::channel::{Conn, ServerKey};
-use super::files::{self, Advert, AdvertFiles, ProcId, Response, Role};
+use super::files::{self, Advert, AdvertFiles, ProcId, Response, ResponseScan, Role};
 use super::relay::{self, End};
 use super::round::{waiter_round, Waited};
 use super::{HANDSHAKE_TIMEOUT, RELAY_SOCKET, STOP_CHECK};
@@ -137,6 +137,7 @@ pub(crate) fn start_waiter(
         .name(format!("mtipc-waiter-{id}"))
         .spawn(move || {
             let mut served = Served(VecDeque::new());
+            let mut scan = scan_all.then(ResponseScan::new);
             loop {
                 let r = waiter_round(
                     dom.semaphore().core(),
@@ -145,7 +146,7 @@ pub(crate) fn start_waiter(
                     STOP_CHECK,
                     &|| s2.is_set(),
                     &mut || {
-                        for r in find_responses(dom.path(), f2.dir(), &id, scan_all) {
+                        for r in find_responses(dom.path(), &f2, &id, scan.as_mut()) {
                             if served.first_time(r.pairing) {
                                 on_response(r);
                             }
@@ -167,36 +168,29 @@ pub(crate) fn start_waiter(
 }
 
 /// The responses a waiter should act on: its own (a tenant), or every
-/// advertisement's (the daemon). Unreadable or garbage ones are logged and
-/// skipped: a hostile file never stops the waiter.
-fn find_responses(domain: &Path, own_dir: &Path, id: &str, scan_all: bool) -> Vec<Response> {
-    let dirs: Vec<PathBuf> = if scan_all {
-        // Every advertisement directory, without reading (and checking the
-        // process of) every advertisement as `files::list` would: only a
-        // directory that holds a response matters, and the daemon reads
-        // that one's advertisement when it registers the pairing.
-        let adverts = files::adverts_dir(domain);
-        match std::fs::read_dir(&adverts) {
-            Ok(entries) => entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    files::validate_tenant_id(&name)
-                        .is_ok()
-                        .then(|| adverts.join(name))
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(dir = %adverts.display(), error = %e, "cannot list advertisements");
-                Vec::new()
-            }
-        }
-    } else {
-        vec![own_dir.to_path_buf()]
+/// advertisement's (the daemon, `scan` is `Some`). Unreadable or garbage
+/// ones are logged and skipped: a hostile file never stops the waiter.
+fn find_responses(
+    domain: &Path,
+    own: &AdvertFiles,
+    id: &str,
+    scan: Option<&mut ResponseScan>,
+) -> Vec<Response> {
+    let scan_all = scan.is_some();
+    // Every advertisement directory for the daemon, without reading (and
+    // checking the process of) every advertisement as `files::list` would:
+    // only a directory that holds a response matters, and the daemon reads
+    // that one's advertisement when it registers the pairing.
+    let found: Vec<(PathBuf, Result<Option<Response>>)> = match scan {
+        Some(scan) => scan.scan(domain).unwrap_or_else(|e| {
+            tracing::warn!(dir = %files::adverts_dir(domain).display(), error = %e, "cannot list advertisements");
+            Vec::new()
+        }),
+        None => vec![(own.dir().to_path_buf(), own.read_response())],
     };
     let mut out = Vec::new();
-    for dir in dirs {
-        match files::read_response(&dir) {
+    for (dir, found) in found {
+        match found {
             // Left behind by an attacher that died before its clean-up.
             Ok(Some(r)) if !matches!(ProcId::of(r.attacher_pid), Ok(Some(_))) => {
                 tracing::debug!(dir = %dir.display(), attacher = r.attacher_pid, "response of a dead attacher ignored")

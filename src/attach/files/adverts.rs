@@ -1,7 +1,7 @@
 //! Advertisement directories: publishing and withdrawing one, listing the
 //! live ones (and removing the stale ones), and the response file.
 
-use super::dir::{make_dir, Dir};
+use super::dir::{make_dir, Dir, FileId, Stamp};
 use super::format::{Advert, Response, Role};
 use super::sync_file::SyncFile;
 use super::{
@@ -10,6 +10,8 @@ use super::{
 };
 use crate::error::{err, Error, Result};
 use crate::ErrorKind;
+use std::collections::HashMap;
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ const RESPONSE_ATTEMPTS: usize = 8;
 #[derive(Debug)]
 pub struct AdvertFiles {
     dir: PathBuf,
+    /// `dir`, opened once: a waiter looks for its response there.
+    kept: Dir,
     adverts: PathBuf,
     advert: Advert,
     sync: SyncFile,
@@ -116,11 +120,12 @@ impl AdvertFiles {
                     dir.child(ADVERT_FILE).display()
                 ));
             }
-            Ok(sync)
+            Ok((sync, dir))
         })();
         match result {
-            Ok(sync) => Ok(AdvertFiles {
+            Ok((sync, kept)) => Ok(AdvertFiles {
                 dir: path,
+                kept,
                 adverts: adverts.path().to_path_buf(),
                 advert: advert.clone(),
                 sync,
@@ -136,6 +141,13 @@ impl AdvertFiles {
     /// The advertisement directory (`adverts/<id>`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The response file of this advertisement, if there is one (see
+    /// [`read_response`]), read through the directory opened when it was
+    /// published.
+    pub fn read_response(&self) -> Result<Option<Response>> {
+        read_response_in(&self.kept)
     }
 
     /// The advertisement as published.
@@ -224,7 +236,113 @@ enum Entry {
 /// No `adverts/` directory: nothing advertised, `Ok((vec![], 0))`. Fails if
 /// `/proc` cannot be read (without it every advertisement would look stale).
 pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
+    list_with(domain, None)
+}
+
+/// What a long-lived attacher keeps about one domain's advertisements from
+/// one round to the next, so that a round does not open, read and map every
+/// advertisement's files again: each live advertisement's open directory,
+/// its advertisement file (bytes and parsed) and its synchronization file,
+/// opened and mapped once.
+///
+/// Nothing is trusted because it was seen before: each [`AdvertCache::list`]
+/// checks that the name still leads to the same directory (device and
+/// inode, without following a link), reads the advertisement file again
+/// and compares it byte for byte, checks the process again, and
+/// [`AdvertCache::sync`] checks that the synchronization file is still the
+/// one kept. Anything else is examined afresh, as [`list`] does.
+#[derive(Debug, Default)]
+pub struct AdvertCache {
+    entries: HashMap<String, Cached>,
+}
+
+/// One live advertisement as an [`AdvertCache`] keeps it.
+#[derive(Debug)]
+struct Cached {
+    dir: Dir,
+    dir_id: FileId,
+    stamp: Stamp,
+    bytes: Vec<u8>,
+    advert: Advert,
+    sync: Option<(SyncFile, FileId)>,
+}
+
+impl AdvertCache {
+    /// An empty cache.
+    pub fn new() -> AdvertCache {
+        AdvertCache::default()
+    }
+
+    /// [`list`], using and refreshing what is kept: the result is the same
+    /// as `list`'s, and afterwards the cache holds exactly the live
+    /// advertisements it returned.
+    pub fn list(&mut self, domain: &Path) -> Result<(Vec<Listed>, usize)> {
+        let r = list_with(domain, Some(&mut self.entries));
+        if r.is_err() {
+            self.entries.clear();
+        }
+        r
+    }
+
+    /// Removes the response file of the listed advertisement `id` (a
+    /// missing file is fine; an `id` not listed by the last
+    /// [`AdvertCache::list`] is `NotFound`).
+    pub fn remove_response(&self, id: &str) -> Result<()> {
+        self.entry(id)?.dir.unlink(RESPONSE_FILE)
+    }
+
+    /// The synchronization file of the listed advertisement `id`, opened
+    /// (and mapped) the first time and kept while it is still the file in
+    /// the directory. `NotFound` if it is missing (withdrawn meanwhile) or
+    /// `id` was not listed by the last [`AdvertCache::list`].
+    pub fn sync(&mut self, id: &str) -> Result<&SyncFile> {
+        let c = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| err!(NotFound, "advertisement {} is not listed", shown(id)))?;
+        let current = match c.dir.entry_id(SYNC_FILE)? {
+            Some((libc::S_IFREG, fid)) => Some(fid),
+            _ => None,
+        };
+        if c.sync.as_ref().map(|(_, fid)| Some(*fid)) != Some(current) {
+            c.sync = None;
+            let s = SyncFile::open_in(&c.dir, false)?;
+            let fid = s.id()?;
+            c.sync = Some((s, fid));
+        }
+        Ok(&c.sync.as_ref().expect("opened above").0)
+    }
+
+    /// The synchronization file [`AdvertCache::sync`] opened or checked for
+    /// `id` (`NotFound` if it did not).
+    pub fn kept_sync(&self, id: &str) -> Result<&SyncFile> {
+        self.entry(id)?
+            .sync
+            .as_ref()
+            .map(|(s, _)| s)
+            .ok_or_else(|| err!(NotFound, "synchronization file of {} not open", shown(id)))
+    }
+
+    /// Forgets everything kept (closing the kept files).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn entry(&self, id: &str) -> Result<&Cached> {
+        self.entries
+            .get(id)
+            .ok_or_else(|| err!(NotFound, "advertisement {} is not listed", shown(id)))
+    }
+}
+
+fn list_with(
+    domain: &Path,
+    mut cache: Option<&mut HashMap<String, Cached>>,
+) -> Result<(Vec<Listed>, usize)> {
     let Some(adverts) = open_adverts(domain, false)? else {
+        if let Some(c) = cache {
+            c.clear();
+        }
         return Ok((Vec::new(), 0));
     };
     ProcId::current()?;
@@ -245,7 +363,18 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
             );
             continue;
         };
-        match examine(&adverts, &name, &mut procs) {
+        let found = match cache.as_deref_mut() {
+            Some(c) => {
+                // readdir's own type and inode number: no system call.
+                let ino = entry
+                    .file_type()
+                    .is_ok_and(|t| t.is_dir())
+                    .then(|| entry.ino());
+                examine_cached(&adverts, &name, ino, &mut procs, c)
+            }
+            None => examine(&adverts, &name, &mut procs).0,
+        };
+        match found {
             Entry::Live(advert) => live.push(Listed {
                 dir: adverts.child(&name),
                 advert,
@@ -254,13 +383,16 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
             Entry::Skip => {}
         }
     }
+    if let Some(c) = cache {
+        c.retain(|name, _| live.iter().any(|l| &l.advert.id == name));
+    }
     let mut removed = 0;
     if !stale.is_empty() {
         if adverts.lock_within(LIST_LOCK_WAIT)? {
             for (name, reason) in stale {
                 // Look again under the lock: a publisher may have replaced
                 // it meanwhile.
-                if let Entry::Stale(_) = examine(&adverts, &name, &mut Procs::default()) {
+                if let (Entry::Stale(_), _) = examine(&adverts, &name, &mut Procs::default()) {
                     let path = adverts.child(&name);
                     match remove_tree(&path) {
                         Ok(()) => {
@@ -307,8 +439,80 @@ impl Procs {
     }
 }
 
-/// Classifies the entry `name` of the `adverts` directory.
-fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> Entry {
+/// What [`examine`] gives of a live advertisement for an [`AdvertCache`]:
+/// its open directory, the bytes of its advertisement file and their stamp.
+type Kept = (Dir, Vec<u8>, Stamp);
+
+/// [`examine`], first with what `cache` kept of `name` (see
+/// [`AdvertCache`]); a live advertisement examined afresh is kept.
+///
+/// `dir_ino` is the inode number `readdir` gave for `name` if it is a
+/// directory: the kept directory is still the one under that name when the
+/// numbers agree (a name now leading to another directory, or to a link,
+/// is examined afresh).
+fn examine_cached(
+    adverts: &Dir,
+    name: &str,
+    dir_ino: Option<u64>,
+    procs: &mut Procs,
+    cache: &mut HashMap<String, Cached>,
+) -> Entry {
+    if let Some(c) = cache.get_mut(name) {
+        let same_dir = dir_ino == Some(c.dir_id.ino());
+        // Unchanged file (same stamp): the kept copy. Else read it again
+        // and compare.
+        let same_file = same_dir
+            && match c.dir.stamp(ADVERT_FILE) {
+                Ok(Some(st)) if st == c.stamp => true,
+                Ok(Some(_)) => match c.dir.read_small_stamped(ADVERT_FILE) {
+                    Ok((b, st)) if b == c.bytes => {
+                        c.stamp = st;
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+        if same_file {
+            return if procs.is_live(&c.advert) {
+                Entry::Live(c.advert.clone())
+            } else {
+                Entry::Stale(stale_reason(&Ok(c.advert.clone())))
+            };
+        }
+        cache.remove(name);
+    }
+    let (found, kept) = examine(adverts, name, procs);
+    if let (Entry::Live(advert), Some((dir, bytes, stamp))) = (&found, kept) {
+        if let Ok(dir_id) = dir.id() {
+            cache.insert(
+                name.to_string(),
+                Cached {
+                    dir,
+                    dir_id,
+                    stamp,
+                    bytes,
+                    advert: advert.clone(),
+                    sync: None,
+                },
+            );
+        }
+    }
+    found
+}
+
+/// Classifies the entry `name` of the `adverts` directory. For a live
+/// advertisement, also gives its open directory and the bytes of its
+/// advertisement file.
+fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>) {
+    let (entry, kept) = examine_in(adverts, name, procs);
+    match entry {
+        Entry::Live(_) => (entry, kept),
+        _ => (entry, None),
+    }
+}
+
+fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>) {
     let path = adverts.child(name);
     if name != DAEMON_ID {
         if let Some(p) = tenant_id_problem(name) {
@@ -317,23 +521,23 @@ fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> Entry {
                 problem = %p,
                 "skipping an entry not named like an advertisement"
             );
-            return Entry::Skip;
+            return (Entry::Skip, None);
         }
     }
     match adverts.entry_type(name) {
         Ok(Some(libc::S_IFDIR)) => {}
-        Ok(None) => return Entry::Skip, // removed meanwhile
+        Ok(None) => return (Entry::Skip, None), // removed meanwhile
         Ok(Some(libc::S_IFLNK)) => {
             tracing::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
-            return Entry::Skip;
+            return (Entry::Skip, None);
         }
         Ok(Some(_)) => {
             tracing::warn!(entry = %path.display(), "skipping an entry that is not a directory");
-            return Entry::Skip;
+            return (Entry::Skip, None);
         }
         Err(e) => {
             tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
-            return Entry::Skip;
+            return (Entry::Skip, None);
         }
     }
     let dir = match adverts.open_at(name) {
@@ -343,11 +547,17 @@ fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> Entry {
             if e.kind() != ErrorKind::NotFound {
                 tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
             }
-            return Entry::Skip;
+            return (Entry::Skip, None);
         }
     };
-    let found = read_advert_in(&dir);
-    match found {
+    let (found, read) = match dir.read_small_stamped(ADVERT_FILE) {
+        Ok((bytes, stamp)) => {
+            let what = format!("advertisement file {}", dir.child(ADVERT_FILE).display());
+            (Advert::parse_in(&bytes, &what), Some((bytes, stamp)))
+        }
+        Err(e) => (Err(e), None),
+    };
+    let entry = match found {
         Ok(a) if a.id == name => {
             if procs.is_live(&a) {
                 Entry::Live(a)
@@ -374,7 +584,8 @@ fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> Entry {
                 Entry::Skip
             }
         }
-    }
+    };
+    (entry, read.map(|(bytes, stamp)| (dir, bytes, stamp)))
 }
 
 /// Why an advertisement directory holding `found` is stale (for logs).
@@ -474,7 +685,10 @@ pub fn write_response(dir: &Path, r: &Response) -> Result<()> {
 /// but a valid response is `Corrupt` (naming the file and line); a symbolic
 /// link is `Denied`, never followed.
 pub fn read_response(dir: &Path) -> Result<Option<Response>> {
-    let d = Dir::open(dir)?;
+    read_response_in(&Dir::open(dir)?)
+}
+
+fn read_response_in(d: &Dir) -> Result<Option<Response>> {
     let bytes = match d.read_small(RESPONSE_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -491,5 +705,68 @@ pub fn remove_response(dir: &Path) -> Result<()> {
         Ok(d) => d.unlink(RESPONSE_FILE),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The daemon's look at every advertisement directory for a response, once
+/// per round, keeping each directory open from one round to the next (a
+/// name that now leads to another directory is opened again).
+#[derive(Debug, Default)]
+pub struct ResponseScan {
+    dirs: HashMap<String, (Dir, FileId)>,
+}
+
+impl ResponseScan {
+    /// A scan that keeps nothing yet.
+    pub fn new() -> ResponseScan {
+        ResponseScan::default()
+    }
+
+    /// Every advertisement directory of `domain` (named like a tenant id)
+    /// with what its response file holds: `Ok(None)` for none, an error for
+    /// an unreadable or invalid one. A directory that vanishes meanwhile is
+    /// left out.
+    pub fn scan(&mut self, domain: &Path) -> Result<Vec<(PathBuf, Result<Option<Response>>)>> {
+        let Some(adverts) = open_adverts(domain, false)? else {
+            self.dirs.clear();
+            return Ok(Vec::new());
+        };
+        let entries = std::fs::read_dir(adverts.path())
+            .map_err(|e| Error::io(adverts.path().display(), e))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if tenant_id_problem(&name).is_some() {
+                continue;
+            }
+            // readdir's own type and inode number: no system call.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let ino = entry.ino();
+            if self
+                .dirs
+                .get(&name)
+                .map_or(true, |(_, kept)| kept.ino() != ino)
+            {
+                match adverts.open_at(&name).and_then(|d| Ok((d.id()?, d))) {
+                    Ok((id, d)) => {
+                        self.dirs.insert(name.clone(), (d, id));
+                    }
+                    Err(_) => {
+                        self.dirs.remove(&name);
+                        continue;
+                    }
+                }
+            }
+            let (dir, _) = &self.dirs[&name];
+            out.push((adverts.child(&name), read_response_in(dir)));
+            seen.insert(name);
+        }
+        self.dirs.retain(|name, _| seen.contains(name));
+        Ok(out)
     }
 }

@@ -13,6 +13,55 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Which file an entry is (device and inode numbers): what tells a kept
+/// descriptor's file from one put in its place since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FileId {
+    dev: libc::dev_t,
+    ino: libc::ino_t,
+}
+
+/// A file's identity plus its size and change time: what tells that a kept
+/// copy of a small file is still what the file holds. The file is only
+/// re-read when one of these changed; a file replaced by another with the
+/// same inode number (recycled), the same size and the same change time
+/// (both within one tick of the kernel's coarse clock) would go unseen,
+/// which our writers never do (they publish new directories and files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp {
+    id: FileId,
+    size: i64,
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(st: &libc::stat) -> Stamp {
+        Stamp {
+            id: FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
+            size: st.st_size,
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+impl FileId {
+    /// The inode number.
+    pub(super) fn ino(&self) -> libc::ino_t {
+        self.ino
+    }
+
+    /// The identity of the file with these `st_dev` and `st_ino`.
+    pub(super) fn new(dev: u64, ino: u64) -> FileId {
+        FileId {
+            dev: dev as libc::dev_t,
+            ino: ino as libc::ino_t,
+        }
+    }
+}
+
 /// An open, checked directory: a real directory (not a link), owned by this
 /// process's uid, with no group/other permission bits.
 #[derive(Debug)]
@@ -98,6 +147,20 @@ impl Dir {
         Ok(Dir { fd, path })
     }
 
+    /// The identity of the open directory itself.
+    pub(super) fn id(&self) -> Result<FileId> {
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `self.fd` is an open descriptor; `st` is writable.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::io(self.path.display(), last_error()));
+        }
+        Ok(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+
     /// The directory's path (for messages, and for callers that need it).
     pub(super) fn path(&self) -> &Path {
         &self.path
@@ -151,6 +214,50 @@ impl Dir {
         }
         check_owner(&path, md.uid(), md.mode())?;
         Ok(file)
+    }
+
+    /// The [`Stamp`] of the regular file `name` (not following a link);
+    /// `None` if it is missing or not a regular file.
+    pub(super) fn stamp(&self, name: &str) -> Result<Option<Stamp>> {
+        let path = self.child(name);
+        let c = cstr(name.as_bytes(), &path)?;
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `self.fd` is an open directory; `c` is a valid string;
+        // `st` is a valid, writable stat buffer.
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            let e = last_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                _ => Err(Error::io(path.display(), e)),
+            };
+        }
+        Ok((st.st_mode & libc::S_IFMT == libc::S_IFREG).then(|| Stamp::of(&st)))
+    }
+
+    /// [`Dir::read_small`], with the [`Stamp`] of the file read (taken from
+    /// the open file, so it is the stamp of exactly these bytes).
+    pub(super) fn read_small_stamped(&self, name: &str) -> Result<(Vec<u8>, Stamp)> {
+        let f = self.open_file(name, false)?;
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `f` is open; `st` is a valid, writable stat buffer.
+        if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::io(self.child(name).display(), last_error()));
+        }
+        let mut buf = Vec::new();
+        f.take(MAX_FILE as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(self.child(name).display(), e))?;
+        Ok((buf, Stamp::of(&st)))
     }
 
     /// Reads the small file `name` (see [`Dir::open_file`]), at most
@@ -234,6 +341,13 @@ impl Dir {
     /// The type of the entry `name` without following a symbolic link
     /// (`S_IFREG`, `S_IFLNK`, ...); `None` if there is no such entry.
     pub(super) fn entry_type(&self, name: &str) -> Result<Option<libc::mode_t>> {
+        Ok(self.entry_id(name)?.map(|(mode, _)| mode))
+    }
+
+    /// The type (as [`Dir::entry_type`]) and the identity (device, inode)
+    /// of the entry `name`, without following a symbolic link; `None` if
+    /// there is no such entry.
+    pub(super) fn entry_id(&self, name: &str) -> Result<Option<(libc::mode_t, FileId)>> {
         let path = self.child(name);
         let c = cstr(name.as_bytes(), &path)?;
         // SAFETY: an all-zero `stat` is a valid value to be overwritten.
@@ -249,7 +363,13 @@ impl Dir {
             )
         };
         if rc == 0 {
-            return Ok(Some(st.st_mode & libc::S_IFMT));
+            return Ok(Some((
+                st.st_mode & libc::S_IFMT,
+                FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                },
+            )));
         }
         let e = last_error();
         match e.raw_os_error() {

@@ -43,7 +43,8 @@ mod procid;
 mod sync_file;
 
 pub use adverts::{
-    list, read_advert, read_response, remove_response, write_response, AdvertFiles, Listed,
+    list, read_advert, read_response, remove_response, write_response, AdvertCache, AdvertFiles,
+    Listed, ResponseScan,
 };
 pub use format::{Advert, Response, Role};
 pub use procid::ProcId;

@@ -6,7 +6,7 @@ use super::dir::{self, Dir};
 use super::SYNC_FILE;
 use crate::error::{err, Error, Result};
 use crate::shm::{self, RegionHeader, HEADER_SIZE};
-use crate::sync::{Futex, Ordering};
+use crate::sync::Futex;
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -104,13 +104,25 @@ impl SyncFile {
         Ok(SyncFile { map, file, path })
     }
 
+    /// Which file this is (device, inode).
+    pub(super) fn id(&self) -> Result<dir::FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let md = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        Ok(dir::FileId::new(md.dev(), md.ino()))
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The `state` word ([`STATE_BUSY`] or [`STATE_IDLE`]), a futex shared
-    /// with every process that maps the file.
+    /// The `state` word, a futex shared with every process that maps the
+    /// file: [`STATE_BUSY`] or [`STATE_IDLE`], plus the
+    /// [`WATCHED`](crate::attach::round::WATCHED) bit while an attacher
+    /// sleeps on it ([`SyncFile::state_value`] masks it).
     pub fn state(&self) -> &Futex {
         // SAFETY: the region is SYNC_SIZE (128) bytes, page aligned and
         // validated; the u32 at offset 64 is aligned, and it lives as long
@@ -119,10 +131,14 @@ impl SyncFile {
         unsafe { &*(self.map.as_ptr().add(STATE_OFFSET) as *const Futex) }
     }
 
-    /// Stores `value` in `state` and wakes every process sleeping on it.
+    /// The state the `state` word holds ([`STATE_BUSY`] or [`STATE_IDLE`]).
+    pub fn state_value(&self) -> u32 {
+        crate::attach::round::state_value(self.state())
+    }
+
+    /// Stores `value` in `state` and wakes whoever sleeps on it.
     pub fn set_state(&self, value: u32) {
-        self.state().atomic().store(value, Ordering::SeqCst);
-        self.state().wake(u32::MAX);
+        crate::attach::round::set_state(self.state(), value);
     }
 
     /// `flock(LOCK_EX)`, blocking until no other description holds a lock.
