@@ -5,6 +5,8 @@
 //! entry operations of [`super::entry`] on the mapped entries.
 
 use super::entry::{Actor, Entries, Entry, EntryGuard, Session, SessionId, WorkerRef};
+#[cfg(test)]
+use super::entry::{MAX_CAPACITY, MAX_USER_DATA};
 use super::layout::{validate_prefix, Geometry, PREFIX};
 use super::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
 use crate::error::{err, Error, Result};
@@ -311,5 +313,164 @@ impl Table {
         self.entries.write_spare_locked(&g, state, user);
         std::mem::forget(g);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let p =
+                std::env::temp_dir().join(format!("mtipc-table-ut-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Scratch(p)
+        }
+        fn domain(&self) -> Domain {
+            Domain::open(Some(&self.0)).unwrap()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn create_open_and_refusals() {
+        let s = Scratch::new("open");
+        let d = s.domain();
+        assert_eq!(
+            Table::open(&d, "t").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let t = Table::create(&d, "t", 10).unwrap();
+        assert_eq!(t.capacity(), 10);
+        assert_eq!(
+            Table::create(&d, "t", 10).unwrap_err().kind(),
+            ErrorKind::Exists
+        );
+        let t2 = Table::open_or_create(&d, "t", 99).unwrap();
+        assert_eq!(t2.capacity(), 10);
+        let t3 = Table::open_or_create(&d, "u", 3).unwrap();
+        assert_eq!(t3.capacity(), 3);
+        for bad in ["", ".x", "a/b", &"x".repeat(65)] {
+            assert_eq!(
+                Table::create(&d, bad, 1).unwrap_err().kind(),
+                ErrorKind::Invalid
+            );
+        }
+        for cap in [0, MAX_CAPACITY + 1] {
+            assert_eq!(
+                Table::create(&d, "c", cap).unwrap_err().kind(),
+                ErrorKind::Invalid
+            );
+        }
+        // A session made through one handle is seen through another.
+        let id = t.create_session("acme", 1, b"x").unwrap();
+        assert_eq!(t2.lookup(id).unwrap().tenant, "acme");
+        t2.update(id, 2, Some(b"yz")).unwrap();
+        assert_eq!(t.lookup(id).unwrap().user, b"yz");
+        // Each handle holds its own record; all are alive.
+        let recs = t.records();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.alive && r.pid == std::process::id()));
+        assert_ne!(t.membership().record(), t2.membership().record());
+        drop(t2);
+        let recs = t.records();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+    }
+
+    #[test]
+    fn session_operations() {
+        let s = Scratch::new("ops");
+        let t = Table::create(&s.domain(), "t", 3).unwrap();
+        let err = t
+            .create_session("acme", 0, &[0; MAX_USER_DATA + 1])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.message().contains("64"), "{}", err.message());
+        assert_eq!(
+            t.create_session("bad id", 0, b"").unwrap_err().kind(),
+            ErrorKind::Invalid
+        );
+        let before = super::super::entry::now_ns();
+        let ids: Vec<_> = (0..3)
+            .map(|i| t.create_session("acme", i, &[i as u8; 5]).unwrap())
+            .collect();
+        assert_eq!(
+            t.create_session("acme", 9, b"").unwrap_err().kind(),
+            ErrorKind::Full
+        );
+        let s0 = t.lookup(ids[0]).unwrap();
+        assert!(s0.created_ns >= before && s0.created_ns <= super::super::entry::now_ns());
+        let w = WorkerRef::new(2, 5);
+        t.bind(ids[0], w).unwrap();
+        t.bind(ids[2], w).unwrap();
+        assert_eq!(t.lookup(ids[0]).unwrap().worker, Some(w));
+        assert_eq!(t.remove_bindings_to(w), 2);
+        assert_eq!(t.lookup(ids[0]).unwrap().worker, None);
+        t.bind(ids[1], w).unwrap();
+        t.unbind(ids[1]).unwrap();
+        assert_eq!(t.lookup(ids[1]).unwrap().worker, None);
+        assert_eq!(t.sessions().count(), 3);
+        t.end(ids[1]).unwrap();
+        assert_eq!(t.end(ids[1]).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            t.update(ids[1], 0, None).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let live: Vec<_> = t.sessions().map(|s| s.id).collect();
+        assert_eq!(live, vec![ids[0], ids[2]]);
+        let again = t.create_session("other", 0, b"").unwrap();
+        assert_eq!(again.slot(), ids[1].slot());
+        assert_eq!(t.lookup(ids[1]).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(t.lookup(again).unwrap().tenant, "other");
+    }
+
+    #[test]
+    fn a_million_sessions_table_is_made_fast_and_sparse() {
+        let s = Scratch::new("big");
+        let t0 = Instant::now();
+        let t = Table::create(&s.domain(), "big", 1_000_000).unwrap();
+        let took = t0.elapsed();
+        assert!(t.geometry().total <= 256 << 20);
+        // Sparse: only the header page(s) and the records touched are there.
+        let md = std::fs::metadata(t.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{} bytes allocated",
+            md.blocks() * 512
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let id = t.create_session("acme", 1, b"").unwrap();
+        assert_eq!(t.lookup(id).unwrap().state, 1);
+    }
+
+    #[test]
+    fn corrupt_and_truncated_files_are_refused() {
+        let s = Scratch::new("corrupt");
+        let d = s.domain();
+        let t = Table::create(&d, "t", 4).unwrap();
+        let path = t.path().to_path_buf();
+        let total = t.geometry().total;
+        drop(t);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(total - 1).unwrap();
+        assert_eq!(Table::open(&d, "t").unwrap_err().kind(), ErrorKind::Corrupt);
+        f.set_len(100).unwrap();
+        assert_eq!(Table::open(&d, "t").unwrap_err().kind(), ErrorKind::Corrupt);
+        f.set_len(0).unwrap();
+        assert_eq!(Table::open(&d, "t").unwrap_err().kind(), ErrorKind::Corrupt);
+        f.set_len(total).unwrap();
+        f.write_all_at(&Geometry::new(4, DEFAULT_RECORDS).unwrap().encode(), 0)
+            .unwrap();
+        Table::open(&d, "t").unwrap();
+        f.write_all_at(&5u32.to_le_bytes(), 64).unwrap();
+        assert_eq!(Table::open(&d, "t").unwrap_err().kind(), ErrorKind::Corrupt);
     }
 }
