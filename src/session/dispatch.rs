@@ -31,7 +31,7 @@ use super::requests::{
     WorkerWord, SLOT_GEN_MASK,
 };
 use crate::error::{err, ErrorKind, Result};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// What the dispatcher needs from the session table and process records.
 pub trait Env {
@@ -72,6 +72,17 @@ pub enum Outcome {
     Done(u32),
     /// Failed with this kind.
     Failed(ErrorKind),
+}
+
+/// The sequentially consistent fence between a store and a load of
+/// another word in the two "store, then look at the other side" pairs of
+/// the area: a submitter queues a slot then looks whether the worker is
+/// idle (or still registered), a worker marks itself idle (a reaper marks
+/// a record reaping) then scans the slots. With the fence on both sides at
+/// least one of each pair sees the other's store. (`SeqCst` accesses alone
+/// would do on real hardware, but loom models only `SeqCst` fences.)
+fn sc_fence() {
+    fence(Ordering::SeqCst);
 }
 
 /// How often a waiting submitter checks that its request's worker lives
@@ -469,6 +480,7 @@ impl Core {
                 "request slot {i} changed while its submitter filled it"
             ));
         }
+        sc_fence();
         entry.set_in_flight(entry.in_flight().saturating_add(1));
         if let Some(t) = target {
             // The worker may have been reaped between the check and the
@@ -838,6 +850,7 @@ impl Core {
             let to = cur.with(SlotState::Queued, g, Some(other));
             if self.cas(i, cur, to) {
                 cur = to;
+                sc_fence();
                 break;
             }
             match self.slot_word(i) {
@@ -979,6 +992,7 @@ impl Core {
             }
         }
         rec.idle.store(0, Ordering::SeqCst);
+        sc_fence();
         for i in 0..self.geo.slots {
             if let Some(w) = self.slot_word(i) {
                 if w.state.in_flight() && w.worker == Some(x) {
@@ -1044,6 +1058,7 @@ impl Core {
             };
             if self.cas(i, cur, new) {
                 queued = new.state == SlotState::Queued;
+                sc_fence();
                 break;
             }
         }
@@ -1111,6 +1126,7 @@ impl Core {
         // is seen by the scan below or sees `idle` and rings the doorbell,
         // which then no longer holds `s`.
         rec.idle.store(1, Ordering::SeqCst);
+        sc_fence();
         let s = rec.bell.load(Ordering::SeqCst);
         let mut t = self.take(env, me, g, cursor);
         if t.is_none() {

@@ -55,6 +55,11 @@ pub const WORKER_SIZE: usize = 64;
 pub const HEAD_SIZE: usize = 64;
 /// Alignment of the data buffers.
 const DATA_ALIGN: u64 = 4096;
+/// Size of the region header (`crate::shm::HEADER_SIZE`, which is not
+/// built under loom).
+const REGION_HEADER: usize = 64;
+#[cfg(not(loom))]
+const _: () = assert!(REGION_HEADER == crate::shm::HEADER_SIZE);
 
 /// The capacities an area is made with, and every offset derived from them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +121,7 @@ impl Geometry {
             ));
         }
         let buf_size = round_up(u64::from(max_message), 64).unwrap_or(u64::MAX);
-        let groups_off = (crate::shm::HEADER_SIZE + AREA_HEADER_SIZE) as u64;
+        let groups_off = (REGION_HEADER + AREA_HEADER_SIZE) as u64;
         let workers_off = groups_off + u64::from(groups) * GROUP_SIZE as u64;
         let words_off = workers_off + u64::from(workers) * WORKER_SIZE as u64;
         let heads_off = words_off + round_up(u64::from(slots) * 8, 64).unwrap_or(u64::MAX);
@@ -169,13 +174,16 @@ impl Geometry {
     }
 }
 
+#[cfg(not(loom))]
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
+#[cfg(not(loom))]
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+#[cfg(not(loom))]
 /// Reads the geometry from the first bytes of a request area (region
 /// header and area header: at least 128 bytes) without checking the total
 /// size against a file: used to learn how large the file must be.
@@ -229,6 +237,7 @@ pub fn read_geometry(head: &[u8]) -> Result<Geometry> {
     Ok(g)
 }
 
+#[cfg(not(loom))]
 /// Validates a whole request area (as mapped or read from its file): the
 /// headers, the geometry, and every state word, length and record it holds.
 /// Returns the geometry. This is the parser of an untrusted region (fuzz
@@ -568,6 +577,9 @@ impl SlotWord {
         let abandoned = w & 8 != 0;
         let gen = (w >> GEN_SHIFT) as u32;
         if state == SlotState::Filling {
+            if (w >> 35) & 7 != 0 || abandoned {
+                return None; // bits a filling word never sets
+            }
             return Some(SlotWord {
                 state,
                 abandoned,
