@@ -316,11 +316,14 @@ mod real {
             }
         }
 
-        /// Every record that was ever used (pid not 0) or is held now.
+        /// Every record whose owner is there or died without leaving (pid
+        /// not 0), with its liveness. Records left cleanly are not listed.
         pub fn list(&self) -> Vec<RecordInfo> {
+            // A held record always has its pid written (`claim` follows the
+            // lock at once), so records with pid 0 need no syscall.
             (0..self.count)
+                .filter(|&i| self.slot(i).pid() != 0)
                 .map(|i| self.info(i))
-                .filter(|r| r.pid != 0 || r.alive)
                 .collect()
         }
     }

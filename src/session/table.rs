@@ -87,6 +87,12 @@ pub struct Table {
     cursor: std::sync::atomic::AtomicU32,
 }
 
+// A table handle is shared between threads (the docs above promise it).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Table>();
+};
+
 impl Table {
     /// Creates the table `name` with room for `capacity` sessions (1 to
     /// [`MAX_CAPACITY`](super::MAX_CAPACITY)) and opens it. The file is
