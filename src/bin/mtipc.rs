@@ -5,10 +5,15 @@
 //! mtipc sem value|post N|wait|reset         the domain's notification semaphore
 //! mtipc ls [--json]                         the live advertised tenants
 //! mtipc attach TENANT [--send MSG]          attach; send stdin's lines, print replies
+//! mtipc sessions [--name NAME] [--json]     session tables, workers, closures
 //! ```
 //!
 //! Exit status: 0 on success, 1 on an error (message on stderr with its
 //! `MT_ERR_*` name), 2 on bad usage, 3 when a wait or an attach timed out.
+
+#[cfg(not(loom))]
+#[path = "mtipc/sessions.rs"]
+mod sessions;
 
 #[cfg(not(loom))]
 mod cli {
@@ -71,6 +76,22 @@ mod cli {
             /// How long to wait for each reply, in milliseconds.
             #[arg(long, value_name = "MS", default_value_t = 10000)]
             reply_timeout_ms: u64,
+        },
+        /// Show the session tables (capacity, sessions by state and by
+        /// worker, requests in flight, workers by group with their
+        /// liveness, request slots) and the shared closures (current
+        /// version, versions on disk, readers). Dead workers found are then
+        /// reaped, and slots of dead submitters freed (unless --no-reap).
+        Sessions {
+            /// Only the session table of this name.
+            #[arg(long)]
+            name: Option<String>,
+            /// Print one JSON object instead of text.
+            #[arg(long)]
+            json: bool,
+            /// Only look: leave dead workers and dead submitters' slots.
+            #[arg(long)]
+            no_reap: bool,
         },
     }
 
@@ -261,12 +282,61 @@ mod cli {
                 protocol,
                 reply_timeout_ms,
             )?,
+            Cmd::Sessions {
+                name,
+                json,
+                no_reap,
+            } => sessions(&domain, name, json, no_reap)?,
+        }
+        Ok(())
+    }
+
+    /// `mtipc sessions`: the report goes to stdout even when some table
+    /// could not be read (each error also on stderr); then exit status 1.
+    fn sessions(
+        domain: &Domain,
+        name: Option<String>,
+        json: bool,
+        no_reap: bool,
+    ) -> mtipc::Result<()> {
+        use crate::sessions::{print_errors, print_human, report, stderr_is_tty, Options};
+        let opts = Options {
+            name,
+            reap: !no_reap,
+            progress: stderr_is_tty(),
+        };
+        let r = report(domain, &opts)?;
+        let mut out = std::io::stdout().lock();
+        let written = if json {
+            serde_json::to_writer_pretty(&mut out, &r)
+                .map_err(std::io::Error::from)
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+        } else {
+            print_human(&r, &mut out)
+        };
+        written.map_err(|e| mtipc::Error::io("stdout", e))?;
+        drop(out);
+        print_errors(&r);
+        if let Some(kind) = r.first_error_kind() {
+            return Err(mtipc::Error::new(
+                kind,
+                "some session tables or closures could not be read (see above)",
+            ));
         }
         Ok(())
     }
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
+        // Logs (never the report) go to stderr; MTIPC_LOG sets the filter.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("MTIPC_LOG").unwrap_or_else(|_| "warn".into()),
+            ))
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init();
         match run(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -295,6 +295,22 @@ impl Table {
         })
     }
 
+    /// The live sessions of the slots in `slots` (clamped to the
+    /// capacity), slot by slot, as [`sessions`](Table::sessions) reads them
+    /// but also yielding `Err(Corrupt)` for a live entry whose contents are
+    /// damaged. For a scan in parts (`mtipc sessions` shows its progress
+    /// on a big table) that counts damaged entries.
+    pub fn scan(&self, slots: std::ops::Range<u32>) -> impl Iterator<Item = Result<Session>> + '_ {
+        let end = slots.end.min(self.geo.capacity);
+        (slots.start.min(end)..end).filter_map(move |slot| {
+            let id = self.entries.id_at(slot)?;
+            match self.entries.lookup(id) {
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => None, // ended meanwhile
+                r => Some(r),
+            }
+        })
+    }
+
     /// Removes every binding to `worker` (a dead worker, for its reaper);
     /// returns how many there were. Each entry is changed under its lock;
     /// an entry whose lock cannot be had within [`LOCK_TIMEOUT`] is left.
