@@ -446,6 +446,23 @@ fn corrupt_table_and_table_alone() {
     let alone = Table::create(&d, "alone", 32).unwrap();
     alone.create_session("beta", 3, b"").unwrap();
     alone.create_session("beta", 3, b"").unwrap();
+    // A third session whose entry is damaged: user data length 200 in its
+    // current buffer (buffer 0 after a create; at offset 100 of the entry).
+    let hurt = alone.create_session("beta", 3, b"").unwrap();
+    let off = alone.geometry().entries_off + u64::from(hurt.slot().unwrap()) * 256 + 100;
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(alone.path())
+            .unwrap(),
+        &200u32.to_le_bytes(),
+        off,
+    )
+    .unwrap();
+    assert_eq!(
+        alone.lookup(hurt).unwrap_err().kind(),
+        mtipc::ErrorKind::Corrupt
+    );
     // "bad": the right name, garbage inside, owner-only like ours.
     let bad = sc.0.join("sessions/bad.table");
     let mut f = std::fs::OpenOptions::new()
@@ -492,6 +509,7 @@ fn corrupt_table_and_table_alone() {
     let a = table(&v, "alone");
     assert!(a["error"].is_null());
     assert_eq!(a["sessions"], 2);
+    assert_eq!(a["damaged_entries"], 1);
     assert_eq!(a["capacity"], 32);
     assert!(a["requests"].is_null());
     assert_eq!(a["requests_error"]["kind"], "MT_ERR_NOT_FOUND");
@@ -505,6 +523,10 @@ fn corrupt_table_and_table_alone() {
     );
     assert!(h.contains("session table calls ("), "{h}");
     assert!(h.contains("no request area"), "{h}");
+    assert!(
+        h.contains("2 live, 0 requests in flight, 1 DAMAGED entries skipped"),
+        "{h}"
+    );
 
     // --name: only that one; an unknown name is an error.
     let (v, out) = json(&sc.path(), &["--name", NAME]);
