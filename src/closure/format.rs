@@ -713,7 +713,8 @@ impl<'a> ValueRef<'a> {
     /// The value of `key` in a map (binary search), `None` if absent or
     /// not a map.
     pub fn map_get(&self, key: &[u8]) -> Option<ValueRef<'a>> {
-        self.map_find(key).map(|i| self.child(self.body(16 * i + 8)))
+        self.map_find(key)
+            .map(|i| self.child(self.body(16 * i + 8)))
     }
 
     /// The index of `key` in a map.
@@ -840,17 +841,17 @@ impl TreeBuilder {
                 Invalid,
                 "closure builder: two keys in a row (the first has no value)"
             )),
-            _ => Err(err!(
-                Invalid,
-                "closure builder: a key outside of a map"
-            )),
+            _ => Err(err!(Invalid, "closure builder: a key outside of a map")),
         }
     }
 
     /// Closes the innermost open list or map.
     pub fn end(&mut self) -> Result<()> {
         match self.stack.pop() {
-            None => Err(err!(Invalid, "closure builder: end without an open list or map")),
+            None => Err(err!(
+                Invalid,
+                "closure builder: end without an open list or map"
+            )),
             Some((_, Some(k))) => Err(err!(
                 Invalid,
                 "closure builder: key {k:?} has no value before end"
@@ -909,15 +910,24 @@ mod tests {
         assert_eq!(r.len(), 6);
         assert_eq!(r.map_get(b"name").unwrap().as_str(), Some("routing"));
         assert_eq!(r.map_get(b"weight").unwrap().as_float(), Some(0.25));
-        assert_eq!(r.map_get(b"ids").unwrap().list_get(1).unwrap().as_int(), Some(-7));
+        assert_eq!(
+            r.map_get(b"ids").unwrap().list_get(1).unwrap().as_int(),
+            Some(-7)
+        );
         assert!(r.map_get(b"ids").unwrap().list_get(2).is_none());
-        assert_eq!(r.map_get(b"blob").unwrap().as_bytes(), Some(&[0, 1, 2, 255, 9][..]));
+        assert_eq!(
+            r.map_get(b"blob").unwrap().as_bytes(),
+            Some(&[0, 1, 2, 255, 9][..])
+        );
         assert_eq!(r.map_get(b"").unwrap().str_with_nul(), Some(&b"\0"[..]));
         assert!(r.map_get(b"nope").is_none());
         assert!(r.map_get(b"zzz").is_none());
         let keys: Vec<_> = r.map_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["", "blob", "empty", "ids", "name", "weight"]);
-        assert_eq!(validate(&f, Some(8)).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(
+            validate(&f, Some(8)).unwrap_err().kind(),
+            crate::ErrorKind::Corrupt
+        );
     }
 
     #[test]
@@ -962,9 +972,15 @@ mod tests {
         let mut f = encode(&Value::List(vec![Value::Int(5)]), 1).unwrap();
         let list_at = FILE_HEADER + 16;
         f[list_at + 8..list_at + 16].copy_from_slice(&16u64.to_le_bytes());
-        assert!(validate(&f, None).unwrap_err().message().contains("earlier node"));
+        assert!(validate(&f, None)
+            .unwrap_err()
+            .message()
+            .contains("earlier node"));
         f[list_at + 8..list_at + 16].copy_from_slice(&8u64.to_le_bytes());
-        assert!(validate(&f, None).unwrap_err().message().contains("earlier node"));
+        assert!(validate(&f, None)
+            .unwrap_err()
+            .message()
+            .contains("earlier node"));
         f[list_at + 8..list_at + 16].copy_from_slice(&0u64.to_le_bytes());
         validate(&f, None).unwrap();
     }

@@ -36,6 +36,6 @@ mod loom_models;
 pub use format::{Kind, TreeBuilder, Value, ValueRef, MAX_CLOSURE_SIZE, MAX_DEPTH};
 #[cfg(not(loom))]
 pub use store::{
-    collect_unused, list, publish, publish_bytes, validate_name, Closure, ClosureInfo,
-    VersionInfo, CLOSURES_DIR, HEAD_FILE, MAX_NAME,
+    collect_unused, list, publish, publish_bytes, validate_name, Closure, ClosureInfo, VersionInfo,
+    CLOSURES_DIR, HEAD_FILE, MAX_NAME,
 };

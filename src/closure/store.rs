@@ -434,9 +434,8 @@ fn take_version(dir: &Path, v: u64) -> std::result::Result<(File, Mmap, Checked)
     // mapping is validated before any other use.
     let map = unsafe { MmapOptions::new().len(md.len() as usize).map(&file) }
         .map_err(|e| Error::io(path.display(), e))?;
-    let checked = format::validate(&map, Some(v)).map_err(|e| {
-        Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
-    })?;
+    let checked = format::validate(&map, Some(v))
+        .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))?;
     Ok((file, map, checked))
 }
 
@@ -654,7 +653,10 @@ mod tests {
             validate_name(good).unwrap();
         }
         for bad in ["", ".x", "-x", "a/b", "a b", "é", &"x".repeat(65), ".."] {
-            assert_eq!(validate_name(bad).unwrap_err().kind(), crate::ErrorKind::Invalid);
+            assert_eq!(
+                validate_name(bad).unwrap_err().kind(),
+                crate::ErrorKind::Invalid
+            );
         }
     }
 
