@@ -537,6 +537,37 @@ impl Closure {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A second reader of this version: a new open file description of its
+    /// file (even if it was unlinked meanwhile) that holds its own
+    /// `flock(LOCK_SH)`. For a binding that maps the file itself (Python's
+    /// `mmap`, behind `memoryview`s) and must keep the version on disk for
+    /// as long as that mapping lives, independently of this `Closure`.
+    /// Closing the returned file (and every duplicate of it) lets go; the
+    /// file of a superseded version is then removed by the next publish or
+    /// release.
+    pub fn reader_file(&self) -> Result<File> {
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let file = File::open(&proc_path).map_err(|e| Error::io(&proc_path, e))?;
+        let (a, b) = (
+            file.metadata().map_err(|e| Error::io(&proc_path, e))?,
+            self.file
+                .metadata()
+                .map_err(|e| Error::io(self.path.display(), e))?,
+        );
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(err!(
+                Io,
+                "{proc_path} is not {} (is /proc mounted?)",
+                self.path.display()
+            ));
+        }
+        // Cannot conflict: our own description holds LOCK_SH, so no
+        // collector holds LOCK_EX.
+        flock(&file, libc::LOCK_SH | libc::LOCK_NB)
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        Ok(file)
+    }
 }
 
 impl Drop for Closure {
