@@ -47,6 +47,7 @@ demo: build python c-examples
 bench: deps
 	$(CARGO) bench --bench wake_latency
 	$(CARGO) bench --bench attach_latency
+	$(CARGO) bench --bench closure_read
 
 clean:
 	$(CARGO) clean
