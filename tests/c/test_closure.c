@@ -326,11 +326,28 @@ static void test_reader_in_another_process(void) {
     scratch_free(dom);
 }
 
+/* examples/c_closure.c (quoted in the README; built by test-c into
+ * target/c/, run from the repository root) says what it should. */
+static void test_example(void) {
+    char *dom = scratch_new("closure-example");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "target/c/c_closure '%s'", dom);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    char line[256] = "";
+    CHECK(fgets(line, sizeof line, p) != NULL);
+    CHECK(pclose(p) == 0);
+    CHECK(strcmp(line, "routing v1: queue billing, weight 3\n") == 0);
+    CHECK(exists(dom, "closures/routing/v1"));
+    scratch_free(dom);
+}
+
 int main(void) {
     RUN(test_bytes_round_trip);
     RUN(test_tree_round_trip);
     RUN(test_builder_misuse);
     RUN(test_refusals);
     RUN(test_reader_in_another_process);
+    RUN(test_example);
     return mt_test_exit("test_closure");
 }

@@ -235,3 +235,11 @@ def test_oversized_is_invalid_with_the_limit(dom: mtipc.Domain) -> None:
     # refused first.
     with pytest.raises(mtipc.InvalidError, match="at most 1073741824 bytes"):
         mtipc.publish_closure(dom, "big", bytes(1 << 30))
+
+
+def test_example(dom_path: Path) -> None:
+    """examples/py_closure.py (quoted in the README) runs and says what it should."""
+    example = Path(__file__).resolve().parents[3] / "examples" / "py_closure.py"
+    r = subprocess.run([sys.executable, str(example), str(dom_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "routing v1: queue billing, weight 3, blob 0001\n"
