@@ -679,6 +679,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn closure_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Closure>();
+    }
+
+    #[test]
     fn names() {
         for good in ["a", "routing.v2", "A_b-c", &"x".repeat(64)] {
             validate_name(good).unwrap();
