@@ -18,6 +18,7 @@ pub mod error;
 pub mod sync;
 
 pub mod attach;
+pub mod closure;
 #[cfg(not(loom))]
 pub mod domain;
 #[cfg(not(loom))]
