@@ -341,7 +341,11 @@ fn workers_sessions_and_a_dead_worker() {
     ] {
         assert!(procs.contains(&pid), "{pid} not in {procs:?}");
     }
-    assert_eq!(v["closures"], Value::Null, "closures: not in this build");
+    assert_eq!(
+        v["closures"],
+        serde_json::json!([]),
+        "no closures published"
+    );
 
     // Kill group 1's only worker while it holds the request.
     let dead = w1.pid();
@@ -402,7 +406,7 @@ fn workers_sessions_and_a_dead_worker() {
         h.contains("slots        16: free 15, filling 0, queued 0, taken 1"),
         "{h}"
     );
-    assert!(h.contains("closures: not available in this build"), "{h}");
+    assert!(h.contains("\nno closures\n"), "{h}");
 
     // Now with reaping (the default): shown dead, then reaped.
     let (v, out) = json(&sc.path(), &[]);
@@ -580,4 +584,75 @@ fn big_table_progress_only_on_a_tty() {
     );
     assert!(all.contains("of 1000000 slots"), "{all}");
     assert!(all.contains("sessions     100 live"), "{all}");
+}
+
+/// Closures: current version, the versions on disk (a superseded one that
+/// a reader still holds) and the readers of each (one per open).
+#[test]
+fn closures_with_versions_and_readers() {
+    let sc = Scratch::new("closures");
+    let d = sc.domain();
+    assert_eq!(mtipc::closure::publish_bytes(&d, "cfg", b"one").unwrap(), 1);
+    let old = mtipc::closure::Closure::open(&d, "cfg").unwrap();
+    assert_eq!(
+        mtipc::closure::publish_bytes(&d, "cfg", b"two!").unwrap(),
+        2
+    );
+    let r1 = mtipc::closure::Closure::open(&d, "cfg").unwrap();
+    let r2 = mtipc::closure::Closure::open(&d, "cfg").unwrap();
+    mtipc::closure::publish_bytes(&d, "alone", b"x").unwrap();
+
+    let (v, out) = json(&sc.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["tables"], serde_json::json!([]));
+    let c = v["closures"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["name"], "alone");
+    assert_eq!(c[0]["current"], 1);
+    assert_eq!(c[0]["versions"][0]["readers"], 0);
+    assert_eq!(c[1]["name"], "cfg");
+    assert_eq!(c[1]["current"], 2);
+    let vs: Vec<(u64, u64)> = c[1]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["readers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(vs, [(1, 1), (2, 2)]);
+    let out = mtipc(&sc.path(), &[]);
+    let h = text(&out);
+    assert!(h.contains("no session tables"), "{h}");
+    let line = h
+        .lines()
+        .find(|l| l.contains(" cfg "))
+        .unwrap_or_else(|| panic!("{h}"));
+    assert!(
+        line.contains("v1 (") && line.contains("1 reader)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("v2 (") && line.contains("2 readers)"),
+        "{line}"
+    );
+
+    // The old version goes when its last reader does.
+    drop(old);
+    let (v, _) = json(&sc.path(), &[]);
+    let vs: Vec<u64> = v["closures"][1]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vs, [2]);
+    drop((r1, r2));
 }

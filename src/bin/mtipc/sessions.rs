@@ -207,8 +207,8 @@ pub struct Report {
     pub domain: PathBuf,
     /// The tables, by name.
     pub tables: Vec<TableReport>,
-    /// The closures, by name (`None`: this build has no closures).
-    pub closures: Option<Vec<ClosureReport>>,
+    /// The closures, by name.
+    pub closures: Vec<ClosureReport>,
     /// Why the closures could not be listed.
     pub closures_error: Option<ErrorReport>,
 }
@@ -233,12 +233,25 @@ impl Report {
     }
 }
 
-/// The closures of the domain.
-fn closures(domain: &Domain) -> mtipc::Result<Option<Vec<ClosureReport>>> {
-    // Closures (src/closure, branch session-closure) are not in this build
-    // yet: `mtipc::closure::list(domain)` maps onto `ClosureReport` 1:1.
-    let _ = domain;
-    Ok(None)
+/// The closures of the domain ([`mtipc::closure::list`]).
+fn closures(domain: &Domain) -> mtipc::Result<Vec<ClosureReport>> {
+    let list = mtipc::closure::list(domain)?;
+    Ok(list
+        .into_iter()
+        .map(|c| ClosureReport {
+            name: c.name,
+            current: c.current,
+            versions: c
+                .versions
+                .into_iter()
+                .map(|v| VersionReport {
+                    version: v.version,
+                    size: v.size,
+                    readers: v.readers,
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 /// The names of the session tables in the domain, sorted. A request area
@@ -507,7 +520,7 @@ pub fn report(domain: &Domain, opts: &Options) -> mtipc::Result<Report> {
         .collect();
     let (closures, closures_error) = match closures(domain) {
         Ok(c) => (c, None),
-        Err(e) => (None, Some(ErrorReport::from(&e))),
+        Err(e) => (Vec::new(), Some(ErrorReport::from(&e))),
     };
     Ok(Report {
         domain: domain.path().to_path_buf(),
@@ -678,9 +691,8 @@ pub fn print_human(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out)?;
     match (&r.closures, &r.closures_error) {
         (_, Some(e)) => writeln!(out, "closures: ERROR: {} ({})", e.message, e.kind)?,
-        (None, None) => writeln!(out, "closures: not available in this build")?,
-        (Some(c), None) if c.is_empty() => writeln!(out, "no closures")?,
-        (Some(c), None) => {
+        (c, None) if c.is_empty() => writeln!(out, "no closures")?,
+        (c, None) => {
             writeln!(
                 out,
                 "closures     {:<24} {:>8}  VERSIONS ON DISK",
