@@ -48,6 +48,8 @@ bench: deps
 	$(CARGO) bench --bench wake_latency
 	$(CARGO) bench --bench attach_latency
 	$(CARGO) bench --bench closure_read
+	$(CARGO) bench --bench session_rtt
+	$(CARGO) bench --bench session_table
 
 clean:
 	$(CARGO) clean
