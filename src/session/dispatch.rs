@@ -1135,11 +1135,18 @@ impl Core {
         let s = rec.bell.load(Ordering::SeqCst);
         let mut t = self.take(env, me, g, cursor);
         if t.is_none() {
-            for _ in 0..spins {
+            for k in 0..spins {
                 if rec.bell.load(Ordering::Relaxed) != s {
                     break;
                 }
-                std::hint::spin_loop();
+                // As in `wait`: a submitter waiting for our last response
+                // may share this CPU; spinning without yielding keeps it
+                // off until the spin ends.
+                if k % 64 == 63 {
+                    crate::sync::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             }
             if rec.bell.load(Ordering::SeqCst) == s {
                 rec.bell.wait(s, sleep);
