@@ -27,7 +27,7 @@ pub mod table;
 mod worker;
 
 #[cfg(all(test, loom))]
-mod loom_dispatch;
+mod loom_models_dispatch;
 #[cfg(all(test, loom))]
 mod loom_models;
 
