@@ -20,6 +20,7 @@
 #include <ctype.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <sys/wait.h>
 
@@ -803,6 +804,91 @@ static void submitter_in_a_child(void) {
     fixture_close(&f);
 }
 
+extern char **environ;
+
+/* examples/c_worker as the demo runs it: it waits for the table, serves
+ * group 1 with "<pid> g1: <UPPERCASED>", prints a line per request, stops
+ * cleanly on SIGTERM (unregistered: a new request is then unavailable). */
+static void example_c_worker(void) {
+    const char *exe = getenv("C_WORKER");
+    if (exe == NULL || exe[0] == '\0') exe = "target/c/c_worker";
+    if (access(exe, X_OK) != 0) {
+        printf("    skipped: %s not built (make c-examples, or set C_WORKER)\n", exe);
+        return;
+    }
+    char *dir = scratch_new("cworker");
+    char *dom = path_join(dir, "dom");
+    char *log = path_join(dir, "out.log");
+    mt_domain *d = NULL;
+    REQUIRE_OK(mt_domain_open(dom, &d));
+    /* Start the worker before the table exists: it waits for it. */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    char *argv[] = {(char *)exe, dom, "shop", "1", NULL};
+    pid_t pid = -1;
+    fflush(NULL);
+    int rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    REQUIRE(rc == 0);
+    mt_session_table *t = NULL;
+    mt_session_table_opts o = small_opts();
+    CHECK_ST(mt_session_table_create(d, "shop", &o, &t), MT_OK);
+    uint64_t id = 0;
+    CHECK_ST(mt_session_create(t, "acme", 0, NULL, 0, &id), MT_OK);
+    char want[64], answer[200];
+    snprintf(want, sizeof want, "%d g1: HELLO, WORKER", (int)pid);
+    /* Until it has registered, the group has no worker: retry. */
+    mt_status st = MT_ERR_UNAVAILABLE;
+    for (int i = 0; i < 100 && st == MT_ERR_UNAVAILABLE; i++) {
+        mt_ticket *tk = NULL;
+        CHECK_ST(mt_request_submit(t, id, 1, (const uint8_t *)"hello, worker", 13, &tk), MT_OK);
+        st = wait_text(tk, T_WAIT, answer, sizeof answer);
+        mt_ticket_free(tk);
+    }
+    CHECK_ST(st, MT_OK);
+    CHECK(strcmp(answer, want) == 0);
+    /* A response longer than the table's 100 bytes is cut to them. */
+    char big[100];
+    memset(big, 'a', sizeof big);
+    mt_ticket *tk = NULL;
+    CHECK_ST(mt_request_submit(t, id, 1, (const uint8_t *)big, sizeof big, &tk), MT_OK);
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    CHECK_ST(mt_ticket_wait(tk, T_WAIT), MT_OK);
+    CHECK_ST(mt_ticket_response(tk, &p, &n), MT_OK);
+    CHECK(n == 100 && p[n - 1] == 'A');
+    mt_ticket_free(tk);
+    mt_session_info s;
+    CHECK_ST(mt_session_lookup(t, id, &s), MT_OK);
+    CHECK(s.worker != 0);
+
+    CHECK(kill(pid, SIGTERM) == 0);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* Unregistered: its session is unbound, the group is empty. */
+    CHECK_ST(mt_session_lookup(t, id, &s), MT_OK);
+    CHECK(s.worker == 0);
+    CHECK_ST(mt_request_submit(t, id, 1, (const uint8_t *)"x", 1, &tk), MT_OK);
+    CHECK_ST(mt_ticket_wait(tk, T_WAIT), MT_ERR_UNAVAILABLE);
+    mt_ticket_free(tk);
+
+    char out[4096] = {0};
+    CHECK(read_file(log, out, sizeof out - 1) > 0);
+    snprintf(want, sizeof want, "c-worker %d g1: serving session set shop", (int)pid);
+    CHECK_CONTAINS(out, want);
+    CHECK_CONTAINS(out, "\"hello, worker\" -> \"");
+    snprintf(want, sizeof want, "c-worker %d g1: stopped after 2 requests", (int)pid);
+    CHECK_CONTAINS(out, want);
+
+    mt_session_table_free(t);
+    mt_domain_free(d);
+    free(log);
+    free(dom);
+    scratch_free(dir);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     RUN(table_refusals);
@@ -811,5 +897,6 @@ int main(void) {
     RUN(workers_in_child_processes_sticky_sessions);
     RUN(killed_worker_request_answered_by_peer_then_unavailable);
     RUN(submitter_in_a_child);
+    RUN(example_c_worker);
     return mt_test_exit("test_session");
 }
