@@ -15,6 +15,7 @@ mod panic;
 mod status;
 
 pub mod attach;
+pub mod closure;
 pub mod domain;
 pub mod session;
 

@@ -1112,7 +1112,8 @@ impl Core {
     // -----------------------------------------------------------------
     // The two blocking loops.
 
-    /// One idle round of worker `me` of group `g`: marks it idle, scans,
+    /// One round of worker `me` of group `g`: takes a request if one is
+    /// queued; else marks the worker idle, scans again,
     /// spins up to `spins` times on its doorbell, sleeps on it at most
     /// `sleep` (`None`: until rung), then scans once more. A worker that was
     /// rung for a request of any worker and sees more of them passes the
@@ -1126,6 +1127,10 @@ impl Core {
         sleep: Option<std::time::Duration>,
         spins: u32,
     ) -> Option<Taken> {
+        // Busy: take without announcing idleness (no doorbell rings then).
+        if let Some(t) = self.take(env, me, g, cursor) {
+            return Some(t);
+        }
         let rec = self.worker(me.index);
         // Whoever queues a request for this worker after this store either
         // is seen by the scan below or sees `idle` and rings the doorbell,

@@ -14,6 +14,11 @@ the mtipc core library directly (not its C ABI):
   returns a ``Conn`` (whole messages over TLS 1.3; a context manager,
   iterable over received messages).
 - ``list_tenants(domain)``: the live advertisements, as ``TenantInfo`` objects.
+- ``publish_closure(domain, name, value)``: publish an immutable value (bytes,
+  or nested dict/list/str/int/float) as the new version of a shared closure;
+  ``open_closure(domain, name)``: map its current version read-only, as a
+  ``Closure`` (``.version``, ``.value``: ``ClosureMap``/``ClosureList`` views,
+  ``memoryview`` for bytes; a context manager).
 - ``Error`` and one subclass per status kind (``InvalidError``,
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
@@ -23,6 +28,9 @@ the mtipc core library directly (not its C ABI):
 from ._mtipc import (
     Advertisement,
     ClosedError,
+    Closure,
+    ClosureList,
+    ClosureMap,
     Conn,
     CorruptError,
     DeferredError,
@@ -43,12 +51,17 @@ from ._mtipc import (
     advertise,
     attach,
     list_tenants,
+    open_closure,
+    publish_closure,
     version,
 )
 
 __all__ = [
     "Advertisement",
     "ClosedError",
+    "Closure",
+    "ClosureList",
+    "ClosureMap",
     "Conn",
     "CorruptError",
     "DeferredError",
@@ -69,5 +82,7 @@ __all__ = [
     "advertise",
     "attach",
     "list_tenants",
+    "open_closure",
+    "publish_closure",
     "version",
 ]
