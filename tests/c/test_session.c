@@ -19,6 +19,7 @@
 
 #include <ctype.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -483,6 +484,63 @@ static void request_life_cycle(void) {
     fixture_close(&f);
 }
 
+/* Two threads on one worker: the second one is refused, never both in. */
+struct next_arg {
+    mt_worker *w;
+    mt_status st;
+    char msg[256];
+};
+
+static void *next_thread(void *p) {
+    struct next_arg *a = p;
+    mt_request *r = NULL;
+    a->st = mt_worker_next(a->w, 300, &r);
+    snprintf(a->msg, sizeof a->msg, "%s", mt_last_error());
+    if (a->st == MT_OK) mt_request_free(r);
+    return NULL;
+}
+
+static void one_thread_at_a_time_per_worker(void) {
+    struct fixture f;
+    mt_session_table_opts o = small_opts();
+    REQUIRE(fixture_open(&f, "thr", &o));
+    mt_worker *w = NULL;
+    REQUIRE_OK(mt_worker_register(f.t, 0, &w));
+    struct next_arg a = {w, MT_OK, ""};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, next_thread, &a) == 0);
+    /* While the thread waits in mt_worker_next, this one is refused. */
+    bool refused = false;
+    char msg[256] = "";
+    for (double t0 = now_ms(); now_ms() - t0 < 250 && !refused;) {
+        mt_request *r = SENTINEL;
+        mt_status st = mt_worker_try_next(w, &r);
+        if (st == MT_ERR_INVALID) {
+            refused = true;
+            snprintf(msg, sizeof msg, "%s", mt_last_error());
+        } else {
+            CHECK_ST(st, MT_ERR_DEFERRED);
+            struct timespec ms1 = {0, 1000 * 1000};
+            nanosleep(&ms1, NULL);
+        }
+        CHECK(r == SENTINEL);
+    }
+    pthread_join(th, NULL);
+    /* Either this thread was refused, or (it came first) the other one was. */
+    if (refused) {
+        CHECK_CONTAINS(msg, "another thread");
+        CHECK_ST(a.st, MT_ERR_TIMEOUT);
+    } else {
+        CHECK_ST(a.st, MT_ERR_INVALID);
+        CHECK_CONTAINS(a.msg, "another thread");
+    }
+    /* Afterwards the worker is usable again. */
+    mt_request *r = SENTINEL;
+    CHECK_ST(mt_worker_try_next(w, &r), MT_ERR_DEFERRED);
+    mt_worker_free(w);
+    fixture_close(&f);
+}
+
 /* ---- real processes ------------------------------------------------------ */
 
 /* What a worker child says on the shared pipe: {kind, pid}. */
@@ -894,6 +952,7 @@ int main(void) {
     RUN(table_refusals);
     RUN(session_calls_and_refusals);
     RUN(request_life_cycle);
+    RUN(one_thread_at_a_time_per_worker);
     RUN(workers_in_child_processes_sticky_sessions);
     RUN(killed_worker_request_answered_by_peer_then_unavailable);
     RUN(submitter_in_a_child);
