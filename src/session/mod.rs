@@ -6,15 +6,28 @@
 //! - [`entry`]: the table's entries and every operation on them (lock with
 //!   dead-holder takeover, sequence-locked reads), model-checked under loom;
 //! - [`layout`]: the table region's byte layout and its validation;
-//! - [`table`]: [`Table`], the session table as a file of the domain.
+//! - [`table`]: [`Table`], the session table as a file of the domain;
+//! - [`requests`]: the request/response area's byte layout and validation;
+//! - [`dispatch`]: every change of a request slot or worker record
+//!   (submit, take, respond, failover), model-checked under loom;
+//! - [`Sessions`]: a table plus its request area, with [`Worker`],
+//!   [`Request`] and [`Ticket`].
 
+pub mod dispatch;
 pub mod entry;
 #[cfg(not(loom))]
 pub mod layout;
 pub mod records;
+pub mod requests;
+#[cfg(not(loom))]
+mod sessions;
 #[cfg(not(loom))]
 pub mod table;
+#[cfg(not(loom))]
+mod worker;
 
+#[cfg(all(test, loom))]
+mod loom_dispatch;
 #[cfg(all(test, loom))]
 mod loom_models;
 
@@ -27,4 +40,11 @@ pub use layout::{validate_region, Geometry};
 pub use records::Membership;
 pub use records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
 #[cfg(not(loom))]
+pub use sessions::{
+    requests_path, DispatchSnapshot, GroupSnapshot, Response, Sessions, SessionsConfig, SlotCounts,
+    Ticket, WorkerSnapshot,
+};
+#[cfg(not(loom))]
 pub use table::{Table, LOCK_TIMEOUT};
+#[cfg(not(loom))]
+pub use worker::{Request, Worker, PEER_CHECK};

@@ -1,0 +1,1296 @@
+//! The dispatcher: every change of a request slot and of a worker record,
+//! written once over the [`crate::sync`] shim so that the same code runs on
+//! the mapped request area and, under loom, on heap memory.
+//!
+//! The session table is reached through the [`Env`] trait (the entry lock,
+//! `in_flight`, the binding, liveness of a process), so that the loom
+//! models can stand in a small fake for it. The rules (docs/session.md,
+//! "The request/response area"):
+//!
+//! - a slot counts in its session's `in_flight` while it is *queued* or
+//!   *taken*; every transition into or out of those two states is made
+//!   under the session's entry lock, together with the change of
+//!   `in_flight`, so that `in_flight` can be recounted from the slots by
+//!   whoever repairs the entry of a dead lock holder;
+//! - every transition is one compare-and-swap of the slot's state word from
+//!   the exact value that was examined, so one process wins each change;
+//! - a worker is reaped once: one compare-and-swap moves its record from
+//!   *active* to *reaping* (naming the reaper); a reaper that dies is
+//!   replaced the same way, and since each slot move is a CAS, re-running
+//!   the reap moves nothing twice.
+
+// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
+// asks; outside loom they *are* std's types, which the lint cannot tell
+// apart from a direct use.
+#![allow(clippy::disallowed_types)]
+
+use super::entry::WorkerRef;
+use super::records::Holder;
+use super::requests::{
+    Geometry, GroupRec, SlotHead, SlotState, SlotWord, WorkerId, WorkerRec, WorkerState,
+    WorkerWord, SLOT_GEN_MASK,
+};
+use crate::error::{err, ErrorKind, Result};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// What the dispatcher needs from the session table and process records.
+pub trait Env {
+    /// A locked session entry.
+    type Entry<'a>: EntryOps
+    where
+        Self: 'a;
+    /// This process.
+    fn me(&self) -> Holder;
+    /// Whether `h` names a live process.
+    fn is_alive(&self, h: Holder) -> bool;
+    /// Locks the entry of `session`: `Ok(None)` if there is no such session
+    /// (it ended), an error if the lock could not be had.
+    fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>>;
+    /// Removes every binding to `worker`.
+    fn remove_bindings_to(&self, worker: WorkerRef);
+}
+
+/// A locked session entry (the table's entry guard).
+pub trait EntryOps {
+    /// Requests of the session queued or being served.
+    fn in_flight(&self) -> u32;
+    /// Sets it.
+    fn set_in_flight(&mut self, n: u32);
+    /// The worker the session is bound to.
+    fn binding(&self) -> Option<WorkerRef>;
+    /// Binds or unbinds it.
+    fn set_binding(&mut self, b: Option<WorkerRef>);
+    /// Whether the lock was taken over from a dead holder (the entry's
+    /// `in_flight` must then be recounted from the slots).
+    fn was_repaired(&self) -> bool;
+}
+
+/// How a request ended, as its submitter sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered: the response has this many bytes.
+    Done(u32),
+    /// Failed with this kind.
+    Failed(ErrorKind),
+}
+
+/// The sequentially consistent fence between a store and a load of
+/// another word in the two "store, then look at the other side" pairs of
+/// the area: a submitter queues a slot then looks whether the worker is
+/// idle (or still registered), a worker marks itself idle (a reaper marks
+/// a record reaping) then scans the slots. With the fence on both sides at
+/// least one of each pair sees the other's store. (`SeqCst` accesses alone
+/// would do on real hardware, but loom models only `SeqCst` fences.)
+fn sc_fence() {
+    fence(Ordering::SeqCst);
+}
+
+/// How often a waiting submitter checks that its request's worker lives
+/// (and a worker group has a live worker).
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The request area as the dispatcher sees it: pointers into the mapping
+/// (or heap memory under loom) and the validated geometry.
+pub struct Core {
+    geo: Geometry,
+    groups: *const GroupRec,
+    workers: *const WorkerRec,
+    words: *const AtomicU64,
+    heads: *const SlotHead,
+    data: *mut u8,
+    /// Where this process's next search for a free slot starts.
+    cursor: AtomicU32,
+}
+
+// SAFETY: everything the pointers reach is atomics (shared by design) or
+// data buffers whose use is handed over by the slot state words; the
+// memory outlives the `Core` (contract of `Core::new`).
+unsafe impl Send for Core {}
+// SAFETY: as above.
+unsafe impl Sync for Core {}
+
+/// Result of a take scan.
+pub struct Taken {
+    /// The slot.
+    pub slot: u32,
+    /// Its word after the take.
+    pub word: SlotWord,
+    /// The scan saw other requests for "any" worker of the group.
+    pub more: bool,
+}
+
+impl Core {
+    /// A dispatcher over an area of geometry `geo` whose region starts at
+    /// `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to `geo.total_size` bytes laid out as
+    /// [`super::requests`] describes (or, under loom, to records placed at
+    /// those offsets), valid for as long as the `Core` lives.
+    pub unsafe fn new(geo: Geometry, base: *mut u8) -> Core {
+        // SAFETY: offsets within the region (caller's contract).
+        unsafe {
+            Core {
+                geo,
+                groups: base.add(geo.groups_off as usize) as *const GroupRec,
+                workers: base.add(geo.workers_off as usize) as *const WorkerRec,
+                words: base.add(geo.words_off as usize) as *const AtomicU64,
+                heads: base.add(geo.heads_off as usize) as *const SlotHead,
+                data: base.add(geo.data_off as usize),
+                cursor: AtomicU32::new(std::process::id()),
+            }
+        }
+    }
+
+    /// A dispatcher over separately allocated arrays (loom models).
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must reach as many records as `geo` says (and `data`
+    /// `slots × 2 × buf_size` bytes), valid while the `Core` lives.
+    #[cfg(any(loom, test))]
+    pub unsafe fn from_parts(
+        geo: Geometry,
+        groups: *const GroupRec,
+        workers: *const WorkerRec,
+        words: *const AtomicU64,
+        heads: *const SlotHead,
+        data: *mut u8,
+    ) -> Core {
+        Core {
+            geo,
+            groups,
+            workers,
+            words,
+            heads,
+            data,
+            cursor: AtomicU32::new(0),
+        }
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// Group record `g` (< groups).
+    pub fn group(&self, g: u32) -> &GroupRec {
+        assert!(g < self.geo.groups);
+        // SAFETY: in bounds; memory valid while self lives.
+        unsafe { &*self.groups.add(g as usize) }
+    }
+
+    /// Worker record `i` (< workers).
+    pub fn worker(&self, i: u32) -> &WorkerRec {
+        assert!(i < self.geo.workers);
+        // SAFETY: in bounds; memory valid while self lives.
+        unsafe { &*self.workers.add(i as usize) }
+    }
+
+    fn word(&self, i: u32) -> &AtomicU64 {
+        assert!(i < self.geo.slots);
+        // SAFETY: in bounds; memory valid while self lives.
+        unsafe { &*self.words.add(i as usize) }
+    }
+
+    /// Slot head `i` (< slots).
+    pub fn head(&self, i: u32) -> &SlotHead {
+        assert!(i < self.geo.slots);
+        // SAFETY: in bounds; memory valid while self lives.
+        unsafe { &*self.heads.add(i as usize) }
+    }
+
+    /// The decoded state word of slot `i`; `None` if it is garbage (a
+    /// damaged region: the slot is then left alone).
+    pub fn slot_word(&self, i: u32) -> Option<SlotWord> {
+        SlotWord::decode(
+            self.word(i).load(Ordering::SeqCst),
+            self.geo.groups,
+            self.geo.workers,
+        )
+    }
+
+    /// The decoded state word of worker record `i`.
+    pub fn worker_word(&self, i: u32) -> Option<WorkerWord> {
+        WorkerWord::decode(self.worker(i).state.load(Ordering::SeqCst), self.geo.groups)
+    }
+
+    fn cas(&self, i: u32, from: SlotWord, to: SlotWord) -> bool {
+        self.word(i)
+            .compare_exchange(
+                from.encode(),
+                to.encode(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    fn buf(&self, i: u32, response: bool) -> *mut u8 {
+        let off = u64::from(i) * 2 * u64::from(self.geo.buf_size)
+            + if response {
+                u64::from(self.geo.buf_size)
+            } else {
+                0
+            };
+        // SAFETY: within the data area (i < slots checked by callers via head()).
+        unsafe { self.data.add(off as usize) }
+    }
+
+    /// The request bytes of slot `i`, `len` bytes (≤ max_message).
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the slot's request buffer (it took the slot).
+    pub unsafe fn request_bytes(&self, i: u32, len: u32) -> &[u8] {
+        assert!(i < self.geo.slots && len <= self.geo.max_message);
+        // SAFETY: in bounds, owned by the caller (contract).
+        unsafe { std::slice::from_raw_parts(self.buf(i, false), len as usize) }
+    }
+
+    /// The response bytes of slot `i`, `len` bytes (≤ max_message).
+    ///
+    /// # Safety
+    ///
+    /// The slot must be done and owned by the caller (its submitter).
+    pub unsafe fn response_bytes(&self, i: u32, len: u32) -> &[u8] {
+        assert!(i < self.geo.slots && len <= self.geo.max_message);
+        // SAFETY: in bounds, owned by the caller (contract).
+        unsafe { std::slice::from_raw_parts(self.buf(i, true), len as usize) }
+    }
+
+    fn copy_in(&self, i: u32, response: bool, bytes: &[u8]) {
+        assert!(i < self.geo.slots && bytes.len() <= self.geo.max_message as usize);
+        // SAFETY: in bounds; the caller owns this buffer (it is filling the
+        // slot, or serving it), so nobody else writes it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf(i, response), bytes.len()) }
+    }
+
+    // -----------------------------------------------------------------
+    // Doorbells.
+
+    /// Wakes the submitter of slot `i`.
+    pub fn ring_slot(&self, i: u32) {
+        let h = self.head(i);
+        h.bell.atomic().fetch_add(1, Ordering::SeqCst);
+        h.bell.wake(1);
+    }
+
+    /// Wakes worker `idx` if it is about to sleep.
+    fn ring_worker(&self, idx: u32) {
+        let w = self.worker(idx);
+        if w.idle.swap(0, Ordering::SeqCst) == 1 {
+            w.bell.atomic().fetch_add(1, Ordering::SeqCst);
+            w.bell.wake(1);
+        }
+    }
+
+    /// Wakes one idle worker of group `g` (if none is idle, every worker
+    /// of the group is busy and scans the slots before it sleeps again).
+    pub fn ring_any(&self, g: u32) {
+        let n = self.geo.workers;
+        let start = self.group(g).pick.fetch_add(1, Ordering::Relaxed) % n;
+        for k in 0..n {
+            let idx = (start + k) % n;
+            let Some(ww) = self.worker_word(idx) else {
+                continue;
+            };
+            if ww.state != WorkerState::Active || ww.group != g {
+                continue;
+            }
+            let rec = self.worker(idx);
+            if rec.idle.load(Ordering::SeqCst) == 1
+                && rec
+                    .idle
+                    .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                rec.bell.atomic().fetch_add(1, Ordering::SeqCst);
+                rec.bell.wake(1);
+                return;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Sessions.
+
+    /// The number of slots that count in `session`'s `in_flight` (queued or
+    /// taken and naming it). Exact when the caller holds the session's
+    /// entry lock: slots only enter or leave those states under it.
+    pub fn recount(&self, session: u64) -> u32 {
+        let mut n = 0;
+        for i in 0..self.geo.slots {
+            let before = self.word(i).load(Ordering::SeqCst);
+            let s = self.head(i).session.load(Ordering::SeqCst);
+            let after = self.word(i).load(Ordering::SeqCst);
+            // The same word before and after (the slot generation changes
+            // with every claim): the session read belongs to this state.
+            if before != after || s != session {
+                continue;
+            }
+            if let Some(w) = SlotWord::decode(after, self.geo.groups, self.geo.workers) {
+                if w.state.in_flight() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Locks `session`'s entry, recounting its `in_flight` if the lock was
+    /// taken over from a dead holder.
+    pub fn lock<'e, E: Env>(&self, env: &'e E, session: u64) -> Result<Option<E::Entry<'e>>> {
+        let mut g = env.lock(session)?;
+        if let Some(e) = g.as_mut() {
+            if e.was_repaired() {
+                // The holder died in the middle of a change: the slots are
+                // the truth (docs/session.md, "Repair").
+                e.set_in_flight(self.recount(session));
+                let bound = e
+                    .binding()
+                    .and_then(|b| WorkerId::from_ref(b, self.geo.workers));
+                let keep = bound.is_some_and(|w| {
+                    self.worker_word(w.index).is_some_and(|ww| {
+                        ww.state == WorkerState::Active
+                            && ww.gen == w.gen
+                            && env.is_alive(ww.holder)
+                    })
+                });
+                if e.binding().is_some() && !keep {
+                    e.set_binding(None);
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Whether worker `w` is registered (record active at its generation)
+    /// in group `g`.
+    fn is_registered(&self, w: WorkerId, g: u32) -> Option<WorkerWord> {
+        self.worker_word(w.index)
+            .filter(|ww| ww.state == WorkerState::Active && ww.gen == w.gen && ww.group == g)
+    }
+
+    /// Whether group `g` has a live worker other than `except`.
+    pub fn group_has_live<E: Env>(&self, env: &E, g: u32, except: Option<WorkerId>) -> bool {
+        (0..self.geo.workers).any(|idx| {
+            self.worker_word(idx).is_some_and(|ww| {
+                ww.state == WorkerState::Active
+                    && ww.group == g
+                    && except
+                        != Some(WorkerId {
+                            index: idx,
+                            gen: ww.gen,
+                        })
+                    && env.is_alive(ww.holder)
+            })
+        })
+    }
+
+    // -----------------------------------------------------------------
+    // The submitter.
+
+    /// Claims a free slot for this process and copies `bytes` in. When a
+    /// pass finds none, frees the slots of dead submitters and tries once
+    /// more; then `Full`.
+    pub fn claim<E: Env>(&self, env: &E, bytes: &[u8]) -> Result<(u32, SlotWord)> {
+        if bytes.len() > self.geo.max_message as usize {
+            return Err(err!(
+                Invalid,
+                "request of {} bytes is larger than the area's max_message of {} bytes",
+                bytes.len(),
+                self.geo.max_message
+            ));
+        }
+        let n = self.geo.slots;
+        for pass in 0..2 {
+            let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let Some(w) = self.slot_word(i) else { continue };
+                if w.state != SlotState::Free {
+                    continue;
+                }
+                let fw = SlotWord {
+                    state: SlotState::Filling,
+                    claimant: env.me(),
+                    gen: (w.gen + 1) & SLOT_GEN_MASK,
+                    ..w
+                };
+                if self.cas(i, w, fw) {
+                    self.cursor.store(i + 1, Ordering::Relaxed);
+                    let h = self.head(i);
+                    h.submitter.store(env.me().0, Ordering::Relaxed);
+                    h.resp_len.store(0, Ordering::Relaxed);
+                    h.status.store(0, Ordering::Relaxed);
+                    h.req_len.store(bytes.len() as u32, Ordering::Relaxed);
+                    self.copy_in(i, false, bytes);
+                    return Ok((i, fw));
+                }
+            }
+            if pass == 0 && self.reclaim(env) == 0 {
+                break;
+            }
+        }
+        Err(err!(
+            Full,
+            "all {n} request slots are in use (by live submitters)"
+        ))
+    }
+
+    /// Queues the filled slot `i` (word `fw`) for `session` to group `g`:
+    /// under the session's entry lock, `in_flight + 1` and the slot queued
+    /// to the session's worker if it is registered in `g`, else to any
+    /// worker of `g`; then rings the worker. On error the slot is freed.
+    pub fn queue<E: Env>(
+        &self,
+        env: &E,
+        i: u32,
+        fw: SlotWord,
+        session: u64,
+        g: u32,
+    ) -> Result<SlotWord> {
+        let h = self.head(i);
+        h.session.store(session, Ordering::SeqCst);
+        let entry = match self.lock(env, session) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.cas(i, fw, SlotWord::free(fw.gen));
+                return Err(err!(
+                    NotFound,
+                    "session {session:#x} does not exist (ended?)"
+                ));
+            }
+            Err(e) => {
+                self.cas(i, fw, SlotWord::free(fw.gen));
+                return Err(e);
+            }
+        };
+        let mut entry = entry;
+        let target = entry
+            .binding()
+            .and_then(|b| WorkerId::from_ref(b, self.geo.workers))
+            .filter(|&t| self.is_registered(t, g).is_some());
+        let mut qw = fw.with(SlotState::Queued, g, target);
+        if !self.cas(i, fw, qw) {
+            return Err(err!(
+                Corrupt,
+                "request slot {i} changed while its submitter filled it"
+            ));
+        }
+        sc_fence();
+        entry.set_in_flight(entry.in_flight().saturating_add(1));
+        if let Some(t) = target {
+            // The worker may have been reaped between the check and the
+            // queueing; its reaper's scan then may have missed this slot.
+            // Either that scan sees the slot, or this check sees the record
+            // change (both are sequentially consistent).
+            if self.is_registered(t, g).is_none() {
+                let aw = qw.with(SlotState::Queued, g, None);
+                if self.cas(i, qw, aw) {
+                    qw = aw;
+                }
+            }
+        }
+        drop(entry);
+        self.group(g).submitted.fetch_add(1, Ordering::Relaxed);
+        match qw.worker {
+            Some(t) => self.ring_worker(t.index),
+            None => self.ring_any(g),
+        }
+        Ok(qw)
+    }
+
+    /// Where the request in slot `i` (generation `gen`) is: `Some` once it
+    /// is answered or failed.
+    pub fn poll(&self, i: u32, gen: u32) -> Result<Option<Outcome>> {
+        let w = self
+            .slot_word(i)
+            .ok_or_else(|| err!(Corrupt, "request slot {i} has a damaged state word"))?;
+        if w.gen != gen || matches!(w.state, SlotState::Free | SlotState::Filling) {
+            return Err(err!(
+                Corrupt,
+                "request slot {i} was reused while its submitter waited for it"
+            ));
+        }
+        Ok(match w.state {
+            SlotState::Done => {
+                let len = self.head(i).resp_len.load(Ordering::SeqCst);
+                if len > self.geo.max_message {
+                    return Err(err!(
+                        Corrupt,
+                        "request slot {i}: response length {len} beyond max_message"
+                    ));
+                }
+                Some(Outcome::Done(len))
+            }
+            SlotState::Failed => {
+                let code = self.head(i).status.load(Ordering::SeqCst);
+                let kind = ErrorKind::ALL
+                    .iter()
+                    .copied()
+                    .find(|k| k.code() == code)
+                    .unwrap_or(ErrorKind::Unavailable);
+                Some(Outcome::Failed(kind))
+            }
+            _ => None,
+        })
+    }
+
+    /// Frees a done or failed slot (the submitter has read it).
+    pub fn collect(&self, i: u32, gen: u32) {
+        if let Some(w) = self.slot_word(i) {
+            if w.gen == gen && matches!(w.state, SlotState::Done | SlotState::Failed) {
+                self.cas(i, w, SlotWord::free(gen));
+            }
+        }
+    }
+
+    /// The waiting submitter's periodic check of slot `i`: if the worker it
+    /// is queued to or taken by is dead, reap it; if it names a worker that
+    /// is gone, move it off; if it waits for any worker of a group that
+    /// has none alive, fail it.
+    pub fn check<E: Env>(&self, env: &E, i: u32, gen: u32) {
+        let Some(w) = self.slot_word(i) else { return };
+        if w.gen != gen || !w.state.in_flight() {
+            return;
+        }
+        match w.worker {
+            Some(x) => match self.worker_word(x.index) {
+                Some(ww) if ww.gen == x.gen && ww.state == WorkerState::Active => {
+                    if !env.is_alive(ww.holder) {
+                        self.reap(env, x);
+                    }
+                }
+                Some(ww) if ww.gen == x.gen && ww.state == WorkerState::Reaping => {
+                    if !env.is_alive(ww.holder) {
+                        self.reap(env, x);
+                    }
+                }
+                // The record was freed or reused: an orphan.
+                _ => self.move_off(env, i, w, x),
+            },
+            None => {
+                if w.state == SlotState::Queued && !self.group_has_live(env, w.group, None) {
+                    self.fail_queued(env, i, w);
+                }
+            }
+        }
+    }
+
+    fn fail_queued<E: Env>(&self, env: &E, i: u32, w: SlotWord) {
+        let session = self.head(i).session.load(Ordering::SeqCst);
+        if self.slot_word(i) != Some(w) {
+            return;
+        }
+        let Ok(mut entry) = self.lock(env, session) else {
+            return;
+        };
+        // Re-check under the lock: a worker may have registered and taken it.
+        if self.group_has_live(env, w.group, None) {
+            return;
+        }
+        self.head(i)
+            .status
+            .store(ErrorKind::Unavailable.code(), Ordering::SeqCst);
+        if self.cas(i, w, w.with(SlotState::Failed, w.group, None)) {
+            if let Some(e) = entry.as_mut() {
+                e.set_in_flight(e.in_flight().saturating_sub(1));
+            }
+            self.group(w.group).failed.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(entry);
+        self.ring_slot(i);
+    }
+
+    /// The submitter no longer waits for slot `i` (its ticket was dropped,
+    /// or it died): a queued request is withdrawn, a taken one is marked so
+    /// that its worker frees it, an answered one is freed.
+    pub fn abandon<E: Env>(&self, env: &E, i: u32, gen: u32) {
+        loop {
+            let Some(w) = self.slot_word(i) else { return };
+            if w.gen != gen {
+                return;
+            }
+            match w.state {
+                SlotState::Free => return,
+                SlotState::Filling => {
+                    if self.cas(i, w, SlotWord::free(gen)) {
+                        return;
+                    }
+                }
+                SlotState::Done | SlotState::Failed => {
+                    if self.cas(i, w, SlotWord::free(gen)) {
+                        return;
+                    }
+                }
+                SlotState::Taken => {
+                    if w.abandoned
+                        || self.cas(
+                            i,
+                            w,
+                            SlotWord {
+                                abandoned: true,
+                                ..w
+                            },
+                        )
+                    {
+                        return;
+                    }
+                }
+                SlotState::Queued => {
+                    let session = self.head(i).session.load(Ordering::SeqCst);
+                    if self.slot_word(i) != Some(w) {
+                        continue;
+                    }
+                    let entry = self.lock(env, session);
+                    if self.cas(i, w, SlotWord::free(gen)) {
+                        if let Ok(Some(mut e)) = entry {
+                            e.set_in_flight(e.in_flight().saturating_sub(1));
+                        }
+                        return;
+                    }
+                    if entry.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the slots whose submitter is dead (what a submitter does when
+    /// it finds no free slot). Returns how many it freed or handed over.
+    pub fn reclaim<E: Env>(&self, env: &E) -> u32 {
+        let mut known: Vec<(Holder, bool)> = Vec::new();
+        let mut alive = |h: Holder| -> bool {
+            if let Some(&(_, a)) = known.iter().find(|(k, _)| *k == h) {
+                return a;
+            }
+            let a = env.is_alive(h);
+            known.push((h, a));
+            a
+        };
+        let mut n = 0;
+        for i in 0..self.geo.slots {
+            let Some(w) = self.slot_word(i) else { continue };
+            match w.state {
+                SlotState::Free => {}
+                SlotState::Filling => {
+                    if !alive(w.claimant) && self.cas(i, w, SlotWord::free(w.gen)) {
+                        n += 1;
+                    }
+                }
+                _ => {
+                    if w.abandoned {
+                        continue; // its worker frees it
+                    }
+                    let s = Holder(self.head(i).submitter.load(Ordering::SeqCst));
+                    if self.slot_word(i) == Some(w) && !alive(s) {
+                        self.abandon(env, i, w.gen);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    // -----------------------------------------------------------------
+    // Workers.
+
+    /// Registers a worker in group `g` for process `env.me()`; when every
+    /// record is in use, reaps dead workers and tries once more.
+    pub fn register<E: Env>(&self, env: &E, g: u32, pid: u32, start: u64) -> Result<WorkerId> {
+        if g >= self.geo.groups {
+            return Err(err!(
+                Invalid,
+                "worker group {g} does not exist (the area has groups 0 to {})",
+                self.geo.groups - 1
+            ));
+        }
+        for pass in 0..2 {
+            for idx in 0..self.geo.workers {
+                let Some(ww) = self.worker_word(idx) else {
+                    continue;
+                };
+                if ww.state != WorkerState::Free {
+                    continue;
+                }
+                let new = WorkerWord {
+                    state: WorkerState::Active,
+                    holder: env.me(),
+                    gen: ww.gen.wrapping_add(1),
+                    group: g,
+                };
+                let rec = self.worker(idx);
+                rec.idle.store(0, Ordering::SeqCst);
+                if rec
+                    .state
+                    .compare_exchange(
+                        ww.encode(),
+                        new.encode(),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+                {
+                    rec.pid.store(pid, Ordering::Relaxed);
+                    rec.start.store(start, Ordering::Relaxed);
+                    rec.served.store(0, Ordering::Relaxed);
+                    return Ok(WorkerId {
+                        index: idx,
+                        gen: new.gen,
+                    });
+                }
+            }
+            if pass == 0 {
+                for idx in 0..self.geo.workers {
+                    if let Some(ww) = self.worker_word(idx) {
+                        if ww.state != WorkerState::Free && !env.is_alive(ww.holder) {
+                            self.reap(
+                                env,
+                                WorkerId {
+                                    index: idx,
+                                    gen: ww.gen,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Err(err!(
+            Full,
+            "all {} worker records are held by live workers",
+            self.geo.workers
+        ))
+    }
+
+    /// Takes the next request for worker `me` of group `g`, scanning from
+    /// `*cursor`: one queued to `me`, or to any worker of `g`. A request
+    /// for any worker binds its session to `me`, unless the session is
+    /// bound to another live worker of `g`: it is then queued to that one
+    /// and the scan goes on.
+    pub fn take<E: Env>(&self, env: &E, me: WorkerId, g: u32, cursor: &mut u32) -> Option<Taken> {
+        let n = self.geo.slots;
+        let mut found: Option<Taken> = None;
+        let mut more = false;
+        let start = *cursor % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(w) = self.slot_word(i) else { continue };
+            if w.state != SlotState::Queued || w.group != g {
+                continue;
+            }
+            if w.worker.is_some() && w.worker != Some(me) {
+                continue;
+            }
+            if found.is_some() {
+                if w.worker.is_none() {
+                    more = true;
+                    break;
+                }
+                continue;
+            }
+            let tw = w.with(SlotState::Taken, g, Some(me));
+            if !self.cas(i, w, tw) {
+                continue;
+            }
+            if w.worker.is_none() && !self.bind_on_take(env, me, g, i, tw) {
+                continue;
+            }
+            *cursor = i + 1;
+            found = Some(Taken {
+                slot: i,
+                word: tw,
+                more: false,
+            });
+        }
+        found.map(|t| Taken { more, ..t })
+    }
+
+    /// See [`Core::take`]. Returns false if the slot was passed on.
+    fn bind_on_take<E: Env>(&self, env: &E, me: WorkerId, g: u32, i: u32, tw: SlotWord) -> bool {
+        let session = self.head(i).session.load(Ordering::SeqCst);
+        let Ok(Some(mut entry)) = self.lock(env, session) else {
+            return true; // the session ended, or its lock is stuck: serve it unbound
+        };
+        let other = match entry
+            .binding()
+            .and_then(|b| WorkerId::from_ref(b, self.geo.workers))
+        {
+            Some(x) if x == me => return true,
+            Some(x) => x,
+            None => {
+                entry.set_binding(Some(me.to_ref()));
+                return true;
+            }
+        };
+        match self.worker_word(other.index) {
+            Some(ww)
+                if ww.state == WorkerState::Active
+                    && ww.gen == other.gen
+                    && env.is_alive(ww.holder) =>
+            {
+                if ww.group != g {
+                    return true; // bound to a worker of another group: serve, leave it
+                }
+            }
+            _ => {
+                // Bound to a worker that is gone: take the binding over.
+                entry.set_binding(Some(me.to_ref()));
+                return true;
+            }
+        }
+        // Another live worker of the group won the binding: pass it on.
+        let mut cur = tw;
+        loop {
+            let to = cur.with(SlotState::Queued, g, Some(other));
+            if self.cas(i, cur, to) {
+                cur = to;
+                sc_fence();
+                break;
+            }
+            match self.slot_word(i) {
+                Some(w)
+                    if w.gen == tw.gen && w.state == SlotState::Taken && w.worker == Some(me) =>
+                {
+                    cur = w
+                }
+                _ => return false,
+            }
+        }
+        // As in `queue`: the worker may have been reaped meanwhile.
+        let target = if self.is_registered(other, g).is_none() {
+            let aw = cur.with(SlotState::Queued, g, None);
+            self.cas(i, cur, aw);
+            None
+        } else {
+            Some(other)
+        };
+        drop(entry);
+        match target {
+            Some(t) => self.ring_worker(t.index),
+            None => self.ring_any(g),
+        }
+        false
+    }
+
+    /// Writes the response of slot `i` (taken by `me` as `tw`) and hands
+    /// it to the submitter: under the session's entry lock, `in_flight - 1`
+    /// and the slot marked done (or freed, if its submitter gave up).
+    pub fn respond<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        i: u32,
+        tw: SlotWord,
+        bytes: &[u8],
+    ) -> Result<()> {
+        if bytes.len() > self.geo.max_message as usize {
+            return Err(err!(
+                Invalid,
+                "response of {} bytes is larger than the area's max_message of {} bytes",
+                bytes.len(),
+                self.geo.max_message
+            ));
+        }
+        self.copy_in(i, true, bytes);
+        let h = self.head(i);
+        h.resp_len.store(bytes.len() as u32, Ordering::SeqCst);
+        self.finish(env, me, i, tw, SlotState::Done)
+    }
+
+    /// Fails slot `i` (taken by `me`): the worker let the request go
+    /// without answering it.
+    pub fn give_back<E: Env>(&self, env: &E, me: WorkerId, i: u32, tw: SlotWord) -> Result<()> {
+        self.head(i)
+            .status
+            .store(ErrorKind::Unavailable.code(), Ordering::SeqCst);
+        self.finish(env, me, i, tw, SlotState::Failed)
+    }
+
+    fn finish<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        i: u32,
+        tw: SlotWord,
+        to: SlotState,
+    ) -> Result<()> {
+        let session = self.head(i).session.load(Ordering::SeqCst);
+        let mut entry = self.lock(env, session)?;
+        loop {
+            let cur = match self.slot_word(i) {
+                Some(w)
+                    if w.gen == tw.gen && w.state == SlotState::Taken && w.worker == Some(me) =>
+                {
+                    w
+                }
+                _ => {
+                    return Err(err!(
+                        Corrupt,
+                        "request slot {i} was taken away from this worker"
+                    ))
+                }
+            };
+            let new = if cur.abandoned {
+                SlotWord::free(cur.gen)
+            } else {
+                cur.with(to, cur.group, Some(me))
+            };
+            if self.cas(i, cur, new) {
+                break;
+            }
+        }
+        if let Some(e) = entry.as_mut() {
+            e.set_in_flight(e.in_flight().saturating_sub(1));
+        }
+        drop(entry);
+        if to == SlotState::Done {
+            self.worker(me.index).served.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ring_slot(i);
+        Ok(())
+    }
+
+    /// Reaps worker `x` if it is dead (or unregisters it, if `x` is the
+    /// caller's own worker: `own`): exactly one process wins the record's
+    /// compare-and-swap to *reaping*; it moves every slot queued to or
+    /// taken by `x` off it, removes the bindings to it, and frees the
+    /// record. Returns whether this call did the reaping.
+    pub fn reap_worker<E: Env>(&self, env: &E, x: WorkerId, own: bool) -> bool {
+        let rec = self.worker(x.index);
+        let group;
+        loop {
+            let Some(ww) = self.worker_word(x.index) else {
+                return false;
+            };
+            if ww.gen != x.gen || ww.state == WorkerState::Free {
+                return false;
+            }
+            if ww.holder == env.me() && !(own && ww.state == WorkerState::Active) {
+                return false; // ours and alive, or this process reaps it already
+            }
+            if !own && env.is_alive(ww.holder) {
+                return false;
+            }
+            let to = WorkerWord {
+                state: WorkerState::Reaping,
+                holder: env.me(),
+                ..ww
+            };
+            if rec
+                .state
+                .compare_exchange(ww.encode(), to.encode(), Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                group = ww.group;
+                break;
+            }
+        }
+        rec.idle.store(0, Ordering::SeqCst);
+        sc_fence();
+        for i in 0..self.geo.slots {
+            if let Some(w) = self.slot_word(i) {
+                if w.state.in_flight() && w.worker == Some(x) {
+                    self.move_off(env, i, w, x);
+                }
+            }
+        }
+        env.remove_bindings_to(x.to_ref());
+        let done = WorkerWord {
+            state: WorkerState::Free,
+            holder: Holder::NONE,
+            gen: x.gen,
+            group: 0,
+        };
+        let reaping = WorkerWord {
+            state: WorkerState::Reaping,
+            holder: env.me(),
+            gen: x.gen,
+            group,
+        };
+        let _ = rec.state.compare_exchange(
+            reaping.encode(),
+            done.encode(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        true
+    }
+
+    /// [`Core::reap_worker`] of another process's worker.
+    pub fn reap<E: Env>(&self, env: &E, x: WorkerId) -> bool {
+        self.reap_worker(env, x, false)
+    }
+
+    /// Moves slot `i` (word `w`, naming worker `x` that is dead or gone)
+    /// off `x`: under its session's entry lock, `in_flight - 1`, the
+    /// session unbound from `x`, and the request queued to any live worker
+    /// of its group (`in_flight + 1`) or failed (`Unavailable`) if the
+    /// group has none. An abandoned request is freed instead.
+    fn move_off<E: Env>(&self, env: &E, i: u32, w: SlotWord, x: WorkerId) {
+        // The session read may belong to a later use of the slot: then the
+        // generation check under the lock below finds the slot moved on.
+        let session = self.head(i).session.load(Ordering::SeqCst);
+        let Ok(mut entry) = self.lock(env, session) else {
+            return;
+        };
+        let live = self.group_has_live(env, w.group, Some(x));
+        let queued;
+        loop {
+            let Some(cur) = self.slot_word(i) else { return };
+            if cur.gen != w.gen || !cur.state.in_flight() || cur.worker != Some(x) {
+                return; // somebody else moved it
+            }
+            let new = if cur.abandoned {
+                SlotWord::free(cur.gen)
+            } else if live {
+                cur.with(SlotState::Queued, cur.group, None)
+            } else {
+                self.head(i)
+                    .status
+                    .store(ErrorKind::Unavailable.code(), Ordering::SeqCst);
+                cur.with(SlotState::Failed, cur.group, None)
+            };
+            if self.cas(i, cur, new) {
+                queued = new.state == SlotState::Queued;
+                sc_fence();
+                break;
+            }
+        }
+        if let Some(e) = entry.as_mut() {
+            if e.binding() == Some(x.to_ref()) {
+                e.set_binding(None);
+            }
+            let n = e.in_flight().saturating_sub(1);
+            e.set_in_flight(if queued { n + 1 } else { n });
+        }
+        drop(entry);
+        let grp = self.group(w.group);
+        if queued {
+            grp.requeued.fetch_add(1, Ordering::Relaxed);
+            self.ring_any(w.group);
+        } else {
+            grp.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ring_slot(i);
+    }
+
+    /// An idle worker's look at its peers: reaps every dead worker of
+    /// group `g`. Returns how many it reaped.
+    pub fn check_peers<E: Env>(&self, env: &E, g: u32) -> u32 {
+        let mut n = 0;
+        for idx in 0..self.geo.workers {
+            if let Some(ww) = self.worker_word(idx) {
+                if ww.state != WorkerState::Free
+                    && ww.group == g
+                    && !env.is_alive(ww.holder)
+                    && self.reap(
+                        env,
+                        WorkerId {
+                            index: idx,
+                            gen: ww.gen,
+                        },
+                    )
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    // -----------------------------------------------------------------
+    // The two blocking loops.
+
+    /// One idle round of worker `me` of group `g`: marks it idle, scans,
+    /// spins up to `spins` times on its doorbell, sleeps on it at most
+    /// `sleep` (`None`: until rung), then scans once more. A worker that was
+    /// rung for a request of any worker and sees more of them passes the
+    /// ring on to another idle worker of the group.
+    pub fn next_once<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        g: u32,
+        cursor: &mut u32,
+        sleep: Option<std::time::Duration>,
+        spins: u32,
+    ) -> Option<Taken> {
+        let rec = self.worker(me.index);
+        // Whoever queues a request for this worker after this store either
+        // is seen by the scan below or sees `idle` and rings the doorbell,
+        // which then no longer holds `s`.
+        rec.idle.store(1, Ordering::SeqCst);
+        sc_fence();
+        let s = rec.bell.load(Ordering::SeqCst);
+        let mut t = self.take(env, me, g, cursor);
+        if t.is_none() {
+            for _ in 0..spins {
+                if rec.bell.load(Ordering::Relaxed) != s {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if rec.bell.load(Ordering::SeqCst) == s {
+                rec.bell.wait(s, sleep);
+            }
+        }
+        let rung = rec.idle.swap(0, Ordering::SeqCst) == 0;
+        if t.is_none() {
+            t = self.take(env, me, g, cursor);
+        }
+        if rung && t.as_ref().is_some_and(|t| t.more) {
+            self.ring_any(g);
+        }
+        t
+    }
+
+    /// The submitter's wait for slot `i` (generation `gen`): spins up to
+    /// `spins` times, then sleeps on the slot's futex, checking the
+    /// request's worker (or group) every [`CHECK_EVERY`] (under loom: before
+    /// every sleep). `Timeout` once `deadline` passes (ignored under loom).
+    pub fn wait<E: Env>(
+        &self,
+        env: &E,
+        i: u32,
+        gen: u32,
+        deadline: Option<std::time::Instant>,
+        spins: u32,
+    ) -> Result<Outcome> {
+        let h = self.head(i);
+        for k in 0..spins {
+            if let Some(o) = self.poll(i, gen)? {
+                return Ok(o);
+            }
+            if k % 64 == 63 {
+                crate::sync::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        #[cfg(not(loom))]
+        let mut next_check = std::time::Instant::now() + CHECK_EVERY;
+        loop {
+            let s = h.bell.load(Ordering::SeqCst);
+            if let Some(o) = self.poll(i, gen)? {
+                return Ok(o);
+            }
+            #[cfg(loom)]
+            let (due, slice) = {
+                let _ = deadline;
+                (true, None)
+            };
+            #[cfg(not(loom))]
+            let (due, slice) = {
+                let now = std::time::Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(err!(
+                        Timeout,
+                        "no response to the request in slot {i} within the timeout"
+                    ));
+                }
+                let due = now >= next_check;
+                if due {
+                    next_check = now + CHECK_EVERY;
+                }
+                let mut slice = next_check.saturating_duration_since(now);
+                if let Some(d) = deadline {
+                    slice = slice.min(d.saturating_duration_since(now));
+                }
+                (due, Some(slice))
+            };
+            if due {
+                self.check(env, i, gen);
+                if h.bell.load(Ordering::SeqCst) != s {
+                    continue;
+                }
+            }
+            h.bell.wait(s, slice);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The table behind the trait.
+
+impl EntryOps for super::entry::EntryGuard<'_> {
+    fn in_flight(&self) -> u32 {
+        super::entry::EntryGuard::in_flight(self)
+    }
+    fn set_in_flight(&mut self, n: u32) {
+        super::entry::EntryGuard::set_in_flight(self, n)
+    }
+    fn binding(&self) -> Option<WorkerRef> {
+        super::entry::EntryGuard::binding(self)
+    }
+    fn set_binding(&mut self, b: Option<WorkerRef>) {
+        super::entry::EntryGuard::set_binding(self, b)
+    }
+    fn was_repaired(&self) -> bool {
+        super::entry::EntryGuard::was_repaired(self)
+    }
+}
+
+/// `NotFound` from a lock is "no such session"; other errors stay errors.
+fn found<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(g) => Ok(Some(g)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The dispatcher's view of a table's entries (on the heap, in loom
+/// models and unit tests) as one process (`actor`).
+pub struct EntriesEnv<'a> {
+    /// The entries.
+    pub entries: &'a super::entry::Entries,
+    /// Who acts, and how it tells whether others live.
+    pub actor: super::entry::Actor<'a>,
+}
+
+impl Env for EntriesEnv<'_> {
+    type Entry<'b>
+        = super::entry::EntryGuard<'b>
+    where
+        Self: 'b;
+    fn me(&self) -> Holder {
+        self.actor.me
+    }
+    fn is_alive(&self, h: Holder) -> bool {
+        h == self.actor.me || self.actor.live.is_alive(h)
+    }
+    fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>> {
+        found(
+            self.entries
+                .lock(self.actor, super::entry::SessionId(session), None),
+        )
+    }
+    fn remove_bindings_to(&self, worker: WorkerRef) {
+        self.entries
+            .remove_bindings_to(self.actor, worker, std::time::Duration::from_secs(3600));
+    }
+}
+
+#[cfg(not(loom))]
+impl Env for super::table::Table {
+    type Entry<'b> = super::entry::EntryGuard<'b>;
+    fn me(&self) -> Holder {
+        self.membership().holder()
+    }
+    fn is_alive(&self, h: Holder) -> bool {
+        use super::records::Liveness;
+        self.membership().is_alive(h)
+    }
+    fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>> {
+        found(self.lock_entry(super::entry::SessionId(session), super::table::LOCK_TIMEOUT))
+    }
+    fn remove_bindings_to(&self, worker: WorkerRef) {
+        super::table::Table::remove_bindings_to(self, worker);
+    }
+}
