@@ -15,6 +15,9 @@
 
 mod attach;
 
+/// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
+/// `Ticket`, `SessionInfo`).
+mod session;
 use mtipc::{ErrorKind, Semaphore};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOverflowError};
@@ -41,14 +44,24 @@ pub(crate) fn wait_in_slices<T: Send>(
     op: impl Fn(Duration) -> mtipc::Result<T> + Sync,
     timed_out: impl FnOnce(Duration) -> String,
 ) -> PyResult<T> {
+    wait_in_slices_of(py, SIGNAL_CHECK, timeout, op, timed_out)
+}
+
+/// [`wait_in_slices`] with slices of at most `max_slice` (for a core wait
+/// that needs slices longer than [`SIGNAL_CHECK`] to do its periodic work).
+pub(crate) fn wait_in_slices_of<T: Send>(
+    py: Python<'_>,
+    max_slice: Duration,
+    timeout: Option<Duration>,
+    op: impl Fn(Duration) -> mtipc::Result<T> + Sync,
+    timed_out: impl FnOnce(Duration) -> String,
+) -> PyResult<T> {
     // A timeout too large to add to the clock is no limit.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let slice = match deadline {
-            None => SIGNAL_CHECK,
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(SIGNAL_CHECK),
+            None => max_slice,
+            Some(d) => d.saturating_duration_since(Instant::now()).min(max_slice),
         };
         match py.detach(|| op(slice)) {
             Ok(v) => return Ok(v),
@@ -363,6 +376,7 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", mtipc::VERSION)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_class::<Domain>()?;
+    session::add(m)?;
     m.add_class::<attach::Advertisement>()?;
     m.add_class::<attach::Conn>()?;
     m.add_class::<attach::TenantInfo>()?;
