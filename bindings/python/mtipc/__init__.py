@@ -14,6 +14,11 @@ the mtipc core library directly (not its C ABI):
   returns a ``Conn`` (whole messages over TLS 1.3; a context manager,
   iterable over received messages).
 - ``list_tenants(domain)``: the live advertisements, as ``TenantInfo`` objects.
+- ``SessionTable.create(domain, name, ...)`` / ``.open`` / ``.open_or_create``:
+  a session table and its request area (sessions of tenants, looked up as
+  ``SessionInfo``; ``submit`` a request for a session to a worker group,
+  getting a ``Ticket``); ``register_worker(group)`` gives a ``Worker``, whose
+  ``next()`` yields ``Request`` objects to ``respond()`` to.
 - ``Error`` and one subclass per status kind (``InvalidError``,
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
@@ -35,10 +40,15 @@ from ._mtipc import (
     IoError,
     NotFoundError,
     PanicError,
+    Request,
+    SessionInfo,
+    SessionTable,
     TenantInfo,
+    Ticket,
     TimeoutError,
     UnavailableError,
     VersionError,
+    Worker,
     __version__,
     advertise,
     attach,
@@ -61,10 +71,15 @@ __all__ = [
     "IoError",
     "NotFoundError",
     "PanicError",
+    "Request",
+    "SessionInfo",
+    "SessionTable",
     "TenantInfo",
+    "Ticket",
     "TimeoutError",
     "UnavailableError",
     "VersionError",
+    "Worker",
     "__version__",
     "advertise",
     "attach",
