@@ -47,6 +47,7 @@ demo: build python c-examples
 bench: deps
 	$(CARGO) bench --bench wake_latency
 	$(CARGO) bench --bench attach_latency
+	$(CARGO) bench --bench closure_read
 
 clean:
 	$(CARGO) clean
@@ -58,7 +59,7 @@ include mk/python.mk
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region
+FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

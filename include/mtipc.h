@@ -105,6 +105,48 @@ typedef uint32_t mt_status;
 #endif // __cplusplus
 
 /**
+ * The kind of an `mt_value`.
+ */
+enum mt_value_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A byte string (`mt_value_bytes`).
+   */
+  MT_VALUE_BYTES = 1,
+  /**
+   * A UTF-8 string (`mt_value_str`).
+   */
+  MT_VALUE_STR = 2,
+  /**
+   * A signed 64-bit integer (`mt_value_int`).
+   */
+  MT_VALUE_INT = 3,
+  /**
+   * A 64-bit float (`mt_value_float`).
+   */
+  MT_VALUE_FLOAT = 4,
+  /**
+   * A list (`mt_value_len`, `mt_value_list_get`).
+   */
+  MT_VALUE_LIST = 5,
+  /**
+   * A map with string keys, sorted (`mt_value_len`, `mt_value_map_get`,
+   * `mt_value_map_at`).
+   */
+  MT_VALUE_MAP = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mt_value_kind mt_value_kind;
+#else
+typedef uint32_t mt_value_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A live advertisement of a tenant, with its waiter thread.
  *
  * Thread safety: only `mt_advert_free` is called on it, from any thread.
@@ -112,6 +154,28 @@ typedef uint32_t mt_status;
  * it was made from may be freed before it.
  */
 typedef struct mt_advert mt_advert;
+
+/**
+ * One open version of a shared closure, mapped read-only (no copy).
+ *
+ * Thread safety: read-only; any number of threads may use one
+ * `mt_closure` (and the `mt_value`s from it) at once. Lifetime: from
+ * `mt_closure_open` to `mt_closure_free`; every pointer and `mt_value`
+ * obtained from it is valid until then, and the version stays on disk at
+ * least as long. The domain handle may be freed before it.
+ */
+typedef struct mt_closure mt_closure;
+
+/**
+ * A value under construction for `mt_closure_publish`: scalars,
+ * `begin_list`/`begin_map` ... `end`, and in a map a `key` before each
+ * value.
+ *
+ * Thread safety: calls on one builder are serialised (use it from one
+ * thread at a time to keep the order meaningful). Lifetime: from
+ * `mt_closure_builder_new` to `mt_closure_builder_free`.
+ */
+typedef struct mt_closure_builder mt_closure_builder;
 
 /**
  * An attached connection: whole messages, both ways, over TLS 1.3.
@@ -212,6 +276,26 @@ typedef struct mt_tenant_info {
    */
   uint64_t since_unix_ms;
 } mt_tenant_info;
+
+/**
+ * A value inside an open closure: a position in its mapping, not a copy.
+ * Only the library makes them (`mt_closure_root`, `mt_value_list_get`,
+ * ...); pass them by value. Valid as long as its closure is open.
+ */
+typedef struct mt_value {
+  /**
+   * The closure the value belongs to.
+   */
+  const struct mt_closure *closure;
+  /**
+   * Where the value is in the closure (private to the library).
+   */
+  uint64_t node;
+  /**
+   * The value's kind.
+   */
+  mt_value_kind kind;
+} mt_value;
 
 #ifdef __cplusplus
 extern "C" {
@@ -382,6 +466,271 @@ mt_status mt_tenant_list_get(const struct mt_tenant_list *l, size_t i, struct mt
  * `l` is NULL or a live list, not used afterwards.
  */
 void mt_tenant_list_free(struct mt_tenant_list *l);
+
+/**
+ * Publishes `len` bytes at `buf` as the new current version of closure
+ * `name` (its value is that byte string) and stores the version number in
+ * `*version` (if not NULL): 1 for the first, then increasing; concurrent
+ * publishers get distinct versions. Superseded versions no reader holds
+ * are removed.
+ *
+ * `MT_ERR_INVALID` for a bad name (the tenant-id rule: 1 to 64 bytes of
+ * `[A-Za-z0-9_.-]`, not starting with `.` or `-`) or a closure larger than
+ * 1 GiB (the message gives the limit); `MT_ERR_DENIED`/`MT_ERR_CORRUPT`
+ * for a closure directory or head that is not safe or not valid.
+ *
+ * # Safety
+ * `d` is a live handle; `name` a NUL-terminated string; `buf` valid for
+ * `len` bytes (NULL if `len` is 0); `version` NULL or valid for a write.
+ */
+mt_status mt_closure_publish_bytes(const struct mt_domain *d,
+                                   const char *name,
+                                   const uint8_t *buf,
+                                   size_t len,
+                                   uint64_t *version);
+
+/**
+ * Makes an empty builder for `mt_closure_publish`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+mt_status mt_closure_builder_new(struct mt_closure_builder **out);
+
+/**
+ * Frees a builder (and the value in it). NULL is fine.
+ *
+ * # Safety
+ * `b` is NULL or a live builder, not used afterwards.
+ */
+void mt_closure_builder_free(struct mt_closure_builder *b);
+
+/**
+ * Adds an integer (an item of the open list, the value of the key just
+ * given in the open map, or the whole value). `MT_ERR_INVALID` when a map
+ * expects a key, or the value is complete already.
+ *
+ * # Safety
+ * `b` is a live builder.
+ */
+mt_status mt_closure_builder_add_int(struct mt_closure_builder *b, int64_t v);
+
+/**
+ * Adds a float (see `mt_closure_builder_add_int`).
+ *
+ * # Safety
+ * `b` is a live builder.
+ */
+mt_status mt_closure_builder_add_float(struct mt_closure_builder *b, double v);
+
+/**
+ * Adds a UTF-8 string of `len` bytes (copied; no NUL needed; it may
+ * contain NULs). `MT_ERR_INVALID` for bad UTF-8 (see also
+ * `mt_closure_builder_add_int`).
+ *
+ * # Safety
+ * `b` is a live builder; `s` valid for `len` bytes (NULL if `len` is 0).
+ */
+mt_status mt_closure_builder_add_str(struct mt_closure_builder *b, const char *s, size_t len);
+
+/**
+ * Adds a byte string of `len` bytes (copied). See
+ * `mt_closure_builder_add_int`.
+ *
+ * # Safety
+ * `b` is a live builder; `p` valid for `len` bytes (NULL if `len` is 0).
+ */
+mt_status mt_closure_builder_add_bytes(struct mt_closure_builder *b, const uint8_t *p, size_t len);
+
+/**
+ * Opens a list: the values added next are its items, until
+ * `mt_closure_builder_end`. `MT_ERR_INVALID` past 64 levels of nesting.
+ *
+ * # Safety
+ * `b` is a live builder.
+ */
+mt_status mt_closure_builder_begin_list(struct mt_closure_builder *b);
+
+/**
+ * Opens a map: then `mt_closure_builder_key` and a value, for each entry,
+ * and `mt_closure_builder_end`. Keys may come in any order; they are
+ * stored sorted.
+ *
+ * # Safety
+ * `b` is a live builder.
+ */
+mt_status mt_closure_builder_begin_map(struct mt_closure_builder *b);
+
+/**
+ * Gives the key (UTF-8, `len` bytes, copied) of the next value of the open
+ * map. `MT_ERR_INVALID` outside a map, for a key given twice in one map,
+ * or two keys in a row.
+ *
+ * # Safety
+ * `b` is a live builder; `k` valid for `len` bytes (NULL if `len` is 0).
+ */
+mt_status mt_closure_builder_key(struct mt_closure_builder *b, const char *k, size_t len);
+
+/**
+ * Closes the innermost open list or map. `MT_ERR_INVALID` if none is
+ * open, or a map's last key has no value.
+ *
+ * # Safety
+ * `b` is a live builder.
+ */
+mt_status mt_closure_builder_end(struct mt_closure_builder *b);
+
+/**
+ * Publishes the builder's value as the new current version of closure
+ * `name` (see `mt_closure_publish_bytes` for versions and errors). On
+ * success the builder is empty again, ready for the next value; on
+ * failure it keeps its value. `MT_ERR_INVALID` if the value is not
+ * complete (nothing added, or a list or map still open).
+ *
+ * # Safety
+ * `d` is a live handle; `name` a NUL-terminated string; `b` a live
+ * builder; `version` NULL or valid for a write.
+ */
+mt_status mt_closure_publish(const struct mt_domain *d,
+                             const char *name,
+                             struct mt_closure_builder *b,
+                             uint64_t *version);
+
+/**
+ * Opens the current version of closure `name`: maps it read-only,
+ * validates it, and holds it (a newer version may be published meanwhile:
+ * this one stays readable, unchanged, until `mt_closure_free`).
+ *
+ * `MT_ERR_NOT_FOUND` if it was never published; `MT_ERR_CORRUPT` for a
+ * malformed version file; `MT_ERR_DENIED` for a symbolic link, a file of
+ * another uid or a writable one; `MT_ERR_INVALID` for a bad name. If this
+ * returns an error code, `*out` is unchanged.
+ *
+ * # Safety
+ * `d` is a live handle; `name` a NUL-terminated string; `out` valid for a
+ * write.
+ */
+mt_status mt_closure_open(const struct mt_domain *d, const char *name, struct mt_closure **out);
+
+/**
+ * Lets go of a version: unmaps it and releases its lock; if it was
+ * superseded and this was its last reader, its file is removed. NULL is
+ * fine. Every pointer and `mt_value` from it becomes invalid.
+ *
+ * # Safety
+ * `c` is NULL or a live handle, not used afterwards.
+ */
+void mt_closure_free(struct mt_closure *c);
+
+/**
+ * Stores the version number of an open closure in `*version`.
+ *
+ * # Safety
+ * `c` is a live handle; `version` valid for a write.
+ */
+mt_status mt_closure_version(const struct mt_closure *c, uint64_t *version);
+
+/**
+ * The bytes of a bytes closure (published with `mt_closure_publish_bytes`),
+ * in place: `*ptr` points into the read-only mapping, valid until
+ * `mt_closure_free`; no copy is made. `MT_ERR_INVALID` if the closure's
+ * value is not a byte string.
+ *
+ * # Safety
+ * `c` is a live handle; `ptr` and `len` valid for a write.
+ */
+mt_status mt_closure_bytes(const struct mt_closure *c, const uint8_t **ptr, size_t *len);
+
+/**
+ * The closure's value (its root).
+ *
+ * # Safety
+ * `c` is a live handle; `out` valid for a write.
+ */
+mt_status mt_closure_root(const struct mt_closure *c, struct mt_value *out);
+
+/**
+ * The integer `v` holds. `MT_ERR_INVALID` if it is another kind.
+ *
+ * # Safety
+ * `v` comes from the library and its closure is open; `out` valid for a
+ * write.
+ */
+mt_status mt_value_int(struct mt_value v, int64_t *out);
+
+/**
+ * The float `v` holds. `MT_ERR_INVALID` if it is another kind.
+ *
+ * # Safety
+ * As `mt_value_int`.
+ */
+mt_status mt_value_float(struct mt_value v, double *out);
+
+/**
+ * The string `v` holds, in place: `*ptr` is UTF-8 followed by a NUL
+ * (`*len` bytes before it; the string itself may contain NULs), valid
+ * until `mt_closure_free`. `MT_ERR_INVALID` if it is another kind.
+ *
+ * # Safety
+ * As `mt_value_int`; `ptr` and `len` valid for a write.
+ */
+mt_status mt_value_str(struct mt_value v, const char **ptr, size_t *len);
+
+/**
+ * The byte string `v` holds, in place (valid until `mt_closure_free`).
+ * `MT_ERR_INVALID` if it is another kind.
+ *
+ * # Safety
+ * As `mt_value_int`; `ptr` and `len` valid for a write.
+ */
+mt_status mt_value_bytes(struct mt_value v, const uint8_t **ptr, size_t *len);
+
+/**
+ * The number of items of a list, entries of a map, or bytes of a string
+ * or byte string. `MT_ERR_INVALID` for a number.
+ *
+ * # Safety
+ * As `mt_value_int`; `len` valid for a write.
+ */
+mt_status mt_value_len(struct mt_value v, size_t *len);
+
+/**
+ * Item `i` of a list. `MT_ERR_INVALID` if `v` is not a list or `i` is
+ * out of range.
+ *
+ * # Safety
+ * As `mt_value_int`; `out` valid for a write.
+ */
+mt_status mt_value_list_get(struct mt_value v, size_t i, struct mt_value *out);
+
+/**
+ * The value of `key` (`key_len` bytes, no NUL needed) in a map, found by
+ * binary search. `MT_ERR_NOT_FOUND` if the map has no such key,
+ * `MT_ERR_INVALID` if `v` is not a map.
+ *
+ * # Safety
+ * As `mt_value_int`; `key` valid for `key_len` bytes (NULL if 0); `out`
+ * valid for a write.
+ */
+mt_status mt_value_map_get(struct mt_value v,
+                           const char *key,
+                           size_t key_len,
+                           struct mt_value *out);
+
+/**
+ * Entry `i` of a map, in key order: its key in place (UTF-8 followed by a
+ * NUL, `*key_len` bytes before it) and its value. `key`, `key_len` and
+ * `value` may each be NULL if not wanted. `MT_ERR_INVALID` if `v` is not
+ * a map or `i` is out of range.
+ *
+ * # Safety
+ * As `mt_value_int`; each out-parameter NULL or valid for a write.
+ */
+mt_status mt_value_map_at(struct mt_value v,
+                          size_t i,
+                          const char **key,
+                          size_t *key_len,
+                          struct mt_value *value);
 
 /**
  * Opens the domain at `path`, creating the directory (mode 0700), its layout

@@ -661,6 +661,265 @@ inline std::vector<TenantInfo> list_tenants(const Domain &domain) {
     return out;
 }
 
+/**
+ * A value inside an open Closure: a position in its read-only mapping, not
+ * a copy (a thin wrapper of mt_value). Valid while the Closure it came from
+ * is alive (moving a Closure keeps its values valid: the mapping does not
+ * move). Strings and bytes are std::string_views into
+ * the mapping. Failing calls (wrong kind, out of range) throw Error.
+ */
+class Value {
+public:
+    /** Wraps a value the C ABI gave. */
+    explicit Value(const mt_value &v) noexcept : v_(v) {}
+
+    /** Its kind (MT_VALUE_MAP, MT_VALUE_LIST, MT_VALUE_STR, ...). */
+    mt_value_kind kind() const noexcept { return v_.kind; }
+
+    /** The integer. Throws Error(MT_ERR_INVALID) for another kind. */
+    std::int64_t as_int() const {
+        std::int64_t out = 0;
+        check(mt_value_int(v_, &out));
+        return out;
+    }
+
+    /** The float. Throws Error(MT_ERR_INVALID) for another kind. */
+    double as_float() const {
+        double out = 0;
+        check(mt_value_float(v_, &out));
+        return out;
+    }
+
+    /** The string, in place (a NUL follows it in memory). Throws for another kind. */
+    std::string_view as_str() const {
+        const char *p = nullptr;
+        std::size_t n = 0;
+        check(mt_value_str(v_, &p, &n));
+        return std::string_view(p, n);
+    }
+
+    /** The byte string, in place. Throws Error(MT_ERR_INVALID) for another kind. */
+    std::string_view as_bytes() const {
+        const std::uint8_t *p = nullptr;
+        std::size_t n = 0;
+        check(mt_value_bytes(v_, &p, &n));
+        return std::string_view(reinterpret_cast<const char *>(p), n);
+    }
+
+    /** Items of a list, entries of a map, bytes of a string. Throws for a number. */
+    std::size_t size() const {
+        std::size_t n = 0;
+        check(mt_value_len(v_, &n));
+        return n;
+    }
+
+    /** Item `i` of a list. Throws Error(MT_ERR_INVALID) if not a list or out of range. */
+    Value operator[](std::size_t i) const {
+        mt_value out{};
+        check(mt_value_list_get(v_, i, &out));
+        return Value(out);
+    }
+
+    /** The value of `key` in a map, or std::nullopt if it has none. Throws if not a map. */
+    std::optional<Value> find(std::string_view key) const {
+        mt_value out{};
+        const mt_status st = mt_value_map_get(v_, key.data(), key.size(), &out);
+        if (st == MT_ERR_NOT_FOUND) {
+            return std::nullopt;
+        }
+        check(st);
+        return Value(out);
+    }
+
+    /** The value of `key` in a map. Throws Error(MT_ERR_NOT_FOUND) if absent. */
+    Value operator[](std::string_view key) const {
+        mt_value out{};
+        check(mt_value_map_get(v_, key.data(), key.size(), &out));
+        return Value(out);
+    }
+
+    /** Entry `i` of a map, in key order: its key (in place) and value. Throws. */
+    std::pair<std::string_view, Value> entry(std::size_t i) const {
+        const char *k = nullptr;
+        std::size_t n = 0;
+        mt_value out{};
+        check(mt_value_map_at(v_, i, &k, &n, &out));
+        return {std::string_view(k, n), Value(out)};
+    }
+
+    /** The C value, for calls this wrapper does not cover. */
+    const mt_value &native() const noexcept { return v_; }
+
+private:
+    mt_value v_;
+};
+
+/**
+ * One open version of a shared closure, mapped read-only with no copy
+ * (mt_closure). Opening holds the version: newer ones may be published,
+ * this one stays readable and unchanged until the Closure is destroyed.
+ *
+ * Move-only; the destructor lets go of the version (mt_closure_free). A
+ * moved-from Closure holds none: calls on it throw Error(MT_ERR_INVALID).
+ * One Closure (and its Values) may be read from several threads at once.
+ */
+class Closure {
+public:
+    /** Opens the current version of closure `name` in `domain`. Throws Error. */
+    Closure(const Domain &domain, const std::string &name) {
+        check(mt_closure_open(domain.native_handle(), name.c_str(), &handle_));
+    }
+
+    /** Takes over `other`'s version; `other` is left without one. */
+    Closure(Closure &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+    /** Lets go of this version, then takes over `other`'s. */
+    Closure &operator=(Closure &&other) noexcept {
+        if (this != &other) {
+            mt_closure_free(handle_);
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+
+    /** Not copyable (open it again for a second hold). */
+    Closure(const Closure &) = delete;
+    /** Not copyable (open it again for a second hold). */
+    Closure &operator=(const Closure &) = delete;
+
+    /** Lets go of the version. */
+    ~Closure() { mt_closure_free(handle_); }
+
+    /** The version number. Throws Error. */
+    std::uint64_t version() const {
+        std::uint64_t v = 0;
+        check(mt_closure_version(handle_, &v));
+        return v;
+    }
+
+    /** The value. Throws Error. */
+    Value root() const {
+        mt_value v{};
+        check(mt_closure_root(handle_, &v));
+        return Value(v);
+    }
+
+    /** The bytes of a bytes closure, in place. Throws Error(MT_ERR_INVALID) for a tree. */
+    std::string_view bytes() const {
+        const std::uint8_t *p = nullptr;
+        std::size_t n = 0;
+        check(mt_closure_bytes(handle_, &p, &n));
+        return std::string_view(reinterpret_cast<const char *>(p), n);
+    }
+
+    /** The C handle (owned by this Closure: do not free it); NULL if moved from. */
+    mt_closure *native_handle() const noexcept { return handle_; }
+
+private:
+    mt_closure *handle_ = nullptr;
+};
+
+/**
+ * Builds a value to publish (mt_closure_builder): add_* for scalars,
+ * begin_list()/begin_map() ... end(), and key() before each value in a map.
+ * Each call returns *this, so calls chain. Misuse throws
+ * Error(MT_ERR_INVALID). Move-only; use it from one thread at a time.
+ *
+ *     mtipc::ClosureBuilder b;
+ *     b.begin_map().key("id").add_int(7).key("tags").begin_list().add_str("a").end().end();
+ *     std::uint64_t v = b.publish(domain, "routing");
+ */
+class ClosureBuilder {
+public:
+    /** An empty builder. Throws Error. */
+    ClosureBuilder() { check(mt_closure_builder_new(&handle_)); }
+    /** Takes over `other`'s builder. */
+    ClosureBuilder(ClosureBuilder &&other) noexcept
+        : handle_(std::exchange(other.handle_, nullptr)) {}
+    /** Frees this builder, then takes over `other`'s. */
+    ClosureBuilder &operator=(ClosureBuilder &&other) noexcept {
+        if (this != &other) {
+            mt_closure_builder_free(handle_);
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+    /** Not copyable. */
+    ClosureBuilder(const ClosureBuilder &) = delete;
+    /** Not copyable. */
+    ClosureBuilder &operator=(const ClosureBuilder &) = delete;
+    /** Frees the builder and any value in it. */
+    ~ClosureBuilder() { mt_closure_builder_free(handle_); }
+
+    /** Adds an integer. */
+    ClosureBuilder &add_int(std::int64_t v) {
+        check(mt_closure_builder_add_int(handle_, v));
+        return *this;
+    }
+    /** Adds a float. */
+    ClosureBuilder &add_float(double v) {
+        check(mt_closure_builder_add_float(handle_, v));
+        return *this;
+    }
+    /** Adds a UTF-8 string (copied). */
+    ClosureBuilder &add_str(std::string_view s) {
+        check(mt_closure_builder_add_str(handle_, s.data(), s.size()));
+        return *this;
+    }
+    /** Adds a byte string (copied). */
+    ClosureBuilder &add_bytes(const void *p, std::size_t n) {
+        check(mt_closure_builder_add_bytes(handle_, static_cast<const std::uint8_t *>(p), n));
+        return *this;
+    }
+    /** Opens a list. */
+    ClosureBuilder &begin_list() {
+        check(mt_closure_builder_begin_list(handle_));
+        return *this;
+    }
+    /** Opens a map. */
+    ClosureBuilder &begin_map() {
+        check(mt_closure_builder_begin_map(handle_));
+        return *this;
+    }
+    /** The key of the next value in the open map. */
+    ClosureBuilder &key(std::string_view k) {
+        check(mt_closure_builder_key(handle_, k.data(), k.size()));
+        return *this;
+    }
+    /** Closes the innermost list or map. */
+    ClosureBuilder &end() {
+        check(mt_closure_builder_end(handle_));
+        return *this;
+    }
+
+    /**
+     * Publishes the value as the new current version of closure `name` and
+     * returns its version; the builder is then empty. Throws Error (the
+     * builder keeps its value then).
+     */
+    std::uint64_t publish(const Domain &domain, const std::string &name) {
+        std::uint64_t v = 0;
+        check(mt_closure_publish(domain.native_handle(), name.c_str(), handle_, &v));
+        return v;
+    }
+
+    /** The C handle (owned by this builder). */
+    mt_closure_builder *native_handle() const noexcept { return handle_; }
+
+private:
+    mt_closure_builder *handle_ = nullptr;
+};
+
+/** Publishes `bytes` as the new current version of closure `name`; returns the version. Throws Error. */
+inline std::uint64_t publish_bytes(const Domain &domain, const std::string &name,
+                                   std::string_view bytes) {
+    std::uint64_t v = 0;
+    check(mt_closure_publish_bytes(domain.native_handle(), name.c_str(),
+                                   reinterpret_cast<const std::uint8_t *>(bytes.data()),
+                                   bytes.size(), &v));
+    return v;
+}
+
 } // namespace mtipc
 
 #endif /* MTIPC_HPP */

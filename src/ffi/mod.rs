@@ -15,6 +15,7 @@ mod panic;
 mod status;
 
 pub mod attach;
+pub mod closure;
 pub mod domain;
 
 pub use status::{mt_last_error, mt_status, mt_status_str, mt_version};

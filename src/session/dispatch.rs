@@ -474,14 +474,19 @@ impl Core {
             .and_then(|b| WorkerId::from_ref(b, self.geo.workers))
             .filter(|&t| self.is_registered(t, g).is_some());
         let mut qw = fw.with(SlotState::Queued, g, target);
+        // Counted first, so a queued or taken slot is always counted (a
+        // worker may take it before this lock is released). If this
+        // process dies in between, the next holder recounts.
+        let before = entry.in_flight();
+        entry.set_in_flight(before.saturating_add(1));
         if !self.cas(i, fw, qw) {
+            entry.set_in_flight(before);
             return Err(err!(
                 Corrupt,
                 "request slot {i} changed while its submitter filled it"
             ));
         }
         sc_fence();
-        entry.set_in_flight(entry.in_flight().saturating_add(1));
         if let Some(t) = target {
             // The worker may have been reaped between the check and the
             // queueing; its reaper's scan then may have missed this slot.
@@ -1107,7 +1112,8 @@ impl Core {
     // -----------------------------------------------------------------
     // The two blocking loops.
 
-    /// One idle round of worker `me` of group `g`: marks it idle, scans,
+    /// One round of worker `me` of group `g`: takes a request if one is
+    /// queued; else marks the worker idle, scans again,
     /// spins up to `spins` times on its doorbell, sleeps on it at most
     /// `sleep` (`None`: until rung), then scans once more. A worker that was
     /// rung for a request of any worker and sees more of them passes the
@@ -1121,6 +1127,10 @@ impl Core {
         sleep: Option<std::time::Duration>,
         spins: u32,
     ) -> Option<Taken> {
+        // Busy: take without announcing idleness (no doorbell rings then).
+        if let Some(t) = self.take(env, me, g, cursor) {
+            return Some(t);
+        }
         let rec = self.worker(me.index);
         // Whoever queues a request for this worker after this store either
         // is seen by the scan below or sees `idle` and rings the doorbell,
@@ -1152,8 +1162,10 @@ impl Core {
 
     /// The submitter's wait for slot `i` (generation `gen`): spins up to
     /// `spins` times, then sleeps on the slot's futex, checking the
-    /// request's worker (or group) every [`CHECK_EVERY`] (under loom: before
-    /// every sleep). `Timeout` once `deadline` passes (ignored under loom).
+    /// request's worker (or group) whenever `*next_check` has passed, and
+    /// then every [`CHECK_EVERY`] (under loom: before every sleep).
+    /// `*next_check` belongs to the ticket, so that short waits in a loop
+    /// still check. `Timeout` once `deadline` passes (ignored under loom).
     pub fn wait<E: Env>(
         &self,
         env: &E,
@@ -1161,6 +1173,7 @@ impl Core {
         gen: u32,
         deadline: Option<std::time::Instant>,
         spins: u32,
+        next_check: &mut std::time::Instant,
     ) -> Result<Outcome> {
         let h = self.head(i);
         for k in 0..spins {
@@ -1173,8 +1186,8 @@ impl Core {
                 std::hint::spin_loop();
             }
         }
-        #[cfg(not(loom))]
-        let mut next_check = std::time::Instant::now() + CHECK_EVERY;
+        #[cfg(loom)]
+        let _ = next_check;
         loop {
             let s = h.bell.load(Ordering::SeqCst);
             if let Some(o) = self.poll(i, gen)? {
@@ -1194,9 +1207,9 @@ impl Core {
                         "no response to the request in slot {i} within the timeout"
                     ));
                 }
-                let due = now >= next_check;
+                let due = now >= *next_check;
                 if due {
-                    next_check = now + CHECK_EVERY;
+                    *next_check = now + CHECK_EVERY;
                 }
                 let mut slice = next_check.saturating_duration_since(now);
                 if let Some(d) = deadline {

@@ -27,9 +27,9 @@ pub mod table;
 mod worker;
 
 #[cfg(all(test, loom))]
-mod loom_dispatch;
-#[cfg(all(test, loom))]
 mod loom_models;
+#[cfg(all(test, loom))]
+mod loom_models_dispatch;
 
 pub use entry::{
     EntryGuard, Session, SessionId, WorkerRef, ENTRY_SIZE, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA,

@@ -268,6 +268,7 @@ impl Sessions {
             session,
             group,
             open: true,
+            next_check: Instant::now() + super::dispatch::CHECK_EVERY,
         })
     }
 
@@ -475,6 +476,8 @@ pub struct Ticket {
     session: SessionId,
     group: u32,
     open: bool,
+    /// When the next look at the request's worker is due.
+    next_check: Instant,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -532,7 +535,8 @@ impl Ticket {
 
     /// Waits at most `timeout` (`None`: no limit) for the response: spins
     /// as [`Sessions::set_spin`] says, then sleeps on the slot's futex,
-    /// checking every [`super::dispatch::CHECK_EVERY`] that the worker
+    /// checking every [`super::dispatch::CHECK_EVERY`] (counted from the
+    /// submit, across calls of `wait` and `poll`) that the worker
     /// serving the request lives (a dead one is reaped and the request
     /// served by another worker of the group) and that the group has a
     /// live worker at all.
@@ -545,16 +549,28 @@ impl Ticket {
         self.check_open()?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let s = &self.sessions;
-        let o =
-            s.0.core
-                .wait(&s.0.table, self.slot, self.gen, deadline, s.spin())?;
+        let o = s.0.core.wait(
+            &s.0.table,
+            self.slot,
+            self.gen,
+            deadline,
+            s.spin(),
+            &mut self.next_check,
+        )?;
         self.outcome(o)
     }
 
     /// The response if it is there, without waiting (`Ok(None)`: not yet).
-    /// Errors as [`Ticket::wait`], without `Timeout`.
+    /// Like [`Ticket::wait`], it checks the request's worker when a check
+    /// is due. Errors as [`Ticket::wait`], without `Timeout`.
     pub fn poll(&mut self) -> Result<Option<Response<'_>>> {
         self.check_open()?;
+        let now = Instant::now();
+        if now >= self.next_check {
+            self.next_check = now + super::dispatch::CHECK_EVERY;
+            let s = &self.sessions.0;
+            s.core.check(&s.table, self.slot, self.gen);
+        }
         match self.sessions.0.core.poll(self.slot, self.gen)? {
             None => Ok(None),
             Some(o) => self.outcome(o).map(Some),
@@ -786,13 +802,29 @@ mod tests {
         assert_eq!(t.wait(T).unwrap_err().kind(), ErrorKind::Invalid);
         drop(t);
         assert_eq!(s.snapshot().slots.free, 8);
-        // A short timeout is a timeout (the check comes after CHECK_EVERY).
+        // A short timeout is a timeout (the check comes after CHECK_EVERY);
+        // short waits in a loop still get to the check.
         let mut t = s.submit(id, 1, b"q").unwrap();
-        assert_eq!(
-            t.wait(Some(Duration::from_millis(20))).unwrap_err().kind(),
-            ErrorKind::Timeout
-        );
-        assert_eq!(t.wait(T).unwrap_err().kind(), ErrorKind::Unavailable);
+        let mut timeouts = 0;
+        let e = loop {
+            match t.wait(Some(Duration::from_millis(20))) {
+                Err(e) if e.kind() == ErrorKind::Timeout => timeouts += 1,
+                Err(e) => break e,
+                Ok(_) => panic!("answered without a worker"),
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!((3..20).contains(&timeouts), "{timeouts} timeouts first");
+        // Polling alone gets there too.
+        let mut t = s.submit(id, 1, b"q").unwrap();
+        let e = loop {
+            match t.poll() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) => panic!("answered without a worker"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
     }
 
     #[test]

@@ -19,6 +19,11 @@ the mtipc core library directly (not its C ABI):
   ``SessionInfo``; ``submit`` a request for a session to a worker group,
   getting a ``Ticket``); ``register_worker(group)`` gives a ``Worker``, whose
   ``next()`` yields ``Request`` objects to ``respond()`` to.
+- ``publish_closure(domain, name, value)``: publish an immutable value (bytes,
+  or nested dict/list/str/int/float) as the new version of a shared closure;
+  ``open_closure(domain, name)``: map its current version read-only, as a
+  ``Closure`` (``.version``, ``.value``: ``ClosureMap``/``ClosureList`` views,
+  ``memoryview`` for bytes; a context manager).
 - ``Error`` and one subclass per status kind (``InvalidError``,
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
@@ -28,6 +33,9 @@ the mtipc core library directly (not its C ABI):
 from ._mtipc import (
     Advertisement,
     ClosedError,
+    Closure,
+    ClosureList,
+    ClosureMap,
     Conn,
     CorruptError,
     DeferredError,
@@ -53,12 +61,17 @@ from ._mtipc import (
     advertise,
     attach,
     list_tenants,
+    open_closure,
+    publish_closure,
     version,
 )
 
 __all__ = [
     "Advertisement",
     "ClosedError",
+    "Closure",
+    "ClosureList",
+    "ClosureMap",
     "Conn",
     "CorruptError",
     "DeferredError",
@@ -84,5 +97,7 @@ __all__ = [
     "advertise",
     "attach",
     "list_tenants",
+    "open_closure",
+    "publish_closure",
     "version",
 ]

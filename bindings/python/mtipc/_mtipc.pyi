@@ -6,9 +6,9 @@
 
 import datetime
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from types import TracebackType
-from typing import ClassVar, TypedDict, Union, final
+from typing import ClassVar, TypedDict, TypeVar, Union, final, overload
 
 from typing_extensions import Buffer
 
@@ -27,6 +27,11 @@ __all__ = [
     "advertise",
     "attach",
     "list_tenants",
+    "Closure",
+    "ClosureMap",
+    "ClosureList",
+    "publish_closure",
+    "open_closure",
     "Error",
     "InvalidError",
     "NotFoundError",
@@ -660,6 +665,93 @@ def attach(
 def list_tenants(domain: Domain) -> list[TenantInfo]:
     """The live advertisements (tenants and the daemon ``"@mtipcd"``), sorted
     by id; stale ones are cleaned up on the way."""
+
+_T = TypeVar("_T")
+
+_ClosureValue = Union["ClosureMap", "ClosureList", memoryview, str, int, float]
+"""What a closure holds, as read: views for maps and lists, a read-only
+``memoryview`` for bytes (zero copy), ``str``, ``int`` or ``float``."""
+
+_PublishValue = Union[
+    Buffer, str, int, float, Mapping[str, "_PublishValue"], Sequence["_PublishValue"]
+]
+"""What ``publish_closure`` takes: bytes-like objects, ``str``, ``int``
+(64-bit), ``float``, and ``dict``s (``str`` keys) and ``list``s/``tuple``s of
+them (at most 64 levels deep). ``bool`` is refused."""
+
+@final
+class ClosureMap(Mapping[str, _ClosureValue]):
+    """A read-only map inside an open closure (``str`` keys, sorted); a
+    ``collections.abc.Mapping``. Keeps its version open while it lives."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: str, /) -> _ClosureValue: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    @overload
+    def get(self, key: str, default: None = None, /) -> _ClosureValue | None: ...
+    @overload
+    def get(self, key: str, default: _ClosureValue, /) -> _ClosureValue: ...
+    @overload
+    def get(self, key: str, default: _T, /) -> _ClosureValue | _T: ...
+    def keys(self) -> KeysView[str]: ...
+    def values(self) -> ValuesView[_ClosureValue]: ...
+    def items(self) -> ItemsView[str, _ClosureValue]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class ClosureList(Sequence[_ClosureValue]):
+    """A read-only list inside an open closure; a
+    ``collections.abc.Sequence`` (a slice gives a ``list``). Keeps its
+    version open while it lives."""
+
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: int, /) -> _ClosureValue: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> list[_ClosureValue]: ...
+    def __iter__(self) -> Iterator[_ClosureValue]: ...
+    def __contains__(self, value: object, /) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class Closure:
+    """One open version of a shared closure (``open_closure``), mapped
+    read-only with no copy. A context manager: leaving the block (or
+    ``close()``) lets go of the version; views taken from ``value`` keep it
+    until they are gone too."""
+
+    @property
+    def version(self) -> int:
+        """The version number."""
+    @property
+    def name(self) -> str:
+        """The closure's name."""
+    @property
+    def value(self) -> _ClosureValue:
+        """The value; ``InvalidError`` once closed."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def close(self) -> None:
+        """Lets go of the version. Calling it again does nothing."""
+    def __enter__(self) -> Closure: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+def publish_closure(domain: Domain, name: str, value: _PublishValue) -> int:
+    """Publishes ``value`` as the new current version of closure ``name``;
+    returns its version number (1, 2, ...). ``InvalidError`` for a bad name,
+    an integer out of range, nesting past 64 levels or more than 1 GiB;
+    ``TypeError`` for a value of another type."""
+
+def open_closure(domain: Domain, name: str) -> Closure:
+    """Opens the current version of closure ``name`` (``NotFoundError`` if it
+    was never published)."""
 
 class Error(Exception):
     """Base class of every error mtipc raises.

@@ -8,12 +8,14 @@
 //! other Python threads keep running while one waits on the semaphore.
 //!
 //! Discovery and attach (`advertise`, `attach`, `list_tenants`) are in
-//! [`attach`].
+//! [`attach`]; shared closures (`publish_closure`, `open_closure`) in
+//! [`closure`].
 //!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
 
 mod attach;
+mod closure;
 
 /// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
 /// `Ticket`, `SessionInfo`).
@@ -383,6 +385,12 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach::advertise, m)?)?;
     m.add_function(wrap_pyfunction!(attach::attach, m)?)?;
     m.add_function(wrap_pyfunction!(attach::list_tenants, m)?)?;
+    m.add_class::<closure::Closure>()?;
+    m.add_class::<closure::ClosureMap>()?;
+    m.add_class::<closure::ClosureList>()?;
+    m.add_function(wrap_pyfunction!(closure::publish_closure, m)?)?;
+    m.add_function(wrap_pyfunction!(closure::open_closure, m)?)?;
+    closure::register(py)?;
     // Not a module attribute: only atexit holds it.
     let at_exit = wrap_pyfunction!(attach::at_exit, m)?;
     py.import("atexit")?.call_method1("register", (at_exit,))?;

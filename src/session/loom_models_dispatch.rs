@@ -132,7 +132,11 @@ impl World {
         let e = self.env(process);
         let (i, fw) = self.core.claim(&e, req).unwrap();
         let qw = self.core.queue(&e, i, fw, self.session.0, 0).unwrap();
-        let out = match self.core.wait(&e, i, qw.gen, None, 0).unwrap() {
+        let out = match self
+            .core
+            .wait(&e, i, qw.gen, None, 0, &mut std::time::Instant::now())
+            .unwrap()
+        {
             // SAFETY: the slot is done and ours until collected.
             Outcome::Done(n) => Ok(unsafe { self.core.response_bytes(i, n) }.to_vec()),
             Outcome::Failed(k) => Err(k),
@@ -150,6 +154,8 @@ impl World {
             if let Some(t) = self.core.next_once(&e, w, 0, &mut cursor, None, 0) {
                 // SAFETY: the slot is taken by `w`.
                 let req = unsafe { self.core.request_bytes(t.slot, 4) }.to_vec();
+                // The one request, being served, is counted exactly once.
+                assert_eq!(self.in_flight(), 1, "in_flight while served");
                 self.core.respond(&e, w, t.slot, t.word, resp).unwrap();
                 return req;
             }
