@@ -9,7 +9,8 @@
 //!
 //! Discovery and attach (`advertise`, `attach`, `list_tenants`) are in
 //! [`attach`]; shared closures (`publish_closure`, `open_closure`) in
-//! [`closure`].
+//! [`closure`]; sessions and request dispatch (`SessionTable`, `Worker`,
+//! `Request`, `Ticket`) in [`session`].
 //!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
@@ -20,6 +21,7 @@ mod closure;
 /// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
 /// `Ticket`, `SessionInfo`).
 mod session;
+
 use mtipc::{ErrorKind, Semaphore};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOverflowError};
@@ -46,24 +48,14 @@ pub(crate) fn wait_in_slices<T: Send>(
     op: impl Fn(Duration) -> mtipc::Result<T> + Sync,
     timed_out: impl FnOnce(Duration) -> String,
 ) -> PyResult<T> {
-    wait_in_slices_of(py, SIGNAL_CHECK, timeout, op, timed_out)
-}
-
-/// [`wait_in_slices`] with slices of at most `max_slice` (for a core wait
-/// that needs slices longer than [`SIGNAL_CHECK`] to do its periodic work).
-pub(crate) fn wait_in_slices_of<T: Send>(
-    py: Python<'_>,
-    max_slice: Duration,
-    timeout: Option<Duration>,
-    op: impl Fn(Duration) -> mtipc::Result<T> + Sync,
-    timed_out: impl FnOnce(Duration) -> String,
-) -> PyResult<T> {
     // A timeout too large to add to the clock is no limit.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let slice = match deadline {
-            None => max_slice,
-            Some(d) => d.saturating_duration_since(Instant::now()).min(max_slice),
+            None => SIGNAL_CHECK,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK),
         };
         match py.detach(|| op(slice)) {
             Ok(v) => return Ok(v),

@@ -26,7 +26,7 @@
 //! `respond` releases the view it handed out.
 
 use crate::attach::message_arg;
-use crate::{invalid, timeout_arg, to_py, wait_in_slices_of, Domain, SIGNAL_CHECK};
+use crate::{invalid, timeout_arg, to_py, wait_in_slices, Domain, SIGNAL_CHECK};
 use mtipc::session::{
     self as core, DispatchSnapshot, SessionId, Sessions, SessionsConfig, WorkerRef,
 };
@@ -52,13 +52,6 @@ pub(crate) fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// A `Ticket.wait` slice: longer than the core's [`core::dispatch::CHECK_EVERY`],
-/// because the core checks the serving worker's liveness only once a wait
-/// has lasted that long (with shorter slices it would never check, and a
-/// request whose group has no live worker left would wait forever instead
-/// of failing).
-const TICKET_SLICE: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------
 // Argument conversions
@@ -1149,7 +1142,7 @@ impl Ticket {
     ///
     /// While it waits it checks that the worker serving the request lives
     /// (a dead one's requests go to another worker of the group). Signal
-    /// handlers run at least every 150 ms: Ctrl-C interrupts the wait and
+    /// handlers run at least every 100 ms: Ctrl-C interrupts the wait and
     /// the ticket stays valid. `TimeoutError` when the timeout passes (the
     /// ticket stays valid: wait again); `UnavailableError` when the group
     /// has no live worker to serve it; `InvalidError` once the response
@@ -1157,9 +1150,10 @@ impl Ticket {
     #[pyo3(signature = (timeout = None))]
     fn wait<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let timeout = timeout_arg(timeout)?;
-        let got = wait_in_slices_of(
+        // The core checks the serving worker every 100 ms of the ticket's
+        // waits and polls put together, so slicing loses no check.
+        let got = wait_in_slices(
             py,
-            TICKET_SLICE,
             timeout,
             |slice| self.with(|t| t.wait(Some(slice)).map(|r| r.to_vec())),
             |t| {
