@@ -30,6 +30,7 @@ use crate::{invalid, timeout_arg, to_py, wait_in_slices, Domain, SIGNAL_CHECK};
 use mtipc::session::{
     self as core, DispatchSnapshot, SessionId, Sessions, SessionsConfig, WorkerRef,
 };
+use mtipc::sync::Flag;
 use mtipc::ErrorKind;
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
@@ -487,6 +488,7 @@ impl SessionTable {
             group: w.group(),
             view,
             geo,
+            closed: Flag::new(),
             state: Mutex::new(WorkerState {
                 current: None,
                 worker: Some(NonNull::from(Box::leak(Box::new(w)))),
@@ -735,6 +737,8 @@ pub(crate) struct Worker {
     /// The memoryview of the whole request area (see `map_area`).
     view: Py<PyAny>,
     geo: core::requests::Geometry,
+    /// Set by `close()` (read without the state lock, which a wait holds).
+    closed: Flag,
     state: Mutex<WorkerState>,
 }
 
@@ -806,7 +810,7 @@ impl Worker {
             session,
             slot,
             data,
-            answered: Mutex::new(false),
+            answered: Flag::new(),
         })
     }
 
@@ -896,7 +900,7 @@ impl Worker {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.state).worker.is_none()
+        self.closed.is_set()
     }
 
     /// The next request for this worker, waiting at most `timeout` seconds
@@ -936,6 +940,7 @@ impl Worker {
     /// is none; so do requests queued to it. Calling it again does
     /// nothing.
     fn close(&self, py: Python<'_>) {
+        self.closed.set();
         py.detach(|| {
             let w = lock(&self.state).close();
             drop(w);
@@ -1010,7 +1015,7 @@ pub(crate) struct Request {
     session: u64,
     slot: u32,
     data: Py<PyAny>,
-    answered: Mutex<bool>,
+    answered: Flag,
 }
 
 #[pymethods]
@@ -1031,7 +1036,7 @@ impl Request {
     /// valid until `respond()`. `InvalidError` once answered.
     #[getter]
     fn data(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if *lock(&self.answered) {
+        if self.answered.is_set() {
             return Err(invalid(
                 "the request was answered: its data is gone (copy it with bytes(req.data) before respond)"
                     .to_owned(),
@@ -1043,7 +1048,7 @@ impl Request {
     /// Whether `respond()` succeeded.
     #[getter]
     fn answered(&self) -> bool {
-        *lock(&self.answered)
+        self.answered.is_set()
     }
 
     /// Writes `data` (a bytes-like object of at most the table's
@@ -1058,7 +1063,7 @@ impl Request {
         let msg = message_arg(data)?;
         let w = self.worker.get();
         py.detach(|| w.respond(self.seq, &msg)).map_err(to_py)?;
-        *lock(&self.answered) = true;
+        self.answered.set();
         // A view exported further (say to numpy) cannot be released; it
         // keeps the mapping alive, so that is safe, just not enforced.
         let _ = self.data.call_method0(py, "release");
@@ -1077,7 +1082,7 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if !*lock(&self.answered) {
+        if !self.answered.is_set() {
             let w = self.worker.get();
             let seq = self.seq;
             // Failing it takes the session's entry lock: without the GIL
