@@ -11,7 +11,7 @@ by Python workers), then submits --requests requests round-robin over the
 sessions, keeping up to --in-flight of them waiting at once.
 
 Workers answer a request with "<pid> <group>: <the request text,
-upper-cased>". The manager checks each answer against its request and
+upper-cased or reversed>" (py_worker.py upper-cases). The manager checks each answer against its request and
 prints, per session, which worker process served it: the first time, and
 every time the session moves to another worker (when a worker is killed,
 its sessions move to the survivors of its group). At the end it prints, per
@@ -106,7 +106,7 @@ def main() -> int:
             return
         head, _, body = answer.partition(": ")
         words = head.split()
-        if body != p.text.upper() or len(words) != 2 or not words[0].isdigit() or p.number in seen:
+        if body not in (p.text.upper(), p.text[::-1]) or len(words) != 2 or not words[0].isdigit() or p.number in seen:
             wrong += 1
             print(f"request {p.number} of session {s.id:#x}: WRONG answer {answer!r}", flush=True)
             return
