@@ -10,8 +10,8 @@ turn from --groups: in the demo group 0 is served by C workers and group 1
 by Python workers), then submits --requests requests round-robin over the
 sessions, keeping up to --in-flight of them waiting at once.
 
-Workers answer a request with "<pid> <group>: <the request text,
-upper-cased or reversed>" (py_worker.py upper-cases). The manager checks each answer against its request and
+Workers answer a request with "<pid> g<group>: <the request text,
+upper-cased or reversed>" (py_worker.py and c_worker.c upper-case). The manager checks each answer against its request and
 prints, per session, which worker process served it: the first time, and
 every time the session moves to another worker (when a worker is killed,
 its sessions move to the survivors of its group). At the end it prints, per

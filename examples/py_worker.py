@@ -6,7 +6,7 @@ Opens the domain and the session table TABLE (waiting up to 10 s for the
 connection manager to create it), registers as a worker of GROUP (default
 1, the Python group of the demo) and answers every request with
 
-    <pid> <group>: <the request text, upper-cased>
+    <pid> g<group>: <the request text, upper-cased>
 
 printing one line per request. Requests of a session come back to the same
 worker (sticky sessions) while it lives. --delay makes each request take
@@ -76,7 +76,7 @@ def main() -> int:
             text = bytes(req.data).decode("utf-8", "replace")  # copy: data is gone after respond
             if args.delay:
                 time.sleep(args.delay)
-            answer = f"{pid} {args.group}: {text.upper()}"
+            answer = f"{pid} g{args.group}: {text.upper()}"
             req.respond(answer.encode())
             print(f"{pid} g{args.group}: session {req.session:#x} {text!r} -> {answer!r}", flush=True)
             served += 1
