@@ -11,10 +11,11 @@ by Python workers), then submits --requests requests round-robin over the
 sessions, keeping up to --in-flight of them waiting at once.
 
 Workers answer a request with "<pid> g<group>: <the request text,
-upper-cased or reversed>" (py_worker.py and c_worker.c upper-case). The manager checks each answer against its request and
-prints, per session, which worker process served it: the first time, and
-every time the session moves to another worker (when a worker is killed,
-its sessions move to the survivors of its group). At the end it prints, per
+upper-cased or reversed>" (py_worker.py and c_worker.c upper-case). The
+manager checks each answer against its request and prints, per session,
+which worker process served it: the first time, and every time the
+session moves to another worker (when a worker is killed, its sessions
+move to the survivors of its group). At the end it prints, per
 session, the workers that served it, and a summary:
 
     answered   requests answered with their own text
