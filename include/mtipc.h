@@ -30,6 +30,26 @@
 #define MT_WAIT_FOREVER UINT32_MAX
 
 /**
+ * Longest tenant id of a session, in bytes (the tenant-id rule).
+ */
+#define MT_SESSION_TENANT_MAX 64
+
+/**
+ * Size of `mt_session_info.tenant`: the longest tenant id and its NUL.
+ */
+#define MT_SESSION_TENANT_CAP (MT_SESSION_TENANT_MAX + 1)
+
+/**
+ * Most bytes of user data a session holds.
+ */
+#define MT_SESSION_USER_MAX 64
+
+/**
+ * Longest session table name, in bytes (the tenant-id rule).
+ */
+#define MT_SESSION_TABLE_NAME_MAX 64
+
+/**
  * Result of every fallible call. `MT_OK` is 0; the other values are stable
  * and a retired value is never reused. `mt_status_str` names a code and
  * `mt_last_error` gives the calling thread's last detailed message.
@@ -196,12 +216,64 @@ typedef struct mt_conn mt_conn;
 typedef struct mt_domain mt_domain;
 
 /**
+ * A request taken by a worker: its bytes in place in the shared slot.
+ *
+ * Thread safety: one thread at a time (with its worker). Lifetime: until
+ * `mt_request_free`. Answer it with `mt_request_respond` before freeing
+ * it: a request freed unanswered fails, and its submitter gets
+ * `MT_ERR_UNAVAILABLE` (it is not served again). Its worker lives on at
+ * least until the request is freed, even if `mt_worker_free` was called.
+ */
+typedef struct mt_request mt_request;
+
+/**
+ * An open session set: a session table and the request area of the same
+ * name (`<domain>/sessions/<name>.table` and `.requests`).
+ *
+ * Thread safety: one `mt_session_table` may be used from several threads
+ * at once. Lifetime: until `mt_session_table_free`. It may outlive the
+ * domain handle it was opened with, and the workers and tickets made from
+ * it may outlive it (they keep the set open): the process lets go of the
+ * set when the last of them is freed.
+ */
+typedef struct mt_session_table mt_session_table;
+
+/**
  * A snapshot of the live advertisements of a domain.
  *
  * Thread safety: read-only, any thread. Lifetime: until
  * `mt_tenant_list_free`.
  */
 typedef struct mt_tenant_list mt_tenant_list;
+
+/**
+ * A submitted request, on the submitter's side: wait for its response.
+ *
+ * Thread safety: one thread at a time. Lifetime: until `mt_ticket_free`.
+ * Its response, once `mt_ticket_wait` or `mt_ticket_poll` returned
+ * `MT_OK`, stays in its slot, readable with `mt_ticket_response`, until
+ * then. Freeing a ticket whose response was not there yet withdraws the
+ * request (one a worker is serving is dropped when it has answered).
+ */
+typedef struct mt_ticket mt_ticket;
+
+/**
+ * A registered worker of one group.
+ *
+ * Thread safety: one thread at a time, with the requests it takes (a
+ * worker serves one request at a time; register one worker per thread to
+ * serve in several). A call of `mt_worker_next` while another is running,
+ * or while a request it took is still open, is refused with
+ * `MT_ERR_INVALID`. `mt_worker_id` and `mt_worker_group` may be called
+ * from any thread.
+ *
+ * Lifetime: until `mt_worker_free` and `mt_request_free` of its open
+ * request, if any: then it is unregistered (requests queued to it go to
+ * another worker of its group, or fail when there is none, and its
+ * sessions are unbound). A worker whose process dies is reaped the same
+ * way by the first process that notices.
+ */
+typedef struct mt_worker mt_worker;
 
 /**
  * Called with each attached connection, on a thread of its own per
@@ -296,6 +368,83 @@ typedef struct mt_value {
    */
   mt_value_kind kind;
 } mt_value;
+
+/**
+ * Capacities of a new session set (`mt_session_table_create`). Start from
+ * `MT_SESSION_TABLE_OPTS_INIT`; fields may be added at the end in later
+ * versions (`size` tells which the caller knows). A field left 0 takes
+ * its default.
+ */
+typedef struct mt_session_table_opts {
+  /**
+   * `sizeof(mt_session_table_opts)` as the caller compiled it.
+   */
+  uint32_t size;
+  /**
+   * Sessions the table holds, 1 to 16,777,215; 0: 4096.
+   */
+  uint32_t capacity;
+  /**
+   * Worker groups, 2 to 64; 0: 2.
+   */
+  uint32_t groups;
+  /**
+   * Request slots (requests queued or being served at once, over all
+   * submitters), 1 to 65536; 0: 256.
+   */
+  uint32_t slots;
+  /**
+   * Largest request and largest response in bytes, 1 to 16 MiB;
+   * 0: 65536.
+   */
+  uint32_t max_message;
+  /**
+   * Workers registered at once, 1 to 4095; 0: 64.
+   */
+  uint32_t workers;
+} mt_session_table_opts;
+
+/**
+ * One session, as `mt_session_lookup` reads it (a consistent snapshot).
+ */
+typedef struct mt_session_info {
+  /**
+   * Its id.
+   */
+  uint64_t id;
+  /**
+   * The worker it is bound to (as `mt_worker_id` says); 0: unbound.
+   */
+  uint64_t worker;
+  /**
+   * Creation time, ns since the Unix epoch.
+   */
+  uint64_t created_ns;
+  /**
+   * Time of the last create or update, ns since the Unix epoch.
+   */
+  uint64_t updated_ns;
+  /**
+   * The high-level state (the application's; opaque to mtipc).
+   */
+  uint32_t state;
+  /**
+   * Requests of this session queued or being served.
+   */
+  uint32_t in_flight;
+  /**
+   * Bytes of `user` in use.
+   */
+  uint32_t user_len;
+  /**
+   * The tenant id, NUL-terminated.
+   */
+  char tenant[MT_SESSION_TENANT_CAP];
+  /**
+   * The user data (`user_len` bytes).
+   */
+  uint8_t user[MT_SESSION_USER_MAX];
+} mt_session_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -810,6 +959,359 @@ mt_status mt_sem_reset(const struct mt_domain *d, uint32_t *previous);
  */
 mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
 
+/**
+ * Creates the session set `name` in the domain (a session table and its
+ * request area) with the capacities of `opts` (NULL: every default) and
+ * opens it. `name` follows the tenant-id rule (1 to 64 bytes of
+ * `A-Za-z0-9_.-`, not starting with `.` or `-`).
+ *
+ * Errors: `MT_ERR_EXISTS` if it exists already; `MT_ERR_INVALID` for a bad
+ * name, a capacity out of range (the message gives the range) or a bad
+ * `opts.size`.
+ *
+ * # Safety
+ * `d` is a live handle; `name` NUL-terminated; `opts` NULL or valid;
+ * `out` valid for a write.
+ */
+mt_status mt_session_table_create(const struct mt_domain *d,
+                                  const char *name,
+                                  const struct mt_session_table_opts *opts,
+                                  struct mt_session_table **out);
+
+/**
+ * Opens the existing session set `name` (made by this or another
+ * process). Errors: `MT_ERR_NOT_FOUND` if it does not exist;
+ * `MT_ERR_CORRUPT`, `MT_ERR_VERSION` or `MT_ERR_DENIED` for files that are
+ * not a valid set of ours; `MT_ERR_INVALID` for a bad name.
+ *
+ * # Safety
+ * `d` is a live handle; `name` NUL-terminated; `out` valid for a write.
+ */
+mt_status mt_session_table_open(const struct mt_domain *d,
+                                const char *name,
+                                struct mt_session_table **out);
+
+/**
+ * Opens the session set `name`, creating it (or whichever of its two
+ * files is missing) with the capacities of `opts` (NULL: defaults). An
+ * existing set keeps the capacities it was made with.
+ *
+ * # Safety
+ * As `mt_session_table_create`.
+ */
+mt_status mt_session_table_open_or_create(const struct mt_domain *d,
+                                          const char *name,
+                                          const struct mt_session_table_opts *opts,
+                                          struct mt_session_table **out);
+
+/**
+ * Frees the handle. Workers and tickets made from it stay usable. NULL
+ * is fine.
+ *
+ * # Safety
+ * `t` is NULL or a live handle, not used afterwards.
+ */
+void mt_session_table_free(struct mt_session_table *t);
+
+/**
+ * The number of sessions the table holds (0 for NULL).
+ *
+ * # Safety
+ * `t` is NULL or a live handle.
+ */
+uint32_t mt_session_table_capacity(const struct mt_session_table *t);
+
+/**
+ * The number of worker groups, numbered from 0 (0 for NULL).
+ *
+ * # Safety
+ * `t` is NULL or a live handle.
+ */
+uint32_t mt_session_table_groups(const struct mt_session_table *t);
+
+/**
+ * The largest request and the largest response in bytes (0 for NULL).
+ *
+ * # Safety
+ * `t` is NULL or a live handle.
+ */
+uint32_t mt_session_table_max_message(const struct mt_session_table *t);
+
+/**
+ * Sets how many times `mt_ticket_wait` and `mt_worker_next` look again
+ * before they sleep on their futex (0, the default: sleep at once; the
+ * spin-then-block mode saves the wake-up latency at the price of CPU
+ * time). Applies to this handle and to the workers and tickets made from
+ * it, in this process only.
+ *
+ * # Safety
+ * `t` is a live handle.
+ */
+mt_status mt_session_table_set_spin(const struct mt_session_table *t, uint32_t iterations);
+
+/**
+ * Creates a session of `tenant` (the tenant-id rule) with high-level
+ * state `state` and `user_len` bytes of user data (at most
+ * `MT_SESSION_USER_MAX`; `user` may be NULL when `user_len` is 0), and
+ * stores its id in `*id`. Ids are generation-tagged: once the session is
+ * ended its id never resolves again, even when its slot is reused.
+ *
+ * Errors: `MT_ERR_FULL` when every slot holds a session; `MT_ERR_INVALID`
+ * for a bad tenant id or too much user data (the message gives the limit).
+ *
+ * # Safety
+ * `t` is a live handle; `tenant` NUL-terminated; `user` NULL or valid for
+ * `user_len` bytes; `id` valid for a write.
+ */
+mt_status mt_session_create(const struct mt_session_table *t,
+                            const char *tenant,
+                            uint32_t state,
+                            const uint8_t *user,
+                            size_t user_len,
+                            uint64_t *id);
+
+/**
+ * Reads session `id` into `*out`, without any lock (a consistent
+ * snapshot). `MT_ERR_NOT_FOUND` for an ended, stale or malformed id.
+ *
+ * # Safety
+ * `t` is a live handle; `out` valid for a write.
+ */
+mt_status mt_session_lookup(const struct mt_session_table *t,
+                            uint64_t id,
+                            struct mt_session_info *out);
+
+/**
+ * Sets session `id`'s high-level state and, unless `user` is NULL, its
+ * user data (`user_len` bytes, at most `MT_SESSION_USER_MAX`; a non-NULL
+ * `user` with `user_len` 0 empties it). With `user` NULL, `user_len` must
+ * be 0 and the user data is kept. Readers see the old values or the new
+ * ones, never a mix.
+ *
+ * Errors: `MT_ERR_NOT_FOUND` for an ended or stale id; `MT_ERR_INVALID`
+ * for too much user data; `MT_ERR_TIMEOUT` if the session's entry stayed
+ * locked by a live process for 5 s.
+ *
+ * # Safety
+ * `t` is a live handle; `user` NULL or valid for `user_len` bytes.
+ */
+mt_status mt_session_update(const struct mt_session_table *t,
+                            uint64_t id,
+                            uint32_t state,
+                            const uint8_t *user,
+                            size_t user_len);
+
+/**
+ * Binds session `id` to `worker` (an id from `mt_worker_id`, not 0): its
+ * requests then go to that worker while it lives and serves their group.
+ * The dispatcher binds a session by itself when a worker takes a request
+ * of an unbound session; this call is for moving it. Errors as
+ * `mt_session_update`.
+ *
+ * # Safety
+ * `t` is a live handle.
+ */
+mt_status mt_session_bind(const struct mt_session_table *t, uint64_t id, uint64_t worker);
+
+/**
+ * Removes session `id`'s binding, if any: its next request goes to any
+ * free worker of the group. Errors as `mt_session_update`.
+ *
+ * # Safety
+ * `t` is a live handle.
+ */
+mt_status mt_session_unbind(const struct mt_session_table *t, uint64_t id);
+
+/**
+ * Ends session `id`: its slot is free for a new session and `id` never
+ * resolves again. Errors as `mt_session_update`.
+ *
+ * # Safety
+ * `t` is a live handle.
+ */
+mt_status mt_session_end(const struct mt_session_table *t, uint64_t id);
+
+/**
+ * Registers a worker of group `group` (0 to `mt_session_table_groups` - 1)
+ * in this process. Its liveness is the process's: if the process dies,
+ * the first process that notices hands its requests to another worker of
+ * the group.
+ *
+ * Errors: `MT_ERR_INVALID` for a group that does not exist;
+ * `MT_ERR_FULL` when every worker record is held by a live worker.
+ *
+ * # Safety
+ * `t` is a live handle; `out` valid for a write.
+ */
+mt_status mt_worker_register(const struct mt_session_table *t,
+                             uint32_t group,
+                             struct mt_worker **out);
+
+/**
+ * The worker's id, as `mt_session_info.worker` and `mt_session_bind` use
+ * it (never 0; 0 for NULL).
+ *
+ * # Safety
+ * `w` is NULL or a live handle.
+ */
+uint64_t mt_worker_id(const struct mt_worker *w);
+
+/**
+ * The worker's group (0 for NULL).
+ *
+ * # Safety
+ * `w` is NULL or a live handle.
+ */
+uint32_t mt_worker_group(const struct mt_worker *w);
+
+/**
+ * Takes the next request for this worker (one of its bound sessions, or
+ * one for any worker of its group, whose session it then binds), waiting
+ * at most `timeout_ms` (`MT_WAIT_FOREVER`: no limit) for one, and stores
+ * it in `*out`. While it waits, the worker checks its group's other
+ * workers and reaps the dead ones. `MT_ERR_TIMEOUT` if none came.
+ * `MT_ERR_INVALID` while a request it took is still open.
+ *
+ * # Safety
+ * `w` is a live handle; `out` valid for a write.
+ */
+mt_status mt_worker_next(const struct mt_worker *w, uint32_t timeout_ms, struct mt_request **out);
+
+/**
+ * As `mt_worker_next` without waiting: `MT_ERR_DEFERRED` if no request is
+ * queued for this worker.
+ *
+ * # Safety
+ * `w` is a live handle; `out` valid for a write.
+ */
+mt_status mt_worker_try_next(const struct mt_worker *w, struct mt_request **out);
+
+/**
+ * Frees the handle. The worker is unregistered once its open request, if
+ * any, is freed too. NULL is fine.
+ *
+ * # Safety
+ * `w` is NULL or a live handle, not used afterwards.
+ */
+void mt_worker_free(struct mt_worker *w);
+
+/**
+ * The session the request belongs to (0 for NULL).
+ *
+ * # Safety
+ * `r` is NULL or a live handle.
+ */
+uint64_t mt_request_session(const struct mt_request *r);
+
+/**
+ * Stores the address and length of the request's bytes, in place in the
+ * shared slot (no copy), in `*buf` and `*len`. They stay valid until the
+ * request is answered or freed. `MT_ERR_INVALID` once it was answered.
+ *
+ * # Safety
+ * `r` is a live handle; `buf` and `len` valid for a write.
+ */
+mt_status mt_request_data(const struct mt_request *r, const uint8_t **buf, size_t *len);
+
+/**
+ * Answers the request with `len` bytes at `buf` (NULL when `len` is 0),
+ * written into the request's slot; the submitter wakes. The request's
+ * bytes are no longer readable afterwards, and the worker may take its
+ * next request; the handle must still be freed.
+ *
+ * Errors: `MT_ERR_INVALID` for a response over
+ * `mt_session_table_max_message` (the message gives the limit; the
+ * request stays open: answer again with a shorter one), or if it was
+ * answered already; `MT_ERR_TIMEOUT` if its session's entry stayed locked
+ * by a live process for 5 s; `MT_ERR_CORRUPT` if the slot was taken from
+ * this worker (it was found dead).
+ *
+ * # Safety
+ * `r` is a live handle; `buf` NULL or valid for `len` bytes.
+ */
+mt_status mt_request_respond(struct mt_request *r, const uint8_t *buf, size_t len);
+
+/**
+ * Frees the request. One not answered fails: its submitter gets
+ * `MT_ERR_UNAVAILABLE` (the request is not served again). NULL is fine.
+ *
+ * # Safety
+ * `r` is NULL or a live handle, not used afterwards.
+ */
+void mt_request_free(struct mt_request *r);
+
+/**
+ * Submits a request of `len` bytes at `buf` (NULL when `len` is 0) for
+ * session `session` to worker group `group`, and stores its ticket in
+ * `*out`. The request goes to the worker the session is bound to if it
+ * serves `group`, else to any worker of the group; the dispatching runs
+ * in this call (no daemon in the path).
+ *
+ * Errors: `MT_ERR_INVALID` for a request over
+ * `mt_session_table_max_message` (the message gives the limit) or a group
+ * that does not exist; `MT_ERR_NOT_FOUND` for an ended or stale session;
+ * `MT_ERR_FULL` when every request slot is in use by live submitters. A
+ * group without a live worker is reported by `mt_ticket_wait`.
+ *
+ * # Safety
+ * `t` is a live handle; `buf` NULL or valid for `len` bytes; `out` valid
+ * for a write.
+ */
+mt_status mt_request_submit(const struct mt_session_table *t,
+                            uint64_t session,
+                            uint32_t group,
+                            const uint8_t *buf,
+                            size_t len,
+                            struct mt_ticket **out);
+
+/**
+ * Waits at most `timeout_ms` (`MT_WAIT_FOREVER`: no limit) for the
+ * response; `MT_OK` when it is there (read it with `mt_ticket_response`;
+ * a later call returns `MT_OK` again at once). While it waits, it checks
+ * every 100 ms that the worker serving the request lives (a dead one is
+ * reaped and the request served by another worker of the group).
+ *
+ * Errors: `MT_ERR_TIMEOUT` (the ticket stays valid: wait again, or free
+ * it); `MT_ERR_UNAVAILABLE` when no live worker of the group could take
+ * the request, or the worker freed it unanswered (final: every later call
+ * says it again); `MT_ERR_CORRUPT` if the request area was damaged.
+ *
+ * # Safety
+ * `tk` is a live handle.
+ */
+mt_status mt_ticket_wait(struct mt_ticket *tk, uint32_t timeout_ms);
+
+/**
+ * As `mt_ticket_wait` without waiting: `MT_ERR_DEFERRED` if the response
+ * is not there yet. Polling also makes the checks of the request's worker
+ * when they are due.
+ *
+ * # Safety
+ * `tk` is a live handle.
+ */
+mt_status mt_ticket_poll(struct mt_ticket *tk);
+
+/**
+ * Stores the address and length of the response, in place in the shared
+ * slot (no copy), in `*buf` and `*len`; valid until `mt_ticket_free`.
+ * `MT_ERR_INVALID` before `mt_ticket_wait` or `mt_ticket_poll` returned
+ * `MT_OK`.
+ *
+ * # Safety
+ * `tk` is a live handle; `buf` and `len` valid for a write.
+ */
+mt_status mt_ticket_response(const struct mt_ticket *tk, const uint8_t **buf, size_t *len);
+
+/**
+ * Frees the ticket and its response's slot. A request not yet answered
+ * is withdrawn (if a worker is serving it, its answer is dropped). NULL
+ * is fine.
+ *
+ * # Safety
+ * `tk` is NULL or a live handle, not used afterwards.
+ */
+void mt_ticket_free(struct mt_ticket *tk);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
@@ -826,4 +1328,16 @@ mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
  */
 #ifndef MT_ATTACH_OPTS_INIT
 #define MT_ATTACH_OPTS_INIT { (uint32_t)sizeof(mt_attach_opts), 0, 0, 0, NULL }
+#endif
+
+/*
+ * The initializer of mt_session_table_opts: this header's size, every
+ * capacity at its default (4096 sessions, 2 groups, 256 request slots,
+ * 64 KiB messages, 64 workers). Set fields after it:
+ *
+ *     mt_session_table_opts o = MT_SESSION_TABLE_OPTS_INIT;
+ *     o.capacity = 100000;
+ */
+#ifndef MT_SESSION_TABLE_OPTS_INIT
+#define MT_SESSION_TABLE_OPTS_INIT { (uint32_t)sizeof(mt_session_table_opts), 0, 0, 0, 0, 0 }
 #endif

@@ -22,6 +22,14 @@
  *     c.send("world");
  *     std::optional<std::string> reply = c.recv(std::chrono::seconds(1));
  *
+ *     // Sessions: a worker of group 0 (one process) ...
+ *     mtipc::SessionTable t = mtipc::SessionTable::open_or_create(d, "shop");
+ *     mtipc::Worker w = t.register_worker(0);
+ *     if (std::optional<mtipc::Request> r = w.next(std::chrono::milliseconds(200)))
+ *         r->respond("got " + std::string(r->data()));
+ *     // ... and a submitter (another process).
+ *     std::string answer = t.submit(t.create_session("acme"), 0, "hi").get();
+ *
  * Link with -lmtipc (pkg-config --cflags --libs mtipc).
  */
 
@@ -919,6 +927,431 @@ inline std::uint64_t publish_bytes(const Domain &domain, const std::string &name
                                    bytes.size(), &v));
     return v;
 }
+
+// ---------------------------------------------------------------------------
+// Sessions and request dispatch (mt_session_*, mt_worker_*, mt_request_*,
+// mt_ticket_*): see those functions in mtipc.h for the full contract.
+
+/**
+ * Capacities of a new session set (SessionTable::create); a field left 0
+ * takes its default: 4096 sessions, 2 groups, 256 request slots, 64 KiB
+ * messages, 64 workers.
+ */
+struct SessionTableOptions {
+    /** Sessions the table holds (1 to 16,777,215). */
+    std::uint32_t capacity = 0;
+    /** Worker groups (2 to 64), numbered from 0. */
+    std::uint32_t groups = 0;
+    /** Requests queued or being served at once, over all submitters (1 to 65536). */
+    std::uint32_t slots = 0;
+    /** Largest request and largest response in bytes (1 to 16 MiB). */
+    std::uint32_t max_message = 0;
+    /** Workers registered at once (1 to 4095). */
+    std::uint32_t workers = 0;
+};
+
+/** One session, as SessionTable::lookup reads it (a consistent snapshot). */
+struct SessionInfo {
+    /** Its id. */
+    std::uint64_t id = 0;
+    /** The tenant it belongs to. */
+    std::string tenant;
+    /** The high-level state (the application's; opaque to mtipc). */
+    std::uint32_t state = 0;
+    /** The worker it is bound to (Worker::id()); 0: unbound. */
+    std::uint64_t worker = 0;
+    /** Requests of this session queued or being served. */
+    std::uint32_t in_flight = 0;
+    /** Creation time. */
+    std::chrono::system_clock::time_point created;
+    /** Time of the last create or update. */
+    std::chrono::system_clock::time_point updated;
+    /** The user data (at most MT_SESSION_USER_MAX bytes). */
+    std::string user;
+};
+
+namespace detail {
+
+inline std::chrono::system_clock::time_point from_unix_ns(std::uint64_t ns) {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(ns)));
+}
+
+inline const std::uint8_t *bytes(std::string_view s) noexcept {
+    return reinterpret_cast<const std::uint8_t *>(s.data());
+}
+
+/** A move-only owner of one C handle, freed with `Free`. */
+template <typename T, void (*Free)(T *)> class Owned {
+public:
+    Owned() noexcept = default;
+    explicit Owned(T *h) noexcept : h_(h) {}
+    Owned(Owned &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+    Owned &operator=(Owned &&o) noexcept {
+        if (this != &o) {
+            Free(h_);
+            h_ = std::exchange(o.h_, nullptr);
+        }
+        return *this;
+    }
+    Owned(const Owned &) = delete;
+    Owned &operator=(const Owned &) = delete;
+    ~Owned() { Free(h_); }
+    T *get() const noexcept { return h_; }
+    T *release() noexcept { return std::exchange(h_, nullptr); }
+    void reset() noexcept { Free(std::exchange(h_, nullptr)); }
+
+private:
+    T *h_ = nullptr;
+};
+
+} // namespace detail
+
+/**
+ * A request taken by a Worker: its bytes in place in the shared slot.
+ *
+ * Move-only; the destructor frees it (mt_request_free). A request
+ * destroyed unanswered fails: its submitter gets Error(MT_ERR_UNAVAILABLE).
+ * Used from one thread at a time, with its Worker. A moved-from Request
+ * holds nothing: every call on it throws Error(MT_ERR_INVALID).
+ */
+class Request {
+public:
+    /** An empty Request (as a moved-from one). */
+    Request() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_worker_next). */
+    explicit Request(mt_request *handle) noexcept : h_(handle) {}
+
+    /** The session the request belongs to (0 for an empty Request). */
+    std::uint64_t session() const noexcept { return mt_request_session(h_.get()); }
+
+    /**
+     * The request's bytes, in place (no copy): valid until respond() or
+     * the Request's end. Throws Error(MT_ERR_INVALID) once answered.
+     */
+    std::string_view data() const {
+        const std::uint8_t *p = nullptr;
+        std::size_t n = 0;
+        check(mt_request_data(h_.get(), &p, &n));
+        return std::string_view(reinterpret_cast<const char *>(p), n);
+    }
+
+    /**
+     * Answers with `response` (at most SessionTable::max_message() bytes);
+     * the submitter wakes, and the Worker may take its next request.
+     * Throws Error: MT_ERR_INVALID for too long a response (the message
+     * gives the limit; answer again with a shorter one) or a second
+     * answer.
+     */
+    void respond(std::string_view response) {
+        check(mt_request_respond(h_.get(), detail::bytes(response), response.size()));
+    }
+
+    /** True if this Request holds a request. */
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+
+    /** The C handle; NULL for an empty Request. It stays owned by this Request. */
+    mt_request *native_handle() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<mt_request, mt_request_free> h_;
+};
+
+/**
+ * A registered worker of one group (SessionTable::register_worker).
+ *
+ * Move-only; the destructor frees it (mt_worker_free): it is unregistered
+ * once its open Request, if any, is gone too (requests queued to it go to
+ * another worker of its group, its sessions are unbound). One thread at a
+ * time, with its requests; one request at a time (next() throws
+ * Error(MT_ERR_INVALID) while the previous one is neither answered nor
+ * destroyed).
+ */
+class Worker {
+public:
+    /** An empty Worker (as a moved-from one). */
+    Worker() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_worker_register). */
+    explicit Worker(mt_worker *handle) noexcept : h_(handle) {}
+
+    /** The worker's id, as SessionInfo::worker and SessionTable::bind use it (0 if empty). */
+    std::uint64_t id() const noexcept { return mt_worker_id(h_.get()); }
+
+    /** The worker's group. */
+    std::uint32_t group() const noexcept { return mt_worker_group(h_.get()); }
+
+    /**
+     * The next request for this worker, waiting at most `timeout`
+     * (std::nullopt, the default: no limit; a timeout of 2^32 - 1 ms or
+     * more is shortened to the longest finite one); std::nullopt if none
+     * came in time. Throws Error.
+     */
+    std::optional<Request> next(std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+        mt_request *r = nullptr;
+        mt_status st = mt_worker_next(h_.get(), detail::timeout_ms(timeout), &r);
+        if (st == MT_ERR_TIMEOUT) {
+            return std::nullopt;
+        }
+        check(st);
+        return Request(r);
+    }
+
+    /** The next request if one is queued for this worker, without waiting. Throws Error. */
+    std::optional<Request> try_next() {
+        mt_request *r = nullptr;
+        mt_status st = mt_worker_try_next(h_.get(), &r);
+        if (st == MT_ERR_DEFERRED) {
+            return std::nullopt;
+        }
+        check(st);
+        return Request(r);
+    }
+
+    /** True if this Worker holds a worker. */
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+
+    /** The C handle; NULL for an empty Worker. It stays owned by this Worker. */
+    mt_worker *native_handle() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<mt_worker, mt_worker_free> h_;
+};
+
+/**
+ * A submitted request on the submitter's side (SessionTable::submit): wait
+ * for its response, then read it in place.
+ *
+ * Move-only; the destructor frees it (mt_ticket_free): a request not yet
+ * answered is withdrawn. One thread at a time.
+ */
+class Ticket {
+public:
+    /** An empty Ticket (as a moved-from one). */
+    Ticket() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_request_submit). */
+    explicit Ticket(mt_ticket *handle) noexcept : h_(handle) {}
+
+    /**
+     * Waits at most `timeout` (std::nullopt, the default: no limit) for the
+     * response: true when it is there (see response()), false if the
+     * timeout passed (wait again, or drop the ticket). Throws
+     * Error(MT_ERR_UNAVAILABLE) when no live worker of the group could
+     * serve the request (for good: every later call throws it again).
+     */
+    bool wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+        mt_status st = mt_ticket_wait(h_.get(), detail::timeout_ms(timeout));
+        if (st == MT_ERR_TIMEOUT) {
+            return false;
+        }
+        check(st);
+        return true;
+    }
+
+    /** As wait() without waiting: false if the response is not there yet. */
+    bool poll() {
+        mt_status st = mt_ticket_poll(h_.get());
+        if (st == MT_ERR_DEFERRED) {
+            return false;
+        }
+        check(st);
+        return true;
+    }
+
+    /**
+     * The response, in place (no copy), valid as long as the Ticket.
+     * Throws Error(MT_ERR_INVALID) before wait() or poll() returned true.
+     */
+    std::string_view response() const {
+        const std::uint8_t *p = nullptr;
+        std::size_t n = 0;
+        check(mt_ticket_response(h_.get(), &p, &n));
+        return std::string_view(reinterpret_cast<const char *>(p), n);
+    }
+
+    /**
+     * wait(timeout), then a copy of the response; throws
+     * Error(MT_ERR_TIMEOUT) if it did not come in time.
+     */
+    std::string get(std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+        if (!wait(timeout)) {
+            throw Error(MT_ERR_TIMEOUT, "no response within the timeout");
+        }
+        return std::string(response());
+    }
+
+    /** True if this Ticket holds a ticket. */
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+
+    /** The C handle; NULL for an empty Ticket. It stays owned by this Ticket. */
+    mt_ticket *native_handle() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<mt_ticket, mt_ticket_free> h_;
+};
+
+/**
+ * An open session set: a session table and the request area of the same
+ * name in a domain.
+ *
+ * Move-only; the destructor frees the handle (mt_session_table_free).
+ * Workers and tickets made from it may outlive it, and so may it outlive
+ * the Domain. One SessionTable may be used from several threads at once.
+ * A moved-from SessionTable holds nothing: calls on it throw
+ * Error(MT_ERR_INVALID).
+ *
+ *     mtipc::SessionTable t = mtipc::SessionTable::open(domain, "shop");
+ *     std::uint64_t s = t.create_session("acme");
+ *     mtipc::Ticket tk = t.submit(s, 0, "hello");   // a worker of group 0 answers
+ *     std::string reply = tk.get(std::chrono::seconds(5));
+ */
+class SessionTable {
+public:
+    /** An empty SessionTable (as a moved-from one). */
+    SessionTable() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_session_table_open and the like). */
+    explicit SessionTable(mt_session_table *handle) noexcept : h_(handle) {}
+
+    /**
+     * Creates the session set `name` (the tenant-id rule) with `options`.
+     * Throws Error: MT_ERR_EXISTS, MT_ERR_INVALID (a bad name or capacity).
+     */
+    static SessionTable create(const Domain &domain, const std::string &name,
+                               const SessionTableOptions &options = SessionTableOptions()) {
+        mt_session_table_opts o = opts(options);
+        mt_session_table *t = nullptr;
+        check(mt_session_table_create(domain.native_handle(), name.c_str(), &o, &t));
+        return SessionTable(t);
+    }
+
+    /** Opens the existing session set `name`. Throws Error (MT_ERR_NOT_FOUND, ...). */
+    static SessionTable open(const Domain &domain, const std::string &name) {
+        mt_session_table *t = nullptr;
+        check(mt_session_table_open(domain.native_handle(), name.c_str(), &t));
+        return SessionTable(t);
+    }
+
+    /** Opens `name`, creating it with `options` if missing (an existing one keeps its own). */
+    static SessionTable open_or_create(const Domain &domain, const std::string &name,
+                                       const SessionTableOptions &options = SessionTableOptions()) {
+        mt_session_table_opts o = opts(options);
+        mt_session_table *t = nullptr;
+        check(mt_session_table_open_or_create(domain.native_handle(), name.c_str(), &o, &t));
+        return SessionTable(t);
+    }
+
+    /** Sessions the table holds. */
+    std::uint32_t capacity() const noexcept { return mt_session_table_capacity(h_.get()); }
+    /** Worker groups, numbered from 0. */
+    std::uint32_t groups() const noexcept { return mt_session_table_groups(h_.get()); }
+    /** Largest request and largest response in bytes. */
+    std::uint32_t max_message() const noexcept { return mt_session_table_max_message(h_.get()); }
+
+    /** Spins of a wait before it sleeps (0: sleep at once), in this process. */
+    void set_spin(std::uint32_t iterations) const {
+        check(mt_session_table_set_spin(h_.get(), iterations));
+    }
+
+    /**
+     * Creates a session of `tenant` and returns its id. Throws Error:
+     * MT_ERR_FULL, MT_ERR_INVALID (a bad tenant id, more than
+     * MT_SESSION_USER_MAX bytes of `user`).
+     */
+    std::uint64_t create_session(const std::string &tenant, std::uint32_t state = 0,
+                                 std::string_view user = {}) const {
+        std::uint64_t id = 0;
+        check(mt_session_create(h_.get(), tenant.c_str(), state, detail::bytes(user), user.size(),
+                                &id));
+        return id;
+    }
+
+    /** Session `id`, or std::nullopt if it does not exist (ended, stale). Throws Error otherwise. */
+    std::optional<SessionInfo> lookup(std::uint64_t id) const {
+        mt_session_info c{};
+        mt_status st = mt_session_lookup(h_.get(), id, &c);
+        if (st == MT_ERR_NOT_FOUND) {
+            return std::nullopt;
+        }
+        check(st);
+        SessionInfo s;
+        s.id = c.id;
+        s.tenant = c.tenant;
+        s.state = c.state;
+        s.worker = c.worker;
+        s.in_flight = c.in_flight;
+        s.created = detail::from_unix_ns(c.created_ns);
+        s.updated = detail::from_unix_ns(c.updated_ns);
+        s.user.assign(reinterpret_cast<const char *>(c.user),
+                      std::min<std::size_t>(c.user_len, sizeof c.user));
+        return s;
+    }
+
+    /** Sets the session's state, keeping its user data. Throws Error (MT_ERR_NOT_FOUND, ...). */
+    void update(std::uint64_t id, std::uint32_t state) const {
+        check(mt_session_update(h_.get(), id, state, nullptr, 0));
+    }
+
+    /** Sets the session's state and user data. Throws Error. */
+    void update(std::uint64_t id, std::uint32_t state, std::string_view user) const {
+        // A non-NULL pointer even for empty data: that empties it.
+        static const std::uint8_t none = 0;
+        check(mt_session_update(h_.get(), id, state, user.empty() ? &none : detail::bytes(user),
+                                user.size()));
+    }
+
+    /** Binds the session to the worker `worker` (Worker::id()). Throws Error. */
+    void bind(std::uint64_t id, std::uint64_t worker) const {
+        check(mt_session_bind(h_.get(), id, worker));
+    }
+
+    /** Removes the session's binding. Throws Error. */
+    void unbind(std::uint64_t id) const { check(mt_session_unbind(h_.get(), id)); }
+
+    /** Ends the session: its id never resolves again. Throws Error. */
+    void end(std::uint64_t id) const { check(mt_session_end(h_.get(), id)); }
+
+    /** Registers a worker of `group` in this process. Throws Error (MT_ERR_FULL, ...). */
+    Worker register_worker(std::uint32_t group) const {
+        mt_worker *w = nullptr;
+        check(mt_worker_register(h_.get(), group, &w));
+        return Worker(w);
+    }
+
+    /**
+     * Submits `request` for session `session` to worker group `group`.
+     * Throws Error: MT_ERR_INVALID (too long, no such group),
+     * MT_ERR_NOT_FOUND (no such session), MT_ERR_FULL (no free slot).
+     */
+    Ticket submit(std::uint64_t session, std::uint32_t group, std::string_view request) const {
+        mt_ticket *t = nullptr;
+        check(mt_request_submit(h_.get(), session, group, detail::bytes(request), request.size(),
+                                &t));
+        return Ticket(t);
+    }
+
+    /** True if this SessionTable holds a handle. */
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+
+    /** The C handle; NULL for an empty SessionTable. It stays owned by this SessionTable. */
+    mt_session_table *native_handle() const noexcept { return h_.get(); }
+
+private:
+    static mt_session_table_opts opts(const SessionTableOptions &o) {
+        mt_session_table_opts c = MT_SESSION_TABLE_OPTS_INIT;
+        c.capacity = o.capacity;
+        c.groups = o.groups;
+        c.slots = o.slots;
+        c.max_message = o.max_message;
+        c.workers = o.workers;
+        return c;
+    }
+
+    detail::Owned<mt_session_table, mt_session_table_free> h_;
+};
 
 } // namespace mtipc
 

@@ -2,8 +2,9 @@
 #
 #   make test-c        C tests (tests/c/*.c), plain, then with ASan+UBSan
 #   make test-cpp      C++ tests (tests/cpp/*.cpp), plain, then with ASan+UBSan
-#   make c-examples    examples/*.c and *.cpp into target/c/ (c_waiter, c_tenant and
-#                      cpp_tenant are used by the demo)
+#   make c-examples    examples/*.c and *.cpp into target/c/ (c_waiter, c_tenant,
+#                      cpp_tenant and c_worker are used by the demo; test_session
+#                      runs c_worker)
 #   make install       release build into $(DESTDIR)$(PREFIX) (default /usr/local)
 #   make test-install  install into a temporary prefix, build the examples
 #                      there with pkg-config (shared and static) and run them
@@ -58,10 +59,10 @@ C_PLAIN     := $(C_TESTS:%=$(C_OUT)/tests/c/%)
 C_ASAN      := $(C_TESTS:%=$(C_OUT)/tests/c-asan/%)
 CXX_PLAIN   := $(CXX_TESTS:%=$(C_OUT)/tests/cpp/%)
 CXX_ASAN    := $(CXX_TESTS:%=$(C_OUT)/tests/cpp-asan/%)
-C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain $(C_OUT)/c_tenant $(C_OUT)/c_closure
+C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain $(C_OUT)/c_tenant $(C_OUT)/c_worker $(C_OUT)/c_closure
 CXX_EXAMPLES := $(C_OUT)/cpp_domain $(C_OUT)/cpp_tenant
 # The daemon the attach tests start (as a child process).
-TEST_ENV    := MTIPCD=$(abspath $(DEBUG_DIR))/mtipcd
+TEST_ENV    := MTIPCD=$(abspath $(DEBUG_DIR))/mtipcd C_WORKER=$(abspath $(C_OUT))/c_worker
 
 .PHONY: c-lib c-bins test-c test-cpp c-examples install test-install
 

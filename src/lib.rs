@@ -6,10 +6,19 @@
 //! ABI lives in [`ffi`] (and `include/mtipc.h`), the Python package in
 //! `bindings/python`.
 //!
-//! What exists today: the [`Domain`] (a directory the cooperating processes
-//! share, with a layout version) and its notification [`Semaphore`], a
-//! counting semaphore in shared memory that any process of the domain's owner
-//! can post to or wait on. See `README.md` and `DESIGN.md`.
+//! What exists today:
+//!
+//! - the [`Domain`] (a directory the cooperating processes share, with a
+//!   layout version) and its notification [`Semaphore`], a counting
+//!   semaphore in shared memory that any process of the domain's owner can
+//!   post to or wait on;
+//! - [`attach`]: discovery of advertised tenants and a TLS 1.3 channel to one
+//!   of them through mtipcd's relay (DESIGN.md section 1);
+//! - [`session`]: the shared-memory session table, request dispatch to
+//!   worker groups with worker failover (DESIGN.md section 2), and
+//!   [`closure`]: immutable values shared read-only with no copy.
+//!
+//! See `README.md`, `docs/` and `DESIGN.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -30,6 +30,18 @@ pub(crate) trait BoxHandle: Sized {
             .ok_or_else(|| err!(Invalid, "{} handle is NULL", Self::NAME))
     }
 
+    /// Borrows the value behind `p` mutably; `Invalid` if `p` is NULL.
+    ///
+    /// # Safety
+    /// As [`BoxHandle::try_ref`], and no other borrow of the value is live
+    /// (the C caller uses the handle from one thread at a time).
+    unsafe fn try_mut<'a>(p: *mut Self) -> Result<&'a mut Self::Inner> {
+        // SAFETY: per the contract, a non-NULL `p` points to a live Inner
+        // that nothing else borrows.
+        unsafe { p.cast::<Self::Inner>().as_mut() }
+            .ok_or_else(|| err!(Invalid, "{} handle is NULL", Self::NAME))
+    }
+
     /// Frees the value behind `p`; NULL is fine.
     ///
     /// # Safety

@@ -17,5 +17,6 @@ mod status;
 pub mod attach;
 pub mod closure;
 pub mod domain;
+pub mod session;
 
 pub use status::{mt_last_error, mt_status, mt_status_str, mt_version};

@@ -14,6 +14,11 @@ the mtipc core library directly (not its C ABI):
   returns a ``Conn`` (whole messages over TLS 1.3; a context manager,
   iterable over received messages).
 - ``list_tenants(domain)``: the live advertisements, as ``TenantInfo`` objects.
+- ``SessionTable.create(domain, name, ...)`` / ``.open`` / ``.open_or_create``:
+  a session table and its request area (sessions of tenants, looked up as
+  ``SessionInfo``; ``submit`` a request for a session to a worker group,
+  getting a ``Ticket``); ``register_worker(group)`` gives a ``Worker``, whose
+  ``next()`` yields ``Request`` objects to ``respond()`` to.
 - ``publish_closure(domain, name, value)``: publish an immutable value (bytes,
   or nested dict/list/str/int/float) as the new version of a shared closure;
   ``open_closure(domain, name)``: map its current version read-only, as a
@@ -43,10 +48,15 @@ from ._mtipc import (
     IoError,
     NotFoundError,
     PanicError,
+    Request,
+    SessionInfo,
+    SessionTable,
     TenantInfo,
+    Ticket,
     TimeoutError,
     UnavailableError,
     VersionError,
+    Worker,
     __version__,
     advertise,
     attach,
@@ -74,10 +84,15 @@ __all__ = [
     "IoError",
     "NotFoundError",
     "PanicError",
+    "Request",
+    "SessionInfo",
+    "SessionTable",
     "TenantInfo",
+    "Ticket",
     "TimeoutError",
     "UnavailableError",
     "VersionError",
+    "Worker",
     "__version__",
     "advertise",
     "attach",

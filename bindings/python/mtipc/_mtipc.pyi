@@ -19,6 +19,11 @@ __all__ = [
     "Advertisement",
     "Conn",
     "TenantInfo",
+    "SessionTable",
+    "SessionInfo",
+    "Worker",
+    "Request",
+    "Ticket",
     "advertise",
     "attach",
     "list_tenants",
@@ -261,6 +266,364 @@ class TenantInfo:
     @property
     def fingerprint(self) -> str | None:
         """SHA-256 of its TLS key, 64 lowercase hex digits; ``None`` for the daemon."""
+
+class _WorkerSnapshot(TypedDict):
+    id: int
+    index: int
+    gen: int
+    pid: int
+    start: int
+    state: str
+    alive: bool
+    idle: bool
+    served: int
+
+class _GroupSnapshot(TypedDict):
+    group: int
+    workers: list[_WorkerSnapshot]
+    submitted: int
+    requeued: int
+    failed: int
+
+class _SlotCounts(TypedDict):
+    free: int
+    filling: int
+    queued: int
+    taken: int
+    done: int
+    failed: int
+    abandoned: int
+    damaged: int
+
+class _DispatchSnapshot(TypedDict):
+    groups: list[_GroupSnapshot]
+    slots: _SlotCounts
+    max_message: int
+    worker_records: int
+
+@final
+class SessionInfo:
+    """A consistent snapshot of one session, as ``SessionTable.lookup`` and
+    ``SessionTable.sessions`` return it.
+
+    Read-only; instances compare equal when every field does. Not
+    constructible directly.
+    """
+
+    @property
+    def id(self) -> int:
+        """The session id."""
+
+    @property
+    def tenant(self) -> str:
+        """The tenant the session belongs to."""
+
+    @property
+    def state(self) -> int:
+        """The application's state number (opaque to mtipc)."""
+
+    @property
+    def worker(self) -> int | None:
+        """The ``id`` of the worker the session is bound to, or ``None``."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests of the session queued or being served."""
+
+    @property
+    def created_ns(self) -> int:
+        """Creation time, nanoseconds since the Unix epoch."""
+
+    @property
+    def updated_ns(self) -> int:
+        """Time of the last create or update, nanoseconds since the Unix epoch."""
+
+    @property
+    def user(self) -> bytes:
+        """The user data (at most 64 bytes)."""
+
+@final
+class SessionTable:
+    """A session table and its request area (``<domain>/sessions/<name>.table``
+    and ``.requests``): sessions of tenants, worker groups, and requests
+    dispatched to them.
+
+    Made by ``create``, ``open`` or ``open_or_create``. A context manager:
+    leaving the ``with`` block closes this handle, as does ``close()``
+    (workers and tickets made from it keep the files open until they go).
+    Safe to use from several threads. Session ids are ``int``s (never 0)
+    tagged with a generation: an ended session's id never resolves again.
+    """
+
+    @staticmethod
+    def create(
+        domain: Domain,
+        name: str,
+        capacity: int = 4096,
+        groups: int = 2,
+        slots: int = 256,
+        max_message: int = 65536,
+        workers: int = 64,
+    ) -> SessionTable:
+        """Creates the session set ``name`` in ``domain`` and opens it.
+
+        ``capacity`` sessions, ``groups`` worker groups (2 to 64), ``slots``
+        requests queued or served at once, requests and responses of at most
+        ``max_message`` bytes, ``workers`` workers registered at once. Raises
+        ``ExistsError`` if it exists, ``InvalidError`` for a bad name or a
+        value out of range (the message gives the limit).
+        """
+
+    @staticmethod
+    def open(domain: Domain, name: str) -> SessionTable:
+        """Opens the existing session set ``name``.
+
+        Raises ``NotFoundError`` if it does not exist; ``CorruptError``,
+        ``VersionError`` or ``DeniedError`` for files that are not valid ones.
+        """
+
+    @staticmethod
+    def open_or_create(
+        domain: Domain,
+        name: str,
+        capacity: int = 4096,
+        groups: int = 2,
+        slots: int = 256,
+        max_message: int = 65536,
+        workers: int = 64,
+    ) -> SessionTable:
+        """Opens the session set ``name``, creating it (or whichever of its
+        files is missing) with these capacities; an existing one keeps its own."""
+
+    def __enter__(self) -> SessionTable: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def close(self) -> None:
+        """Lets go of this handle (its workers and tickets keep theirs). Calling it again does nothing."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+
+    @property
+    def name(self) -> str:
+        """The set's name."""
+
+    @property
+    def capacity(self) -> int:
+        """How many sessions the table holds."""
+
+    @property
+    def groups(self) -> int:
+        """The number of worker groups (numbered from 0)."""
+
+    @property
+    def slots(self) -> int:
+        """The number of request slots (requests queued or served at once)."""
+
+    @property
+    def max_message(self) -> int:
+        """The largest request or response, in bytes."""
+
+    @property
+    def worker_records(self) -> int:
+        """The number of workers that may be registered at once."""
+
+    def create_session(self, tenant: str, state: int = 0, user: Buffer = b"") -> int:
+        """Creates a session for ``tenant`` (1 to 64 bytes of ``[A-Za-z0-9_.-]``)
+        with the application state ``state`` and at most 64 bytes of user data;
+        returns its id.
+
+        Raises ``FullError`` when every slot holds a live session,
+        ``InvalidError`` for a bad tenant id or user data over 64 bytes.
+        """
+
+    def lookup(self, id: int) -> SessionInfo:
+        """The session now (a consistent snapshot, read without a lock).
+
+        Raises ``NotFoundError`` for an ended, stale or malformed id.
+        """
+
+    def update(self, id: int, state: int, user: Buffer | None = None) -> None:
+        """Sets the session's state, and its user data unless ``user`` is ``None``.
+
+        Raises ``NotFoundError``, ``InvalidError`` (user data over 64 bytes),
+        ``TimeoutError`` (its entry stayed locked 5 s).
+        """
+
+    def bind(self, id: int, worker: Worker | int) -> None:
+        """Binds the session to ``worker`` (a ``Worker`` or its ``id``): its
+        next requests go to that worker while it lives and serves their group."""
+
+    def unbind(self, id: int) -> None:
+        """Removes the session's binding, if any."""
+
+    def end(self, id: int) -> None:
+        """Ends the session; its id never resolves again. ``NotFoundError`` if ended already."""
+
+    def sessions(self) -> Iterator[SessionInfo]:
+        """An iterator over every live session, in slot order (the table is
+        read once, when called: for tools and checks, not a hot path)."""
+
+    def set_spin(self, n: int) -> None:
+        """Sets how many times ``Ticket.wait`` and ``Worker.next`` look again
+        before they sleep (0, the default: sleep at once)."""
+
+    def register_worker(self, group: int) -> Worker:
+        """Registers a worker of group ``group`` in this process.
+
+        Raises ``InvalidError`` for a group that does not exist, ``FullError``
+        when every worker record is held by a live worker.
+        """
+
+    def submit(self, session: int, group: int, data: Buffer) -> Ticket:
+        """Submits ``data`` for ``session`` to worker group ``group``; returns
+        the ``Ticket`` to wait for the response with.
+
+        The request goes to the worker the session is bound to, else to any
+        worker of the group (which then binds the session). Raises
+        ``InvalidError`` (request over ``max_message``, the message gives the
+        limit; bad group), ``NotFoundError`` (no such session), ``FullError``
+        (every slot in use). A group without a live worker is reported by
+        ``Ticket.wait`` (``UnavailableError``).
+        """
+
+    def snapshot(self) -> _DispatchSnapshot:
+        """A snapshot of the request area: workers by group (``id``, ``pid``,
+        liveness, ``served``...), slots counted by state, ``max_message`` and
+        ``worker_records``."""
+
+    def reap_dead(self) -> int:
+        """Reaps every dead worker now; returns how many."""
+
+    def reclaim(self) -> int:
+        """Frees the request slots of dead submitters; returns how many."""
+
+    def audit(self) -> list[tuple[int, int, int]]:
+        """The sessions whose ``in_flight`` differs from their requests queued
+        or being served, as ``(id, in_flight, requests)``; empty when consistent."""
+
+@final
+class Worker:
+    """A registered worker of one group (``SessionTable.register_worker``).
+
+    ``next()`` waits for a request (GIL released, Ctrl-C interrupts),
+    ``try_next()`` takes one without waiting; iterating serves until the
+    worker is closed. It holds one request at a time: ``respond`` to it
+    before taking the next. A context manager: leaving the block closes it,
+    as does ``close()``: requests queued to it or held unanswered go to
+    another worker of the group (or fail when there is none). Not
+    constructible directly.
+    """
+
+    @property
+    def id(self) -> int:
+        """The worker's id, as ``SessionInfo.worker`` names it."""
+
+    @property
+    def group(self) -> int:
+        """The worker's group."""
+
+    @property
+    def served(self) -> int:
+        """Requests this worker has answered (0 once closed)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+
+    def next(self, timeout: float | None = None) -> Request | None:
+        """The next request, waiting at most ``timeout`` seconds (``None``: no
+        limit) with the GIL released; ``None`` when the timeout passes or the
+        worker is closed meanwhile.
+
+        Ctrl-C interrupts the wait (no request is lost). Raises
+        ``InvalidError`` if the worker holds an unanswered request or is closed.
+        """
+
+    def try_next(self) -> Request | None:
+        """The next request if one is queued for this worker, else ``None``; never waits."""
+
+    def close(self) -> None:
+        """Unregisters the worker; a request it holds unanswered goes to
+        another worker of the group, or fails. Calling it again does nothing."""
+
+    def __enter__(self) -> Worker: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def __iter__(self) -> Worker: ...
+    def __next__(self) -> Request:
+        """The next request, waiting without limit; the iteration stops when the worker is closed."""
+
+@final
+class Request:
+    """A request taken by a ``Worker``. Not constructible directly.
+
+    ``data`` is a read-only ``memoryview`` onto the shared slot (no copy),
+    valid until ``respond()``, which releases it (``bytes(req.data)`` keeps
+    a copy). A request whose object goes away unanswered fails
+    (``UnavailableError`` for its submitter).
+    """
+
+    @property
+    def session(self) -> int:
+        """The id of the session the request belongs to."""
+
+    @property
+    def slot(self) -> int:
+        """The request slot (for diagnostics)."""
+
+    @property
+    def data(self) -> memoryview:
+        """The request bytes, read-only, in place; ``InvalidError`` once answered."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether ``respond()`` succeeded."""
+
+    def respond(self, data: Buffer) -> None:
+        """Writes ``data`` into the slot as the response and wakes the submitter.
+
+        Raises ``InvalidError`` for a response over ``max_message`` (the
+        request stays held: answer again), a request answered already, or one
+        whose worker was closed.
+        """
+
+@final
+class Ticket:
+    """A submitted request (``SessionTable.submit``). Dropping a ticket whose
+    response was not read withdraws the request. Not constructible directly."""
+
+    @property
+    def session(self) -> int:
+        """The id of the session the request belongs to."""
+
+    @property
+    def group(self) -> int:
+        """The worker group it was submitted to."""
+
+    @property
+    def slot(self) -> int:
+        """The request slot it occupies (for diagnostics)."""
+
+    def wait(self, timeout: float | None = None) -> bytes:
+        """The response, waiting at most ``timeout`` seconds (``None``: no
+        limit) with the GIL released; Ctrl-C interrupts (the ticket stays valid).
+
+        Raises ``TimeoutError`` (wait again), ``UnavailableError`` (the group
+        has no live worker to serve it), ``InvalidError`` (already read).
+        """
+
+    def poll(self) -> bytes | None:
+        """The response if it is there, else ``None``; never waits."""
 
 def advertise(
     domain: Domain,

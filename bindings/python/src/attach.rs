@@ -226,7 +226,7 @@ fn start_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<SystemTime>> {
 /// supporting the buffer protocol (`memoryview`, `array.array`, ...) through
 /// `memoryview(obj).tobytes()`. Anything else (`str`, `int`) is a
 /// `TypeError`.
-fn message_arg(data: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
+pub(crate) fn message_arg(data: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
     if let Ok(b) = data.extract::<PyBackedBytes>() {
         return Ok(b);
     }

@@ -9,13 +9,18 @@
 //!
 //! Discovery and attach (`advertise`, `attach`, `list_tenants`) are in
 //! [`attach`]; shared closures (`publish_closure`, `open_closure`) in
-//! [`closure`].
+//! [`closure`]; sessions and request dispatch (`SessionTable`, `Worker`,
+//! `Request`, `Ticket`) in [`session`].
 //!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
 
 mod attach;
 mod closure;
+
+/// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
+/// `Ticket`, `SessionInfo`).
+mod session;
 
 use mtipc::{ErrorKind, Semaphore};
 use pyo3::create_exception;
@@ -365,6 +370,7 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", mtipc::VERSION)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_class::<Domain>()?;
+    session::add(m)?;
     m.add_class::<attach::Advertisement>()?;
     m.add_class::<attach::Conn>()?;
     m.add_class::<attach::TenantInfo>()?;

@@ -1,0 +1,1201 @@
+//! Sessions and request dispatch for Python (`docs/session.md`): the
+//! classes `SessionTable` (a session table plus its request area: the
+//! core's [`Sessions`]), `SessionInfo`, `Worker`, `Request` and `Ticket`.
+//!
+//! # Threads and the GIL
+//!
+//! Every call that may wait (an entry lock, a worker waiting for a
+//! request, a submitter waiting for its response, a worker letting go of
+//! its record) runs with the GIL released. The two long waits,
+//! `Worker.next` and `Ticket.wait`, are cut into slices between which the
+//! GIL is taken back to run pending signal handlers (Ctrl-C): nothing is
+//! lost between slices (a request taken in a slice is returned, a response
+//! stays in its slot until read).
+//!
+//! # A request in place
+//!
+//! The core's [`core::Request`] borrows its [`core::Worker`] and answers
+//! with the bytes still in the shared slot. A Python `Request` cannot
+//! borrow, so the `Worker` object keeps the core's worker on the heap and
+//! the one request it holds next to it (a worker serves one request at a
+//! time; `next` refuses to take another while one is held). `Request.data`
+//! is a read-only `memoryview` onto the slot: a slice of a Python `mmap`
+//! (`ACCESS_READ`) of the request area that the `Worker` makes when it
+//! registers. The view keeps that mapping alive by itself, so no view can
+//! outlive the memory it shows (at worst it shows a later request's bytes);
+//! `respond` releases the view it handed out.
+
+use crate::attach::message_arg;
+use crate::{invalid, timeout_arg, to_py, wait_in_slices, Domain, SIGNAL_CHECK};
+use mtipc::session::{
+    self as core, DispatchSnapshot, SessionId, Sessions, SessionsConfig, WorkerRef,
+};
+use mtipc::sync::Flag;
+use mtipc::ErrorKind;
+use pyo3::exceptions::PyOverflowError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Adds the classes to the module.
+pub(crate) fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SessionTable>()?;
+    m.add_class::<SessionInfo>()?;
+    m.add_class::<Worker>()?;
+    m.add_class::<Request>()?;
+    m.add_class::<Ticket>()?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------
+// Argument conversions
+
+/// An unsigned integer argument: an `int` out of the type's range is an
+/// `InvalidError` (not pyo3's `OverflowError`), like any other bad
+/// argument; a value of another type stays a `TypeError`.
+struct Num<T>(T);
+
+impl<'a, 'py, T> FromPyObject<'a, 'py> for Num<T>
+where
+    T: for<'b> FromPyObject<'b, 'py, Error = PyErr> + num_max::Max,
+{
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<T>() {
+            Ok(n) => Ok(Num(n)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => Err(invalid(format!(
+                "{} is out of range (0 to {})",
+                &*ob,
+                T::MAX_TEXT
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+mod num_max {
+    /// The largest value of an integer type, as text.
+    pub trait Max {
+        const MAX_TEXT: &'static str;
+    }
+    impl Max for u32 {
+        const MAX_TEXT: &'static str = "2**32 - 1";
+    }
+    impl Max for u64 {
+        const MAX_TEXT: &'static str = "2**64 - 1";
+    }
+}
+
+/// A session id (`int`).
+fn sid(n: Num<u64>) -> SessionId {
+    SessionId(n.0)
+}
+
+/// A worker as `bind` takes it: a `Worker`, or its `id` (`int`).
+struct WorkerArg(WorkerRef);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for WorkerArg {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(w) = ob.cast::<Worker>() {
+            return Ok(WorkerArg(WorkerRef(w.get().id)));
+        }
+        let n: Num<u64> = ob.extract()?;
+        if n.0 == 0 {
+            return Err(invalid(
+                "worker id 0 means no worker: use unbind() to remove a binding".to_owned(),
+            ));
+        }
+        Ok(WorkerArg(WorkerRef(n.0)))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SessionInfo
+
+/// A consistent snapshot of one session, as `SessionTable.lookup` and
+/// `SessionTable.sessions` return it. Read-only; instances compare equal
+/// when every field does.
+#[pyclass(frozen, eq, module = "mtipc", name = "SessionInfo")]
+#[derive(PartialEq)]
+pub(crate) struct SessionInfo {
+    /// The session id.
+    #[pyo3(get)]
+    id: u64,
+    /// The tenant the session belongs to.
+    #[pyo3(get)]
+    tenant: String,
+    /// The application's state number (opaque to mtipc).
+    #[pyo3(get)]
+    state: u32,
+    /// The `id` of the worker the session is bound to, or `None`.
+    #[pyo3(get)]
+    worker: Option<u64>,
+    /// Requests of the session queued or being served.
+    #[pyo3(get)]
+    in_flight: u32,
+    /// Creation time, nanoseconds since the Unix epoch.
+    #[pyo3(get)]
+    created_ns: u64,
+    /// Time of the last create or update, nanoseconds since the Unix epoch.
+    #[pyo3(get)]
+    updated_ns: u64,
+    user: Vec<u8>,
+}
+
+impl From<core::Session> for SessionInfo {
+    fn from(s: core::Session) -> Self {
+        SessionInfo {
+            id: s.id.0,
+            tenant: s.tenant,
+            state: s.state,
+            worker: s.worker.map(|w| w.0),
+            in_flight: s.in_flight,
+            created_ns: s.created_ns,
+            updated_ns: s.updated_ns,
+            user: s.user,
+        }
+    }
+}
+
+#[pymethods]
+impl SessionInfo {
+    /// The user data (at most 64 bytes).
+    #[getter]
+    fn user<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.user)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "SessionInfo(id={:#x}, tenant={}, state={}, worker={}, in_flight={}, created_ns={}, updated_ns={}, user={})",
+            self.id,
+            self.tenant.as_str().into_pyobject(py)?.repr()?,
+            self.state,
+            self.worker.map_or_else(|| "None".to_owned(), |w| format!("{w:#x}")),
+            self.in_flight,
+            self.created_ns,
+            self.updated_ns,
+            self.user(py).repr()?,
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SessionTable
+
+/// A session table and its request area (`<domain>/sessions/<name>.table`
+/// and `.requests`): sessions of tenants, worker groups, and requests
+/// dispatched to them.
+///
+/// Made by `SessionTable.create`, `.open` or `.open_or_create`. A context
+/// manager: leaving the `with` block closes this handle, as does `close()`
+/// (workers and tickets made from it keep the files open until they go).
+/// Safe to use from several threads.
+#[pyclass(frozen, module = "mtipc", name = "SessionTable")]
+pub(crate) struct SessionTable {
+    /// `None` once closed; the lock is held only to clone or take it.
+    inner: Mutex<Option<Sessions>>,
+    name: String,
+}
+
+impl SessionTable {
+    fn get(&self) -> PyResult<Sessions> {
+        lock(&self.inner)
+            .clone()
+            .ok_or_else(|| invalid(format!("the mtipc.SessionTable {:?} is closed", self.name)))
+    }
+
+    fn made(
+        py: Python<'_>,
+        name: &str,
+        f: impl FnOnce() -> mtipc::Result<Sessions> + Send,
+    ) -> PyResult<SessionTable> {
+        let s = py.detach(f).map_err(to_py)?;
+        Ok(SessionTable {
+            inner: Mutex::new(Some(s)),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// The capacities of a new set, from the keyword arguments.
+fn config(
+    capacity: Num<u32>,
+    groups: Num<u32>,
+    slots: Num<u32>,
+    max_message: Num<u32>,
+    workers: Num<u32>,
+) -> SessionsConfig {
+    SessionsConfig {
+        capacity: capacity.0,
+        groups: groups.0,
+        slots: slots.0,
+        max_message: max_message.0,
+        workers: workers.0,
+    }
+}
+
+#[pymethods]
+impl SessionTable {
+    /// Creates the session set `name` in `domain` and opens it:
+    /// `capacity` sessions, `groups` worker groups (2 to 64), `slots`
+    /// requests queued or served at once, requests and responses of at
+    /// most `max_message` bytes, `workers` workers registered at once.
+    ///
+    /// `ExistsError` if it exists; `InvalidError` for a bad name or a
+    /// capacity out of range (the message gives the limit).
+    #[staticmethod]
+    #[pyo3(
+        signature = (domain, name, capacity = Num(4096), groups = Num(2), slots = Num(256), max_message = Num(65536), workers = Num(64)),
+        text_signature = "(domain, name, capacity=4096, groups=2, slots=256, max_message=65536, workers=64)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        py: Python<'_>,
+        domain: &Domain,
+        name: &str,
+        capacity: Num<u32>,
+        groups: Num<u32>,
+        slots: Num<u32>,
+        max_message: Num<u32>,
+        workers: Num<u32>,
+    ) -> PyResult<SessionTable> {
+        let dom = domain.get()?;
+        let cfg = config(capacity, groups, slots, max_message, workers);
+        SessionTable::made(py, name, || Sessions::create(&dom, name, cfg))
+    }
+
+    /// Opens the existing session set `name` of `domain`.
+    ///
+    /// `NotFoundError` if it does not exist; `CorruptError`, `VersionError`
+    /// or `DeniedError` for files that are not valid ones of ours.
+    #[staticmethod]
+    fn open(py: Python<'_>, domain: &Domain, name: &str) -> PyResult<SessionTable> {
+        let dom = domain.get()?;
+        SessionTable::made(py, name, || Sessions::open(&dom, name))
+    }
+
+    /// Opens the session set `name`, creating it (or whichever of its two
+    /// files is missing) with these capacities; an existing set keeps its
+    /// own.
+    #[staticmethod]
+    #[pyo3(
+        signature = (domain, name, capacity = Num(4096), groups = Num(2), slots = Num(256), max_message = Num(65536), workers = Num(64)),
+        text_signature = "(domain, name, capacity=4096, groups=2, slots=256, max_message=65536, workers=64)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn open_or_create(
+        py: Python<'_>,
+        domain: &Domain,
+        name: &str,
+        capacity: Num<u32>,
+        groups: Num<u32>,
+        slots: Num<u32>,
+        max_message: Num<u32>,
+        workers: Num<u32>,
+    ) -> PyResult<SessionTable> {
+        let dom = domain.get()?;
+        let cfg = config(capacity, groups, slots, max_message, workers);
+        SessionTable::made(py, name, || Sessions::open_or_create(&dom, name, cfg))
+    }
+
+    /// Returns the table itself; raises `InvalidError` if it is closed.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().get()?;
+        Ok(slf)
+    }
+
+    /// Closes the handle; exceptions raised in the block propagate.
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py);
+    }
+
+    /// Lets go of this handle (its workers and tickets keep theirs).
+    /// Calling it again does nothing.
+    fn close(&self, py: Python<'_>) {
+        let taken = lock(&self.inner).take();
+        py.detach(move || drop(taken));
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+
+    /// The set's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many sessions the table holds.
+    #[getter]
+    fn capacity(&self) -> PyResult<u32> {
+        Ok(self.get()?.table().capacity())
+    }
+
+    /// The number of worker groups (numbered from 0).
+    #[getter]
+    fn groups(&self) -> PyResult<u32> {
+        Ok(self.get()?.geometry().groups)
+    }
+
+    /// The number of request slots (requests queued or served at once).
+    #[getter]
+    fn slots(&self) -> PyResult<u32> {
+        Ok(self.get()?.geometry().slots)
+    }
+
+    /// The largest request or response, in bytes.
+    #[getter]
+    fn max_message(&self) -> PyResult<u32> {
+        Ok(self.get()?.max_message())
+    }
+
+    /// The number of workers that may be registered at once.
+    #[getter]
+    fn worker_records(&self) -> PyResult<u32> {
+        Ok(self.get()?.geometry().workers)
+    }
+
+    /// Creates a session for `tenant` (a tenant id: 1 to 64 bytes of
+    /// `[A-Za-z0-9_.-]`) with the application state `state` and at most 64
+    /// bytes of user data; returns its id (an `int`, never 0).
+    ///
+    /// `FullError` when every slot of the table holds a live session;
+    /// `InvalidError` for a bad tenant id or user data over 64 bytes.
+    #[pyo3(
+        signature = (tenant, state = Num(0), user = None),
+        text_signature = "($self, /, tenant, state=0, user=b'')"
+    )]
+    fn create_session(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        state: Num<u32>,
+        user: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let s = self.get()?;
+        let user = user.map(message_arg).transpose()?;
+        let user: &[u8] = user.as_deref().unwrap_or_default();
+        py.detach(|| s.table().create_session(tenant, state.0, user))
+            .map(|id| id.0)
+            .map_err(to_py)
+    }
+
+    /// The session `id` now, read without any lock (a consistent
+    /// snapshot). `NotFoundError` for an ended, stale or malformed id.
+    fn lookup(&self, id: Num<u64>) -> PyResult<SessionInfo> {
+        let s = self.get()?;
+        s.table()
+            .lookup(sid(id))
+            .map(SessionInfo::from)
+            .map_err(to_py)
+    }
+
+    /// Sets the session's state, and its user data unless `user` is
+    /// `None`. `NotFoundError` for a stale id, `InvalidError` for user data
+    /// over 64 bytes, `TimeoutError` if its entry stays locked 5 s.
+    #[pyo3(signature = (id, state, user = None))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        id: Num<u64>,
+        state: Num<u32>,
+        user: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let s = self.get()?;
+        let user = user.map(message_arg).transpose()?;
+        py.detach(|| s.table().update(sid(id), state.0, user.as_deref()))
+            .map_err(to_py)
+    }
+
+    /// Binds the session to `worker` (a `Worker` or a worker `id`): its
+    /// next requests go to that worker while it lives and serves the
+    /// group they are submitted to. Dispatch binds sessions by itself;
+    /// this is for managers that place sessions themselves.
+    fn bind(&self, py: Python<'_>, id: Num<u64>, worker: WorkerArg) -> PyResult<()> {
+        let s = self.get()?;
+        py.detach(|| s.table().bind(sid(id), worker.0))
+            .map_err(to_py)
+    }
+
+    /// Removes the session's binding, if any: its next request goes to
+    /// any worker of the group.
+    fn unbind(&self, py: Python<'_>, id: Num<u64>) -> PyResult<()> {
+        let s = self.get()?;
+        py.detach(|| s.table().unbind(sid(id))).map_err(to_py)
+    }
+
+    /// Ends the session: its id never resolves again, even once its slot
+    /// is reused. `NotFoundError` if it was ended already.
+    fn end(&self, py: Python<'_>, id: Num<u64>) -> PyResult<()> {
+        let s = self.get()?;
+        py.detach(|| s.table().end(sid(id))).map_err(to_py)
+    }
+
+    /// An iterator over every live session (`SessionInfo`), in slot order.
+    /// The table is read once, when it is called: this reads every entry,
+    /// so it is for tools and checks, not for a hot path.
+    fn sessions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let all: Vec<core::Session> = py.detach(|| s.table().sessions().collect());
+        let infos = all
+            .into_iter()
+            .map(|x| Py::new(py, SessionInfo::from(x)))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, infos)?.try_iter().map(Bound::into_any)
+    }
+
+    /// Sets how many times `Ticket.wait` and `Worker.next` look again
+    /// before they sleep (0, the default: sleep at once); for this handle
+    /// and the workers and tickets made from it.
+    fn set_spin(&self, n: Num<u32>) -> PyResult<()> {
+        self.get()?.set_spin(n.0);
+        Ok(())
+    }
+
+    /// Registers a worker of group `group` in this process and returns it
+    /// (a context manager: leaving the block unregisters it).
+    /// `InvalidError` for a group that does not exist, `FullError` when
+    /// every worker record is held by a live worker.
+    fn register_worker(&self, py: Python<'_>, group: Num<u32>) -> PyResult<Worker> {
+        let s = self.get()?;
+        let view = map_area(py, &s)?;
+        let geo = s.geometry();
+        let w = py.detach(|| s.register_worker(group.0)).map_err(to_py)?;
+        Ok(Worker {
+            id: w.id().0,
+            group: w.group(),
+            view,
+            geo,
+            closed: Flag::new(),
+            state: Mutex::new(WorkerState {
+                current: None,
+                worker: Some(NonNull::from(Box::leak(Box::new(w)))),
+                seq: 0,
+            }),
+        })
+    }
+
+    /// Submits `data` (a bytes-like object of at most `max_message`
+    /// bytes) for session `session` to worker group `group`, and returns
+    /// the `Ticket` to wait for the response with. The request goes to the
+    /// worker the session is bound to, else to any worker of the group
+    /// (which then binds the session).
+    ///
+    /// `InvalidError` for a request over `max_message` (the message gives
+    /// the limit) or a group that does not exist; `NotFoundError` for a
+    /// session that does not exist; `FullError` when every slot is in use.
+    /// A group without a live worker is reported by `Ticket.wait`
+    /// (`UnavailableError`).
+    fn submit(
+        &self,
+        py: Python<'_>,
+        session: Num<u64>,
+        group: Num<u32>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Ticket> {
+        let s = self.get()?;
+        let msg = message_arg(data)?;
+        let t = py
+            .detach(|| s.submit(sid(session), group.0, &msg))
+            .map_err(to_py)?;
+        Ok(Ticket {
+            session: t.session().0,
+            group: t.group(),
+            slot: t.slot(),
+            inner: Mutex::new(Some(t)),
+        })
+    }
+
+    /// A snapshot of the request area: a dict with `groups` (per group:
+    /// `group`, `workers`, `submitted`, `requeued`, `failed`; per worker:
+    /// `id`, `index`, `gen`, `pid`, `start`, `state`, `alive`, `idle`,
+    /// `served`), `slots` (counts by state) , `max_message` and
+    /// `worker_records`. A worker's `id` is what `SessionInfo.worker`
+    /// names.
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get()?;
+        let snap = py.detach(|| s.snapshot());
+        snapshot_dict(py, &snap)
+    }
+
+    /// Reaps every dead worker now (their requests go to other workers of
+    /// their group or fail); returns how many. Workers and waiting
+    /// submitters do this by themselves; this is for tools.
+    fn reap_dead(&self, py: Python<'_>) -> PyResult<u32> {
+        let s = self.get()?;
+        Ok(py.detach(|| s.reap_dead()))
+    }
+
+    /// Frees the request slots of dead submitters; returns how many.
+    /// `submit` does this by itself when it runs out of slots.
+    fn reclaim(&self, py: Python<'_>) -> PyResult<u32> {
+        let s = self.get()?;
+        Ok(py.detach(|| s.reclaim()))
+    }
+
+    /// Checks that each live session's `in_flight` equals the number of
+    /// its requests queued or being served. Returns the sessions where it
+    /// does not, as `(id, in_flight, requests)`: empty when consistent.
+    fn audit(&self, py: Python<'_>) -> PyResult<Vec<(u64, u32, u32)>> {
+        let s = self.get()?;
+        let bad = py.detach(|| s.audit());
+        Ok(bad.into_iter().map(|(id, a, b)| (id.0, a, b)).collect())
+    }
+
+    fn __repr__(&self) -> String {
+        match self.get() {
+            Ok(s) => format!(
+                "<mtipc.SessionTable name={:?} capacity={} groups={}>",
+                self.name,
+                s.table().capacity(),
+                s.geometry().groups
+            ),
+            Err(_) => format!("<mtipc.SessionTable name={:?} (closed)>", self.name),
+        }
+    }
+}
+
+fn snapshot_dict<'py>(py: Python<'py>, snap: &DispatchSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let groups = PyList::empty(py);
+    for g in &snap.groups {
+        let workers = PyList::empty(py);
+        for w in &g.workers {
+            let d = PyDict::new(py);
+            d.set_item("id", WorkerRef::new(w.index, u32::from(w.gen)).0)?;
+            d.set_item("index", w.index)?;
+            d.set_item("gen", w.gen)?;
+            d.set_item("pid", w.pid)?;
+            d.set_item("start", w.start)?;
+            d.set_item("state", w.state)?;
+            d.set_item("alive", w.alive)?;
+            d.set_item("idle", w.idle)?;
+            d.set_item("served", w.served)?;
+            workers.append(d)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("group", g.group)?;
+        d.set_item("workers", workers)?;
+        d.set_item("submitted", g.submitted)?;
+        d.set_item("requeued", g.requeued)?;
+        d.set_item("failed", g.failed)?;
+        groups.append(d)?;
+    }
+    let c = &snap.slots;
+    let slots = PyDict::new(py);
+    for (k, v) in [
+        ("free", c.free),
+        ("filling", c.filling),
+        ("queued", c.queued),
+        ("taken", c.taken),
+        ("done", c.done),
+        ("failed", c.failed),
+        ("abandoned", c.abandoned),
+        ("damaged", c.damaged),
+    ] {
+        slots.set_item(k, v)?;
+    }
+    let d = PyDict::new(py);
+    d.set_item("groups", groups)?;
+    d.set_item("slots", slots)?;
+    d.set_item("max_message", snap.max_message)?;
+    d.set_item("worker_records", snap.worker_records)?;
+    Ok(d)
+}
+
+/// A read-only `memoryview` of a Python `mmap` of the request area (see
+/// "A request in place" above). The file is opened again with the core's
+/// checks (no symbolic link, ours, owner-only) and must have the length
+/// the handle validated.
+fn map_area(py: Python<'_>, s: &Sessions) -> PyResult<Py<PyAny>> {
+    let path = s.requests_path();
+    let total = s.geometry().total_size;
+    let file = py
+        .detach(|| mtipc::shm::open_checked(path, false))
+        .map_err(to_py)?;
+    let len = file
+        .metadata()
+        .map_err(|e| to_py(mtipc::Error::io(path.display(), e)))?
+        .len();
+    if len != total {
+        return Err(to_py(mtipc::Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: file is {len} bytes, the area is {total}",
+                path.display()
+            ),
+        )));
+    }
+    let mmap = py.import("mmap")?;
+    let kw = PyDict::new(py);
+    kw.set_item("access", mmap.getattr("ACCESS_READ")?)?;
+    // Python's mmap duplicates the descriptor: `file` may close.
+    let mm = mmap
+        .getattr("mmap")?
+        .call((file.as_raw_fd(), total), Some(&kw))?;
+    let view = py.import("builtins")?.getattr("memoryview")?.call1((mm,))?;
+    Ok(view.unbind())
+}
+
+// ---------------------------------------------------------------------------
+// Worker
+
+/// The core's worker and the one request it holds.
+struct WorkerState {
+    /// The request taken and not answered (declared first: it borrows
+    /// `worker` and must go before it).
+    current: Option<Current>,
+    /// The core's worker, leaked from a `Box` (so that its address stays
+    /// put while `current` borrows it); `None` once closed.
+    worker: Option<NonNull<core::Worker>>,
+    /// Numbers the requests taken, to tell a `Request` object whether it
+    /// is still the one held.
+    seq: u64,
+}
+
+struct Current {
+    seq: u64,
+    req: core::Request<'static>,
+}
+
+// SAFETY: `worker` is a uniquely owned `Box<core::Worker>` (which is
+// `Send`), and `current` borrows it; both move together under the mutex.
+unsafe impl Send for WorkerState {}
+
+impl WorkerState {
+    /// Takes the core's worker out for dropping (it unregisters on drop).
+    /// A request still held is *not* failed: it is forgotten, so that
+    /// unregistering hands it to another worker of the group, as if this
+    /// worker had died (the core's "worker failure" path).
+    fn close(&mut self) -> Option<Box<core::Worker>> {
+        if let Some(c) = self.current.take() {
+            std::mem::forget(c.req);
+        }
+        // SAFETY: from `Box::leak` in `register_worker`; nothing borrows
+        // it any more (`current` is gone).
+        self.worker
+            .take()
+            .map(|p| unsafe { Box::from_raw(p.as_ptr()) })
+    }
+}
+
+impl Drop for WorkerState {
+    fn drop(&mut self) {
+        drop(self.close());
+    }
+}
+
+/// What one slice of a wait for a request gave.
+enum Took {
+    Got {
+        seq: u64,
+        session: u64,
+        slot: u32,
+        len: usize,
+    },
+    Nothing,
+    Closed,
+}
+
+/// A registered worker of one group (`SessionTable.register_worker`).
+///
+/// `next()` waits for a request (GIL released, Ctrl-C interrupts),
+/// `try_next()` takes one without waiting; iterating (`for req in
+/// worker:`) serves until the worker is closed. It holds one request at a
+/// time: answer it (`Request.respond`) before taking the next.
+///
+/// A context manager: leaving the block closes it, as does `close()`.
+/// Closing unregisters the worker: requests queued to it, or held and not
+/// answered, go to another worker of the group (or fail when there is
+/// none), and the sessions bound to it are unbound. If the process dies,
+/// the first process that notices does the same.
+#[pyclass(frozen, module = "mtipc", name = "Worker")]
+pub(crate) struct Worker {
+    id: u64,
+    group: u32,
+    /// The memoryview of the whole request area (see `map_area`).
+    view: Py<PyAny>,
+    geo: core::requests::Geometry,
+    /// Set by `close()` (read without the state lock, which a wait holds).
+    closed: Flag,
+    state: Mutex<WorkerState>,
+}
+
+impl Worker {
+    /// One slice of a wait (`None`: do not wait). Called without the GIL.
+    fn take(&self, slice: Option<Duration>) -> mtipc::Result<Took> {
+        let mut st = lock(&self.state);
+        let Some(ptr) = st.worker else {
+            return Ok(Took::Closed);
+        };
+        if let Some(c) = &st.current {
+            return Err(mtipc::Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "the worker holds an unanswered request (session {}): respond to it before taking another",
+                    c.req.session()
+                ),
+            ));
+        }
+        // SAFETY: `ptr` is the leaked box, alive until `close`, which needs
+        // this lock; no request borrows it (`current` is None), so this is
+        // its only mutable use. The request is kept in `current`, dropped
+        // or forgotten before the box is freed.
+        let w: &'static mut core::Worker = unsafe { &mut *ptr.as_ptr() };
+        let got = match slice {
+            None => w.try_next(),
+            Some(d) => w.next(Some(d)),
+        };
+        let Some(req) = got else {
+            return Ok(Took::Nothing);
+        };
+        st.seq += 1;
+        let seq = st.seq;
+        let (session, slot, len) = (req.session().0, req.slot(), req.bytes().len());
+        st.current = Some(Current { seq, req });
+        Ok(Took::Got {
+            seq,
+            session,
+            slot,
+            len,
+        })
+    }
+
+    /// The `Request` object of a request just taken.
+    fn request(
+        slf: &Bound<'_, Self>,
+        seq: u64,
+        session: u64,
+        slot: u32,
+        len: usize,
+    ) -> PyResult<Request> {
+        let py = slf.py();
+        let this = slf.get();
+        let start = this.geo.buf_off(slot) as isize;
+        let range = PySlice::new(py, start, start + len as isize, 1);
+        let data = match this.view.bind(py).get_item(range) {
+            Ok(v) => v.unbind(),
+            Err(e) => {
+                // Cannot happen (validated geometry); do not keep the
+                // request taken if it does: it goes back, failed.
+                let taken = lock(&this.state).current.take();
+                py.detach(move || drop(taken));
+                return Err(e);
+            }
+        };
+        Ok(Request {
+            worker: slf.clone().unbind(),
+            seq,
+            session,
+            slot,
+            data,
+            answered: Flag::new(),
+        })
+    }
+
+    /// Answers request number `seq` if the worker still holds it.
+    /// Called without the GIL.
+    fn respond(&self, seq: u64, response: &[u8]) -> mtipc::Result<()> {
+        let mut st = lock(&self.state);
+        match &st.current {
+            Some(c) if c.seq == seq => {
+                c.req.respond(response)?;
+                st.current = None; // answered: dropping it does nothing more
+                Ok(())
+            }
+            _ if st.worker.is_none() => Err(mtipc::Error::new(
+                ErrorKind::Invalid,
+                "the worker was closed before this request was answered: it went to another worker of the group (or failed)".to_owned(),
+            )),
+            _ => Err(mtipc::Error::new(
+                ErrorKind::Invalid,
+                "the request was answered already".to_owned(),
+            )),
+        }
+    }
+
+    /// Fails request number `seq` if the worker still holds it (its
+    /// `Request` object went away unanswered). Called without the GIL.
+    fn drop_request(&self, seq: u64) {
+        let mut st = lock(&self.state);
+        if st.current.as_ref().is_some_and(|c| c.seq == seq) {
+            st.current = None; // the core fails it (UnavailableError)
+        }
+    }
+
+    fn next_impl(slf: &Bound<'_, Self>, timeout: Option<Duration>) -> PyResult<Option<Request>> {
+        let py = slf.py();
+        let this = slf.get();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let slice = match deadline {
+                None => SIGNAL_CHECK,
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK),
+            };
+            match py.detach(|| this.take(Some(slice))).map_err(to_py)? {
+                Took::Got {
+                    seq,
+                    session,
+                    slot,
+                    len,
+                } => return Worker::request(slf, seq, session, slot, len).map(Some),
+                Took::Closed => return Ok(None),
+                Took::Nothing => {}
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Worker {
+    /// The worker's id: what `SessionInfo.worker` holds for a session
+    /// bound to it (and the `id` of its entry in `SessionTable.snapshot()`).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The worker's group.
+    #[getter]
+    fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// Requests this worker has answered (0 once closed).
+    #[getter]
+    fn served(&self) -> u64 {
+        let st = lock(&self.state);
+        // SAFETY: alive while the lock is held and `worker` is Some; a
+        // shared use, as the held request's.
+        st.worker.map_or(0, |p| unsafe { p.as_ref() }.served())
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.is_set()
+    }
+
+    /// The next request for this worker, waiting at most `timeout` seconds
+    /// (`None`: no limit) with the GIL released; `None` when the timeout
+    /// passes or the worker is closed meanwhile (by another thread or a
+    /// signal handler).
+    ///
+    /// Signal handlers run at least every 100 ms, so Ctrl-C
+    /// (`KeyboardInterrupt`) interrupts the wait; no request is lost when
+    /// it does. `InvalidError` if the worker still holds an unanswered
+    /// request, or is closed.
+    #[pyo3(signature = (timeout = None))]
+    fn next(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Request>> {
+        let timeout = timeout_arg(timeout)?;
+        slf.get().check_open()?;
+        Worker::next_impl(slf, timeout)
+    }
+
+    /// The next request if one is queued for this worker, else `None`;
+    /// never waits. `InvalidError` as for `next()`.
+    fn try_next(slf: &Bound<'_, Self>) -> PyResult<Option<Request>> {
+        let this = slf.get();
+        this.check_open()?;
+        match slf.py().detach(|| this.take(None)).map_err(to_py)? {
+            Took::Got {
+                seq,
+                session,
+                slot,
+                len,
+            } => Worker::request(slf, seq, session, slot, len).map(Some),
+            Took::Closed | Took::Nothing => Ok(None),
+        }
+    }
+
+    /// Unregisters the worker (GIL released). A request it holds
+    /// unanswered goes to another worker of the group, or fails if there
+    /// is none; so do requests queued to it. Calling it again does
+    /// nothing.
+    fn close(&self, py: Python<'_>) {
+        self.closed.set();
+        py.detach(|| {
+            let w = lock(&self.state).close();
+            drop(w);
+        });
+    }
+
+    /// Returns the worker itself.
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the worker; exceptions raised in the block propagate.
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py);
+    }
+
+    /// Returns the worker itself: iterating yields requests.
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// The next request, waiting without limit; the iteration ends when
+    /// the worker is closed.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Request>> {
+        Worker::next_impl(slf, None)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<mtipc.Worker id={:#x} group={}{}>",
+            self.id,
+            self.group,
+            if self.closed() { " (closed)" } else { "" }
+        )
+    }
+}
+
+impl Worker {
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed() {
+            return Err(invalid(format!(
+                "the mtipc.Worker {:#x} is closed",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request
+
+/// A request taken by a `Worker`: its session, its bytes in place, and
+/// `respond()`.
+///
+/// `data` is a read-only `memoryview` onto the request's shared slot (no
+/// copy), valid until `respond()`: then it is released (using it raises
+/// `ValueError`; `bytes(req.data)` keeps a copy). A request whose object
+/// goes away unanswered fails (`UnavailableError` for its submitter).
+#[pyclass(frozen, module = "mtipc", name = "Request")]
+pub(crate) struct Request {
+    worker: Py<Worker>,
+    seq: u64,
+    session: u64,
+    slot: u32,
+    data: Py<PyAny>,
+    answered: Flag,
+}
+
+#[pymethods]
+impl Request {
+    /// The id of the session the request belongs to.
+    #[getter]
+    fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// The request slot (for diagnostics).
+    #[getter]
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The request bytes: a read-only `memoryview` onto the shared slot,
+    /// valid until `respond()`. `InvalidError` once answered.
+    #[getter]
+    fn data(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if self.answered.is_set() {
+            return Err(invalid(
+                "the request was answered: its data is gone (copy it with bytes(req.data) before respond)"
+                    .to_owned(),
+            ));
+        }
+        Ok(self.data.clone_ref(py))
+    }
+
+    /// Whether `respond()` succeeded.
+    #[getter]
+    fn answered(&self) -> bool {
+        self.answered.is_set()
+    }
+
+    /// Writes `data` (a bytes-like object of at most the table's
+    /// `max_message` bytes) into the slot as the response and wakes the
+    /// submitter; then releases `data`'s view. GIL released.
+    ///
+    /// `InvalidError` for a response over the limit (the message gives it;
+    /// the request stays held: answer again), for a request answered
+    /// already, or one whose worker was closed (it went to another
+    /// worker).
+    fn respond(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let msg = message_arg(data)?;
+        let w = self.worker.get();
+        py.detach(|| w.respond(self.seq, &msg)).map_err(to_py)?;
+        self.answered.set();
+        // A view exported further (say to numpy) cannot be released; it
+        // keeps the mapping alive, so that is safe, just not enforced.
+        let _ = self.data.call_method0(py, "release");
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<mtipc.Request session={:#x} slot={}{}>",
+            self.session,
+            self.slot,
+            if self.answered() { " (answered)" } else { "" }
+        )
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.answered.is_set() {
+            let w = self.worker.get();
+            let seq = self.seq;
+            // Failing it takes the session's entry lock: without the GIL
+            // when there is one.
+            if Python::try_attach(|py| py.detach(|| w.drop_request(seq))).is_none() {
+                w.drop_request(seq);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ticket
+
+/// A submitted request (`SessionTable.submit`): wait for its response
+/// with `wait()` or `poll()`. Dropping a ticket whose response was not
+/// read withdraws the request.
+#[pyclass(frozen, module = "mtipc", name = "Ticket")]
+pub(crate) struct Ticket {
+    session: u64,
+    group: u32,
+    slot: u32,
+    /// `None` only while it is dropped.
+    inner: Mutex<Option<core::Ticket>>,
+}
+
+impl Ticket {
+    /// Runs `f` on the core's ticket. Called without the GIL.
+    fn with<T>(&self, f: impl FnOnce(&mut core::Ticket) -> mtipc::Result<T>) -> mtipc::Result<T> {
+        match lock(&self.inner).as_mut() {
+            Some(t) => f(t),
+            None => Err(mtipc::Error::new(
+                ErrorKind::Invalid,
+                "the ticket is gone".to_owned(),
+            )),
+        }
+    }
+}
+
+#[pymethods]
+impl Ticket {
+    /// The id of the session the request belongs to.
+    #[getter]
+    fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// The worker group it was submitted to.
+    #[getter]
+    fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// The request slot it occupies (for diagnostics).
+    #[getter]
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Waits at most `timeout` seconds (`None`: no limit), GIL released,
+    /// for the response, and returns it (`bytes`).
+    ///
+    /// While it waits it checks that the worker serving the request lives
+    /// (a dead one's requests go to another worker of the group). Signal
+    /// handlers run at least every 100 ms: Ctrl-C interrupts the wait and
+    /// the ticket stays valid. `TimeoutError` when the timeout passes (the
+    /// ticket stays valid: wait again); `UnavailableError` when the group
+    /// has no live worker to serve it; `InvalidError` once the response
+    /// was read.
+    #[pyo3(signature = (timeout = None))]
+    fn wait<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = timeout_arg(timeout)?;
+        // The core checks the serving worker every 100 ms of the ticket's
+        // waits and polls put together, so slicing loses no check.
+        let got = wait_in_slices(
+            py,
+            timeout,
+            |slice| self.with(|t| t.wait(Some(slice)).map(|r| r.to_vec())),
+            |t| {
+                format!(
+                    "no response to the request of session {:#x} (group {}) within {t:?}",
+                    self.session, self.group
+                )
+            },
+        )?;
+        Ok(PyBytes::new(py, &got))
+    }
+
+    /// The response (`bytes`) if it is there, else `None`; never waits.
+    /// Errors as `wait()`, without `TimeoutError`.
+    fn poll<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let got = py
+            .detach(|| self.with(|t| t.poll().map(|r| r.map(|r| r.to_vec()))))
+            .map_err(to_py)?;
+        Ok(got.map(|v| PyBytes::new(py, &v)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<mtipc.Ticket session={:#x} group={} slot={}>",
+            self.session, self.group, self.slot
+        )
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Withdrawing takes the session's entry lock: without the GIL
+        // when there is one.
+        if let Some(t) = lock(&self.inner).take() {
+            let mut t = Some(t);
+            let _ = Python::try_attach(|py| py.detach(|| drop(t.take())));
+            drop(t);
+        }
+    }
+}
