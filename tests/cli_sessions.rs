@@ -628,6 +628,10 @@ fn closures_with_versions_and_readers() {
         })
         .collect();
     assert_eq!(vs, [(1, 1), (2, 2)]);
+    // One line, compact (as `ls --json`; scripts grep it).
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(raw.matches('\n').count(), 1, "{raw}");
+    assert!(raw.contains("\"readers\":1"), "{raw}");
     let out = mtipc(&sc.path(), &[]);
     let h = text(&out);
     assert!(h.contains("no session tables"), "{h}");

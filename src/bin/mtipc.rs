@@ -308,7 +308,7 @@ mod cli {
         let r = report(domain, &opts)?;
         let mut out = std::io::stdout().lock();
         let written = if json {
-            serde_json::to_writer_pretty(&mut out, &r)
+            serde_json::to_writer(&mut out, &r)
                 .map_err(std::io::Error::from)
                 .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
         } else {
