@@ -192,7 +192,8 @@ run "$PY" -u examples/py_manager.py "$S" calls --sessions 4 --requests 24 --keep
   | sed -u 's/^/   [manager] /'
 echo "each session's requests went to one worker of its group (sticky sessions); one line per request in the workers' logs:"
 for f in c-worker-1 c-worker-2 py-worker-1 py-worker-2; do
-  printf '   %-12s %3d requests served, e.g. %s\n' "$f" "$(grep -c . "$WORK/$f.log" || true)" "$(head -1 "$WORK/$f.log")"
+  printf '   %-12s %3d requests served %s\n' "$f" "$(grep -c -- ' -> ' "$WORK/$f.log" || true)" \
+    "$(grep -m1 -- ' -> ' "$WORK/$f.log" | sed 's/^/(e.g. /; s/$/)/')"
 done
 run "$MTIPC" --domain "$S" sessions
 
@@ -203,6 +204,7 @@ sleep 0.6
 VICTIM=$C1
 grep -q "pid $C1" "$WORK/manager.log" || VICTIM=$C2
 run kill -9 "$VICTIM"
+wait "$VICTIM" 2>/dev/null || true
 wait "$MANAGER" || { echo "demo: the manager found lost or wrong answers" >&2; cat "$WORK/manager.log"; exit 1; }
 grep -E "MOVED|^summary" "$WORK/manager.log" | sed 's/^/   [manager] /'
 
@@ -231,6 +233,9 @@ with mtipc.Domain(sys.argv[1]) as d:
     print('published version', mtipc.publish_closure(d, 'routing', {'queue': 'sales', 'weight': 1}))" "$S"
 run ls "$S/closures/routing"
 
+echo "The workers stop on SIGTERM: each unregisters, handing what it holds to its group."
 for p in $C1 $C2 $P1 $P2; do kill -TERM "$p" 2>/dev/null || true; done
+for p in $C1 $C2 $P1 $P2; do wait "$p" 2>/dev/null || true; done
+tail -q -n 1 "$WORK"/c-worker-2.log "$WORK"/py-worker-*.log | sed 's/^/   [worker] /'
 
 printf '\n%sdemo finished: every step behaved as described.%s\n' "$bold" "$off"
