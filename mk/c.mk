@@ -87,11 +87,11 @@ $(C_OUT)/tests/c-asan/%: tests/c/%.c $(wildcard tests/c/*.h) include/mtipc.h | c
 	@mkdir -p $(@D)
 	$(CC) $(C_STD) $(SAN_FLAGS) $(CFLAGS) $< -o $@ $(DEBUG_LINK) $(LDFLAGS)
 
-$(C_OUT)/tests/cpp/%: tests/cpp/%.cpp include/mtipc.hpp include/mtipc.h | c-lib
+$(C_OUT)/tests/cpp/%: tests/cpp/%.cpp $(wildcard tests/cpp/*.hpp) include/mtipc.hpp include/mtipc.h | c-lib
 	@mkdir -p $(@D)
 	$(CXX) $(CXX_STD) $(CXXFLAGS) $< -o $@ $(DEBUG_LINK) $(LDFLAGS)
 
-$(C_OUT)/tests/cpp-asan/%: tests/cpp/%.cpp include/mtipc.hpp include/mtipc.h | c-lib
+$(C_OUT)/tests/cpp-asan/%: tests/cpp/%.cpp $(wildcard tests/cpp/*.hpp) include/mtipc.hpp include/mtipc.h | c-lib
 	@mkdir -p $(@D)
 	$(CXX) $(CXX_STD) $(SAN_FLAGS) $(CXXFLAGS) $< -o $@ $(DEBUG_LINK) $(LDFLAGS)
 

@@ -8,6 +8,8 @@
 // an Advert is gone.
 #include <mtipc.hpp>
 
+#include "mt_test.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -35,59 +37,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int failures = 0;
-int checks = 0;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        ++checks;                                                                                  \
-        if (!(cond)) {                                                                             \
-            ++failures;                                                                            \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #cond "\n";             \
-        }                                                                                          \
-    } while (0)
-
-// Runs the statement, which must throw mtipc::Error with `code` and a message containing `needle`.
-#define CHECK_THROWS(code_, needle, ...)                                                           \
-    do {                                                                                           \
-        ++checks;                                                                                  \
-        try {                                                                                      \
-            __VA_ARGS__;                                                                           \
-            ++failures;                                                                            \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": no exception from " #__VA_ARGS__ "\n";  \
-        } catch (const mtipc::Error &e) {                                                          \
-            if (e.code() != (code_) || e.message().find(needle) == std::string::npos) {            \
-                ++failures;                                                                        \
-                std::cerr << __FILE__ << ":" << __LINE__ << ": " #__VA_ARGS__ " threw " << e.what() \
-                          << ", expected " << mt_status_str(code_) << " mentioning \"" << (needle) \
-                          << "\"\n";                                                               \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-// A scratch directory removed (recursively) at the end of its scope.
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const char *tag) {
-        std::string tmpl =
-            (fs::temp_directory_path() / (std::string("mtipc-cpptest-") + tag + "-XXXXXX"))
-                .string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (mkdtemp(buf.data()) == nullptr) {
-            std::perror("mkdtemp");
-            std::abort();
-        }
-        dir = buf.data();
-    }
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    Scratch(const Scratch &) = delete;
-    Scratch &operator=(const Scratch &) = delete;
-};
 
 // Polls `cond` every 5 ms for at most `limit`.
 bool eventually(const std::function<bool()> &cond, std::chrono::milliseconds limit = 5s) {
@@ -641,17 +590,6 @@ void daemon_stop_then_unavailable() {
     CHECK(!listed(fx->d, "@mtipcd"));
 }
 
-void run(const char *name, void (*f)()) {
-    int before = failures;
-    try {
-        f();
-    } catch (const std::exception &e) {
-        ++failures;
-        std::cerr << name << ": unexpected exception: " << e.what() << "\n";
-    }
-    std::cout << (failures == before ? "ok   " : "FAIL ") << name << std::endl;
-}
-
 } // namespace
 
 int main() {
@@ -676,13 +614,8 @@ int main() {
         run("daemon_stop_then_unavailable", daemon_stop_then_unavailable);
         fx = nullptr;
     } catch (const std::exception &e) {
-        ++failures;
+        ++mt_test_failures;
         std::cerr << "test_attach: " << e.what() << "\n";
     }
-    if (failures) {
-        std::cerr << "test_attach: " << failures << " of " << checks << " checks FAILED\n";
-        return 1;
-    }
-    std::cout << "test_attach: all " << checks << " checks passed\n";
-    return 0;
+    return mt_test_exit("test_attach");
 }

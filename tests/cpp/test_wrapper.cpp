@@ -3,6 +3,8 @@
 // false, the path() size protocol, and a moved-from Domain being harmless.
 #include <mtipc.hpp>
 
+#include "mt_test.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,70 +22,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-int failures = 0;
-int checks = 0;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        ++checks;                                                                                  \
-        if (!(cond)) {                                                                             \
-            ++failures;                                                                            \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #cond "\n";             \
-        }                                                                                          \
-    } while (0)
-
-// Runs `f`, which must throw mtipc::Error with `code` and a message containing `needle`.
-#define CHECK_THROWS(code_, needle, ...)                                                           \
-    do {                                                                                           \
-        ++checks;                                                                                  \
-        try {                                                                                      \
-            __VA_ARGS__;                                                                           \
-            ++failures;                                                                            \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": no exception from " #__VA_ARGS__ "\n";  \
-        } catch (const mtipc::Error &e) {                                                          \
-            if (e.code() != (code_) || e.message().find(needle) == std::string::npos) {            \
-                ++failures;                                                                        \
-                std::cerr << __FILE__ << ":" << __LINE__ << ": " #__VA_ARGS__ " threw " << e.what() \
-                          << ", expected " << mt_status_str(code_) << " mentioning \"" << (needle) \
-                          << "\"\n";                                                               \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-// A scratch directory removed (recursively) at the end of its scope.
-struct Scratch {
-    fs::path dir;
-    explicit Scratch(const char *tag) {
-        std::string tmpl = (fs::temp_directory_path() / (std::string("mtipc-cpptest-") + tag +
-                                                         "-XXXXXX"))
-                               .string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (mkdtemp(buf.data()) == nullptr) {
-            std::perror("mkdtemp");
-            std::abort();
-        }
-        dir = buf.data();
-    }
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    Scratch(const Scratch &) = delete;
-    Scratch &operator=(const Scratch &) = delete;
-};
-
-void run(const char *name, const std::function<void()> &f) {
-    int before = failures;
-    try {
-        f();
-    } catch (const std::exception &e) {
-        ++failures;
-        std::cerr << name << ": unexpected exception: " << e.what() << "\n";
-    }
-    std::cout << (failures == before ? "ok   " : "FAIL ") << name << std::endl;
-}
 
 // Compile-time properties of the wrapper.
 static_assert(!std::is_copy_constructible_v<mtipc::Domain>, "Domain is move-only");
@@ -289,10 +227,5 @@ int main() {
     run("move_semantics", move_semantics);
     run("errors_carry_code_and_message", errors_carry_code_and_message);
     run("semaphore_operations", semaphore_operations);
-    if (failures) {
-        std::cerr << "test_wrapper: " << failures << " of " << checks << " checks FAILED\n";
-        return 1;
-    }
-    std::cout << "test_wrapper: all " << checks << " checks passed\n";
-    return 0;
+    return mt_test_exit("test_wrapper");
 }
