@@ -4,13 +4,15 @@
 //! and this test binary re-executed as a child process (see [`child_entry`])
 //! for the cross-process echo and the `kill -9` cases.
 
+mod common;
+
+use common::Scratch;
 use mtipc::attach::channel::{fingerprint_hex, Conn, ServerKey, MAX_MESSAGE};
 use mtipc::{Error, ErrorKind};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -90,28 +92,6 @@ fn unhex32(s: &str) -> [u8; 32] {
         *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
     }
     out
-}
-
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!(
-            "mtipc-chan-{tag}-{}-{:?}",
-            std::process::id(),
-            Instant::now()
-        ));
-        let p = PathBuf::from(p.to_string_lossy().replace([' ', '{', '}', ':', ','], "_"));
-        std::fs::create_dir(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -200,19 +180,7 @@ fn forward(mut src: UnixStream, mut dst: UnixStream, ctl: Arc<Mutex<Ctl>>) {
 // Child processes: this binary again, running `child_entry` in a role.
 
 fn spawn_role(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("MTIPC_CHAN_ROLE", role)
-        .env("MTIPC_CHAN_ARGS", args.join("\u{1f}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    common::role_command("MTIPC_CHAN", role, args)
         .spawn()
         .expect("re-exec the test binary")
 }
@@ -288,7 +256,7 @@ fn echo_sizes_across_threads() {
 
 #[test]
 fn echo_sizes_with_a_child_process() {
-    let dir = Scratch::new("echo");
+    let dir = Scratch::create("echo");
     let sock = dir.0.join("tenant.sock");
     let mut child = spawn_role(
         "tenant-echo",
@@ -634,7 +602,7 @@ fn a_corrupted_record_is_an_error_not_a_hang() {
 
 #[test]
 fn a_killed_peer_gives_closed_or_io_never_a_hang() {
-    let dir = Scratch::new("kill");
+    let dir = Scratch::create("kill");
     let sock = dir.0.join("tenant.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     let key = ServerKey::generate().unwrap();

@@ -5,44 +5,19 @@
 //! one; a table without a request area; a 1,000,000-slot table read under a
 //! pseudo-terminal (progress on stderr) and through pipes (none).
 
+mod common;
+
+use common::{say, Scratch};
 use mtipc::session::{SessionId, Sessions, SessionsConfig, Table};
 use mtipc::Domain;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 const MTIPC: &str = env!("CARGO_BIN_EXE_mtipc");
 const NAME: &str = "calls";
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("mtipc-cli-{tag}-{}-{nanos}", std::process::id()));
-        Scratch(p)
-    }
-    fn domain(&self) -> Domain {
-        Domain::open(Some(&self.0)).unwrap()
-    }
-    fn path(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `mtipc --domain D sessions ARGS` with pipes (stderr not a tty).
 fn mtipc(dom: &str, args: &[&str]) -> Output {
@@ -110,21 +85,10 @@ impl Proc {
     /// A worker process of `group`: answers each request with its bytes,
     /// except requests starting with "hold", which it keeps unanswered.
     fn worker(dom: &str, group: u32) -> Proc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env("MTIPC_CLI_ROLE", "worker")
-            .env("MTIPC_CLI_ARGS", format!("{dom}\u{1f}{group}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
+        let mut child =
+            common::role_command("MTIPC_CLI", "worker", &[dom.into(), group.to_string()])
+                .spawn()
+                .expect("spawn worker");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         loop {
@@ -154,10 +118,7 @@ impl Proc {
     }
 
     fn kill9(mut self) {
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let st = self.child.wait().unwrap();
-        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        common::kill9(&mut self.child);
     }
 }
 
@@ -180,11 +141,6 @@ fn child_entry() {
     let d = Domain::open(Some(args[0].as_ref())).unwrap();
     let s = Sessions::open(&d, NAME).unwrap();
     let mut w = s.register_worker(args[1].parse().unwrap()).unwrap();
-    let say = |l: &str| {
-        let mut o = std::io::stdout().lock();
-        writeln!(o, "@@ {l}").unwrap();
-        o.flush().unwrap();
-    };
     say("ready");
     let mut held = Vec::new();
     loop {

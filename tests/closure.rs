@@ -18,39 +18,21 @@
 //!   a crash; random corruption too.
 //! - [`oversized_and_too_deep_are_invalid_with_the_limit`].
 
+mod common;
+
+use common::Scratch;
 use mtipc::closure::{self, Closure, Value, MAX_CLOSURE_SIZE, MAX_DEPTH};
 use mtipc::{Domain, ErrorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("mtipc-closure-{tag}-{}-{ns}", std::process::id()));
-        std::fs::create_dir(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process with its stdin (to tell it what to do) and a channel of
 /// its stdout lines.
@@ -62,19 +44,8 @@ struct Kid {
 
 impl Kid {
     fn spawn(role: &str, args: &[String]) -> Kid {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env("MTIPC_CLOSURE_ROLE", role)
-            .env("MTIPC_CLOSURE_ARGS", args.join("\u{1f}"))
+        let mut child = common::role_command("MTIPC_CLOSURE", role, args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("re-exec the test binary");
         let stdin = child.stdin.take();
@@ -262,7 +233,7 @@ fn child_opener(d: &Domain, name: &str) {
 
 #[test]
 fn readers_hold_their_version_until_the_last_lets_go() {
-    let s = Scratch::new("hold");
+    let s = Scratch::create("hold");
     let d = Domain::open(Some(&s.0)).unwrap();
     let dom = s.0.display().to_string();
     assert_eq!(
@@ -323,7 +294,7 @@ fn readers_hold_their_version_until_the_last_lets_go() {
 
 #[test]
 fn killed_readers_do_not_pin_a_version() {
-    let s = Scratch::new("kill");
+    let s = Scratch::create("kill");
     let d = Domain::open(Some(&s.0)).unwrap();
     let dom = s.0.display().to_string();
     let args = [dom.clone(), "k".to_string(), "100".to_string()];
@@ -379,7 +350,7 @@ fn killed_readers_do_not_pin_a_version() {
 
 #[test]
 fn racing_publishers_and_readers() {
-    let s = Scratch::new("race");
+    let s = Scratch::create("race");
     let d = Domain::open(Some(&s.0)).unwrap();
     let dom = s.0.display().to_string();
     const PUBLISHERS: usize = 4;
@@ -445,7 +416,7 @@ fn set_mode(p: &Path, mode: u32) {
 
 #[test]
 fn bad_version_files_are_refused() {
-    let s = Scratch::new("bad");
+    let s = Scratch::create("bad");
     let d = Domain::open(Some(&s.0)).unwrap();
     let mut m = BTreeMap::new();
     m.insert(
@@ -551,7 +522,7 @@ fn bad_version_files_are_refused() {
 
 #[test]
 fn oversized_and_too_deep_are_invalid_with_the_limit() {
-    let s = Scratch::new("big");
+    let s = Scratch::create("big");
     let d = Domain::open(Some(&s.0)).unwrap();
     // Zeroed by the allocator lazily: no gigabyte is touched.
     let huge = vec![0u8; MAX_CLOSURE_SIZE as usize];

@@ -16,14 +16,16 @@
 //! for the CPUs with each other (the whole file runs in well under 20 s on
 //! two cores).
 
+mod common;
+
+use common::{mono_ns, serial, Scratch};
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,37 +35,6 @@ use std::time::{Duration, Instant};
 /// How long a sleeping waiter waits at most before it re-reads the count
 /// (`RECHECK` in src/sync/semaphore.rs, which is not exported).
 const RECHECK: Duration = Duration::from_millis(250);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!(
-            "mtipc-mp-{tag}-{}-{}",
-            std::process::id(),
-            mono_ns()
-        ));
-        std::fs::create_dir(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Child processes that are killed and reaped however the test ends.
 #[derive(Default)]
@@ -94,18 +65,6 @@ impl Rng {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn mtipc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mtipc")
 }
@@ -125,18 +84,7 @@ fn spawn_sem_wait(domain: &Path, timeout_ms: u64) -> Child {
 
 /// This test binary again, running [`child_entry`] as `role`.
 fn spawn_role(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("MTIPC_MP_ROLE", role)
-        .env("MTIPC_MP_ARGS", args.join("\u{1f}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    common::role_command("MTIPC_MP", role, args)
         .stderr(Stdio::piped())
         .spawn()
         .expect("re-exec the test binary")
@@ -368,8 +316,8 @@ fn child_racer(base: &Path, rounds: u64, idx: u64) {
 #[test]
 fn post_n_wakes_exactly_n_blocked_processes() {
     let _g = serial();
-    let sc = Scratch::new("wake");
-    let dpath = sc.path().join("dom");
+    let sc = Scratch::create("wake");
+    let dpath = sc.dir().join("dom");
     let dom = Domain::open(Some(&dpath)).unwrap();
     let sem = dom.semaphore();
 
@@ -430,8 +378,8 @@ fn post_n_wakes_exactly_n_blocked_processes() {
 #[test]
 fn killed_waiter_does_not_consume_a_post() {
     let _g = serial();
-    let sc = Scratch::new("killwait");
-    let dpath = sc.path().join("dom");
+    let sc = Scratch::create("killwait");
+    let dpath = sc.dir().join("dom");
     let dom = Domain::open(Some(&dpath)).unwrap();
     let sem = dom.semaphore();
     let mut kids = Kids::default();
@@ -543,11 +491,11 @@ fn tally_waiter(out: impl Read + Send + 'static) -> JoinHandle<WaiterTally> {
 #[test]
 fn posters_killed_at_random_moments() {
     let _g = serial();
-    let sc = Scratch::new("chaos");
-    let dpath = sc.path().join("dom");
+    let sc = Scratch::create("chaos");
+    let dpath = sc.dir().join("dom");
     let dom = Domain::open(Some(&dpath)).unwrap();
     let sem = dom.semaphore();
-    let stop = sc.path().join("stop");
+    let stop = sc.dir().join("stop");
     let seed = std::env::var("MTIPC_MP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -656,12 +604,12 @@ fn posters_killed_at_random_moments() {
 #[test]
 fn concurrent_creation_of_one_domain() {
     let _g = serial();
-    let sc = Scratch::new("race");
+    let sc = Scratch::create("race");
     // Batches of 100 rounds with a fresh pair of processes, until 50 rounds
     // really started together (a loaded machine can keep the two apart).
     let (mut close, mut batches) = (0, 0);
     while close < 50 && batches < 10 {
-        let base = sc.path().join(format!("batch{batches}"));
+        let base = sc.dir().join(format!("batch{batches}"));
         std::fs::create_dir(&base).unwrap();
         close += race_batch(&base, 100);
         batches += 1;

@@ -21,48 +21,19 @@
 //!   one; every request is answered exactly once (with its own response)
 //!   or reported failed; the region is consistent at the end.
 
+mod common;
+
+use common::{say, serial, Scratch};
 use mtipc::session::{SessionId, Sessions, SessionsConfig, Ticket};
 use mtipc::{Domain, ErrorKind};
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(
-            format!("mtipc-sd-{tag}-{}-{:?}", std::process::id(), Instant::now())
-                .replace([' ', '{', '}', ':', ','], ""),
-        );
-        Scratch(p)
-    }
-    fn domain(&self) -> Domain {
-        Domain::open(Some(&self.0)).unwrap()
-    }
-    fn path(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const NAME: &str = "calls";
 
@@ -84,19 +55,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(role: &str, args: &[String]) -> Proc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env("MTIPC_SD_ROLE", role)
-            .env("MTIPC_SD_ARGS", args.join("\u{1f}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+        let mut child = common::role_command("MTIPC_SD", role, args)
             .spawn()
             .expect("spawn child");
         let out = BufReader::new(child.stdout.take().unwrap());
@@ -138,10 +97,7 @@ impl Proc {
     }
 
     fn kill9(mut self) {
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let st = self.child.wait().unwrap();
-        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        common::kill9(&mut self.child);
     }
 }
 
@@ -209,12 +165,6 @@ fn child_entry() {
         other => panic!("unknown child role {other:?}"),
     }
     std::process::exit(0);
-}
-
-fn say(line: &str) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "@@ {line}").unwrap();
-    o.flush().unwrap();
 }
 
 /// `worker <domain> <name> <group> <delay_ms>`: serves until killed (or

@@ -17,62 +17,24 @@
 //!   ended session is `NotFound` after another process reused its slot.
 //! - [`corrupt_and_truncated_files`]: `Corrupt`, never a crash.
 
+mod common;
+
+use common::{kill9, say, serial, Scratch};
 use mtipc::session::{SessionId, Table};
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, ChildStdout};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------
 // Helpers
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(
-            format!("mtipc-st-{tag}-{}-{:?}", std::process::id(), Instant::now())
-                .replace([' ', '{', '}', ':', ','], ""),
-        );
-        Scratch(p)
-    }
-    fn domain(&self) -> Domain {
-        Domain::open(Some(&self.0)).unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// This test binary again, running [`child_entry`] as `role`.
 fn spawn_role(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("MTIPC_ST_ROLE", role)
-        .env("MTIPC_ST_ARGS", args.join("\u{1f}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    common::role_command("MTIPC_ST", role, args)
         .spawn()
         .expect("spawn child")
 }
@@ -94,13 +56,6 @@ fn read_until(out: &mut BufReader<ChildStdout>, until: &str) -> Vec<String> {
             }
         }
     }
-}
-
-fn kill9(child: &mut Child) {
-    // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let st = child.wait().unwrap();
-    assert_eq!(st.signal(), Some(libc::SIGKILL));
 }
 
 fn id_of(s: &str) -> SessionId {
@@ -175,12 +130,6 @@ fn child_entry() {
     }
     drop(table);
     std::process::exit(0);
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@ {line}").unwrap();
-    out.flush().unwrap();
 }
 
 /// Creates, checks, updates, checks and ends sessions of tenant `tenant`,

@@ -1,0 +1,119 @@
+//! Helpers shared by the integration tests (`mod common;`): the lock that
+//! runs a file's tests one at a time, scratch directories removed on drop,
+//! and child processes that are this test binary re-executed in a role
+//! (the test `child_entry` reads `<VAR>_ROLE` and `<VAR>_ARGS`, the
+//! arguments joined with U+001F, and talks back in "@@ " lines).
+//!
+//! Not every test file uses every item, hence the `#[allow(dead_code)]`s.
+
+use mtipc::Domain;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held by a test so that the tests of a file run one at a time (a test
+/// that panicked does not poison it for the others).
+#[allow(dead_code)]
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+#[allow(dead_code)]
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A scratch path `<temp dir>/mtipc-<test file>-<tag>-<pid>-<ns>`, removed
+/// (recursively) on drop.
+pub struct Scratch(pub PathBuf);
+
+#[allow(dead_code)]
+impl Scratch {
+    /// The path only: the first `Domain::open` of it creates the directory.
+    pub fn new(tag: &str) -> Scratch {
+        Scratch(std::env::temp_dir().join(format!(
+            "mtipc-{}-{tag}-{}-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id(),
+            mono_ns()
+        )))
+    }
+
+    /// The directory, created (mode 0777 less the umask).
+    pub fn create(tag: &str) -> Scratch {
+        let s = Scratch::new(tag);
+        std::fs::create_dir(&s.0).unwrap();
+        s
+    }
+
+    /// The domain at the scratch path.
+    pub fn domain(&self) -> Domain {
+        Domain::open(Some(&self.0)).unwrap()
+    }
+
+    /// The scratch path as a string (for a child's arguments).
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    /// The scratch path.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// This test binary again, running its test `child_entry` as `role` with
+/// `args` (in `<var>_ROLE` and `<var>_ARGS`); stdin null, stdout piped,
+/// stderr inherited (change them before spawning if need be).
+#[allow(dead_code)]
+pub fn role_command(var: &str, role: &str, args: &[String]) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(format!("{var}_ROLE"), role)
+    .env(format!("{var}_ARGS"), args.join("\u{1f}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    c
+}
+
+/// In a child: one protocol line ("@@ <line>") on stdout, flushed.
+#[allow(dead_code)]
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "@@ {line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Kills `child` with SIGKILL, reaps it and checks that SIGKILL ended it.
+#[allow(dead_code)]
+pub fn kill9(child: &mut Child) {
+    // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+}
