@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::Kids;
 use mtipc::attach::relay::{
     connect, hello_line, End, Options, Pairing, Relay, RelayStats, MAX_HELLO,
 };
@@ -202,19 +203,6 @@ fn raw_answer(path: &Path, bytes: &[u8]) -> String {
         }
     }
     String::from_utf8(answer).unwrap()
-}
-
-/// Child processes, killed and reaped however the test ends.
-#[derive(Default)]
-struct Kids(Vec<Child>);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// This test binary again, running [`child_entry`] as `role`.

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{mono_ns, read_all, serial, wait_exit, Rng, Scratch};
+use common::{mono_ns, read_all, serial, wait_exit, Kids, Rng, Scratch};
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,20 +35,6 @@ use std::time::{Duration, Instant};
 /// How long a sleeping waiter waits at most before it re-reads the count
 /// (`RECHECK` in src/sync/semaphore.rs, which is not exported).
 const RECHECK: Duration = Duration::from_millis(250);
-
-/// Child processes that are killed and reaped however the test ends.
-#[derive(Default)]
-struct Kids(Vec<Child>);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // On a child already reaped this does nothing (no pid reuse risk).
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn mtipc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mtipc")

@@ -60,6 +60,21 @@ impl Rng {
     }
 }
 
+/// Child processes that are killed and reaped however the test ends.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct Kids(pub Vec<Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // On a child already reaped this does nothing (no pid reuse risk).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A scratch path `<temp dir>/mtipc-<test file>-<tag>-<pid>-<ns>`, removed
 /// (recursively) on drop.
 pub struct Scratch(pub PathBuf);
