@@ -14,12 +14,15 @@
 //! - [`refusals`], [`foreign_uid_is_denied`], [`symlinked_response`].
 //! - [`garbage_files`]: planted garbage never crashes anybody.
 //!
-//! The tests take a common lock (one at a time).
+//! The tests take a common lock (one at a time): their timing checks and
+//! the 256-tenant case must not compete for the CPUs with each other.
 
-#[path = "attach_e2e/common.rs"]
 mod common;
+#[path = "attach_e2e/common.rs"]
+mod e2e;
 
-use common::*;
+use common::{mono_ns, read_all, serial, wait_exit, Rng};
+use e2e::*;
 use mtipc::attach::{self, AttachOptions};
 use mtipc::{Domain, ErrorKind};
 use std::os::unix::fs::OpenOptionsExt;

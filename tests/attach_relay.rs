@@ -9,6 +9,9 @@
 //! Child processes are this test binary re-executed as [`child_entry`]
 //! with a role in `MTIPC_RELAY_ROLE`.
 
+mod common;
+
+use common::Kids;
 use mtipc::attach::relay::{
     connect, hello_line, End, Options, Pairing, Relay, RelayStats, MAX_HELLO,
 };
@@ -19,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -202,35 +205,10 @@ fn raw_answer(path: &Path, bytes: &[u8]) -> String {
     String::from_utf8(answer).unwrap()
 }
 
-/// Child processes, killed and reaped however the test ends.
-#[derive(Default)]
-struct Kids(Vec<Child>);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// This test binary again, running [`child_entry`] as `role`.
 fn child(role: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env("MTIPC_RELAY_ROLE", role)
-    .env("MTIPC_RELAY_ARGS", args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    c
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    common::role_command("MTIPC_RELAY", role, &args)
 }
 
 /// Marks a child's report among what the test harness prints.

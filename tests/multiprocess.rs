@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{mono_ns, serial, Scratch};
+use common::{mono_ns, read_all, serial, wait_exit, Kids, Rng, Scratch};
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,35 +35,6 @@ use std::time::{Duration, Instant};
 /// How long a sleeping waiter waits at most before it re-reads the count
 /// (`RECHECK` in src/sync/semaphore.rs, which is not exported).
 const RECHECK: Duration = Duration::from_millis(250);
-
-/// Child processes that are killed and reaped however the test ends.
-#[derive(Default)]
-struct Kids(Vec<Child>);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // On a child already reaped this does nothing (no pid reuse risk).
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// xorshift64*: reproducible pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn mtipc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mtipc")
@@ -146,28 +117,6 @@ fn wait_blocked(pid: u32, within: Duration) {
         );
         std::thread::sleep(Duration::from_millis(3));
     }
-}
-
-/// Polls `child` until it exits or `within` passes.
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn read_all(r: Option<impl Read>) -> String {
-    let mut s = String::new();
-    if let Some(mut r) = r {
-        let _ = r.read_to_string(&mut s);
-    }
-    s
 }
 
 /// Checks that a `mtipc sem wait` child exited 0 and said it was woken.

@@ -1,60 +1,23 @@
 //! Helpers of `tests/attach_e2e.rs`: scratch domains, the `mtipcd` and
 //! `mtipc` programs, tenant processes (this test binary re-executed in a
-//! child role), and checks that a round left nothing behind.
+//! child role), and checks that a round left nothing behind. Helpers
+//! shared with the other test files are in `tests/common/mod.rs`.
 
+use crate::common::{mono_ns, wait_exit};
 use mtipc::attach::{self, AttachOptions, Conn};
 use mtipc::{Domain, ErrorKind};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// The tests run one at a time: their timing checks and the 256-tenant
-/// case must not compete for the CPUs with each other.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (for unique names).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// xorshift64*: reproducible pseudo-random numbers without a dependency.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// A scratch directory (mode 0755, so another uid may look into it) with
@@ -118,28 +81,6 @@ pub fn wait_until(within: Duration, what: &dyn Fn() -> String, mut cond: impl Fn
         );
         std::thread::sleep(Duration::from_millis(3));
     }
-}
-
-/// Polls `child` until it exits or `within` passes.
-pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-pub fn read_all(r: Option<impl Read>) -> String {
-    let mut s = String::new();
-    if let Some(mut r) = r {
-        let _ = r.read_to_string(&mut s);
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------
@@ -251,20 +192,7 @@ impl Drop for Mtipcd {
 
 /// This test binary again, running `child_entry` as `role`.
 pub fn role_command(role: &str, args: &[String]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env("MTIPC_E2E_ROLE", role)
-    .env("MTIPC_E2E_ARGS", args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    c
+    crate::common::role_command("MTIPC_E2E", role, args)
 }
 
 /// A process advertising some tenants (role `tenant`): each connection

@@ -1,17 +1,19 @@
 //! Helpers shared by the integration tests (`mod common;`): the lock that
 //! runs a file's tests one at a time, scratch directories removed on drop,
-//! and child processes that are this test binary re-executed in a role
+//! reproducible pseudo-random numbers, waiting for and reading a child, and
+//! child processes that are this test binary re-executed in a role
 //! (the test `child_entry` reads `<VAR>_ROLE` and `<VAR>_ARGS`, the
 //! arguments joined with U+001F, and talks back in "@@ " lines).
 //!
 //! Not every test file uses every item, hence the `#[allow(dead_code)]`s.
 
 use mtipc::Domain;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -33,6 +35,44 @@ pub fn mono_ns() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     assert_eq!(rc, 0);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// xorshift64*: reproducible pseudo-random numbers without a dependency
+/// (seed with an odd number, e.g. `Rng(seed | 1)`).
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in `0..n` for tests.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Child processes that are killed and reaped however the test ends.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct Kids(pub Vec<Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // On a child already reaped this does nothing (no pid reuse risk).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A scratch path `<temp dir>/mtipc-<test file>-<tag>-<pid>-<ns>`, removed
@@ -116,4 +156,31 @@ pub fn kill9(child: &mut Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGKILL));
+}
+
+/// Polls `child` (every millisecond) until it exits, or `within` passes
+/// (`None`: still running, not killed).
+#[allow(dead_code)]
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Everything left to read from `r` (a child's `stdout.take()` or
+/// `stderr.take()`) as text, read errors ignored; "" for `None`.
+#[allow(dead_code)]
+pub fn read_all(r: Option<impl Read>) -> String {
+    let mut s = String::new();
+    if let Some(mut r) = r {
+        let _ = r.read_to_string(&mut s);
+    }
+    s
 }
