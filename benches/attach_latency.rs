@@ -60,6 +60,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{base_dir, env_usize, fs_type};
+
 #[path = "attach_latency/phases.rs"]
 mod phases;
 
@@ -69,13 +73,6 @@ const PER_PROCESS: usize = 64;
 const MESSAGE: [u8; 64] = [0x5a; 64];
 /// Limit for any one step of the bench's own waiting.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn env_usize(k: &str, default: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn tenant_name(i: usize) -> String {
     format!("t{i:03}")
@@ -246,29 +243,6 @@ impl Proc {
     }
 }
 
-/// Where the bench's domains go: `$ATTACH_DIR`, else where the library puts
-/// a domain by default (`$XDG_RUNTIME_DIR`, else the temporary directory).
-fn base_dir() -> PathBuf {
-    std::env::var_os("ATTACH_DIR")
-        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR"))
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-/// The file system type of `path`'s mount (from /proc/self/mounts).
-fn fs_type(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut best = (0, "?".to_string());
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 3 && path.starts_with(f[1]) && f[1].len() >= best.0 {
-            best = (f[1].len(), f[2].to_string());
-        }
-    }
-    best.1
-}
-
 /// mtipcd, the tenant processes and their advertisements' sync files.
 struct Domainset {
     path: PathBuf,
@@ -280,7 +254,8 @@ struct Domainset {
 
 impl Domainset {
     fn start(n: usize) -> Domainset {
-        let path = base_dir().join(format!("mtipc-bench-attach-{}-{n}", std::process::id()));
+        let path =
+            base_dir("ATTACH_DIR").join(format!("mtipc-bench-attach-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         let domain = Domain::open(Some(&path)).expect("create the bench domain");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtipcd"));
@@ -617,8 +592,8 @@ fn main() {
     );
     println!(
         "Domains under {} ({}); load average {}",
-        base_dir().display(),
-        fs_type(&base_dir()),
+        base_dir("ATTACH_DIR").display(),
+        fs_type(&base_dir("ATTACH_DIR")),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()

@@ -35,21 +35,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_usize, now_ns};
+
 const READERS: usize = 8;
 const SIZE: usize = 1 << 20;
 const NAME: &str = "bench";
 const PLAIN: &str = "bench-plain.bin";
-
-/// CLOCK_MONOTONIC in nanoseconds.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// A shared anonymous mapping inherited by `fork`: two futex words (the
 /// round the parent started, and how many samples the readers finished),
@@ -163,13 +156,6 @@ fn reader(shared: &Shared, dir: &Path, me: usize, expect_first: u8) -> ! {
 fn pct(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i] as f64 / 1000.0
-}
-
-fn env_usize(k: &str, default: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-#[path = "session_common/mod.rs"]
+#[path = "common/mod.rs"]
 mod common;
 use common::*;
 
@@ -409,7 +409,8 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .map(|n: usize| n.clamp(HEAD, MAX_PAYLOAD))
         .collect();
-    let path = base_dir().join(format!("mtipc-bench-rtt-{}", std::process::id()));
+    let path =
+        base_dir("SESSION_BENCH_DIR").join(format!("mtipc-bench-rtt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&path);
     let domain = Domain::open(Some(&path)).expect("create the bench domain");
     if let Some((m, w)) = pinned() {
@@ -429,8 +430,8 @@ fn main() {
     );
     println!(
         "Domain under {} ({}); load average {}",
-        base_dir().display(),
-        fs_type(&base_dir()),
+        base_dir("SESSION_BENCH_DIR").display(),
+        fs_type(&base_dir("SESSION_BENCH_DIR")),
         loadavg()
     );
     println!();

@@ -41,7 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-#[path = "session_common/mod.rs"]
+#[path = "common/mod.rs"]
 mod common;
 use common::*;
 
@@ -495,14 +495,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 1.0 } else { 0.1 });
-    let dir = base_dir().join(format!("mtipc-bench-table-{}", std::process::id()));
+    let dir =
+        base_dir("SESSION_BENCH_DIR").join(format!("mtipc-bench-table-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = Domain::open(Some(&dir)).expect("create the bench domain");
     println!("Session table vs Mutex<HashMap> (same run). {}", machine());
     println!(
         "Domain under {} ({}); load average {}",
-        base_dir().display(),
-        fs_type(&base_dir()),
+        base_dir("SESSION_BENCH_DIR").display(),
+        fs_type(&base_dir("SESSION_BENCH_DIR")),
         loadavg()
     );
     println!();

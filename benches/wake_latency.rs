@@ -32,16 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-/// CLOCK_MONOTONIC in nanoseconds.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_usize, now_ns};
 
 /// A shared anonymous mapping of `words` u64 atomics, inherited by `fork`.
 /// Word 0: the poster's timestamp; word 1: iterations the waiter completed;
@@ -417,13 +410,6 @@ fn stats(v: &mut [u64]) -> Stats {
         min: v[0] as f64 / 1000.0,
         max: v[v.len() - 1] as f64 / 1000.0,
     }
-}
-
-fn env_usize(k: &str, default: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

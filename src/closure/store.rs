@@ -79,24 +79,7 @@ fn checked_dir(path: &Path, create: bool) -> Result<()> {
     if !md.is_dir() {
         return Err(err!(Corrupt, "{}: not a directory", path.display()));
     }
-    let me = crate::domain::euid();
-    if md.uid() != me {
-        return Err(err!(
-            Denied,
-            "{}: owned by uid {}, not by this process's uid {me}",
-            path.display(),
-            md.uid()
-        ));
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(err!(
-            Denied,
-            "{}: mode {:04o} lets other users in; mtipc directories are owner-only",
-            path.display(),
-            md.mode() & 0o7777
-        ));
-    }
-    Ok(())
+    crate::shm::check_owner(path, md.uid(), md.mode())
 }
 
 /// `<domain>/closures/<name>`, checked (and created if `create`).

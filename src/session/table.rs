@@ -55,15 +55,7 @@ pub fn sessions_dir(domain: &Path) -> Result<PathBuf> {
     if !md.is_dir() {
         return Err(err!(Corrupt, "{}: not a directory", dir.display()));
     }
-    if md.uid() != crate::domain::euid() || md.mode() & 0o077 != 0 {
-        return Err(err!(
-            Denied,
-            "{}: owned by uid {} with mode {:04o}; must be ours and owner-only",
-            dir.display(),
-            md.uid(),
-            md.mode() & 0o7777
-        ));
-    }
+    crate::shm::check_owner(&dir, md.uid(), md.mode())?;
     Ok(dir)
 }
 

@@ -194,24 +194,31 @@ pub fn open_checked(path: &Path, write: bool) -> Result<File> {
     if !md.file_type().is_file() {
         return Err(err!(Corrupt, "{}: not a regular file", path.display()));
     }
-    let me = crate::domain::euid();
-    if md.uid() != me {
-        return Err(err!(
-            Denied,
-            "{}: owned by uid {}, not by this process's uid {me}",
-            path.display(),
-            md.uid()
-        ));
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(err!(
-            Denied,
-            "{}: mode {:04o} lets other users in; mtipc files are owner-only",
-            path.display(),
-            md.mode() & 0o7777
-        ));
-    }
+    check_owner(path, md.uid(), md.mode())?;
     Ok(file)
+}
+
+/// Checks that a file or directory of the domain (at `path`, with this
+/// owner `uid` and `mode`) belongs to this process's uid and has no
+/// group/other permission bits: `Denied`, naming what is wrong, otherwise.
+pub fn check_owner(path: &Path, uid: u32, mode: u32) -> Result<()> {
+    let me = crate::domain::euid();
+    if uid != me {
+        return Err(err!(
+            Denied,
+            "{}: owned by uid {uid}, not by this process's uid {me}",
+            path.display()
+        ));
+    }
+    if mode & 0o077 != 0 {
+        return Err(err!(
+            Denied,
+            "{}: mode {:04o} lets other users in; mtipc files and directories are owner-only",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// A validated shared mapping of a whole region file.

@@ -143,7 +143,7 @@ impl Dir {
         if !md.is_dir() {
             return Err(err!(Corrupt, "{}: not a directory", path.display()));
         }
-        check_owner(&path, md.uid(), md.mode())?;
+        crate::shm::check_owner(&path, md.uid(), md.mode())?;
         Ok(Dir { fd, path })
     }
 
@@ -212,7 +212,7 @@ impl Dir {
         if !md.is_file() {
             return Err(err!(Corrupt, "{}: not a regular file", path.display()));
         }
-        check_owner(&path, md.uid(), md.mode())?;
+        crate::shm::check_owner(&path, md.uid(), md.mode())?;
         Ok(file)
     }
 
@@ -431,28 +431,6 @@ pub(super) fn flock(fd: &impl AsRawFd, op: libc::c_int, path: &Path) -> Result<(
             return Err(Error::io(format!("{verb} {}", path.display()), e));
         }
     }
-}
-
-/// The files and directories of attach are owned by this process's uid and
-/// closed to group and others.
-fn check_owner(path: &Path, uid: u32, mode: u32) -> Result<()> {
-    let me = crate::domain::euid();
-    if uid != me {
-        return Err(err!(
-            Denied,
-            "{}: owned by uid {uid}, not by this process's uid {me}",
-            path.display()
-        ));
-    }
-    if mode & 0o077 != 0 {
-        return Err(err!(
-            Denied,
-            "{}: mode {:04o} lets other users in; mtipc files are owner-only",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
 }
 
 /// A temporary name for `name`, unique to this process and call; it starts

@@ -1,15 +1,15 @@
-//! Helpers shared by the session benches (`session_rtt`, `session_table`):
-//! where the domains go, the machine line, percentiles.
+//! Helpers shared by the benches: where the domains go, the machine line,
+//! the clock, percentiles, settings from the environment.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-/// Where the bench's domains go: `$SESSION_BENCH_DIR`, else where the
-/// library puts a domain by default (`$XDG_RUNTIME_DIR`, else the temporary
-/// directory).
-pub fn base_dir() -> PathBuf {
-    std::env::var_os("SESSION_BENCH_DIR")
+/// Where the bench's domains go: the directory the environment variable
+/// `var` names, else where the library puts a domain by default
+/// (`$XDG_RUNTIME_DIR`, else the temporary directory).
+pub fn base_dir(var: &str) -> PathBuf {
+    std::env::var_os(var)
         .or_else(|| std::env::var_os("XDG_RUNTIME_DIR"))
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
