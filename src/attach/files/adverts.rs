@@ -384,7 +384,9 @@ fn list_with(
         }
     }
     if let Some(c) = cache {
-        c.retain(|name, _| live.iter().any(|l| &l.advert.id == name));
+        let ids: std::collections::HashSet<&str> =
+            live.iter().map(|l| l.advert.id.as_str()).collect();
+        c.retain(|name, _| ids.contains(name.as_str()));
     }
     let mut removed = 0;
     if !stale.is_empty() {
