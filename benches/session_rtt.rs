@@ -89,6 +89,8 @@ fn role_worker() {
     // else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(CHILD_SOCK_FD) };
     std::thread::spawn(move || socket_echo(sock));
+    let floor = Floor::open(&path.join(FLOOR_FILE));
+    std::thread::spawn(move || floor.serve());
     std::thread::spawn(|| {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
@@ -132,6 +134,141 @@ fn socket_echo(mut sock: UnixStream) {
         if sock.write_all(&buf[..want]).is_err() {
             return;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The floor: a bare futex ping-pong
+
+/// File (in the bench domain) shared by the manager and the floor thread.
+const FLOOR_FILE: &str = "rtt-floor";
+const FLOOR_REQ: usize = 64;
+const FLOOR_RESP: usize = FLOOR_REQ + MAX_PAYLOAD;
+const FLOOR_LEN: usize = FLOOR_RESP + MAX_PAYLOAD;
+
+/// The least any futex-based blocking round trip can do: two words in a
+/// shared file mapping (shared futexes, as the library's), a request buffer
+/// and a response buffer. The manager copies the payload in, bumps the
+/// request word and wakes it, then sleeps on the response word; the floor
+/// thread of the worker process sleeps on the request word, copies the
+/// payload to the response buffer, bumps the response word and wakes it.
+/// Same syscalls per round trip as the session (two `FUTEX_WAKE`, two
+/// `FUTEX_WAIT`), none of its bookkeeping.
+struct Floor {
+    map: memmap2::MmapRaw,
+}
+
+// SAFETY: the mapping is only touched through atomics (the two words) and
+// through raw copies of buffers whose hand-over those words order.
+unsafe impl Send for Floor {}
+
+impl Floor {
+    fn open(path: &Path) -> Floor {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .expect("open the floor file");
+        f.set_len(FLOOR_LEN as u64).expect("size the floor file");
+        Floor {
+            map: memmap2::MmapRaw::map_raw(&f).expect("map the floor file"),
+        }
+    }
+
+    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: 4-aligned offset inside the mapping, which lives as long
+        // as `self`.
+        unsafe { &*(self.map.as_mut_ptr().add(at) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    fn buf(&self, at: usize, n: usize) -> *mut u8 {
+        assert!(at + n <= FLOOR_LEN);
+        // SAFETY: in bounds (checked above).
+        unsafe { self.map.as_mut_ptr().add(at) }
+    }
+
+    fn wait(w: &std::sync::atomic::AtomicU32, old: u32) {
+        // SAFETY: FUTEX_WAIT on a word of a live shared mapping.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                w.as_ptr(),
+                libc::FUTEX_WAIT,
+                old,
+                std::ptr::null::<libc::timespec>(),
+            );
+        }
+    }
+
+    fn wake(w: &std::sync::atomic::AtomicU32) {
+        // SAFETY: FUTEX_WAKE on a word of a live shared mapping.
+        unsafe {
+            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, 1);
+        }
+    }
+
+    /// The worker side, forever.
+    fn serve(self) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let (req, resp) = (self.word(0), self.word(4));
+        let mut seen = req.load(Acquire);
+        loop {
+            let v = req.load(Acquire);
+            if v == seen {
+                Self::wait(req, v);
+                continue;
+            }
+            seen = v;
+            let t_recv = now_ns();
+            // SAFETY: the request buffer is the manager's until it bumps the
+            // request word (acquired above); the response buffer is ours
+            // until we bump the response word.
+            unsafe {
+                let n = u32::from_le_bytes(*(self.buf(FLOOR_REQ, 4) as *const [u8; 4])) as usize;
+                let n = n.min(MAX_PAYLOAD);
+                std::ptr::copy_nonoverlapping(self.buf(FLOOR_REQ, n), self.buf(FLOOR_RESP, n), n);
+                let out = std::slice::from_raw_parts_mut(self.buf(FLOOR_RESP, n), n);
+                put(out, 16, t_recv);
+                put(out, 24, now_ns());
+            }
+            resp.store(v, Release);
+            Self::wake(resp);
+        }
+    }
+
+    /// One round trip from the manager's side.
+    fn sample(&self, req: &mut [u8], seq: u32) -> Sample {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let (rw, sw) = (self.word(0), self.word(4));
+        let sent = now_ns();
+        put(req, 8, sent);
+        // SAFETY: the request buffer is ours (the last response was seen).
+        unsafe {
+            std::ptr::copy_nonoverlapping(req.as_ptr(), self.buf(FLOOR_REQ, req.len()), req.len());
+        }
+        rw.store(seq, Release);
+        Self::wake(rw);
+        loop {
+            let v = sw.load(Acquire);
+            if v == seq {
+                break;
+            }
+            Self::wait(sw, v);
+        }
+        let back = now_ns();
+        let mut r = vec![0u8; req.len()];
+        // SAFETY: the worker finished with the response buffer (acquired).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.buf(FLOOR_RESP, r.len()), r.as_mut_ptr(), r.len());
+        }
+        assert!(
+            r[HEAD..] == req[HEAD..] && r[..16] == req[..16],
+            "wrong floor echo"
+        );
+        let end = now_ns();
+        split(sent, &r, back, end)
     }
 }
 
@@ -233,6 +370,7 @@ impl WaitTimeout for Child {
 enum Method {
     Session,
     Socket,
+    Floor,
 }
 
 /// One sample: total round trip, and its three parts, in µs.
@@ -322,6 +460,7 @@ struct Result {
     payload: usize,
     session: Series,
     socket: Series,
+    floor: Series,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,6 +489,7 @@ fn run_mode(
     .expect("create the session set");
     s.set_spin(spin);
     let (mut mine, theirs) = UnixStream::pair().expect("socketpair");
+    let floor = Floor::open(&path.join(FLOOR_FILE));
     let worker = WorkerProc::spawn(path, &name, spin, &theirs);
     drop(theirs);
     let id = s
@@ -357,7 +497,7 @@ fn run_mode(
         .create_session("bench", 0, b"")
         .expect("create a session");
     let mut buf = vec![0u8; MAX_PAYLOAD];
-    let methods = [Method::Session, Method::Socket];
+    let methods = [Method::Session, Method::Socket, Method::Floor];
     let mut out = Vec::new();
     for &n in payloads {
         let mut res = Result {
@@ -365,21 +505,24 @@ fn run_mode(
             payload: n,
             session: Series::default(),
             socket: Series::default(),
+            floor: Series::default(),
         };
-        let total = (warmup + samples) * 2;
+        let total = (warmup + samples) * 3;
         for i in 0..total {
-            // Take turns; each cycle starts with the other method.
-            let m = methods[(i + i / 2) % 2];
+            // Take turns; each cycle starts with the next method.
+            let m = methods[(i + i / 3) % 3];
             let mut req = payload(n, i as u64);
             std::thread::sleep(gap);
             let smp = match m {
                 Method::Session => session_sample(&s, id, &mut req),
                 Method::Socket => socket_sample(&mut mine, &mut req, &mut buf),
+                Method::Floor => floor.sample(&mut req, i as u32 + 1),
             };
-            if i >= warmup * 2 {
+            if i >= warmup * 3 {
                 match m {
                     Method::Session => res.session.samples.push(smp),
                     Method::Socket => res.socket.samples.push(smp),
+                    Method::Floor => res.floor.samples.push(smp),
                 }
             }
         }
@@ -463,7 +606,11 @@ fn main() {
     );
     let mut verdicts = Vec::new();
     for r in &results {
-        for (label, s) in [("session", &r.session), ("socketpair", &r.socket)] {
+        for (label, s) in [
+            ("session", &r.session),
+            ("socketpair", &r.socket),
+            ("futex floor", &r.floor),
+        ] {
             let rtt = s.col(|x| x.rtt);
             println!(
                 "{:<9} {:>7} {:<11} {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>9.1} {:>9.1} {:>9.1}",
@@ -483,6 +630,12 @@ fn main() {
         let p90 = pct(&r.session.col(|x| x.rtt), 90.0) / pct(&r.socket.col(|x| x.rtt), 90.0);
         println!(
             "{:<9} {:>7} ratio session/socketpair: p50 {ratio:.2}, p90 {p90:.2}",
+            r.mode, r.payload
+        );
+        let floor = pct(&r.floor.col(|x| x.rtt), 50.0) / pct(&r.socket.col(|x| x.rtt), 50.0);
+        let over = pct(&r.session.col(|x| x.rtt), 50.0) / pct(&r.floor.col(|x| x.rtt), 50.0);
+        println!(
+            "{:<9} {:>7} ratio futex floor/socketpair: p50 {floor:.2}; session/floor: p50 {over:.2}",
             r.mode, r.payload
         );
         verdicts.push((r.mode, r.payload, ratio));
