@@ -463,6 +463,16 @@ struct Result {
     floor: Series,
 }
 
+/// The session set of the bench: the defaults (`SessionsConfig::default`:
+/// 256 request slots, 64 worker records, 2 groups), with `max_message`
+/// the largest payload.
+fn session_config() -> SessionsConfig {
+    SessionsConfig {
+        max_message: MAX_PAYLOAD as u32,
+        ..SessionsConfig::default()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_mode(
     domain: &Domain,
@@ -475,18 +485,7 @@ fn run_mode(
     gap: Duration,
 ) -> Vec<Result> {
     let name = format!("rtt-{mode}");
-    let s = Sessions::create(
-        domain,
-        &name,
-        SessionsConfig {
-            capacity: 16,
-            groups: 2,
-            slots: 16,
-            max_message: MAX_PAYLOAD as u32,
-            workers: 8,
-        },
-    )
-    .expect("create the session set");
+    let s = Sessions::create(domain, &name, session_config()).expect("create the session set");
     s.set_spin(spin);
     let (mut mine, theirs) = UnixStream::pair().expect("socketpair");
     let floor = Floor::open(&path.join(FLOOR_FILE));
@@ -570,6 +569,11 @@ fn main() {
     println!(
         "Samples per method: {samples} after {warmup} warm-up; {}",
         machine()
+    );
+    let c = session_config();
+    println!(
+        "Session set: {} slots, {} worker records, {} groups, max_message {} B",
+        c.slots, c.workers, c.groups, c.max_message
     );
     println!(
         "Domain under {} ({}); load average {}",

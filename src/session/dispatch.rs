@@ -109,6 +109,28 @@ unsafe impl Send for Core {}
 // SAFETY: as above.
 unsafe impl Sync for Core {}
 
+/// The set bits below `nbits` of a summary, in increasing order.
+fn set_bits(words: &[u64; 4], nbits: u32) -> impl Iterator<Item = u32> + '_ {
+    words.iter().enumerate().flat_map(move |(w, &x)| {
+        let mut x = x;
+        std::iter::from_fn(move || {
+            if x == 0 {
+                return None;
+            }
+            let b = x.trailing_zeros();
+            x &= x - 1;
+            Some(w as u32 * 64 + b)
+        })
+        .filter(move |&b| b < nbits)
+    })
+}
+
+/// What a take scan has found so far.
+struct Scan {
+    found: Option<Taken>,
+    more: bool,
+}
+
 /// Result of a take scan.
 pub struct Taken {
     /// The slot.
@@ -216,15 +238,34 @@ impl Core {
         WorkerWord::decode(self.worker(i).state.load(Ordering::SeqCst), self.geo.groups)
     }
 
+    /// Compare-and-swap of slot `i`'s state word. A slot that becomes
+    /// queued is then marked in its group's summary (every change to
+    /// *queued* goes through here).
     fn cas(&self, i: u32, from: SlotWord, to: SlotWord) -> bool {
-        self.word(i)
+        let ok = self
+            .word(i)
             .compare_exchange(
                 from.encode(),
                 to.encode(),
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             )
-            .is_ok()
+            .is_ok();
+        if ok && to.state == SlotState::Queued {
+            self.mark_queued(to.group, i);
+        }
+        ok
+    }
+
+    /// Sets the summary bit of slot `i` in group `g` (after the slot became
+    /// queued). Always a read-modify-write, never "already set, skip": a
+    /// worker's clearing of the bit is then ordered with it, either before
+    /// (the bit stays set) or after (that worker's look at the slots that
+    /// follows the clearing sees this slot queued).
+    fn mark_queued(&self, g: u32, i: u32) {
+        let b = i / self.geo.per_bit();
+        let (w, m) = ((b / 64) as usize, 1u64 << (b % 64));
+        self.group(g).queued[w].fetch_or(m, Ordering::SeqCst);
     }
 
     fn buf(&self, i: u32, response: bool) -> *mut u8 {
@@ -270,11 +311,17 @@ impl Core {
     // -----------------------------------------------------------------
     // Doorbells.
 
-    /// Wakes the submitter of slot `i`.
+    /// Wakes the submitter of slot `i` (the futex wake only if it may be
+    /// asleep: see [`SlotHead::sleeping`]).
     pub fn ring_slot(&self, i: u32) {
         let h = self.head(i);
         h.bell.atomic().fetch_add(1, Ordering::SeqCst);
-        h.bell.wake(1);
+        // Pairs with the fence after the submitter's `sleeping` store: one
+        // of the two sees the other's write.
+        sc_fence();
+        if h.sleeping.load(Ordering::SeqCst) != 0 {
+            h.bell.wake(1);
+        }
     }
 
     /// Wakes worker `idx` if it is about to sleep.
@@ -420,9 +467,13 @@ impl Core {
                     ..w
                 };
                 if self.cas(i, w, fw) {
-                    self.cursor.store(i + 1, Ordering::Relaxed);
+                    // The next claim starts here: the slot this process
+                    // used last is free again by then, and its words and
+                    // buffers are still in this CPU's caches.
+                    self.cursor.store(i, Ordering::Relaxed);
                     let h = self.head(i);
                     h.submitter.store(env.me().0, Ordering::Relaxed);
+                    h.sleeping.store(0, Ordering::Relaxed);
                     h.resp_len.store(0, Ordering::Relaxed);
                     h.status.store(0, Ordering::Relaxed);
                     h.req_len.store(bytes.len() as u32, Ordering::Relaxed);
@@ -777,25 +828,99 @@ impl Core {
     /// `*cursor`: one queued to `me`, or to any worker of `g`. A request
     /// for any worker binds its session to `me`, unless the session is
     /// bound to another live worker of `g`: it is then queued to that one
-    /// and the scan goes on.
-    pub fn take<E: Env>(&self, env: &E, me: WorkerId, g: u32, cursor: &mut u32) -> Option<Taken> {
+    /// and the scan goes on. Only the slots the group's summary marks are
+    /// looked at (`full`: every slot, the fallback that finds a request
+    /// whose queuer died before marking it).
+    pub fn take<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        g: u32,
+        cursor: &mut u32,
+        full: bool,
+    ) -> Option<Taken> {
         let n = self.geo.slots;
-        let mut found: Option<Taken> = None;
-        let mut more = false;
+        let per = self.geo.per_bit();
+        let nbits = self.geo.summary_bits();
+        let grp = self.group(g);
+        let marked: [u64; 4] = std::array::from_fn(|w| {
+            if full {
+                u64::MAX
+            } else {
+                grp.queued[w].load(Ordering::SeqCst)
+            }
+        });
         let start = *cursor % n;
-        for k in 0..n {
-            let i = (start + k) % n;
+        let b0 = start / per;
+        let mut scan = Scan {
+            found: None,
+            more: false,
+        };
+        // The marked chunks in circular order from the cursor's: its own
+        // from the cursor on, the others, then its own up to the cursor.
+        let after = set_bits(&marked, nbits).filter(|&b| b >= b0);
+        let before = set_bits(&marked, nbits).filter(|&b| b < b0);
+        let again = set_bits(&marked, nbits).filter(|&b| b == b0);
+        for (b, last) in after
+            .map(|b| (b, false))
+            .chain(before.map(|b| (b, false)))
+            .chain(again.map(|b| (b, true)))
+        {
+            let (lo, hi) = (b * per, ((b + 1) * per).min(n));
+            let (lo, hi) = match (b == b0, last) {
+                (true, false) => (start, hi),
+                (true, true) => (lo, start),
+                _ => (lo, hi),
+            };
+            if lo >= hi {
+                continue;
+            }
+            let whole = lo == b * per && hi == ((b + 1) * per).min(n);
+            if !self.take_in(env, me, g, lo..hi, cursor, &mut scan) && whole {
+                // Nothing queued to the group there: clear the bit, then
+                // look again, so that a slot queued meanwhile (whose queuer
+                // saw the bit still set) is not left unmarked.
+                let (w, m) = ((b / 64) as usize, 1u64 << (b % 64));
+                grp.queued[w].fetch_and(!m, Ordering::SeqCst);
+                if self.take_in(env, me, g, lo..hi, cursor, &mut scan) {
+                    grp.queued[w].fetch_or(m, Ordering::SeqCst);
+                }
+            }
+            if scan.more {
+                break;
+            }
+        }
+        scan.found.map(|t| Taken {
+            more: scan.more,
+            ..t
+        })
+    }
+
+    /// [`Core::take`] over the slots `range`. Returns whether any of them
+    /// is queued to group `g` (to whichever worker) when looked at.
+    fn take_in<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        g: u32,
+        range: std::ops::Range<u32>,
+        cursor: &mut u32,
+        scan: &mut Scan,
+    ) -> bool {
+        let mut queued = false;
+        for i in range {
             let Some(w) = self.slot_word(i) else { continue };
             if w.state != SlotState::Queued || w.group != g {
                 continue;
             }
+            queued = true;
             if w.worker.is_some() && w.worker != Some(me) {
                 continue;
             }
-            if found.is_some() {
+            if scan.found.is_some() {
                 if w.worker.is_none() {
-                    more = true;
-                    break;
+                    scan.more = true;
+                    return true;
                 }
                 continue;
             }
@@ -807,13 +932,13 @@ impl Core {
                 continue;
             }
             *cursor = i + 1;
-            found = Some(Taken {
+            scan.found = Some(Taken {
                 slot: i,
                 word: tw,
                 more: false,
             });
         }
-        found.map(|t| Taken { more, ..t })
+        queued
     }
 
     /// See [`Core::take`]. Returns false if the slot was passed on.
@@ -1117,7 +1242,9 @@ impl Core {
     /// spins up to `spins` times on its doorbell, sleeps on it at most
     /// `sleep` (`None`: until rung), then scans once more. A worker that was
     /// rung for a request of any worker and sees more of them passes the
-    /// ring on to another idle worker of the group.
+    /// ring on to another idle worker of the group. `full`: the scans look
+    /// at every slot, not only those the group's summary marks.
+    #[allow(clippy::too_many_arguments)]
     pub fn next_once<E: Env>(
         &self,
         env: &E,
@@ -1126,9 +1253,10 @@ impl Core {
         cursor: &mut u32,
         sleep: Option<std::time::Duration>,
         spins: u32,
+        full: bool,
     ) -> Option<Taken> {
         // Busy: take without announcing idleness (no doorbell rings then).
-        if let Some(t) = self.take(env, me, g, cursor) {
+        if let Some(t) = self.take(env, me, g, cursor, full) {
             return Some(t);
         }
         let rec = self.worker(me.index);
@@ -1138,7 +1266,7 @@ impl Core {
         rec.idle.store(1, Ordering::SeqCst);
         sc_fence();
         let s = rec.bell.load(Ordering::SeqCst);
-        let mut t = self.take(env, me, g, cursor);
+        let mut t = self.take(env, me, g, cursor, full);
         if t.is_none() {
             for k in 0..spins {
                 if rec.bell.load(Ordering::Relaxed) != s {
@@ -1159,7 +1287,7 @@ impl Core {
         }
         let rung = rec.idle.swap(0, Ordering::SeqCst) == 0;
         if t.is_none() {
-            t = self.take(env, me, g, cursor);
+            t = self.take(env, me, g, cursor, full);
         }
         if rung && t.as_ref().is_some_and(|t| t.more) {
             self.ring_any(g);
@@ -1170,19 +1298,30 @@ impl Core {
     /// The submitter's wait for slot `i` (generation `gen`): spins up to
     /// `spins` times, then sleeps on the slot's futex, checking the
     /// request's worker (or group) whenever `*next_check` has passed, and
-    /// then every [`CHECK_EVERY`] (under loom: before every sleep).
+    /// then every [`CHECK_EVERY`] (under loom: before every sleep; `None`:
+    /// [`CHECK_EVERY`] after this wait first goes to sleep).
     /// `*next_check` belongs to the ticket, so that short waits in a loop
-    /// still check. `Timeout` once `deadline` passes (ignored under loom).
+    /// still check. `Timeout` once `timeout` has passed since the call
+    /// (ignored under loom). A response that is already there is returned
+    /// without reading the clock.
     pub fn wait<E: Env>(
         &self,
         env: &E,
         i: u32,
         gen: u32,
-        deadline: Option<std::time::Instant>,
+        timeout: Option<std::time::Duration>,
         spins: u32,
-        next_check: &mut std::time::Instant,
+        next_check: &mut Option<std::time::Instant>,
     ) -> Result<Outcome> {
         let h = self.head(i);
+        // The deadline, once the clock was read (at once when spinning,
+        // else before the first sleep).
+        #[cfg(not(loom))]
+        let mut deadline: Option<Option<std::time::Instant>> = None;
+        #[cfg(not(loom))]
+        if spins > 0 {
+            deadline = Some(timeout.and_then(|t| std::time::Instant::now().checked_add(t)));
+        }
         for k in 0..spins {
             if let Some(o) = self.poll(i, gen)? {
                 return Ok(o);
@@ -1194,31 +1333,36 @@ impl Core {
             }
         }
         #[cfg(loom)]
-        let _ = next_check;
+        let _ = (next_check, timeout);
+        // From here on whoever changes the slot calls the futex wake
+        // (`ring_slot`): this store comes before the state is read below,
+        // so either that read sees the change or the ringer sees the flag.
+        h.sleeping.store(1, Ordering::SeqCst);
+        sc_fence();
         loop {
             let s = h.bell.load(Ordering::SeqCst);
             if let Some(o) = self.poll(i, gen)? {
                 return Ok(o);
             }
             #[cfg(loom)]
-            let (due, slice) = {
-                let _ = deadline;
-                (true, None)
-            };
+            let (due, slice) = (true, None);
             #[cfg(not(loom))]
             let (due, slice) = {
                 let now = std::time::Instant::now();
+                let deadline =
+                    *deadline.get_or_insert_with(|| timeout.and_then(|t| now.checked_add(t)));
                 if deadline.is_some_and(|d| now >= d) {
                     return Err(err!(
                         Timeout,
                         "no response to the request in slot {i} within the timeout"
                     ));
                 }
-                let due = now >= *next_check;
+                let next = *next_check.get_or_insert(now + CHECK_EVERY);
+                let due = now >= next;
                 if due {
-                    *next_check = now + CHECK_EVERY;
+                    *next_check = Some(now + CHECK_EVERY);
                 }
-                let mut slice = next_check.saturating_duration_since(now);
+                let mut slice = next_check.unwrap_or(now).saturating_duration_since(now);
                 if let Some(d) = deadline {
                     slice = slice.min(d.saturating_duration_since(now));
                 }

@@ -671,6 +671,26 @@ impl Entries {
         id: SessionId,
         deadline: Option<Instant>,
     ) -> Result<EntryGuard<'_>> {
+        self.lock_by(who, id, || deadline)
+    }
+
+    /// [`Entries::lock`] with a timeout from now, reading the clock only if
+    /// the lock is taken.
+    pub fn lock_within(
+        &self,
+        who: Actor<'_>,
+        id: SessionId,
+        timeout: std::time::Duration,
+    ) -> Result<EntryGuard<'_>> {
+        self.lock_by(who, id, || Instant::now().checked_add(timeout))
+    }
+
+    fn lock_by(
+        &self,
+        who: Actor<'_>,
+        id: SessionId,
+        deadline: impl FnOnce() -> Option<Instant>,
+    ) -> Result<EntryGuard<'_>> {
         let slot = self.slot_of(id)?;
         let e = self.entry(slot);
         // A cheap early answer for ids that are already stale.
@@ -678,7 +698,7 @@ impl Entries {
         if !ctl_live(c) || ctl_gen(c) != id.gen() {
             return Err(not_found(id));
         }
-        let repaired = e.lock_wait(who.me, who.live, deadline)?;
+        let repaired = !e.try_lock(who.me) && e.lock_wait(who.me, who.live, deadline())?;
         let g = EntryGuard {
             entry: e,
             id,

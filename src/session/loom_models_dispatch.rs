@@ -132,11 +132,7 @@ impl World {
         let e = self.env(process);
         let (i, fw) = self.core.claim(&e, req).unwrap();
         let qw = self.core.queue(&e, i, fw, self.session.0, 0).unwrap();
-        let out = match self
-            .core
-            .wait(&e, i, qw.gen, None, 0, &mut std::time::Instant::now())
-            .unwrap()
-        {
+        let out = match self.core.wait(&e, i, qw.gen, None, 0, &mut None).unwrap() {
             // SAFETY: the slot is done and ours until collected.
             Outcome::Done(n) => Ok(unsafe { self.core.response_bytes(i, n) }.to_vec()),
             Outcome::Failed(k) => Err(k),
@@ -151,7 +147,7 @@ impl World {
         let e = self.env(process);
         let mut cursor = 0;
         loop {
-            if let Some(t) = self.core.next_once(&e, w, 0, &mut cursor, None, 0) {
+            if let Some(t) = self.core.next_once(&e, w, 0, &mut cursor, None, 0, false) {
                 // SAFETY: the slot is taken by `w`.
                 let req = unsafe { self.core.request_bytes(t.slot, 4) }.to_vec();
                 // The one request, being served, is counted exactly once.
@@ -265,7 +261,9 @@ fn worker_dying_mid_request_is_replaced() {
             thread::spawn(move || {
                 let mut cursor = 0;
                 // Takes the request if it is there already, never answers.
-                let took = world.core.take(&world.env(2), doomed, 0, &mut cursor);
+                let took = world
+                    .core
+                    .take(&world.env(2), doomed, 0, &mut cursor, false);
                 world.live.dead.store(holder(2).0, Ordering::SeqCst);
                 // "Later, the submitter's wait times out and looks again."
                 world.core.ring_slot(0);

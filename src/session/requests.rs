@@ -8,7 +8,8 @@
 //! 0       region header (64 B, magic "MTIPCREQ", see crate::shm)
 //! 64      area header (64 B, little-endian; written once at creation):
 //!           +0 groups u32   +4 workers u32   +8 slots u32   +12 max_message u32
-//!           +16 buf_size u32 (max_message rounded up to 64)   +20 reserved u32 (0)
+//!           +16 buf_size u32 (max_message rounded up to 64)
+//!           +20 features u32 (FEATURES: what this layout maintains)
 //!           +24 groups_off u64  +32 workers_off u64  +40 words_off u64
 //!           +48 heads_off u64   +56 data_off u64
 //! 128     groups × 64 B            (GroupRec)
@@ -40,6 +41,15 @@ pub const MAX_GROUPS: u32 = 64;
 pub const MAX_WORKERS: u32 = 4095;
 /// Most request slots an area has.
 pub const MAX_SLOTS: u32 = 65536;
+/// Bits of the summary of queued slots in each group record
+/// ([`GroupRec::queued`]): one bit covers [`Geometry::per_bit`] slots.
+pub const SUMMARY_BITS: u32 = 256;
+/// Feature bit of the area header: every group record keeps the summary
+/// of its queued slots ([`GroupRec::queued`]). An area without it was made
+/// by an older mtipc and is refused (`Version`).
+pub const FEATURE_QUEUED_SUMMARY: u32 = 1;
+/// The features an area made by this version has (area header +20).
+pub const FEATURES: u32 = FEATURE_QUEUED_SUMMARY;
 /// Largest `max_message` (bytes of one request or one response).
 pub const MAX_MESSAGE_LIMIT: u32 = 16 << 20;
 /// Largest request area (bytes, whole region): 64 GiB of address space.
@@ -159,6 +169,7 @@ impl Geometry {
         b[4..8].copy_from_slice(&self.workers.to_le_bytes());
         b[8..12].copy_from_slice(&self.slots.to_le_bytes());
         b[12..16].copy_from_slice(&self.max_message.to_le_bytes());
+        b[20..24].copy_from_slice(&FEATURES.to_le_bytes());
         b[16..20].copy_from_slice(&self.buf_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.groups_off.to_le_bytes());
         b[32..40].copy_from_slice(&self.workers_off.to_le_bytes());
@@ -166,6 +177,17 @@ impl Geometry {
         b[48..56].copy_from_slice(&self.heads_off.to_le_bytes());
         b[56..64].copy_from_slice(&self.data_off.to_le_bytes());
         b
+    }
+
+    /// Slots covered by one bit of a group's summary of queued slots: 1 up
+    /// to [`SUMMARY_BITS`] slots, then `slots / 256` rounded up.
+    pub fn per_bit(&self) -> u32 {
+        self.slots.div_ceil(SUMMARY_BITS).max(1)
+    }
+
+    /// Bits of a group's summary in use.
+    pub fn summary_bits(&self) -> u32 {
+        self.slots.div_ceil(self.per_bit())
     }
 
     /// Offset of slot `i`'s request buffer (its response buffer follows).
@@ -213,6 +235,15 @@ pub fn read_geometry(head: &[u8]) -> Result<Geometry> {
         .ok_or_else(|| err!(Corrupt, "{what}: truncated ({} bytes)", head.len()))?;
     let g = Geometry::new(le32(a, 0), le32(a, 4), le32(a, 8), le32(a, 12))
         .map_err(|e| err!(Corrupt, "{what}: {}", e.message()))?;
+    if le32(a, 20) != FEATURES {
+        return Err(err!(
+            Version,
+            "{what}: made with features {:#x}; this mtipc {} needs {FEATURES:#x} \
+             (an area made by an older mtipc: recreate it)",
+            le32(a, 20),
+            crate::VERSION
+        ));
+    }
     if a[..] != g.encode()[..] {
         return Err(err!(
             Corrupt,
@@ -299,7 +330,12 @@ pub struct GroupRec {
     pub requeued: AtomicU64,
     /// Requests of the group failed for want of a live worker (statistics).
     pub failed: AtomicU64,
-    _r1: [u64; 4],
+    /// Summary of the group's queued slots, a hint that spares a worker
+    /// the scan of every slot word: bit `b` is set after any slot of
+    /// `[b × per_bit, (b + 1) × per_bit)` becomes queued to the group, and
+    /// cleared only by a worker that then looks at those slots again
+    /// (docs/session.md, "The summary of queued slots").
+    pub queued: [AtomicU64; 4],
 }
 
 /// One worker record (64 bytes).
@@ -341,7 +377,10 @@ pub struct SlotHead {
     pub resp_len: AtomicU32,
     /// Why a failed slot failed (an `ErrorKind` code).
     pub status: AtomicU32,
-    _r0: u32,
+    /// 1 while the submitter may sleep on `bell`: whoever bumps the bell
+    /// calls the futex wake only then (a submitter that has not gone to
+    /// sleep yet sees the bumped state before it would).
+    pub sleeping: AtomicU32,
     _r1: [u64; 4],
 }
 
@@ -362,7 +401,12 @@ impl GroupRec {
             submitted: AtomicU64::new(0),
             requeued: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            _r1: [0; 4],
+            queued: [
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+            ],
         }
     }
 }
@@ -405,7 +449,7 @@ impl SlotHead {
             req_len: AtomicU32::new(0),
             resp_len: AtomicU32::new(0),
             status: AtomicU32::new(0),
-            _r0: 0,
+            sleeping: AtomicU32::new(0),
             _r1: [0; 4],
         }
     }
@@ -737,6 +781,13 @@ mod tests {
         let mut b = good.clone();
         b[8] = 9; // layout version
         assert_eq!(k(&b), ErrorKind::Version);
+        // An area of an older mtipc (no summary of queued slots) is refused
+        // with a message that says what to do.
+        let mut b = good.clone();
+        b[64 + 20..64 + 24].copy_from_slice(&0u32.to_le_bytes());
+        let e = validate(&b).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Version);
+        assert!(e.message().contains("recreate"), "{e}");
         // A bad slot word, a bad worker word, a length beyond the limit.
         let mut b = good.clone();
         b[g.words_off as usize + 8] = 7;
@@ -747,6 +798,20 @@ mod tests {
         let mut b = good.clone();
         b[g.heads_off as usize + 16..][..4].copy_from_slice(&101u32.to_le_bytes());
         assert_eq!(k(&b), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn summary_bits_cover_every_slot() {
+        for (slots, per, bits) in [(1, 1, 1), (256, 1, 256), (257, 2, 129), (65536, 256, 256)] {
+            let g = Geometry::new(2, 1, slots, 64).unwrap();
+            assert_eq!(
+                (g.per_bit(), g.summary_bits()),
+                (per, bits),
+                "{slots} slots"
+            );
+            assert!(g.summary_bits() <= SUMMARY_BITS);
+            assert!(g.per_bit() * g.summary_bits() >= slots);
+        }
     }
 
     #[test]

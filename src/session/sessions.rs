@@ -268,7 +268,7 @@ impl Sessions {
             session,
             group,
             open: true,
-            next_check: Instant::now() + super::dispatch::CHECK_EVERY,
+            next_check: None,
         })
     }
 
@@ -477,7 +477,7 @@ pub struct Ticket {
     group: u32,
     open: bool,
     /// When the next look at the request's worker is due.
-    next_check: Instant,
+    next_check: Option<Instant>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -547,13 +547,12 @@ impl Ticket {
     /// damaged under it.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Response<'_>> {
         self.check_open()?;
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let s = &self.sessions;
         let o = s.0.core.wait(
             &s.0.table,
             self.slot,
             self.gen,
-            deadline,
+            timeout,
             s.spin(),
             &mut self.next_check,
         )?;
@@ -566,8 +565,11 @@ impl Ticket {
     pub fn poll(&mut self) -> Result<Option<Response<'_>>> {
         self.check_open()?;
         let now = Instant::now();
-        if now >= self.next_check {
-            self.next_check = now + super::dispatch::CHECK_EVERY;
+        let next = *self
+            .next_check
+            .get_or_insert(now + super::dispatch::CHECK_EVERY);
+        if now >= next {
+            self.next_check = Some(now + super::dispatch::CHECK_EVERY);
             let s = &self.sessions.0;
             s.core.check(&s.table, self.slot, self.gen);
         }
@@ -744,6 +746,61 @@ mod tests {
         for t in &mut tickets {
             assert_eq!(&*t.poll().unwrap().unwrap(), b"y");
         }
+        assert!(s.audit().is_empty());
+    }
+
+    #[test]
+    fn a_process_reuses_its_last_slot() {
+        let d = domain("lifo");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let id = session(&s);
+        let mut w = s.register_worker(0).unwrap();
+        let mut used = Vec::new();
+        for _ in 0..5 {
+            let mut t = s.submit(id, 0, b"q").unwrap();
+            let r = w.try_next().unwrap();
+            used.push(r.slot());
+            r.respond(b"a").unwrap();
+            assert_eq!(&*t.wait(T).unwrap(), b"a");
+        }
+        // The slot freed last is the next one claimed: its lines are warm.
+        assert!(used.iter().all(|&u| u == used[0]), "{used:?}");
+        // Two requests at once take two slots.
+        let t1 = s.submit(id, 0, b"1").unwrap();
+        let t2 = s.submit(id, 0, b"2").unwrap();
+        assert_ne!(t1.slot, t2.slot);
+    }
+
+    #[test]
+    fn a_queued_slot_missing_from_the_summary_is_found_by_the_full_scan() {
+        let d = domain("summary");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let id = session(&s);
+        let registered = Instant::now();
+        let mut w = s.register_worker(0).unwrap();
+        let mut t = s.submit(id, 0, b"lost?").unwrap();
+        // As if the submitter had died between queueing the slot and
+        // marking it: the summary says nothing is queued.
+        let core = &s.inner().core;
+        for word in &core.group(0).queued {
+            word.store(0, Ordering::SeqCst);
+        }
+        let peer_check = super::super::worker::PEER_CHECK;
+        let answer = |r: super::super::worker::Request<'_>| {
+            assert_eq!(r.bytes(), b"lost?");
+            r.respond(b"found").unwrap();
+        };
+        let quick = w.try_next().map(|r| {
+            // Only a full scan (once per PEER_CHECK) can find it.
+            assert!(registered.elapsed() >= peer_check, "found too early");
+            answer(r)
+        });
+        if quick.is_none() {
+            let started = Instant::now();
+            answer(w.next(T).expect("found by the full scan"));
+            assert!(started.elapsed() <= peer_check * 2);
+        }
+        assert_eq!(&*t.wait(T).unwrap(), b"found");
         assert!(s.audit().is_empty());
     }
 

@@ -15,7 +15,7 @@ use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Directory of the session tables and request areas, inside the domain.
 pub const SESSIONS_DIR: &str = "sessions";
@@ -233,8 +233,7 @@ impl Table {
     /// repaired ([`EntryGuard::was_repaired`]). `NotFound` if `id` does not
     /// name a live session. The guard unlocks when dropped.
     pub fn lock_entry(&self, id: SessionId, timeout: Duration) -> Result<EntryGuard<'_>> {
-        self.entries
-            .lock(self.actor(), id, Instant::now().checked_add(timeout))
+        self.entries.lock_within(self.actor(), id, timeout)
     }
 
     /// Sets the session's high-level state and, unless `user` is `None`,
@@ -448,7 +447,7 @@ mod tests {
     #[test]
     fn a_million_sessions_table_is_made_fast_and_sparse() {
         let s = Scratch::new("big");
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         let t = Table::create(&s.domain(), "big", 1_000_000).unwrap();
         let took = t0.elapsed();
         assert!(t.geometry().total <= 256 << 20);

@@ -27,6 +27,8 @@ pub struct Worker {
     group: u32,
     cursor: u32,
     last_peer_check: Instant,
+    /// When the last take looked at every slot.
+    last_full: Instant,
 }
 
 impl std::fmt::Debug for Worker {
@@ -47,6 +49,7 @@ impl Worker {
             group,
             cursor: id.index.wrapping_mul(97),
             last_peer_check: Instant::now(),
+            last_full: Instant::now(),
         }
     }
 
@@ -88,9 +91,15 @@ impl Worker {
     /// it (its sessions), or to any worker of its group. Never blocks.
     pub fn try_next(&mut self) -> Option<Request<'_>> {
         let inner = self.sessions.inner();
+        // Every PEER_CHECK, a look at every slot (see `Core::take`).
+        let now = Instant::now();
+        let full = now.duration_since(self.last_full) >= PEER_CHECK;
+        if full {
+            self.last_full = now;
+        }
         let t = inner
             .core
-            .take(&inner.table, self.id, self.group, &mut self.cursor)?;
+            .take(&inner.table, self.id, self.group, &mut self.cursor, full)?;
         Some(self.request(t))
     }
 
@@ -103,8 +112,12 @@ impl Worker {
         let inner = self.sessions.inner();
         loop {
             let now = Instant::now();
-            if now.duration_since(self.last_peer_check) >= PEER_CHECK {
+            // Every PEER_CHECK: reap dead peers, and look at every slot
+            // (see `Core::take`).
+            let full = now.duration_since(self.last_peer_check) >= PEER_CHECK;
+            if full {
                 self.last_peer_check = now;
+                self.last_full = now;
                 inner.core.check_peers(&inner.table, self.group);
             }
             let mut slice = (self.last_peer_check + PEER_CHECK).saturating_duration_since(now);
@@ -119,6 +132,7 @@ impl Worker {
                 &mut self.cursor,
                 Some(slice),
                 spin,
+                full,
             ) {
                 return Some(self.request(t));
             }
