@@ -27,7 +27,7 @@ mod cli {
     #[derive(Parser)]
     #[command(name = "mtipc", version, about)]
     struct Cli {
-        /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-<uid>).
+        /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-$UID).
         #[arg(long, global = true, value_name = "PATH")]
         domain: Option<PathBuf>,
         #[command(subcommand)]

@@ -25,7 +25,7 @@ mod daemon {
     #[derive(Parser)]
     #[command(name = "mtipcd", version, about)]
     struct Args {
-        /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-<uid>).
+        /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-$UID).
         #[arg(long, value_name = "PATH")]
         domain: Option<PathBuf>,
         /// Log level or filter (default: $MTIPC_LOG, else info).
