@@ -48,6 +48,10 @@ pub trait Env {
     fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>>;
     /// Removes every binding to `worker`.
     fn remove_bindings_to(&self, worker: WorkerRef);
+    /// The worker `session` is bound to, read without the lock (a hint:
+    /// the binding may change at once, or belong to a later session of
+    /// the same slot).
+    fn bound_hint(&self, session: u64) -> Option<WorkerRef>;
 }
 
 /// A locked session entry (the table's entry guard).
@@ -336,6 +340,16 @@ impl Core {
     /// Wakes one idle worker of group `g` (if none is idle, every worker
     /// of the group is busy and scans the slots before it sleeps again).
     pub fn ring_any(&self, g: u32) {
+        if let Some(w) = self.reserve_idle(g) {
+            self.ring_reserved(w.index);
+        }
+    }
+
+    /// Finds an idle worker of group `g`, from the group's round-robin
+    /// cursor, and takes on waking it (its `idle` swapped from 1 to 0): the
+    /// caller must then call [`Core::ring_reserved`] on it, whatever else
+    /// happens.
+    fn reserve_idle(&self, g: u32) -> Option<WorkerId> {
         let n = self.geo.workers;
         let start = self.group(g).pick.fetch_add(1, Ordering::Relaxed) % n;
         for k in 0..n {
@@ -353,11 +367,20 @@ impl Core {
                     .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                rec.bell.atomic().fetch_add(1, Ordering::SeqCst);
-                rec.bell.wake(1);
-                return;
+                return Some(WorkerId {
+                    index: idx,
+                    gen: ww.gen,
+                });
             }
         }
+        None
+    }
+
+    /// Wakes worker `idx`, whose `idle` this caller swapped to 0.
+    fn ring_reserved(&self, idx: u32) {
+        let rec = self.worker(idx);
+        rec.bell.atomic().fetch_add(1, Ordering::SeqCst);
+        rec.bell.wake(1);
     }
 
     // -----------------------------------------------------------------
@@ -493,8 +516,10 @@ impl Core {
 
     /// Queues the filled slot `i` (word `fw`) for `session` to group `g`:
     /// under the session's entry lock, `in_flight + 1` and the slot queued
-    /// to the session's worker if it is registered in `g`, else to any
-    /// worker of `g`; then rings the worker. On error the slot is freed.
+    /// to the session's worker if it is registered in `g`, else to an idle
+    /// worker of `g` (which binds the session when it takes the request),
+    /// else to any worker of `g`; then rings the worker. On error the slot
+    /// is freed.
     pub fn queue<E: Env>(
         &self,
         env: &E,
@@ -520,10 +545,17 @@ impl Core {
             }
         };
         let mut entry = entry;
-        let target = entry
+        let bound = entry
             .binding()
             .and_then(|b| WorkerId::from_ref(b, self.geo.workers))
             .filter(|&t| self.is_registered(t, g).is_some());
+        // Not bound: to a worker that is free now, not to whichever busy
+        // worker finishes first (the "a free worker of the group").
+        let reserved = match bound {
+            Some(_) => None,
+            None => self.reserve_idle(g),
+        };
+        let target = bound.or(reserved);
         let mut qw = fw.with(SlotState::Queued, g, target);
         // Counted first, so a queued or taken slot is always counted (a
         // worker may take it before this lock is released). If this
@@ -532,6 +564,9 @@ impl Core {
         entry.set_in_flight(before.saturating_add(1));
         if !self.cas(i, fw, qw) {
             entry.set_in_flight(before);
+            if let Some(r) = reserved {
+                self.ring_reserved(r.index);
+            }
             return Err(err!(
                 Corrupt,
                 "request slot {i} changed while its submitter filled it"
@@ -552,7 +587,11 @@ impl Core {
         }
         drop(entry);
         self.group(g).submitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = reserved {
+            self.ring_reserved(r.index);
+        }
         match qw.worker {
+            Some(_) if reserved.is_some() => {}
             Some(t) => self.ring_worker(t.index),
             None => self.ring_any(g),
         }
@@ -928,7 +967,14 @@ impl Core {
             if !self.cas(i, w, tw) {
                 continue;
             }
-            if w.worker.is_none() && !self.bind_on_take(env, me, g, i, tw) {
+            // A request for any worker, or one queued to this worker while
+            // its session is not bound here (it was queued to a free
+            // worker): bind the session, or pass the request on.
+            let unbound = w.worker.is_none() || {
+                let session = self.head(i).session.load(Ordering::SeqCst);
+                env.bound_hint(session) != Some(me.to_ref())
+            };
+            if unbound && !self.bind_on_take(env, me, g, i, tw) {
                 continue;
             }
             *cursor = i + 1;
@@ -1439,6 +1485,9 @@ impl Env for EntriesEnv<'_> {
         self.entries
             .remove_bindings_to(self.actor, worker, std::time::Duration::from_secs(3600));
     }
+    fn bound_hint(&self, session: u64) -> Option<WorkerRef> {
+        self.entries.bound_hint(super::entry::SessionId(session))
+    }
 }
 
 #[cfg(not(loom))]
@@ -1456,5 +1505,8 @@ impl Env for super::table::Table {
     }
     fn remove_bindings_to(&self, worker: WorkerRef) {
         super::table::Table::remove_bindings_to(self, worker);
+    }
+    fn bound_hint(&self, session: u64) -> Option<WorkerRef> {
+        super::table::Table::bound_hint(self, super::entry::SessionId(session))
     }
 }

@@ -503,6 +503,13 @@ impl Entries {
         unsafe { &*self.ptr.add(slot as usize) }
     }
 
+    /// The binding of `id`'s slot, read without the lock and without
+    /// checking that `id` is still live there: a hint for the dispatcher.
+    pub fn bound_hint(&self, id: SessionId) -> Option<WorkerRef> {
+        let slot = self.slot_of(id).ok()?;
+        WorkerRef::from_word(self.entry(slot).binding.load(Ordering::Relaxed))
+    }
+
     fn slot_of(&self, id: SessionId) -> Result<u32> {
         match id.slot() {
             Some(s) if s < self.cap => Ok(s),

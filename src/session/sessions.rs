@@ -805,6 +805,57 @@ mod tests {
     }
 
     #[test]
+    fn a_new_sessions_request_goes_to_an_idle_worker_not_a_busy_one() {
+        let d = domain("spread");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let (s1, s2) = (session(&s), session(&s));
+        let mut a = s.register_worker(0).unwrap();
+        let b = s.register_worker(0).unwrap();
+        let (a_ref, b_ref) = (a.id(), b.id());
+        // A is busy with s1's request.
+        let mut t1 = s.submit(s1, 0, b"one").unwrap();
+        std::thread::scope(|sc| {
+            let r1 = a.try_next().expect("A takes s1's request");
+            // B waits for work.
+            let waiter = sc.spawn(move || {
+                let mut b = b;
+                let r = b.next(T).expect("B is given s2's request");
+                assert_eq!(r.bytes(), b"two");
+                r.respond(b"from B").unwrap();
+                drop(r);
+                b // kept registered: dropping it would unbind s2
+            });
+            let idle = |s: &Sessions| {
+                s.snapshot().groups[0]
+                    .workers
+                    .iter()
+                    .any(|w| Some(w.index) == b_ref.record() && w.idle)
+            };
+            let until = Instant::now() + Duration::from_secs(5);
+            while !idle(&s) {
+                assert!(Instant::now() < until, "B never went idle");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // s2 is new (unbound): its request is queued to B, the idle
+            // worker, so A, done with s1 right after, does not get it.
+            let mut t2 = s.submit(s2, 0, b"two").unwrap();
+            r1.respond(b"from A").unwrap();
+            drop(r1);
+            assert!(
+                a.try_next().is_none(),
+                "the busy worker took the new session"
+            );
+            assert_eq!(&*t2.wait(T).unwrap(), b"from B");
+            let b = waiter.join().unwrap();
+            assert_eq!(&*t1.wait(T).unwrap(), b"from A");
+            assert_eq!(s.table().lookup(s1).unwrap().worker, Some(a_ref));
+            assert_eq!(s.table().lookup(s2).unwrap().worker, Some(b_ref));
+            drop(b);
+        });
+        assert!(s.audit().is_empty());
+    }
+
+    #[test]
     fn limits() {
         let d = domain("lim");
         let s = Sessions::create(&d.1, "a", small()).unwrap();

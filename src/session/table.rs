@@ -236,6 +236,13 @@ impl Table {
         self.entries.lock_within(self.actor(), id, timeout)
     }
 
+    /// The worker session `id` is bound to, read without its lock and
+    /// without checking that `id` is still live: a hint (the dispatcher's,
+    /// to skip the lock when a request comes to the worker it is bound to).
+    pub fn bound_hint(&self, id: SessionId) -> Option<WorkerRef> {
+        self.entries.bound_hint(id)
+    }
+
     /// Sets the session's high-level state and, unless `user` is `None`,
     /// its user data (`Invalid` beyond the limit). Readers see the old or
     /// the new values, never a mix.
