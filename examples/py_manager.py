@@ -70,6 +70,12 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=4, help="requests waiting at once")
     ap.add_argument("--pace", type=float, default=0.0, help="seconds between two submissions")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer")
+    ap.add_argument(
+        "--wait-workers",
+        type=int,
+        default=0,
+        help="first wait (at most --timeout s) until each group has this many idle workers",
+    )
     ap.add_argument("--strict", action="store_true", help="a failed request is an error too")
     ap.add_argument("--keep", action="store_true", help="do not end the sessions at the end")
     args = ap.parse_args()
@@ -79,6 +85,20 @@ def main() -> int:
     domain = mtipc.Domain(args.domain)
     table = mtipc.SessionTable.open_or_create(domain, args.table, groups=max(2, max(groups) + 1))
     print(f"manager {os.getpid()}: table {args.table!r}, capacity {table.capacity}, {table.groups} groups", flush=True)
+
+    if args.wait_workers:
+        # A new session's first request goes to an idle worker of its group;
+        # workers that have not registered yet cannot be given any.
+        deadline = time.monotonic() + args.timeout
+        while True:
+            snap = table.snapshot()
+            idle = {g["group"]: sum(w["idle"] for w in g["workers"]) for g in snap["groups"]}
+            if all(idle.get(g, 0) >= args.wait_workers for g in groups):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"manager: fewer than {args.wait_workers} idle workers per group: {idle}")
+            time.sleep(0.01)
+        print(f"workers idle per group: {', '.join(f'{g}: {idle[g]}' for g in groups)}", flush=True)
 
     sessions = []
     for i in range(args.sessions):

@@ -188,9 +188,10 @@ P1=$!
 worker py-worker-2 "$PY" -u examples/py_worker.py "$S" calls 1 --delay 0.002
 P2=$!
 echo "workers: C pids $C1 $C2 (group 0), Python pids $P1 $P2 (group 1)"
-run "$PY" -u examples/py_manager.py "$S" calls --sessions 4 --requests 24 --keep \
+run "$PY" -u examples/py_manager.py "$S" calls --sessions 4 --requests 24 --keep --wait-workers 2 \
   | sed -u 's/^/   [manager] /'
-echo "each session's requests went to one worker of its group (sticky sessions); one line per request in the workers' logs:"
+echo "each session's requests went to one worker of its group (sticky sessions), each new session to a worker"
+echo "that was idle, so the two sessions of a group are on its two workers; one line per request in the workers' logs:"
 for f in c-worker-1 c-worker-2 py-worker-1 py-worker-2; do
   printf '   %-12s %3d requests served %s\n' "$f" "$(grep -c -- ' -> ' "$WORK/$f.log" || true)" \
     "$(grep -m1 -- ' -> ' "$WORK/$f.log" | sed 's/^/(e.g. /; s/$/)/')"

@@ -348,10 +348,13 @@ impl Core {
     /// Finds an idle worker of group `g`, from the group's round-robin
     /// cursor, and takes on waking it (its `idle` swapped from 1 to 0): the
     /// caller must then call [`Core::ring_reserved`] on it, whatever else
-    /// happens.
+    /// happens. The cursor moves past the worker found, so that idle
+    /// workers take turns (a cursor that only counted calls would mostly
+    /// start past the group's records and land on its first one).
     fn reserve_idle(&self, g: u32) -> Option<WorkerId> {
         let n = self.geo.workers;
-        let start = self.group(g).pick.fetch_add(1, Ordering::Relaxed) % n;
+        let pick = &self.group(g).pick;
+        let start = pick.load(Ordering::Relaxed) % n;
         for k in 0..n {
             let idx = (start + k) % n;
             let Some(ww) = self.worker_word(idx) else {
@@ -367,6 +370,7 @@ impl Core {
                     .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
+                pick.store((idx + 1) % n, Ordering::Relaxed);
                 return Some(WorkerId {
                     index: idx,
                     gen: ww.gen,
