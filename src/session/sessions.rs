@@ -856,6 +856,65 @@ mod tests {
     }
 
     #[test]
+    fn idle_workers_take_turns_for_new_sessions() {
+        let d = domain("turns");
+        let cfg = SessionsConfig {
+            workers: 8,
+            ..small()
+        };
+        let s = Sessions::create(&d.1, "a", cfg).unwrap();
+        let ids: Vec<SessionId> = (0..3).map(|_| session(&s)).collect();
+        // Records 0 and 1 go to group 0 (registered, never serving), so the
+        // group 1 workers are records 2 to 4.
+        let _others: Vec<Worker> = (0..2).map(|_| s.register_worker(0).unwrap()).collect();
+        let workers: Vec<Worker> = (0..3).map(|_| s.register_worker(1).unwrap()).collect();
+        let stop = crate::sync::Flag::new();
+        let idle = || {
+            s.snapshot().groups[1]
+                .workers
+                .iter()
+                .filter(|w| w.idle)
+                .count()
+        };
+        std::thread::scope(|sc| {
+            let serving: Vec<_> = workers
+                .into_iter()
+                .map(|mut w| {
+                    let stop = &stop;
+                    sc.spawn(move || {
+                        while !stop.is_set() {
+                            if let Some(r) = w.next(Some(Duration::from_millis(20))) {
+                                r.respond(r.bytes()).unwrap();
+                            }
+                        }
+                        w // kept registered: dropping it would unbind its sessions
+                    })
+                })
+                .collect();
+            // One new session at a time, every worker idle before each.
+            for &id in &ids {
+                let until = Instant::now() + Duration::from_secs(5);
+                while idle() < 3 {
+                    assert!(Instant::now() < until, "the workers never went idle");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert_eq!(&*s.submit(id, 1, b"new").unwrap().wait(T).unwrap(), b"new");
+            }
+            stop.set();
+            let kept: Vec<Worker> = serving.into_iter().map(|h| h.join().unwrap()).collect();
+            let mut bound: Vec<_> = ids
+                .iter()
+                .map(|&id| s.table().lookup(id).unwrap().worker.unwrap())
+                .collect();
+            bound.sort_by_key(|b| b.0);
+            bound.dedup();
+            assert_eq!(bound.len(), 3, "3 new sessions, 3 idle workers: one each");
+            drop(kept);
+        });
+        assert!(s.audit().is_empty());
+    }
+
+    #[test]
     fn limits() {
         let d = domain("lim");
         let s = Sessions::create(&d.1, "a", small()).unwrap();
