@@ -1331,7 +1331,14 @@ impl Core {
                     std::hint::spin_loop();
                 }
             }
-            if rec.bell.load(Ordering::SeqCst) == s {
+            // Whoever swapped `idle` to 0 has taken on waking this worker,
+            // and its ring may be in `s` already: a ring meant for a request
+            // this worker took meanwhile, which consumed this round's
+            // `idle` (found by the loom model `summary_never_hides_a_request`:
+            // a later submitter then sees `idle` 0 and rings nobody). Such a
+            // ring is read in `s` only after its swap, so this load sees 0:
+            // look again instead of sleeping.
+            if rec.bell.load(Ordering::SeqCst) == s && rec.idle.load(Ordering::SeqCst) == 1 {
                 rec.bell.wait(s, sleep);
             }
         }

@@ -293,3 +293,32 @@ fn worker_dying_mid_request_is_replaced() {
         world.assert_quiet();
     });
 }
+
+/// (d) The summary of queued slots never hides a request: two requests in
+/// a row through one slot, so the worker's scan after the first (which
+/// finds the slot's bit set and the slot no longer queued, and clears the
+/// bit) races with the submitter queuing the second (which sets it). Both
+/// are answered, once each, and the worker never sleeps through one.
+#[test]
+fn summary_never_hides_a_request() {
+    loom::model(|| {
+        let world = Arc::new(World::new(1));
+        let w = world.register(1);
+        let worker = {
+            let world = world.clone();
+            thread::spawn(move || {
+                let a = world.serve_one(1, w, b"one");
+                let b = world.serve_one(1, w, b"two");
+                (a, b)
+            })
+        };
+        let first = world.submit_and_wait(0, b"ping");
+        let second = world.submit_and_wait(0, b"pong");
+        let (a, b) = worker.join().unwrap();
+        assert_eq!((a.as_slice(), b.as_slice()), (&b"ping"[..], &b"pong"[..]));
+        assert_eq!(first.as_deref(), Ok(&b"one"[..]));
+        assert_eq!(second.as_deref(), Ok(&b"two"[..]));
+        assert_eq!(world.core.worker(w.index).served.load(Ordering::SeqCst), 2);
+        world.assert_quiet();
+    });
+}
