@@ -164,16 +164,8 @@ unsafe impl Send for Floor {}
 
 impl Floor {
     fn open(path: &Path) -> Floor {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .expect("open the floor file");
-        f.set_len(FLOOR_LEN as u64).expect("size the floor file");
         Floor {
-            map: memmap2::MmapRaw::map_raw(&f).expect("map the floor file"),
+            map: map_file(path, FLOOR_LEN as u64),
         }
     }
 

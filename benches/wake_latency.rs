@@ -34,7 +34,7 @@ use std::time::Duration;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_usize, now_ns};
+use common::{env_usize, map_file, now_ns};
 
 /// A shared anonymous mapping of `words` u64 atomics, inherited by `fork`.
 /// Word 0: the poster's timestamp; word 1: iterations the waiter completed;
@@ -126,16 +126,8 @@ struct FutexFile {
 
 impl FutexFile {
     fn open(domain: &Path) -> FutexFile {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(domain.join("bench.futex"))
-            .expect("bench.futex");
-        f.set_len(4096).unwrap();
         FutexFile {
-            map: memmap2::MmapRaw::map_raw(&f).expect("map bench.futex"),
+            map: map_file(&domain.join("bench.futex"), 4096),
         }
     }
 

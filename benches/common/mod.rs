@@ -113,3 +113,18 @@ pub fn met(ok: bool) -> &'static str {
         "NOT met"
     }
 }
+
+/// Opens (creating it if missing) the file `path`, sizes it to `len` bytes
+/// and maps it shared: a small shared-memory file for a bench's own words.
+pub fn map_file(path: &Path, len: u64) -> memmap2::MmapRaw {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.set_len(len)
+        .unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
+    memmap2::MmapRaw::map_raw(&f).unwrap_or_else(|e| panic!("map {}: {e}", path.display()))
+}
