@@ -37,7 +37,7 @@ use std::sync::atomic::AtomicU64;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_usize, now_ns};
+use common::{env_usize, map_anon_shared, now_ns};
 
 const READERS: usize = 8;
 const SIZE: usize = 1 << 20;
@@ -57,22 +57,8 @@ const STOP: u64 = u64::MAX;
 impl Shared {
     fn new(samples: usize) -> Shared {
         let len = 64 + samples * 8;
-        // SAFETY: a fresh anonymous mapping; no memory of ours is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert!(p != libc::MAP_FAILED, "mmap failed");
-        Shared {
-            base: p as *mut u8,
-            len,
-        }
+        let p = map_anon_shared(len);
+        Shared { base: p, len }
     }
 
     /// The round the parent started last (futex word at byte 0).

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_usize, map_file, now_ns};
+use common::{env_usize, map_anon_shared, map_file, now_ns};
 
 /// A shared anonymous mapping of `words` u64 atomics, inherited by `fork`.
 /// Word 0: the poster's timestamp; word 1: iterations the waiter completed;
@@ -52,18 +52,7 @@ const SAMPLES: usize = 8;
 impl Shared {
     fn new(words: usize) -> Shared {
         let len = words * 8;
-        // SAFETY: a fresh anonymous mapping; no memory of ours is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert!(p != libc::MAP_FAILED, "mmap failed");
+        let p = map_anon_shared(len);
         Shared {
             base: p as *mut AtomicU64,
             words,

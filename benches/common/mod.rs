@@ -128,3 +128,22 @@ pub fn map_file(path: &Path, len: u64) -> memmap2::MmapRaw {
         .unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
     memmap2::MmapRaw::map_raw(&f).unwrap_or_else(|e| panic!("map {}: {e}", path.display()))
 }
+
+/// A fresh shared anonymous mapping of `len` bytes, zero-filled, that a
+/// forked child shares (memmap2's anonymous maps are private). The caller
+/// unmaps it, or leaves it to the end of the process.
+pub fn map_anon_shared(len: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping; no memory of ours is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap of {len} shared bytes failed");
+    p as *mut u8
+}
