@@ -31,7 +31,8 @@
 //! arriving later is simply closed).
 
 use crate::{
-    invalid, timeout_arg, to_py, wait_in_slices, ClosedError, Domain, FOREVER_SECS, SIGNAL_CHECK,
+    invalid, lock, timeout_arg, to_py, wait_in_slices, ClosedError, Domain, FOREVER_SECS,
+    SIGNAL_CHECK,
 };
 use mtipc::attach::{self as core, AttachOptions};
 use mtipc::ErrorKind;
@@ -39,7 +40,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyTuple};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The protocol a tenant accepts when `advertise` names none (the C ABI's
@@ -48,10 +49,6 @@ const DEFAULT_PROTOCOL: &str = mtipc::ffi::attach::MT_DEFAULT_PROTOCOL;
 
 /// How long the exit hook lets running handlers return.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 // ---------------------------------------------------------------------------
 // Handlers running on connection threads

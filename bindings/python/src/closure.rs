@@ -11,7 +11,7 @@
 //! after the `Closure` object is closed. Strings and numbers are copied
 //! into Python objects (Python has no zero-copy `str`).
 
-use crate::{invalid, to_py, Domain};
+use crate::{invalid, lock, to_py, Domain};
 use mtipc::closure::{self as core, Kind, Value, ValueRef, MAX_DEPTH};
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError};
 use pyo3::prelude::*;
@@ -20,7 +20,7 @@ use pyo3::types::{
 };
 use pyo3::IntoPyObjectExt;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// An open version, shared by the `Closure` object and every view of it.
 struct Shared {
@@ -345,16 +345,12 @@ pub(crate) struct Closure {
 
 impl Closure {
     fn get(&self) -> PyResult<Arc<Shared>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| {
-                invalid(format!(
-                    "closure {:?} (version {}) is closed",
-                    self.name, self.version
-                ))
-            })
+        lock(&self.inner).clone().ok_or_else(|| {
+            invalid(format!(
+                "closure {:?} (version {}) is closed",
+                self.name, self.version
+            ))
+        })
     }
 }
 
@@ -383,20 +379,13 @@ impl Closure {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        lock(&self.inner).is_none()
     }
 
     /// Lets go of the version (views taken from it keep it until they are
     /// gone). Calling it again does nothing.
     fn close(&self) {
-        let taken = self
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let taken = lock(&self.inner).take();
         drop(taken);
     }
 

@@ -30,7 +30,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Longest stretch a blocking call waits with the GIL released before it
@@ -151,24 +151,46 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PathArg {
     }
 }
 
-/// A semaphore count: a Python `int` from 0 to 2**32 - 1. An `int` out of
-/// that range is an `InvalidError` (not pyo3's `OverflowError`), like any
-/// other bad argument; a value of another type stays a `TypeError`.
-struct Count(u32);
+/// Locks `m`, also when a thread panicked while holding it (every value
+/// the binding keeps under a mutex is valid at all times).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+/// An unsigned integer argument: an `int` out of the type's range is an
+/// `InvalidError` (not pyo3's `OverflowError`), like any other bad
+/// argument; a value of another type stays a `TypeError`.
+pub(crate) struct Num<T>(pub(crate) T);
+
+impl<'a, 'py, T> FromPyObject<'a, 'py> for Num<T>
+where
+    T: for<'b> FromPyObject<'b, 'py, Error = PyErr> + num_max::Max,
+{
     type Error = PyErr;
 
     fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match ob.extract::<u32>() {
-            Ok(n) => Ok(Count(n)),
+        match ob.extract::<T>() {
+            Ok(n) => Ok(Num(n)),
             Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => Err(invalid(format!(
-                "semaphore count {} is out of range (0 to {})",
+                "{} is out of range (0 to {})",
                 &*ob,
-                u32::MAX
+                T::MAX_TEXT
             ))),
             Err(e) => Err(e),
         }
+    }
+}
+
+mod num_max {
+    /// The largest value of an integer type, as text.
+    pub trait Max {
+        const MAX_TEXT: &'static str;
+    }
+    impl Max for u32 {
+        const MAX_TEXT: &'static str = "2**32 - 1";
+    }
+    impl Max for u64 {
+        const MAX_TEXT: &'static str = "2**64 - 1";
     }
 }
 
@@ -210,9 +232,7 @@ struct Domain {
 impl Domain {
     /// The open domain, or `InvalidError` if it was closed.
     fn get(&self) -> PyResult<Arc<mtipc::Domain>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
             .clone()
             .ok_or_else(|| invalid("the mtipc.Domain is closed".to_owned()))
     }
@@ -257,21 +277,14 @@ impl Domain {
 
     /// Releases the domain. Calling it again does nothing.
     fn close(&self) {
-        let taken = self
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let taken = lock(&self.inner).take();
         drop(taken);
     }
 
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        lock(&self.inner).is_none()
     }
 
     /// The domain directory.
@@ -307,8 +320,8 @@ impl Domain {
     /// Adds `n` to the notification semaphore and wakes up to `n` waiters,
     /// in any process. `InvalidError` if `n` is negative or the count would
     /// pass 2**31 - 1.
-    #[pyo3(signature = (n = Count(1)), text_signature = "($self, /, n=1)")]
-    fn sem_post(&self, n: Count) -> PyResult<()> {
+    #[pyo3(signature = (n = Num(1)), text_signature = "($self, /, n=1)")]
+    fn sem_post(&self, n: Num<u32>) -> PyResult<()> {
         self.with_sem(|s| s.post(n.0))?.map_err(to_py)
     }
 

@@ -26,18 +26,17 @@
 //! `respond` releases the view it handed out.
 
 use crate::attach::message_arg;
-use crate::{invalid, timeout_arg, to_py, wait_in_slices, Domain, SIGNAL_CHECK};
+use crate::{invalid, lock, timeout_arg, to_py, wait_in_slices, Domain, Num, SIGNAL_CHECK};
 use mtipc::session::{
     self as core, DispatchSnapshot, SessionId, Sessions, SessionsConfig, WorkerRef,
 };
 use mtipc::sync::Flag;
 use mtipc::ErrorKind;
-use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Adds the classes to the module.
@@ -48,50 +47,6 @@ pub(crate) fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Request>()?;
     m.add_class::<Ticket>()?;
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------------------
-// Argument conversions
-
-/// An unsigned integer argument: an `int` out of the type's range is an
-/// `InvalidError` (not pyo3's `OverflowError`), like any other bad
-/// argument; a value of another type stays a `TypeError`.
-struct Num<T>(T);
-
-impl<'a, 'py, T> FromPyObject<'a, 'py> for Num<T>
-where
-    T: for<'b> FromPyObject<'b, 'py, Error = PyErr> + num_max::Max,
-{
-    type Error = PyErr;
-
-    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match ob.extract::<T>() {
-            Ok(n) => Ok(Num(n)),
-            Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => Err(invalid(format!(
-                "{} is out of range (0 to {})",
-                &*ob,
-                T::MAX_TEXT
-            ))),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-mod num_max {
-    /// The largest value of an integer type, as text.
-    pub trait Max {
-        const MAX_TEXT: &'static str;
-    }
-    impl Max for u32 {
-        const MAX_TEXT: &'static str = "2**32 - 1";
-    }
-    impl Max for u64 {
-        const MAX_TEXT: &'static str = "2**64 - 1";
-    }
 }
 
 /// A session id (`int`).
