@@ -216,9 +216,9 @@ impl Dir {
         Ok(file)
     }
 
-    /// The [`Stamp`] of the regular file `name` (not following a link);
-    /// `None` if it is missing or not a regular file.
-    pub(super) fn stamp(&self, name: &str) -> Result<Option<Stamp>> {
+    /// `fstatat` of the entry `name`, without following a symbolic link;
+    /// `None` if there is no such entry.
+    fn lstat_at(&self, name: &str) -> Result<Option<libc::stat>> {
         let path = self.child(name);
         let c = cstr(name.as_bytes(), &path)?;
         // SAFETY: an all-zero `stat` is a valid value to be overwritten.
@@ -233,14 +233,23 @@ impl Dir {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
-        if rc != 0 {
-            let e = last_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOENT) => Ok(None),
-                _ => Err(Error::io(path.display(), e)),
-            };
+        if rc == 0 {
+            return Ok(Some(st));
         }
-        Ok((st.st_mode & libc::S_IFMT == libc::S_IFREG).then(|| Stamp::of(&st)))
+        let e = last_error();
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(Error::io(path.display(), e)),
+        }
+    }
+
+    /// The [`Stamp`] of the regular file `name` (not following a link);
+    /// `None` if it is missing or not a regular file.
+    pub(super) fn stamp(&self, name: &str) -> Result<Option<Stamp>> {
+        Ok(self
+            .lstat_at(name)?
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            .map(|st| Stamp::of(&st)))
     }
 
     /// [`Dir::read_small`], with the [`Stamp`] of the file read (taken from
@@ -348,34 +357,15 @@ impl Dir {
     /// of the entry `name`, without following a symbolic link; `None` if
     /// there is no such entry.
     pub(super) fn entry_id(&self, name: &str) -> Result<Option<(libc::mode_t, FileId)>> {
-        let path = self.child(name);
-        let c = cstr(name.as_bytes(), &path)?;
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `self.fd` is an open directory; `c` is a valid string;
-        // `st` is a valid, writable stat buffer.
-        let rc = unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc == 0 {
-            return Ok(Some((
+        Ok(self.lstat_at(name)?.map(|st| {
+            (
                 st.st_mode & libc::S_IFMT,
                 FileId {
                     dev: st.st_dev,
                     ino: st.st_ino,
                 },
-            )));
-        }
-        let e = last_error();
-        match e.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(Error::io(path.display(), e)),
-        }
+            )
+        }))
     }
 
     /// Takes `flock(LOCK_EX)` on the directory, waiting at most `wait`.
