@@ -3,10 +3,9 @@
 //! dies, whatever the way.
 
 use crate::error::{err, Error, Result};
-use crate::shm;
+use crate::shm::{self, flock};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,19 +26,6 @@ fn open(path: &Path) -> Result<File> {
             shm::open_checked(path, true)
         }
         Err(e) => Err(e),
-    }
-}
-
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::head::HeadCore;
 use super::locks;
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
-use crate::shm::{self, Region, HEADER_SIZE};
+use crate::shm::{self, flock, Region, HEADER_SIZE};
 use memmap2::{Mmap, MmapOptions};
 use serde::Serialize;
 use std::fs::File;
@@ -159,19 +159,6 @@ impl Head {
         // lives as long as the mapping, i.e. as long as `self`. A fresh
         // region is zero there: no version.
         unsafe { &*(self.region.as_ptr().add(HEADER_SIZE) as *const HeadCore) }
-    }
-}
-
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

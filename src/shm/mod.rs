@@ -198,6 +198,22 @@ pub fn open_checked(path: &Path, write: bool) -> Result<File> {
     Ok(file)
 }
 
+/// `flock(fd, op)`, retried on `EINTR` (with `LOCK_NB`, a lock held
+/// through another open file description is `EWOULDBLOCK`).
+pub(crate) fn flock(fd: &impl std::os::fd::AsRawFd, op: libc::c_int) -> std::io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor the caller holds open; no memory
+        // is passed.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Checks that a file or directory of the domain (at `path`, with this
 /// owner `uid` and `mode`) belongs to this process's uid and has no
 /// group/other permission bits: `Denied`, naming what is wrong, otherwise.

@@ -390,37 +390,23 @@ impl Dir {
 
 /// `flock(op | LOCK_NB)`, retried on `EINTR`: `Ok(false)` if it would block.
 pub(super) fn try_flock(fd: &impl AsRawFd, op: libc::c_int, path: &Path) -> Result<bool> {
-    loop {
-        // SAFETY: flock on a descriptor we hold open has no memory effects.
-        if unsafe { libc::flock(fd.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(true);
-        }
-        let e = last_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            _ => return Err(Error::io(format!("locking {}", path.display()), e)),
-        }
+    match crate::shm::flock(fd, op | libc::LOCK_NB) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
     }
 }
 
 /// `flock(op)`, blocking, retried on `EINTR`.
 pub(super) fn flock(fd: &impl AsRawFd, op: libc::c_int, path: &Path) -> Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we hold open has no memory effects.
-        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = last_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            let verb = if op == libc::LOCK_UN {
-                "unlocking"
-            } else {
-                "locking"
-            };
-            return Err(Error::io(format!("{verb} {}", path.display()), e));
-        }
-    }
+    crate::shm::flock(fd, op).map_err(|e| {
+        let verb = if op == libc::LOCK_UN {
+            "unlocking"
+        } else {
+            "locking"
+        };
+        Error::io(format!("{verb} {}", path.display()), e)
+    })
 }
 
 /// A temporary name for `name`, unique to this process and call; it starts
