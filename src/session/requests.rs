@@ -213,22 +213,9 @@ pub fn read_geometry(head: &[u8]) -> Result<Geometry> {
     let what = "request area";
     let h = crate::shm::RegionHeader::decode(head)
         .ok_or_else(|| err!(Corrupt, "{what}: truncated ({} bytes)", head.len()))?;
-    if &h.magic != MAGIC {
-        return Err(err!(
-            Corrupt,
-            "{what}: bad magic {:02x?}: not an mtipc request area",
-            h.magic
-        ));
-    }
-    if h.layout_version != crate::LAYOUT_VERSION {
-        return Err(err!(
-            Version,
-            "{what}: made with layout version {}; this mtipc {} uses layout {}",
-            h.layout_version,
-            crate::VERSION,
-            crate::LAYOUT_VERSION
-        ));
-    }
+    // Magic, version and header size, as for every region; the total size
+    // is compared with the one the capacities give below.
+    crate::shm::check_header(&h, MAGIC, h.total_size, what)?;
     let start = crate::shm::HEADER_SIZE;
     let a = head
         .get(start..start + AREA_HEADER_SIZE)
@@ -255,13 +242,11 @@ pub fn read_geometry(head: &[u8]) -> Result<Geometry> {
             g.max_message
         ));
     }
-    if h.header_size as usize != crate::shm::HEADER_SIZE || h.total_size != g.total_size {
+    if h.total_size != g.total_size {
         return Err(err!(
             Corrupt,
-            "{what}: header gives header size {} and total size {}; expected {} and {}",
-            h.header_size,
+            "{what}: header gives a size of {} bytes; its capacities give {}",
             h.total_size,
-            crate::shm::HEADER_SIZE,
             g.total_size
         ));
     }
