@@ -12,9 +12,9 @@ use mtipc::attach::files::{
     self, AdvertCache, ProcId, Response, ResponseScan, SyncFile, STATE_BUSY, STATE_IDLE,
 };
 use mtipc::attach::relay::{self, End};
-use mtipc::attach::round::WATCHED;
+use mtipc::attach::round;
 use mtipc::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
-use mtipc::sync::{Futex, Ordering};
+use mtipc::sync::Futex;
 use mtipc::Domain;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,23 +40,10 @@ pub const STEPS: [&str; 12] = [
 
 fn wait_state(state: &Futex, want: u32, p: &ProcId) {
     let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let cur = state.load(Ordering::Acquire);
-        if cur & !WATCHED == want || !p.is_alive() {
-            return;
-        }
-        assert!(Instant::now() < until, "state never became {want}");
-        // As the round does: mark the word watched, then sleep on it.
-        if cur & WATCHED == 0
-            && state
-                .atomic()
-                .compare_exchange(cur, cur | WATCHED, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            continue;
-        }
-        state.wait(cur | WATCHED, Some(Duration::from_millis(20)));
-    }
+    assert!(
+        round::wait_state(state, want, &|| p.is_alive(), Some(until)),
+        "state never became {want}"
+    );
 }
 
 fn random<const N: usize>() -> [u8; N] {

@@ -92,8 +92,9 @@ pub type AwaitTarget<'a> = &'a mut dyn FnMut(Option<Instant>) -> Result<()>;
 const STATE_RECHECK: Duration = Duration::from_millis(20);
 
 /// Waits until `state` holds `want` (or `alive()` turns false), at most
-/// until `deadline`. Returns false on timeout.
-fn wait_state(
+/// until `deadline`. Returns false on timeout. (Public for the attach
+/// bench's phase breakdown, which replays the round step by step.)
+pub fn wait_state(
     state: &Futex,
     want: u32,
     alive: &dyn Fn() -> bool,
