@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{base_dir, env_usize, fs_type};
+use common::{base_dir, env_usize, fs_type, loadavg, machine};
 
 #[path = "attach_latency/phases.rs"]
 mod phases;
@@ -572,12 +572,6 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .filter(|&n| n > 0)
         .collect();
-    // SAFETY: no preconditions.
-    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
     let scratch = std::env::temp_dir().join(format!("mtipc-bench-attach-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
 
@@ -588,18 +582,14 @@ fn main() {
     println!("one-time key), connect + handshake + one echo.");
     println!(
         "Samples per method: {samples} ({samples_256} at 256 tenants) after {warmup} warm-up; \
-         {ncpu} CPUs online; kernel {kernel}"
+         {}",
+        machine()
     );
     println!(
         "Domains under {} ({}); load average {}",
         base_dir("ATTACH_DIR").display(),
         fs_type(&base_dir("ATTACH_DIR")),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        loadavg()
     );
     println!();
     println!(
