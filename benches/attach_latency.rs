@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{base_dir, env_usize, fs_type, loadavg, machine};
+use common::{base_dir, env_usize, machine, where_line};
 
 #[path = "attach_latency/phases.rs"]
 mod phases;
@@ -585,12 +585,7 @@ fn main() {
          {}",
         machine()
     );
-    println!(
-        "Domains under {} ({}); load average {}",
-        base_dir("ATTACH_DIR").display(),
-        fs_type(&base_dir("ATTACH_DIR")),
-        loadavg()
-    );
+    println!("{}", where_line("ATTACH_DIR"));
     println!();
     println!(
         "{:>7} {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -567,12 +567,7 @@ fn main() {
         "Session set: {} slots, {} worker records, {} groups, max_message {} B",
         c.slots, c.workers, c.groups, c.max_message
     );
-    println!(
-        "Domain under {} ({}); load average {}",
-        base_dir("SESSION_BENCH_DIR").display(),
-        fs_type(&base_dir("SESSION_BENCH_DIR")),
-        loadavg()
-    );
+    println!("{}", where_line("SESSION_BENCH_DIR"));
     println!();
     let modes = std::env::var("SESSION_MODES").unwrap_or_else(|_| "blocking,spin".into());
     let mut results = Vec::new();

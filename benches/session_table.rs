@@ -500,12 +500,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let d = Domain::open(Some(&dir)).expect("create the bench domain");
     println!("Session table vs Mutex<HashMap> (same run). {}", machine());
-    println!(
-        "Domain under {} ({}); load average {}",
-        base_dir("SESSION_BENCH_DIR").display(),
-        fs_type(&base_dir("SESSION_BENCH_DIR")),
-        loadavg()
-    );
+    println!("{}", where_line("SESSION_BENCH_DIR"));
     println!();
     part_cycles(&d, rounds, cycles);
     part_lookups(&d, &dir, secs);

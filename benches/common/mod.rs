@@ -147,3 +147,15 @@ pub fn map_anon_shared(len: usize) -> *mut u8 {
     assert!(p != libc::MAP_FAILED, "mmap of {len} shared bytes failed");
     p as *mut u8
 }
+
+/// "Domain under DIR (FS); load average A B C": where the bench's domains
+/// go (`base_dir(var)`), on which file system, and the load at the start.
+pub fn where_line(var: &str) -> String {
+    let dir = base_dir(var);
+    format!(
+        "Domain under {} ({}); load average {}",
+        dir.display(),
+        fs_type(&dir),
+        loadavg()
+    )
+}
