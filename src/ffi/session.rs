@@ -556,6 +556,7 @@ pub unsafe extern "C" fn mt_session_bind(
     guard("mt_session_bind", || {
         // SAFETY: per the contract.
         let s = unsafe { mt_session_table::try_ref(t) }?;
+        // The core refuses it too; here the message names the C call.
         if worker == 0 {
             return Err(err!(
                 Invalid,

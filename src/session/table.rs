@@ -251,8 +251,15 @@ impl Table {
         self.entries.update_locked(&g, state, user)
     }
 
-    /// Binds the session to `worker`.
+    /// Binds the session to `worker`. `Invalid` for worker id 0, which
+    /// names no worker ([`Table::unbind`] removes a binding).
     pub fn bind(&self, id: SessionId, worker: WorkerRef) -> Result<()> {
+        if worker.0 == 0 {
+            return Err(err!(
+                Invalid,
+                "worker id 0 names no worker (unbind the session to remove its binding)"
+            ));
+        }
         self.lock_entry(id, LOCK_TIMEOUT)?.set_binding(Some(worker));
         Ok(())
     }
@@ -434,6 +441,11 @@ mod tests {
         assert_eq!(t.remove_bindings_to(w), 2);
         assert_eq!(t.lookup(ids[0]).unwrap().worker, None);
         t.bind(ids[1], w).unwrap();
+        // Worker id 0 names no worker: refused, the binding kept.
+        let e = t.bind(ids[1], WorkerRef(0)).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+        assert!(e.message().contains("unbind"), "{e}");
+        assert_eq!(t.lookup(ids[1]).unwrap().worker, Some(w));
         t.unbind(ids[1]).unwrap();
         assert_eq!(t.lookup(ids[1]).unwrap().worker, None);
         assert_eq!(t.sessions().count(), 3);

@@ -65,11 +65,6 @@ impl<'a, 'py> FromPyObject<'a, 'py> for WorkerArg {
             return Ok(WorkerArg(WorkerRef(w.get().id)));
         }
         let n: Num<u64> = ob.extract()?;
-        if n.0 == 0 {
-            return Err(invalid(
-                "worker id 0 means no worker: use unbind() to remove a binding".to_owned(),
-            ));
-        }
         Ok(WorkerArg(WorkerRef(n.0)))
     }
 }
