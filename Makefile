@@ -39,12 +39,14 @@ lint:
 # separate target directory so the cfg(loom) build does not evict the normal one.
 test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
-	  $(CARGO) test --release --lib --target-dir target/loom -- loom_models
+	  $(CARGO) test -p mtipc --release --lib --target-dir target/loom -- loom_models
 
 demo: build python c-examples
 	@scripts/demo.sh
 
+# attach_latency starts the release mtipcd (from the mtipc-cli crate).
 bench: deps
+	$(CARGO) build --release --bins
 	$(CARGO) bench --bench wake_latency
 	$(CARGO) bench --bench attach_latency
 	$(CARGO) bench --bench closure_read

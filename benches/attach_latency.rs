@@ -5,8 +5,9 @@
 //!
 //! Processes (all real, none in the measuring process):
 //!
-//! - `mtipcd`: the built daemon binary (`CARGO_BIN_EXE_mtipcd`, the release
-//!   build under `cargo bench`), one per configuration, on a fresh domain;
+//! - `mtipcd`: the built daemon binary (`$MTIPCD`, else the release build
+//!   `target/release/mtipcd`, which `make bench` builds first), one per
+//!   configuration, on a fresh domain;
 //! - tenant processes: this bench binary re-executed in the `tenants` role,
 //!   each advertising up to 64 tenants (`t000`, `t001`, ...) whose handler
 //!   echoes every message until the attacher closes. 256 tenants are 4
@@ -252,13 +253,35 @@ struct Domainset {
     syncs: Vec<SyncFile>,
 }
 
+/// The daemon program: `$MTIPCD`, else `mtipcd` beside this bench's
+/// directory (`target/release/mtipcd`; `make bench` builds it first). The
+/// programs live in the `mtipc-cli` crate, so cargo does not hand a bench of
+/// the library their path.
+fn mtipcd_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("MTIPCD") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let p = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("mtipcd"))
+        .expect("the bench lives in target/<profile>/deps");
+    assert!(
+        p.exists(),
+        "{} is missing: build the programs first (cargo build --release --bins), or set MTIPCD",
+        p.display()
+    );
+    p
+}
+
 impl Domainset {
     fn start(n: usize) -> Domainset {
         let path =
             base_dir("ATTACH_DIR").join(format!("mtipc-bench-attach-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         let domain = Domain::open(Some(&path)).expect("create the bench domain");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtipcd"));
+        let mut cmd = Command::new(mtipcd_path());
         cmd.arg("--domain").arg(&path).arg("--log").arg("warn");
         let daemon = Proc::spawn(cmd);
         let mut tenants = Vec::new();

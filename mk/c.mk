@@ -70,7 +70,7 @@ TEST_ENV    := MTIPCD=$(abspath $(DEBUG_DIR))/mtipcd C_WORKER=$(abspath $(C_OUT)
 # but cargo only writes libmtipc.so: add the libmtipc.so.N link next to it, or
 # nothing linked with -L$(DEBUG_DIR) -lmtipc could be loaded.
 c-lib:
-	$(CARGO) build --lib
+	$(CARGO) build -p mtipc --lib
 	@soname=$$($(READELF) -d $(DEBUG_DIR)/libmtipc.so | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p'); \
 	 test -n "$$soname" || { echo "c-lib: $(DEBUG_DIR)/libmtipc.so has no soname" >&2; exit 1; }; \
 	 ln -sfn libmtipc.so $(DEBUG_DIR)/$$soname
@@ -128,14 +128,14 @@ test-cpp: c-lib c-bins $(CXX_PLAIN) $(CXX_ASAN) $(CXX_EXAMPLES)
 # Installs the release build:
 #   $(LIBDIR)/libmtipc.so.X.Y.Z, libmtipc.so.X -> it, libmtipc.so -> libmtipc.so.X
 #   $(LIBDIR)/libmtipc.a, $(INCLUDEDIR)/mtipc.h and mtipc.hpp, $(PKGCONFIGDIR)/mtipc.pc
-# The release build is `cargo rustc --release --lib` with --print
-# native-static-libs, which is the same build as `cargo build --release --lib`
+# The release build is `cargo rustc -p mtipc --release --lib` with --print
+# native-static-libs, which is the same build as `cargo build -p mtipc --release --lib`
 # and also says what a program linked to libmtipc.a needs besides it: that
 # list goes into mtipc.pc's Libs.private (cargo repeats it when up to date).
 install:
 	@mkdir -p $(C_OUT)
-	@echo "== release build: $(CARGO) rustc --release --lib -- --print native-static-libs"
-	@if ! $(CARGO) rustc --release --lib -- --print native-static-libs > $(C_OUT)/release-build.log 2>&1; then \
+	@echo "== release build: $(CARGO) rustc -p mtipc --release --lib -- --print native-static-libs"
+	@if ! $(CARGO) rustc -p mtipc --release --lib -- --print native-static-libs > $(C_OUT)/release-build.log 2>&1; then \
 	   cat $(C_OUT)/release-build.log >&2; echo "install: the release build failed" >&2; exit 1; \
 	 fi; \
 	 libs=$$(sed -n 's/^note: native-static-libs: //p' $(C_OUT)/release-build.log | tail -n 1); \

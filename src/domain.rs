@@ -16,7 +16,6 @@ use crate::error::{err, Error, Result};
 use crate::shm::{self, Region, HEADER_SIZE};
 use crate::sync::SemCore;
 use crate::LAYOUT_VERSION;
-use serde::Serialize;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -111,7 +110,8 @@ pub fn parse_layout(bytes: &[u8]) -> Result<u32> {
 }
 
 /// What `mtipc info` shows about a domain.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DomainInfo {
     /// The domain directory.
     pub path: PathBuf,

@@ -121,13 +121,6 @@ struct Served {
 
 impl Served {
     fn start(tag: &str, opts: Options) -> Served {
-        // MTIPC_RELAY_LOG=1 shows the relay's events (with --nocapture).
-        if std::env::var_os("MTIPC_RELAY_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("mtipc=debug")
-                .with_test_writer()
-                .try_init();
-        }
         let dir = Scratch::new(tag);
         let relay = Arc::new(Relay::bind_with(&dir.0.join("relay.sock"), euid(), opts).unwrap());
         let r = Arc::clone(&relay);

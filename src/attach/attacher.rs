@@ -10,7 +10,6 @@ use super::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
 use crate::sync::Ordering;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,7 +45,8 @@ impl Default for AttachOptions {
 }
 
 /// A live advertised tenant, as discovery reports it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TenantInfo {
     /// Tenant id (`@mtipcd` for the daemon).
     pub id: String,

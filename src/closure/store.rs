@@ -8,7 +8,6 @@ use crate::domain::Domain;
 use crate::error::{err, Error, Result};
 use crate::shm::{self, flock, Region, HEADER_SIZE};
 use memmap2::{Mmap, MmapOptions};
-use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -555,7 +554,8 @@ impl Drop for Closure {
 }
 
 /// One version file of a closure, as [`list`] reports it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct VersionInfo {
     /// The version number.
     pub version: u64,
@@ -567,7 +567,8 @@ pub struct VersionInfo {
 }
 
 /// A closure of a domain, as [`list`] reports it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ClosureInfo {
     /// Its name.
     pub name: String,

@@ -22,7 +22,6 @@ use crate::shm::{self, RegionHeader, HEADER_SIZE};
 use crate::sync::{AtomicU32, Ordering};
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
-use serde::Serialize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -394,7 +393,8 @@ fn publish_area(path: &Path, geo: &Geometry) -> Result<bool> {
 }
 
 /// What `mtipc sessions` shows about a request area.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DispatchSnapshot {
     /// Every group, with its registered workers.
     pub groups: Vec<GroupSnapshot>,
@@ -407,7 +407,8 @@ pub struct DispatchSnapshot {
 }
 
 /// One worker group.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupSnapshot {
     /// Its number.
     pub group: u32,
@@ -422,7 +423,8 @@ pub struct GroupSnapshot {
 }
 
 /// One registered worker.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WorkerSnapshot {
     /// Its worker record.
     pub index: u32,
@@ -443,7 +445,8 @@ pub struct WorkerSnapshot {
 }
 
 /// Slots counted by state.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SlotCounts {
     /// Unused.
     pub free: u32,

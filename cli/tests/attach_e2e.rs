@@ -17,6 +17,7 @@
 //! The tests take a common lock (one at a time): their timing checks and
 //! the 256-tenant case must not compete for the CPUs with each other.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 #[path = "attach_e2e/common.rs"]
 mod e2e;

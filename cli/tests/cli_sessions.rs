@@ -5,6 +5,7 @@
 //! one; a table without a request area; a 1,000,000-slot table read under a
 //! pseudo-terminal (progress on stderr) and through pipes (none).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{say, Scratch};

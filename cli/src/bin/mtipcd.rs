@@ -13,7 +13,6 @@
 //!
 //! Exit status: 0 after a clean stop, 1 on an error.
 
-#[cfg(not(loom))]
 mod daemon {
     use clap::Parser;
     use mtipc::attach::Daemon;
@@ -122,10 +121,6 @@ mod daemon {
     }
 }
 
-#[cfg(not(loom))]
 fn main() -> std::process::ExitCode {
     daemon::main()
 }
-
-#[cfg(loom)]
-fn main() {}

@@ -11,11 +11,9 @@
 //! Exit status: 0 on success, 1 on an error (message on stderr with its
 //! `MT_ERR_*` name), 2 on bad usage, 3 when a wait or an attach timed out.
 
-#[cfg(not(loom))]
 #[path = "mtipc/sessions.rs"]
 mod sessions;
 
-#[cfg(not(loom))]
 mod cli {
     use clap::{Parser, Subcommand};
     use mtipc::{Domain, ErrorKind};
@@ -351,10 +349,6 @@ mod cli {
     }
 }
 
-#[cfg(not(loom))]
 fn main() -> std::process::ExitCode {
     cli::main()
 }
-
-#[cfg(loom)]
-fn main() {}

@@ -16,6 +16,7 @@
 //! for the CPUs with each other (the whole file runs in well under 20 s on
 //! two cores).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{mono_ns, read_all, serial, wait_exit, Kids, Rng, Scratch};
