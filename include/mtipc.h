@@ -167,6 +167,46 @@ typedef uint32_t mt_value_kind;
 #endif // __cplusplus
 
 /**
+ * How much an event matters. A logger installed with `mt_log_set`
+ * receives the events up to its `max_level`.
+ */
+enum mt_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Something failed that no call could report (a waiter thread
+   * stopped, the relay's loop failed, a panic inside the library).
+   */
+  MT_LOG_ERROR = 1,
+  /**
+   * Something unexpected that the library handled (a bad file skipped,
+   * a connection refused).
+   */
+  MT_LOG_WARN = 2,
+  /**
+   * What an operator wants to see (listening, a pairing made).
+   */
+  MT_LOG_INFO = 3,
+  /**
+   * Details of each step.
+   */
+  MT_LOG_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  MT_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mt_log_level mt_log_level;
+#else
+typedef uint32_t mt_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A live advertisement of a tenant, with its waiter thread.
  *
  * Thread safety: only `mt_advert_free` is called on it, from any thread.
@@ -368,6 +408,20 @@ typedef struct mt_value {
    */
   mt_value_kind kind;
 } mt_value;
+
+/**
+ * A log callback: `user` as given to `mt_log_set`, the event's level, its
+ * target (the library module that emitted it, such as
+ * "mtipc::attach::relay") and its message (text, then ` name=value`
+ * fields). Both strings are valid only during the call.
+ *
+ * Called on the thread that emitted the event: an application thread
+ * inside an mtipc call, or one of the library's threads (a tenant's
+ * waiter, a connection's handshake, mtipcd's relay); possibly on several
+ * threads at once. It should return quickly; it may call mtipc functions
+ * (`mt_log_set` included).
+ */
+typedef void (*mt_log_fn)(void *user, mt_log_level level, const char *target, const char *message);
 
 /**
  * Capacities of a new session set (`mt_session_table_create`). Start from
@@ -958,6 +1012,28 @@ mt_status mt_sem_reset(const struct mt_domain *d, uint32_t *previous);
  * `d` is a live handle; `value` is valid for a write.
  */
 mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
+
+/**
+ * Installs `callback` as the library's log callback: from now on, every
+ * event up to `max_level` (an `mt_log_level`, `MT_LOG_ERROR` to
+ * `MT_LOG_TRACE`) is passed to `callback` with `user`. `callback` NULL
+ * removes it (events are
+ * then dropped, which is also the state before the first call). Replaces
+ * any callback installed before, also one installed by another language's
+ * binding in the same process: there is one logger per process.
+ *
+ * The library never writes to stdout or stderr: its events go here, and a
+ * panic inside it is reported here (`MT_LOG_ERROR`, "panic at FILE:LINE:
+ * MESSAGE") as well as by the call's `MT_ERR_PANIC`. The application's own
+ * panic and signal handling is not changed.
+ *
+ * `max_level` is taken as an integer (a C enum arrives as one), so that a
+ * value out of range is refused with `MT_ERR_INVALID` (nothing changes)
+ * instead of being undefined behaviour. May be
+ * called from any thread, at any time; an event being delivered while the
+ * callback changes goes to the old callback.
+ */
+mt_status mt_log_set(mt_log_fn callback, void *user, uint32_t max_level);
 
 /**
  * Creates the session set `name` in the domain (a session table and its

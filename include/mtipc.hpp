@@ -99,6 +99,78 @@ inline void check(mt_status status) {
 /** The library's version ("MAJOR.MINOR.PATCH"), a static string. */
 inline const char *version() noexcept { return mt_version(); }
 
+/**
+ * A log callback: the event's level, its target (the library module that
+ * emitted it) and its message. Called on the thread that emitted the event,
+ * possibly on several threads at once; it should return quickly and must
+ * not throw (an exception it lets out is dropped).
+ */
+using LogFn = std::function<void(mt_log_level level, std::string_view target,
+                                 std::string_view message)>;
+
+namespace detail {
+
+/** The process's C++ log callback; never destroyed (library threads may log at exit). */
+struct LogSlot {
+    std::mutex mutex;
+    std::shared_ptr<const LogFn> fn;
+
+    static LogSlot &get() {
+        static LogSlot *const slot = new LogSlot; // never freed: see above
+        return *slot;
+    }
+};
+
+/** The C callback behind mtipc::set_log: calls the current std::function. */
+inline void log_trampoline(void *, mt_log_level level, const char *target,
+                           const char *message) noexcept {
+    std::shared_ptr<const LogFn> fn;
+    {
+        LogSlot &slot = LogSlot::get();
+        std::lock_guard<std::mutex> lock(slot.mutex);
+        fn = slot.fn; // kept alive for this call even if replaced meanwhile
+    }
+    if (!fn) {
+        return;
+    }
+    try {
+        (*fn)(level, target, message);
+    } catch (...) {
+        // A logger that throws loses the event; nothing may unwind into C.
+    }
+}
+
+} // namespace detail
+
+/**
+ * Sends the library's events up to `max_level` to `fn` (mt_log_set). An
+ * empty `fn` removes the callback. There is one callback per process:
+ * this replaces any other, also one installed with mt_log_set. Throws
+ * Error(MT_ERR_INVALID) for a level out of range.
+ */
+inline void set_log(LogFn fn, mt_log_level max_level = MT_LOG_INFO) {
+    detail::LogSlot &slot = detail::LogSlot::get();
+    if (!fn) {
+        check(mt_log_set(nullptr, nullptr, MT_LOG_ERROR));
+        std::shared_ptr<const LogFn> gone; // destroyed after the unlock
+        std::lock_guard<std::mutex> lock(slot.mutex);
+        gone = std::move(slot.fn);
+        return;
+    }
+    auto next = std::make_shared<const LogFn>(std::move(fn));
+    std::shared_ptr<const LogFn> previous;
+    {
+        std::lock_guard<std::mutex> lock(slot.mutex);
+        previous = std::exchange(slot.fn, std::move(next));
+    }
+    const mt_status st = mt_log_set(detail::log_trampoline, nullptr, max_level);
+    if (st != MT_OK) {
+        std::lock_guard<std::mutex> lock(slot.mutex);
+        slot.fn = std::move(previous);
+        throw Error(st, mt_last_error());
+    }
+}
+
 namespace detail {
 
 /** The C timeout for an optional duration: MT_WAIT_FOREVER for none, clamped below it. */

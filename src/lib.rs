@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
+#[macro_use]
+pub mod log;
 pub mod sync;
 
 pub mod attach;

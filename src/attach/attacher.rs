@@ -220,7 +220,7 @@ fn round(
     } else {
         for l in &listed {
             if let Err(e) = cache.remove_response(&l.advert.id) {
-                tracing::warn!(dir = %l.dir.display(), error = %e, "cannot remove a leftover response file");
+                crate::log::warn!(dir = %l.dir.display(), error = %e, "cannot remove a leftover response file");
             }
         }
     }
@@ -305,7 +305,7 @@ fn round(
         },
         &mut || {
             if let Err(e) = files::remove_response(&target.dir) {
-                tracing::warn!(error = %e, "cannot remove the response file");
+                crate::log::warn!(error = %e, "cannot remove the response file");
             }
         },
     );

@@ -546,11 +546,11 @@ impl Conn {
         let msg = conn.recv_deadline(&deadline)?;
         if !openssl::memcmp::eq(&msg, one_time_key) {
             conn.close();
-            tracing::debug!("attach channel: wrong one-time key, connection refused");
+            crate::log::debug!("attach channel: wrong one-time key, connection refused");
             return Err(denied());
         }
         conn.send(&ACCEPTED)?;
-        tracing::debug!(version = conn.version, "attach channel: attacher accepted");
+        crate::log::debug!(version = conn.version, "attach channel: attacher accepted");
         Ok(conn)
     }
 
@@ -633,7 +633,7 @@ impl Conn {
         }
         match conn.recv_deadline(&deadline) {
             Ok(m) if m == ACCEPTED => {
-                tracing::debug!(version = conn.version, "attach channel: tenant accepted");
+                crate::log::debug!(version = conn.version, "attach channel: tenant accepted");
                 Ok(conn)
             }
             Ok(m) => {

@@ -69,7 +69,7 @@ impl Daemon {
             let dir = files::advert_dir(&dom_path, &r.tenant);
             match files::read_advert(&dir) {
                 Ok(a) => {
-                    tracing::info!(
+                    crate::log::info!(
                         tenant = %r.tenant, tenant_pid = a.pid, attacher_pid = r.attacher_pid,
                         pairing = %super::relay::short_id(&r.pairing), start_ms = r.start_ms, duration_ms = r.duration_ms,
                         "round: pairing registered"
@@ -83,7 +83,7 @@ impl Daemon {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %r.tenant, error = %e, "response for an unreadable advertisement ignored")
+                    crate::log::warn!(tenant = %r.tenant, error = %e, "response for an unreadable advertisement ignored")
                 }
             }
         });
@@ -91,7 +91,7 @@ impl Daemon {
             let relay = relay.clone();
             std::thread::Builder::new()
                 .name("mtipc-relay".into())
-                .spawn(move || relay.run())
+                .spawn(move || crate::log::quiet_panics(|| relay.run()))
                 .map_err(|e| err!(Io, "cannot start the relay thread: {e}"))?
         };
         let (files, stop, waiter) = match start_waiter(domain, &advert, on_response, true) {
@@ -136,7 +136,7 @@ impl Daemon {
         self.relay.shutdown();
         if let Some(t) = self.relay_thread.take() {
             if let Ok(Err(e)) = t.join() {
-                tracing::warn!(error = %e, "relay ended with an error");
+                crate::log::warn!(error = %e, "relay ended with an error");
             }
         }
         let _ = std::fs::remove_file(&self.socket);

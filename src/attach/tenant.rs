@@ -136,32 +136,34 @@ pub(crate) fn start_waiter(
     let waiter = std::thread::Builder::new()
         .name(format!("mtipc-waiter-{id}"))
         .spawn(move || {
-            let mut served = Served(VecDeque::new());
-            let mut scan = scan_all.then(ResponseScan::new);
-            loop {
-                let r = waiter_round(
-                    dom.semaphore().core(),
-                    f2.sync().state(),
-                    f2.sync(),
-                    STOP_CHECK,
-                    &|| s2.is_set(),
-                    &mut || {
-                        for r in find_responses(dom.path(), &f2, &id, scan.as_mut()) {
-                            if served.first_time(r.pairing) {
-                                on_response(r);
+            crate::log::quiet_panics(move || {
+                let mut served = Served(VecDeque::new());
+                let mut scan = scan_all.then(ResponseScan::new);
+                loop {
+                    let r = waiter_round(
+                        dom.semaphore().core(),
+                        f2.sync().state(),
+                        f2.sync(),
+                        STOP_CHECK,
+                        &|| s2.is_set(),
+                        &mut || {
+                            for r in find_responses(dom.path(), &f2, &id, scan.as_mut()) {
+                                if served.first_time(r.pairing) {
+                                    on_response(r);
+                                }
                             }
+                        },
+                    );
+                    match r {
+                        Ok(Waited::Round) => continue,
+                        Ok(Waited::Stopped) => return,
+                        Err(e) => {
+                            crate::log::error!(advert = %id, error = %e, "waiter stops");
+                            return;
                         }
-                    },
-                );
-                match r {
-                    Ok(Waited::Round) => continue,
-                    Ok(Waited::Stopped) => return,
-                    Err(e) => {
-                        tracing::error!(advert = %id, error = %e, "waiter stops");
-                        return;
                     }
                 }
-            }
+            })
         })
         .map_err(|e| err!(Io, "cannot start the waiter thread: {e}"))?;
     Ok((files, stop, waiter))
@@ -183,7 +185,7 @@ fn find_responses(
     // that one's advertisement when it registers the pairing.
     let found: Vec<(PathBuf, Result<Option<Response>>)> = match scan {
         Some(scan) => scan.scan(domain).unwrap_or_else(|e| {
-            tracing::warn!(dir = %files::adverts_dir(domain).display(), error = %e, "cannot list advertisements");
+            crate::log::warn!(dir = %files::adverts_dir(domain).display(), error = %e, "cannot list advertisements");
             Vec::new()
         }),
         None => vec![(own.dir().to_path_buf(), own.read_response())],
@@ -193,16 +195,18 @@ fn find_responses(
         match found {
             // Left behind by an attacher that died before its clean-up.
             Ok(Some(r)) if !matches!(ProcId::of(r.attacher_pid), Ok(Some(_))) => {
-                tracing::debug!(dir = %dir.display(), attacher = r.attacher_pid, "response of a dead attacher ignored")
+                crate::log::debug!(dir = %dir.display(), attacher = r.attacher_pid, "response of a dead attacher ignored")
             }
             Ok(Some(r)) if scan_all || r.tenant == id => out.push(r),
             Ok(Some(r)) => {
-                tracing::warn!(advert = %id, to = %r.tenant, "response addressed to another tenant ignored")
+                crate::log::warn!(advert = %id, to = %r.tenant, "response addressed to another tenant ignored")
             }
             Ok(None) => {}
             // Withdrawn meanwhile.
             Err(e) if scan_all && e.kind() == crate::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "bad response file ignored"),
+            Err(e) => {
+                crate::log::warn!(dir = %dir.display(), error = %e, "bad response file ignored")
+            }
         }
     }
     out
@@ -223,24 +227,29 @@ fn serve(
     let spawned = std::thread::Builder::new()
         .name(format!("mtipc-conn-{tenant}"))
         .spawn(move || {
-            let until_start = Duration::from_millis(r.start_ms.saturating_sub(files::now_ms()));
-            let result = relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
-                .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT))
-                .map(|c| c.with_protocol(&r.protocol));
+            // The handshake is the library's (its panics are reported, not
+            // printed); the handler is the application's.
+            let result = crate::log::quiet_panics(|| {
+                let until_start =
+                    Duration::from_millis(r.start_ms.saturating_sub(files::now_ms()));
+                relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
+                    .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT))
+                    .map(|c| c.with_protocol(&r.protocol))
+            });
             match result {
                 Ok(conn) => {
                     let open = *gate.lock().unwrap_or_else(|e| e.into_inner());
                     if open {
                         handler(conn);
                     } else {
-                        tracing::info!(tenant = %tenant, "withdrawn during the handshake: connection closed");
+                        crate::log::info!(tenant = %tenant, "withdrawn during the handshake: connection closed");
                     }
                 }
-                Err(e) => tracing::warn!(tenant = %tenant, error = %e, "attach not completed"),
+                Err(e) => crate::log::warn!(tenant = %tenant, error = %e, "attach not completed"),
             }
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start a connection thread");
+        crate::log::error!(error = %e, "cannot start a connection thread");
     }
 }
 

@@ -236,7 +236,7 @@ fn publish_with<'a>(
     write_version(&dir, v, size, fill)?;
     head.core().advance(v);
     collect(&dir, head.core().current());
-    tracing::debug!(closure = name, version = v, size, "published closure");
+    crate::log::debug!(closure = name, version = v, size, "published closure");
     Ok(v)
 }
 

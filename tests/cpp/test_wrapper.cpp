@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <mutex>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <type_traits>
 #include <unistd.h>
@@ -217,6 +219,42 @@ void semaphore_operations() {
     CHECK(!d.sem_wait(std::chrono::seconds(0)));
 }
 
+// mtipc::set_log: a std::function receives the library's events up to
+// its level (a lambda with captures), an empty function removes it, a bad
+// level throws and keeps the previous logger.
+void log_callback() {
+    Scratch s("cpp-log");
+    mtipc::Domain d((s.dir / "dom").string());
+    std::mutex m;
+    std::vector<std::tuple<mt_log_level, std::string, std::string>> got;
+    auto count = [&](const std::string &needle) {
+        std::lock_guard<std::mutex> lock(m);
+        int n = 0;
+        for (auto &e : got) n += std::get<2>(e).find(needle) != std::string::npos;
+        return n;
+    };
+    mtipc::set_log(
+        [&](mt_log_level level, std::string_view target, std::string_view message) {
+            std::lock_guard<std::mutex> lock(m);
+            got.emplace_back(level, std::string(target), std::string(message));
+        },
+        MT_LOG_DEBUG);
+    mtipc::publish_bytes(d, "cfg", "x");
+    CHECK(count("published closure") == 1);
+    {
+        std::lock_guard<std::mutex> lock(m);
+        CHECK(!got.empty() && std::get<0>(got.back()) == MT_LOG_DEBUG);
+        CHECK(!got.empty() && std::get<1>(got.back()) == "mtipc::closure::store");
+    }
+    CHECK_THROWS(MT_ERR_INVALID, "max_level 9", mtipc::set_log([](auto, auto, auto) {},
+                                                                static_cast<mt_log_level>(9)));
+    mtipc::publish_bytes(d, "cfg", "y"); // the previous logger still runs
+    CHECK(count("published closure") == 2);
+    mtipc::set_log(nullptr);
+    mtipc::publish_bytes(d, "cfg", "z");
+    CHECK(count("published closure") == 2);
+}
+
 } // namespace
 
 int main() {
@@ -227,5 +265,6 @@ int main() {
     run("move_semantics", move_semantics);
     run("errors_carry_code_and_message", errors_carry_code_and_message);
     run("semaphore_operations", semaphore_operations);
+    run("log_callback", log_callback);
     return mt_test_exit("test_wrapper");
 }

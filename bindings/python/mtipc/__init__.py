@@ -28,6 +28,10 @@ the mtipc core library directly (not its C ABI):
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
 - ``version()`` and ``__version__``: the library's version.
+
+The library's events (a stale advertisement removed, a bad file skipped, a
+panic inside the library) go to the ``logging`` logger ``mtipc``; nothing
+is printed. See ``mtipc._log``.
 """
 
 from ._mtipc import (
@@ -101,3 +105,7 @@ __all__ = [
     "publish_closure",
     "version",
 ]
+
+from . import _log
+
+_log.start()

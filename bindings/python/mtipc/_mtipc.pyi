@@ -46,12 +46,24 @@ __all__ = [
     "IoError",
     "PanicError",
     "UnavailableError",
+    "_log_level",
+    "_log_take",
+    "_log_stop",
 ]
 
 __version__: str
 
 def version() -> str:
     """The version of the mtipc library this module was built from."""
+
+def _log_level(level: int) -> None:
+    """Delivers the core's events up to this ``logging`` level (above 40: none)."""
+
+def _log_take(timeout: float) -> list[tuple[int, str, str]] | None:
+    """Queued events as (logging level, target, message); None once stopped."""
+
+def _log_stop() -> None:
+    """Stops the delivery (at exit)."""
 
 _Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 

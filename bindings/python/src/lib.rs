@@ -17,6 +17,8 @@
 
 mod attach;
 mod closure;
+/// The library's events, queued for the `logging` logger `mtipc`.
+mod log;
 
 /// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
 /// `Ticket`, `SessionInfo`).
@@ -396,6 +398,9 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(closure::publish_closure, m)?)?;
     m.add_function(wrap_pyfunction!(closure::open_closure, m)?)?;
     closure::register(py)?;
+    m.add_function(wrap_pyfunction!(log::_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log::_log_take, m)?)?;
+    m.add_function(wrap_pyfunction!(log::_log_stop, m)?)?;
     // Not a module attribute: only atexit holds it.
     let at_exit = wrap_pyfunction!(attach::at_exit, m)?;
     py.import("atexit")?.call_method1("register", (at_exit,))?;

@@ -326,15 +326,15 @@ mod cli {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
-        // Logs (never the report) go to stderr; MTIPC_LOG sets the filter.
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("MTIPC_LOG").unwrap_or_else(|_| "warn".into()),
-            ))
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-            .init();
+        // The library's events (never the report) go to stderr; MTIPC_LOG
+        // sets the level (default warn).
+        match mtipc_cli::log_level(None, mtipc::log::Level::Warn) {
+            Ok(level) => mtipc_cli::log_to_stderr(level),
+            Err(e) => {
+                eprintln!("mtipc: MTIPC_LOG: {e}");
+                return ExitCode::from(2);
+            }
+        }
         match run(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -8,7 +8,8 @@
 //! every attach round and runs the relay (`relay.sock` in the domain) that
 //! pairs each round's two ends, checks their credentials and opens and
 //! closes their path on time. Logs to stderr (`--log` or `$MTIPC_LOG`:
-//! error, warn, info, debug, trace). Stops cleanly on SIGTERM, SIGINT or
+//! error, warn, info, debug, trace, off), one line per event: UTC time,
+//! level, the library module, message and fields. Stops cleanly on SIGTERM, SIGINT or
 //! SIGHUP. Refuses to start when another mtipcd serves the domain.
 //!
 //! Exit status: 0 after a clean stop, 1 on an error.
@@ -16,7 +17,9 @@
 mod daemon {
     use clap::Parser;
     use mtipc::attach::Daemon;
+    use mtipc::log::Level;
     use mtipc::Domain;
+    use mtipc_cli::{event, log_level, log_to_stderr};
     use std::path::PathBuf;
     use std::process::ExitCode;
 
@@ -27,7 +30,7 @@ mod daemon {
         /// Domain directory (default: $MTIPC_DOMAIN, else $XDG_RUNTIME_DIR/mtipc, else /tmp/mtipc-$UID).
         #[arg(long, value_name = "PATH")]
         domain: Option<PathBuf>,
-        /// Log level or filter (default: $MTIPC_LOG, else info).
+        /// Log level: error, warn, info, debug, trace or off (default: $MTIPC_LOG, else info).
         #[arg(long, value_name = "LEVEL")]
         log: Option<String>,
     }
@@ -67,7 +70,7 @@ mod daemon {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
                 lim.rlim_cur = lim.rlim_max;
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    tracing::warn!("cannot raise the open-file limit");
+                    event(Level::Warn, "cannot raise the open-file limit");
                 }
             }
         }
@@ -75,16 +78,13 @@ mod daemon {
 
     pub fn main() -> ExitCode {
         let args = Args::parse();
-        let filter = args
-            .log
-            .or_else(|| std::env::var("MTIPC_LOG").ok())
-            .unwrap_or_else(|| "info".into());
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-            .init();
+        match log_level(args.log.as_deref(), Level::Info) {
+            Ok(level) => log_to_stderr(level),
+            Err(e) => {
+                eprintln!("mtipcd: {e}");
+                return ExitCode::from(2);
+            }
+        }
         raise_fd_limit();
         let set = block_stop_signals();
         let domain = match Domain::open(args.domain.as_deref()) {
@@ -101,16 +101,21 @@ mod daemon {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(
-            domain = %domain.path().display(), pid = std::process::id(),
-            "mtipcd {} serving", mtipc::VERSION
+        event(
+            Level::Info,
+            &format!(
+                "mtipcd {} serving domain={} pid={}",
+                mtipc::VERSION,
+                domain.path().display(),
+                std::process::id()
+            ),
         );
         let sig = wait_for_stop(&set);
-        tracing::info!(signal = sig, "stopping");
+        event(Level::Info, &format!("stopping signal={sig}"));
         let stats = daemon.stats();
         match daemon.stop() {
             Ok(()) => {
-                tracing::info!(?stats, "stopped");
+                event(Level::Info, &format!("stopped stats={stats:?}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {

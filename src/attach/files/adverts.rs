@@ -83,7 +83,7 @@ impl AdvertFiles {
                         ));
                     }
                     found => {
-                        tracing::info!(
+                        crate::log::info!(
                             dir = %path.display(),
                             reason = %stale_reason(&found),
                             "replacing a stale advertisement"
@@ -185,7 +185,7 @@ impl AdvertFiles {
         let dir = adverts.open_at(id)?;
         match read_advert_in(&dir) {
             Ok(a) if a != self.advert => {
-                tracing::warn!(
+                crate::log::warn!(
                     dir = %self.dir.display(),
                     pid = a.pid,
                     "not withdrawing: the directory holds another advertisement by now"
@@ -231,7 +231,7 @@ enum Entry {
 /// published). A stale directory is removed as a whole. Symbolic links are
 /// never followed: an entry that is a link, not a directory, not named like
 /// an advertisement, or not owned by this uid is skipped with a
-/// `tracing::warn` and left in place.
+/// a warning event (`crate::log`) and left in place.
 ///
 /// No `adverts/` directory: nothing advertised, `Ok((vec![], 0))`. Fails if
 /// `/proc` cannot be read (without it every advertisement would look stale).
@@ -356,7 +356,7 @@ fn list_with(
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(adverts.path().display(), e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            tracing::warn!(
+            crate::log::warn!(
                 dir = %adverts.path().display(),
                 name = ?entry.file_name(),
                 "skipping an entry whose name is not UTF-8"
@@ -398,14 +398,14 @@ fn list_with(
                     let path = adverts.child(&name);
                     match remove_tree(&path) {
                         Ok(()) => {
-                            tracing::info!(
+                            crate::log::info!(
                                 dir = %path.display(),
                                 %reason,
                                 "removed a stale advertisement"
                             );
                             removed += 1;
                         }
-                        Err(e) => tracing::warn!(
+                        Err(e) => crate::log::warn!(
                             dir = %path.display(),
                             error = %e,
                             "could not remove a stale advertisement"
@@ -414,7 +414,7 @@ fn list_with(
                 }
             }
         } else {
-            tracing::warn!(
+            crate::log::warn!(
                 dir = %adverts.path().display(),
                 count = stale.len(),
                 "adverts directory locked by another process: stale advertisements left for later"
@@ -518,7 +518,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
     let path = adverts.child(name);
     if name != DAEMON_ID {
         if let Some(p) = tenant_id_problem(name) {
-            tracing::warn!(
+            crate::log::warn!(
                 entry = %path.display(),
                 problem = %p,
                 "skipping an entry not named like an advertisement"
@@ -530,15 +530,15 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
         Ok(Some(libc::S_IFDIR)) => {}
         Ok(None) => return (Entry::Skip, None), // removed meanwhile
         Ok(Some(libc::S_IFLNK)) => {
-            tracing::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
+            crate::log::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
             return (Entry::Skip, None);
         }
         Ok(Some(_)) => {
-            tracing::warn!(entry = %path.display(), "skipping an entry that is not a directory");
+            crate::log::warn!(entry = %path.display(), "skipping an entry that is not a directory");
             return (Entry::Skip, None);
         }
         Err(e) => {
-            tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+            crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
             return (Entry::Skip, None);
         }
     }
@@ -547,7 +547,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
         Err(e) => {
             // Another uid's, or group/other bits, or gone: not ours to judge.
             if e.kind() != ErrorKind::NotFound {
-                tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+                crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
             }
             return (Entry::Skip, None);
         }
@@ -569,7 +569,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
         }
         // An I/O error (not a missing or bad file) says nothing about it.
         Err(e) if e.kind() == ErrorKind::Io => {
-            tracing::warn!(entry = %path.display(), error = %e, "skipping an entry");
+            crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
             Entry::Skip
         }
         other => {

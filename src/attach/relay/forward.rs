@@ -3,12 +3,12 @@
 
 use super::hello::short;
 use super::{sys, End, Pairing, Shared};
+use crate::log::{debug, info, warn};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{debug, info, warn};
 
 /// Bytes buffered per direction.
 const BUF: usize = 64 * 1024;
@@ -96,7 +96,7 @@ pub(super) fn relay(link: Link, shared: &Shared) {
         pairing = %tag,
         tenant_pid = pairing.tenant_pid,
         attacher_pid = pairing.attacher_pid,
-        opens_in_ms = start.map(|s| s.saturating_duration_since(Instant::now()).as_millis() as u64),
+        opens_in_ms = ?start.map(|s| s.saturating_duration_since(Instant::now()).as_millis() as u64),
         duration_ms = pairing.duration_ms,
         "relay: paired; both ends told ok"
     );

@@ -14,7 +14,7 @@
 //! holding connections until their pairing is complete, expiring what waited
 //! too long), all in one `poll(2)` loop; each relayed pairing then gets one
 //! thread of its own that forwards with `poll(2)` too. Every accept, refusal,
-//! pairing and close is a `tracing` event (the library never prints).
+//! pairing and close is an event (`crate::log`; the library never prints).
 
 mod client;
 mod forward;
@@ -26,6 +26,7 @@ pub(crate) use hello::short as short_id;
 pub use hello::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 
 use crate::error::{err, Error, Result};
+use crate::log::{debug, error, info, warn};
 use hello::short;
 use std::collections::HashMap;
 use std::io;
@@ -36,7 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
 
 /// How long a registered pairing waits for its two ends, and how long a
 /// connection waits for its pairing to be registered, before the relay
@@ -834,14 +834,16 @@ impl<'r> EventLoop<'r> {
         let spawned = std::thread::Builder::new()
             .name(format!("mtipc-relay-{tag}"))
             .spawn(move || {
-                let link = lock(&theirs).take();
-                if let Some(link) = link {
-                    let id = link.pairing.id;
-                    forward::relay(link, &shared);
-                    shared.count(|s| s.active -= 1);
-                    lock(&shared.done).push(id);
-                    shared.wake();
-                }
+                crate::log::quiet_panics(|| {
+                    let link = lock(&theirs).take();
+                    if let Some(link) = link {
+                        let id = link.pairing.id;
+                        forward::relay(link, &shared);
+                        shared.count(|s| s.active -= 1);
+                        lock(&shared.done).push(id);
+                        shared.wake();
+                    }
+                })
             });
         match spawned {
             Ok(handle) => {

@@ -443,7 +443,7 @@ fn table_report(domain: &Domain, name: &str, opts: &Options) -> TableReport {
     let t0 = Instant::now();
     let tally = scan(table, name, opts.progress);
     let scan_ms = t0.elapsed().as_secs_f64() * 1e3;
-    tracing::debug!(table = name, scan_ms, sessions = tally.sessions, "scanned");
+    mtipc::log::debug!(table = name, scan_ms, sessions = tally.sessions, "scanned");
     let me = table.membership().record();
     let processes = table
         .records()
@@ -463,7 +463,7 @@ fn table_report(domain: &Domain, name: &str, opts: &Options) -> TableReport {
                 reclaimed_slots: s.reclaim(),
             };
             if c.reaped_workers > 0 || c.reclaimed_slots > 0 {
-                tracing::info!(
+                mtipc::log::info!(
                     table = name,
                     reaped_workers = c.reaped_workers,
                     reclaimed_slots = c.reclaimed_slots,
