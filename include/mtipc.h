@@ -341,11 +341,13 @@ typedef struct mt_attach_opts {
   uint32_t timeout_ms;
   /**
    * When the connection opens (Unix time in ms): the daemon passes no
-   * byte before. 0: at once.
+   * byte before, and `mt_attach` returns only then. 0 (or a time past):
+   * at once. More than 24 hours ahead: `MT_ERR_INVALID`.
    */
   uint64_t start_unix_ms;
   /**
-   * How long it stays open from the start; 0: until an end closes.
+   * How long it stays open from the start; 0: until an end closes. More
+   * than 30 days (2592000000 ms): `MT_ERR_INVALID`.
    */
   uint64_t duration_ms;
   /**

@@ -505,6 +505,66 @@ fn corrupt_table_and_table_alone() {
 /// A table of 1,000,000 slots: the scan shows progress on stderr when
 /// stderr is a terminal (run under `script`, which gives it a pty), and
 /// none through a pipe; the counts are right either way.
+/// A request area that is there but cannot be read (truncated, garbage,
+/// replaced by a symbolic link) is an error of the report: shown, on
+/// stderr, exit status 1 (it used to be 0). A table alone stays no error.
+#[test]
+fn unreadable_request_area_is_an_error() {
+    for damage in ["truncated", "garbage", "symlink"] {
+        let sc = Scratch::new(&format!("requests-{damage}"));
+        let d = sc.domain();
+        let s = Sessions::create(&d, NAME, config()).unwrap();
+        let rpath = s.requests_path().to_path_buf();
+        drop(s);
+        match damage {
+            "truncated" => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&rpath)
+                .unwrap()
+                .set_len(100)
+                .unwrap(),
+            "garbage" => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&rpath)
+                    .unwrap();
+                std::os::unix::fs::FileExt::write_at(&f, &[0xa5; 64], 0).unwrap();
+            }
+            _ => {
+                let elsewhere = sc.path().to_string() + "/elsewhere";
+                std::fs::rename(&rpath, &elsewhere).unwrap();
+                std::os::unix::fs::symlink(&elsewhere, &rpath).unwrap();
+            }
+        }
+        let (v, out) = json(&sc.path(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {v}");
+        let t = table(&v, NAME);
+        assert!(t["error"].is_null(), "{damage}: the table itself is fine");
+        let kind = t["requests_error"]["kind"].as_str().unwrap().to_string();
+        let want = if damage == "symlink" {
+            "MT_ERR_DENIED"
+        } else {
+            "MT_ERR_CORRUPT"
+        };
+        assert_eq!(kind, want, "{damage}: {v}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("request area of session table {NAME}")) && err.contains(want),
+            "{damage}: {err}"
+        );
+    }
+    // A table without a request area is a table alone: exit status 0.
+    let sc = Scratch::new("requests-alone");
+    let d = sc.domain();
+    Table::create(&d, NAME, 16).unwrap();
+    let (v, out) = json(&sc.path(), &[]);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(
+        table(&v, NAME)["requests_error"]["kind"],
+        "MT_ERR_NOT_FOUND"
+    );
+}
+
 #[test]
 fn big_table_progress_only_on_a_tty() {
     let sc = Scratch::new("big");

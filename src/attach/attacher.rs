@@ -33,6 +33,47 @@ pub struct AttachOptions {
 /// The default round timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How far ahead a connection's start may be: 24 hours. [`attach`] returns
+/// once the connection is open, so it blocks until the start; a start
+/// further ahead (such as `UINT64_MAX` ms from C) is refused with
+/// `Invalid` rather than waited for.
+pub const MAX_START_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest `duration` of a connection: 30 days. Longer is refused with
+/// `Invalid`; for no limit, give none.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl AttachOptions {
+    /// Refuses a start more than [`MAX_START_AHEAD`] from now and a
+    /// duration longer than [`MAX_DURATION`] (or zero).
+    fn check(&self) -> Result<()> {
+        if let Some(start) = self.start {
+            let ahead = start
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            if ahead > MAX_START_AHEAD {
+                return Err(err!(
+                    Invalid,
+                    "the connection's start is {} s ahead; at most {} s (24 h) is accepted",
+                    ahead.as_secs(),
+                    MAX_START_AHEAD.as_secs()
+                ));
+            }
+        }
+        if let Some(d) = self.duration {
+            if d > MAX_DURATION || d.is_zero() {
+                return Err(err!(
+                    Invalid,
+                    "the connection's duration {} ms is out of range (1 ms to {} ms, 30 days; none for no limit)",
+                    d.as_millis(),
+                    MAX_DURATION.as_millis()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for AttachOptions {
     fn default() -> Self {
         AttachOptions {
@@ -106,6 +147,7 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 /// Attaches to `tenant`: runs one round and returns the TLS channel to it.
 pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Conn> {
     files::validate_tenant_id(tenant)?;
+    opts.check()?;
     let begun = Instant::now();
     let deadline = begun.checked_add(opts.timeout);
     let lock = LockFile::acquire(

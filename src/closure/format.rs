@@ -371,12 +371,30 @@ pub fn encode(v: &Value, version: u64) -> Result<Vec<u8>> {
 }
 
 /// What [`validate`] learnt from a valid file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
     /// The closure version the file holds.
     pub version: u64,
     /// Offset of the root node in the data area.
     pub root: usize,
+    /// One bit per 8-byte word of the data area: set where a node starts
+    /// (what the validator walked), so that an offset a caller hands back
+    /// (a C `mt_value`, a Python view) is checked to be a value's
+    /// ([`Checked::is_value`]). 1/64 of the data area's size.
+    nodes: Vec<u64>,
+}
+
+impl Checked {
+    /// Whether `offset` is the start of a value in the data area.
+    pub fn is_value(&self, offset: usize) -> bool {
+        if offset % 8 != 0 {
+            return false;
+        }
+        let w = offset / 8;
+        self.nodes
+            .get(w / 64)
+            .is_some_and(|word| word >> (w % 64) & 1 == 1)
+    }
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -543,6 +561,7 @@ pub fn validate(file: &[u8], expected_version: Option<u64>) -> Result<Checked> {
     Ok(Checked {
         version,
         root: root as usize,
+        nodes: seen,
     })
 }
 
@@ -577,16 +596,14 @@ impl<'a> ValueRef<'a> {
         }
     }
 
-    /// The value at `offset` of the data area of a validated `file`.
-    ///
-    /// # Safety
-    /// `file` passed [`validate`] and `offset` is [`ValueRef::offset`] of a
-    /// value of that same file. (Anything else may read garbage or panic.)
-    pub unsafe fn at(file: &'a [u8], offset: usize) -> ValueRef<'a> {
-        ValueRef {
+    /// The value at `offset` of the data area of a `file` that
+    /// [`validate`] accepted with `checked`; `None` if no value starts
+    /// there (an offset made up or damaged by a caller).
+    pub fn at(file: &'a [u8], checked: &Checked, offset: usize) -> Option<ValueRef<'a>> {
+        checked.is_value(offset).then(|| ValueRef {
             data: &file[FILE_HEADER..],
             off: offset,
-        }
+        })
     }
 
     /// Its offset in the data area (what [`ValueRef::at`] takes back).

@@ -493,13 +493,10 @@ impl Closure {
     }
 
     /// The value at `offset` (for bindings that keep an offset instead of
-    /// a [`ValueRef`]).
-    ///
-    /// # Safety
-    /// `offset` is [`ValueRef::offset`] of a value of this closure.
-    pub unsafe fn value_at(&self, offset: usize) -> ValueRef<'_> {
-        // SAFETY: per the contract.
-        unsafe { ValueRef::at(self.raw(), offset) }
+    /// a [`ValueRef`]): `None` unless a value of this closure starts there
+    /// ([`ValueRef::offset`]), so a made-up offset reads nothing.
+    pub fn value_at(&self, offset: usize) -> Option<ValueRef<'_>> {
+        ValueRef::at(self.raw(), &self.checked, offset)
     }
 
     /// The file of this version.

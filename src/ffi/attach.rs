@@ -2,7 +2,9 @@
 //! and secure attach (DESIGN.md section 1).
 
 use super::domain::{mt_domain, timeout_of};
-use super::handle::{check_out, copy_str_out, str_arg, write_out, BoxHandle};
+use super::handle::{
+    bytes_arg, bytes_mut_arg, check_out, copy_str_out, str_arg, write_out, BoxHandle,
+};
 use super::panic::{guard, guard_void};
 use super::status::mt_status;
 use crate::attach::{self, AttachOptions, Conn, TenantInfo};
@@ -60,9 +62,11 @@ pub struct mt_attach_opts {
     /// 0: 5000 ms.
     pub timeout_ms: u32,
     /// When the connection opens (Unix time in ms): the daemon passes no
-    /// byte before. 0: at once.
+    /// byte before, and `mt_attach` returns only then. 0 (or a time past):
+    /// at once. More than 24 hours ahead: `MT_ERR_INVALID`.
     pub start_unix_ms: u64,
-    /// How long it stays open from the start; 0: until an end closes.
+    /// How long it stays open from the start; 0: until an end closes. More
+    /// than 30 days (2592000000 ms): `MT_ERR_INVALID`.
     pub duration_ms: u64,
     /// The protocol to ask for; NULL: the tenant's first.
     pub protocol: *const c_char,
@@ -239,7 +243,17 @@ fn options(opts: *const mt_attach_opts) -> crate::Result<AttachOptions> {
         o.timeout = Duration::from_millis(opts.timeout_ms.into());
     }
     if opts.start_unix_ms != 0 {
-        o.start = UNIX_EPOCH.checked_add(Duration::from_millis(opts.start_unix_ms));
+        o.start = Some(
+            UNIX_EPOCH
+                .checked_add(Duration::from_millis(opts.start_unix_ms))
+                .ok_or_else(|| {
+                    err!(
+                        Invalid,
+                        "mt_attach_opts.start_unix_ms {} is out of range",
+                        opts.start_unix_ms
+                    )
+                })?,
+        );
     }
     if opts.duration_ms != 0 {
         o.duration = Some(Duration::from_millis(opts.duration_ms));
@@ -297,14 +311,8 @@ pub unsafe extern "C" fn mt_conn_send(c: *mut mt_conn, buf: *const u8, len: usiz
     guard("mt_conn_send", || {
         // SAFETY: live handle per the contract.
         let conn = unsafe { mt_conn::try_ref(c) }?;
-        let msg: &[u8] = if len == 0 {
-            &[]
-        } else if buf.is_null() {
-            return Err(err!(Invalid, "buf is NULL"));
-        } else {
-            // SAFETY: valid for `len` bytes per the contract.
-            unsafe { std::slice::from_raw_parts(buf, len) }
-        };
+        // SAFETY: valid for `len` bytes per the contract.
+        let msg = unsafe { bytes_arg(buf, len, "buf") }?;
         conn.send(msg)
     })
 }
@@ -331,15 +339,8 @@ pub unsafe extern "C" fn mt_conn_recv(
         check_out(len, "len")?;
         // SAFETY: live handle per the contract.
         let conn = unsafe { mt_conn::try_ref(c) }?;
-        if buf.is_null() && cap != 0 {
-            return Err(err!(Invalid, "buf is NULL"));
-        }
-        let dst: &mut [u8] = if cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: valid for `cap` bytes per the contract.
-            unsafe { std::slice::from_raw_parts_mut(buf, cap) }
-        };
+        // SAFETY: valid for `cap` bytes per the contract.
+        let dst = unsafe { bytes_mut_arg(buf, cap, "buf") }?;
         match conn.recv_into(dst, timeout_of(timeout_ms)) {
             Ok(n) => {
                 // SAFETY: checked above.

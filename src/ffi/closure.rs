@@ -3,7 +3,7 @@
 //! name; other processes map it read-only and read it in place.
 
 use super::domain::mt_domain;
-use super::handle::{check_out, str_arg, write_out, BoxHandle};
+use super::handle::{bytes_arg, check_out, str_arg, write_out, BoxHandle};
 use super::panic::{guard, guard_void};
 use super::status::mt_status;
 use crate::closure::{self, Closure, Kind, TreeBuilder, Value, ValueRef, MAX_NAME};
@@ -98,43 +98,27 @@ fn value_of(c: *const mt_closure, v: ValueRef<'_>) -> mt_value {
 }
 
 /// The `ValueRef` behind `v`; `Invalid` for a NULL closure or a position
-/// that cannot be one of its values.
+/// where none of its values starts (a hand-made or damaged `mt_value`).
 ///
 /// # Safety
-/// `v.closure` is NULL or a live handle, and `v` was made by the library
-/// from it (or is zeroed).
+/// `v.closure` is NULL or a live handle.
 unsafe fn value_ref<'a>(v: &mt_value) -> Result<ValueRef<'a>> {
     // SAFETY: per the contract.
     let c = unsafe { mt_closure::try_ref(v.closure) }?;
-    let data_len = c.raw().len() - closure::format::FILE_HEADER;
-    if v.node % 8 != 0 || v.node >= data_len as u64 {
-        return Err(err!(
-            Invalid,
-            "mt_value does not come from this closure (position {})",
-            v.node
-        ));
-    }
-    // SAFETY: per the contract, `node` is the offset of a value of `c`.
-    Ok(unsafe { c.value_at(v.node as usize) })
+    usize::try_from(v.node)
+        .ok()
+        .and_then(|node| c.value_at(node))
+        .ok_or_else(|| {
+            err!(
+                Invalid,
+                "mt_value does not come from this closure (no value at position {})",
+                v.node
+            )
+        })
 }
 
 fn wrong_kind(v: &ValueRef<'_>, want: &str) -> crate::Error {
     err!(Invalid, "the value is a {}, not {want}", v.kind().name())
-}
-
-/// A byte range argument: `ptr` may be NULL only when `len` is 0.
-///
-/// # Safety
-/// `ptr` is NULL or valid for `len` bytes for the borrow.
-unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if ptr.is_null() {
-        return Err(err!(Invalid, "{what} is NULL (with a length of {len})"));
-    }
-    // SAFETY: per the contract.
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// A UTF-8 string argument given as pointer and length (no NUL needed).

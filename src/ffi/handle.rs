@@ -103,6 +103,55 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &str, max: usize) -> Re
 ///
 /// # Safety
 /// `len` passed [`check_out`]; `buf` is NULL or valid for `cap` bytes.
+/// Borrows `len` bytes at `ptr`, the C caller's byte range `what`: `ptr`
+/// may be NULL only when `len` is 0, and `len` must be a size an object
+/// can have (at most `isize::MAX`: `SIZE_MAX` is a caller's bug, refused
+/// before any use).
+///
+/// # Safety
+/// `ptr` is NULL or valid for reads of `len` bytes for the borrow.
+pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(err!(Invalid, "{what} is NULL but its length is {len}"));
+    }
+    if len > isize::MAX as usize {
+        return Err(err!(
+            Invalid,
+            "the length of {what} ({len}) is not a possible size"
+        ));
+    }
+    // SAFETY: valid for `len` bytes per the contract; `len` is a possible size.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Like [`bytes_arg`] for a buffer the library writes into.
+///
+/// # Safety
+/// `ptr` is NULL or valid for writes of `len` bytes for the borrow.
+pub(crate) unsafe fn bytes_mut_arg<'a>(
+    ptr: *mut u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(err!(Invalid, "{what} is NULL but its size is {len}"));
+    }
+    if len > isize::MAX as usize {
+        return Err(err!(
+            Invalid,
+            "the size of {what} ({len}) is not a possible size"
+        ));
+    }
+    // SAFETY: valid for `len` bytes per the contract; `len` is a possible size.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
 pub(crate) unsafe fn copy_str_out(
     bytes: &[u8],
     buf: *mut c_char,
@@ -112,6 +161,9 @@ pub(crate) unsafe fn copy_str_out(
 ) -> Result<()> {
     // SAFETY: `len` was checked, per the contract.
     unsafe { write_out(len, bytes.len()) };
+    if buf.is_null() && cap != 0 {
+        return Err(err!(Invalid, "buf is NULL but cap is {cap}"));
+    }
     if buf.is_null() || cap < bytes.len() + 1 {
         return Err(err!(
             Invalid,

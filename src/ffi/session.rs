@@ -11,7 +11,7 @@
 //! through a raw pointer and keeps the response beside it until freed.
 
 use super::domain::{mt_domain, timeout_of};
-use super::handle::{check_out, str_arg, write_out, BoxHandle};
+use super::handle::{bytes_arg, check_out, str_arg, write_out, BoxHandle};
 use super::panic::{guard, guard_void};
 use super::status::mt_status;
 use crate::error::{err, Error, ErrorKind, Result};
@@ -224,21 +224,6 @@ pub struct mt_session_info {
 
 // ---------------------------------------------------------------------------
 // Argument helpers
-
-/// Borrows `len` bytes at `buf` (`buf` may be NULL when `len` is 0).
-///
-/// # Safety
-/// `buf` is NULL or valid for `len` bytes for the borrow's duration.
-unsafe fn bytes_arg<'a>(buf: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
-    if len == 0 {
-        Ok(&[])
-    } else if buf.is_null() {
-        Err(err!(Invalid, "{what} is NULL but its length is {len}"))
-    } else {
-        // SAFETY: valid for `len` bytes per the contract.
-        Ok(unsafe { std::slice::from_raw_parts(buf, len) })
-    }
-}
 
 fn config(opts: *const mt_session_table_opts) -> Result<SessionsConfig> {
     let mut c = SessionsConfig::default();
@@ -563,7 +548,7 @@ pub unsafe extern "C" fn mt_session_bind(
                 "worker id 0 is no worker (mt_session_unbind removes a binding)"
             ));
         }
-        s.table().bind(SessionId(id), WorkerRef(worker))
+        s.bind(SessionId(id), WorkerRef(worker))
     })
 }
 

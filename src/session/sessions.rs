@@ -106,14 +106,43 @@ impl Sessions {
     pub fn create(domain: &Domain, name: &str, config: SessionsConfig) -> Result<Sessions> {
         validate_name(name)?;
         let geo = config.geometry()?;
-        let table = Table::create(domain, name, config.capacity)?;
         let path = requests_path(domain.path(), name);
-        if !publish_area(&path, &geo)? {
-            return Err(err!(
-                Exists,
-                "{}: request area exists already",
-                path.display()
-            ));
+        // Something (a file, a symbolic link) where the request area goes:
+        // refused before the table is made, so nothing is left behind.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(err!(
+                    Denied,
+                    "{}: a symbolic link where the request area should be (never followed)",
+                    path.display()
+                ))
+            }
+            Ok(_) => {
+                return Err(err!(
+                    Exists,
+                    "{}: request area exists already",
+                    path.display()
+                ))
+            }
+            Err(_) => {}
+        }
+        let table = Table::create(domain, name, config.capacity)?;
+        let table_path = table.path().to_path_buf();
+        // The table is ours (create refuses an existing one): if the area
+        // cannot be made after all (a racing creator, a link planted
+        // meanwhile), the table goes too.
+        let undo = |e: Error, table: Table| {
+            drop(table);
+            let _ = std::fs::remove_file(&table_path);
+            e
+        };
+        match publish_area(&path, &geo) {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = err!(Exists, "{}: request area exists already", path.display());
+                return Err(undo(e, table));
+            }
+            Err(e) => return Err(undo(e, table)),
         }
         Sessions::with_table(table, &path)
     }
@@ -196,6 +225,22 @@ impl Sessions {
     /// The session table.
     pub fn table(&self) -> &Table {
         &self.0.table
+    }
+
+    /// Binds session `id` to `worker` (a worker id of this request area:
+    /// [`Worker::id`]'s `to_ref`): its requests then go to that worker while
+    /// it lives and serves their group. `Invalid` for 0 or an id whose
+    /// record is not one of this area's (such as `u64::MAX`), which could
+    /// never be a live worker; other errors as [`Table::bind`].
+    pub fn bind(&self, id: SessionId, worker: super::entry::WorkerRef) -> Result<()> {
+        let workers = self.0.core.geometry().workers;
+        if worker.0 != 0 && requests::WorkerId::from_ref(worker, workers).is_none() {
+            return Err(err!(
+                Invalid,
+                "worker id {worker:?} names no worker of this request area ({workers} worker records)"
+            ));
+        }
+        self.0.table.bind(id, worker)
     }
 
     /// The request area's file.

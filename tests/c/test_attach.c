@@ -175,6 +175,34 @@ static void opts_init_macro(void) {
     CHECK(o.protocol == NULL);
 }
 
+/* A start too far ahead or a duration too long is refused at once (it used
+ * to make mt_attach wait for UINT64_MAX ms), with the out-parameter kept. */
+static void start_or_duration_out_of_range(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    mt_conn *c = SENTINEL;
+    mt_attach_opts o = MT_ATTACH_OPTS_INIT;
+    o.start_unix_ms = UINT64_MAX;
+    CHECK_ST(mt_attach(g_d, "c-anyone", &o, &c), MT_ERR_INVALID);
+    CHECK_CONTAINS(mt_last_error(), "start");
+    o.start_unix_ms = now_ms + 25ull * 3600 * 1000; /* 25 h ahead */
+    CHECK_ST(mt_attach(g_d, "c-anyone", &o, &c), MT_ERR_INVALID);
+    CHECK_CONTAINS(mt_last_error(), "at most 86400 s (24 h)");
+    o.start_unix_ms = 0;
+    o.duration_ms = UINT64_MAX;
+    CHECK_ST(mt_attach(g_d, "c-anyone", &o, &c), MT_ERR_INVALID);
+    CHECK_CONTAINS(mt_last_error(), "duration");
+    o.duration_ms = 30ull * 24 * 3600 * 1000 + 1;
+    CHECK_ST(mt_attach(g_d, "c-anyone", &o, &c), MT_ERR_INVALID);
+    CHECK(c == SENTINEL);
+    /* Within the bounds the options are accepted: the call goes on to the
+     * round and finds no daemon. */
+    o.start_unix_ms = now_ms + 3600 * 1000;
+    o.duration_ms = 30ull * 24 * 3600 * 1000;
+    CHECK_ST(mt_attach(g_d, "c-anyone", &o, &c), MT_ERR_UNAVAILABLE);
+}
+
 static void attach_without_daemon_is_unavailable(void) {
     mt_conn *c = SENTINEL;
     CHECK_ST(mt_attach(g_d, "c-anyone", NULL, &c), MT_ERR_UNAVAILABLE);
@@ -550,6 +578,9 @@ static void protocols_and_options(void) {
             char p[33];
             size_t plen = 99;
             CHECK_ST(mt_conn_protocol(c, p, 2, &plen), MT_ERR_INVALID);
+            /* A NULL buffer with a size: the NULL is what is wrong. */
+            CHECK_ST(mt_conn_protocol(c, NULL, 5, &plen), MT_ERR_INVALID);
+            CHECK_CONTAINS(mt_last_error(), "buf is NULL but cap is 5");
             CHECK(plen == strlen(want));
             CHECK_ST(mt_conn_protocol(c, p, sizeof p, &plen), MT_OK);
             CHECK(strcmp(p, want) == 0 && plen == strlen(want));
@@ -698,6 +729,7 @@ int main(void) {
     RUN(opts_init_macro);
     RUN(invalid_arguments);
     RUN(attach_without_daemon_is_unavailable);
+    RUN(start_or_duration_out_of_range);
 
     g_daemon = daemon_start();
     if (g_daemon < 0) {

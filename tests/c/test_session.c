@@ -248,6 +248,10 @@ static void session_calls_and_refusals(void) {
     uint64_t wid = mt_worker_id(w);
     CHECK(wid != 0);
     CHECK_ST(mt_session_bind(t, id, 0), MT_ERR_INVALID);
+    /* An id whose record is none of the area's (it used to be accepted). */
+    CHECK_ST(mt_session_bind(t, id, UINT64_MAX), MT_ERR_INVALID);
+    CHECK_CONTAINS(mt_last_error(), "names no worker of this request area");
+    CHECK_ST(mt_session_bind(t, id, (uint64_t)100000 << 32), MT_ERR_INVALID);
     CHECK_ST(mt_session_bind(t, id, wid), MT_OK);
     REQUIRE_OK(mt_session_lookup(t, id, &s));
     CHECK(s.worker == wid);

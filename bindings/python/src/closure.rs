@@ -33,11 +33,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// The value at `off`.
+    /// The value at `off`: every offset kept by a view came from
+    /// `ValueRef::offset` of a value of this same closure, so the lookup
+    /// cannot fail.
     fn value(&self, off: usize) -> ValueRef<'_> {
-        // SAFETY: every offset kept by a view came from `ValueRef::offset`
-        // of a value of this same closure.
-        unsafe { self.closure.value_at(off) }
+        self.closure
+            .value_at(off)
+            .expect("a view's offset is one of its closure's values")
     }
 
     /// A read-only, zero-copy `memoryview` of the bytes `b` (inside the

@@ -385,8 +385,7 @@ impl SessionTable {
     /// this is for managers that place sessions themselves.
     fn bind(&self, py: Python<'_>, id: Num<u64>, worker: WorkerArg) -> PyResult<()> {
         let s = self.get()?;
-        py.detach(|| s.table().bind(sid(id), worker.0))
-            .map_err(to_py)
+        py.detach(|| s.bind(sid(id), worker.0)).map_err(to_py)
     }
 
     /// Removes the session's binding, if any: its next request goes to

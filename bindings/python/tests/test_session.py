@@ -135,6 +135,24 @@ def test_create_open_and_refusals(dom: mtipc.Domain, dom_path: Path) -> None:
     again.close()  # again: nothing
 
 
+def test_create_refused_by_a_symlinked_request_area_leaves_nothing(dom: mtipc.Domain, dom_path: Path) -> None:
+    # The first table makes the sessions directory; then a symbolic link
+    # where the second set's request area goes.
+    mtipc.SessionTable.create(dom, "first").close()
+    sessions = dom_path / "sessions"
+    (sessions / "second.requests").symlink_to(dom_path / "elsewhere")
+    with pytest.raises(mtipc.DeniedError, match="symbolic link"):
+        mtipc.SessionTable.create(dom, "second")
+    assert not (sessions / "second.table").exists(), "the refused create left its table"
+    assert not (dom_path / "elsewhere").exists(), "the link was followed"
+    # A request area that exists already: Exists, and still no table.
+    (sessions / "second.requests").unlink()
+    (sessions / "second.requests").write_bytes(b"x")
+    with pytest.raises(mtipc.ExistsError):
+        mtipc.SessionTable.create(dom, "second")
+    assert not (sessions / "second.table").exists()
+
+
 def test_session_operations(table: mtipc.SessionTable) -> None:
     before = time.time_ns()
     sid = table.create_session("acme", 7, b"user data")

@@ -156,6 +156,16 @@ pub struct TableReport {
 }
 
 impl TableReport {
+    /// The request area's error when the area is there but cannot be read
+    /// (corrupt, truncated, a symbolic link, another version); a table
+    /// without a request area (`MT_ERR_NOT_FOUND`) is a table alone, no
+    /// error.
+    fn failed_requests(&self) -> Option<&ErrorReport> {
+        self.requests_error
+            .as_ref()
+            .filter(|e| e.kind != ErrorKind::NotFound.name())
+    }
+
     fn failed(name: String, path: PathBuf, e: &Error) -> TableReport {
         TableReport {
             name,
@@ -220,7 +230,7 @@ impl Report {
         let name = self
             .tables
             .iter()
-            .find_map(|t| t.error.as_ref())
+            .find_map(|t| t.error.as_ref().or(t.failed_requests()))
             .or(self.closures_error.as_ref())?
             .kind;
         Some(
@@ -731,6 +741,12 @@ pub fn print_errors(r: &Report) {
         if let Some(e) = &t.error {
             eprintln!(
                 "mtipc: session table {}: {} ({})",
+                t.name, e.message, e.kind
+            );
+        }
+        if let Some(e) = t.failed_requests() {
+            eprintln!(
+                "mtipc: request area of session table {}: {} ({})",
                 t.name, e.message, e.kind
             );
         }
