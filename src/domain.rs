@@ -13,7 +13,7 @@
 //! `$XDG_RUNTIME_DIR/mtipc`, else `/tmp/mtipc-<uid>`.
 
 use crate::error::{err, Error, Result};
-use crate::shm::{self, Region, HEADER_SIZE};
+use crate::shm::{Region, HEADER_SIZE};
 use crate::sync::SemCore;
 use crate::LAYOUT_VERSION;
 use std::io::Read;
@@ -38,11 +38,7 @@ const SEM_REGION_SIZE: u64 = 128;
 const ROUND_MARK_OFFSET: usize = 96;
 const _: () = assert!(ROUND_MARK_OFFSET + 4 <= SEM_REGION_SIZE as usize);
 
-/// The effective uid of this process.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+pub use crate::sys::euid;
 
 /// The domain path used when none is given (see the module docs).
 pub fn default_path() -> PathBuf {
@@ -146,7 +142,10 @@ impl Domain {
         let version = match read_small(&layout_path) {
             Ok(bytes) => parse_layout(&bytes).map_err(|e| in_file(&layout_path, e))?,
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                shm::publish_bytes(&layout_path, layout_text(LAYOUT_VERSION).as_bytes())?;
+                crate::sys::fs::publish_bytes(
+                    &layout_path,
+                    layout_text(LAYOUT_VERSION).as_bytes(),
+                )?;
                 let bytes = read_small(&layout_path)?;
                 parse_layout(&bytes).map_err(|e| in_file(&layout_path, e))?
             }
@@ -282,7 +281,7 @@ fn ensure_dir(path: &Path) -> Result<u32> {
 /// Reads a small file of the domain (owner-only, no symlink), at most
 /// [`MAX_LAYOUT_FILE`] + 1 bytes so an oversized one is seen as such.
 fn read_small(path: &Path) -> Result<Vec<u8>> {
-    let f = shm::open_checked(path, false)?;
+    let f = crate::sys::fs::open_checked(path, false)?;
     let mut buf = Vec::new();
     f.take(MAX_LAYOUT_FILE as u64 + 1)
         .read_to_end(&mut buf)

@@ -27,6 +27,7 @@ pub mod error;
 #[macro_use]
 pub mod log;
 pub mod sync;
+pub mod sys;
 
 pub mod attach;
 pub mod closure;

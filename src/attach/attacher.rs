@@ -3,13 +3,13 @@
 
 use super::channel::Conn;
 use super::files::{self, AdvertCache, Listed, ProcId, Response, SyncFile, DAEMON_ID};
-use super::lockfile::LockFile;
 use super::relay::{self, End};
 use super::round::{attacher_round, Participant};
 use super::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
 use crate::sync::Ordering;
+use crate::sys::LockFile;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

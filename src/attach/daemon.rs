@@ -3,13 +3,14 @@
 //! pairing with the relay) and runs the relay.
 
 use super::files::{self, Advert, AdvertFiles, ProcId, Response, Role, DAEMON_ID};
-use super::lockfile::{self, LockFile};
 use super::relay::{Pairing, Relay, RelayStats};
 use super::tenant::start_waiter;
 use super::{DAEMON_LOCK, RELAY_SOCKET};
-use crate::domain::{euid, Domain};
+use crate::domain::Domain;
 use crate::error::{err, Result};
 use crate::sync::Flag;
+use crate::sys::euid;
+use crate::sys::fs::{read_note, LockFile};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,7 +43,7 @@ impl Daemon {
         let mut lock = match LockFile::try_acquire(&lock_path)? {
             Some(l) => l,
             None => {
-                let who = lockfile::read_note(&lock_path).unwrap_or_else(|| "unknown".into());
+                let who = read_note(&lock_path).unwrap_or_else(|| "unknown".into());
                 return Err(err!(
                     Exists,
                     "mtipcd is already running on domain {} ({who})",

@@ -17,8 +17,6 @@ mod daemon;
 #[cfg(not(loom))]
 pub mod files;
 #[cfg(not(loom))]
-mod lockfile;
-#[cfg(not(loom))]
 pub mod relay;
 pub mod round;
 #[cfg(not(loom))]

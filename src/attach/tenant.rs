@@ -6,9 +6,10 @@ use super::files::{self, Advert, AdvertFiles, ProcId, Response, ResponseScan, Ro
 use super::relay::{self, End};
 use super::round::{waiter_round, Waited};
 use super::{HANDSHAKE_TIMEOUT, RELAY_SOCKET, STOP_CHECK};
-use crate::domain::{euid, Domain};
+use crate::domain::Domain;
 use crate::error::{err, Result};
 use crate::sync::Flag;
+use crate::sys::euid;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! A value is bytes, or a tree of maps (string keys), lists, strings,
 //! 64-bit integers and floats ([`Value`]), laid out with offsets, never
 //! pointers ([`format`](mod@format)). Each published version is its own file
-//! `<domain>/closures/<name>/v<N>`, written complete (`shm::publish_new`),
+//! `<domain>/closures/<name>/v<N>`, written complete (`sys::fs::publish_new`),
 //! read-only (0400) and never changed; the small region `head` next to it
 //! holds the last version handed out and the current one ([`head`]).
 //!

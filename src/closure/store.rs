@@ -6,7 +6,8 @@ use super::head::HeadCore;
 use super::locks;
 use crate::domain::Domain;
 use crate::error::{err, Error, Result};
-use crate::shm::{self, flock, Region, HEADER_SIZE};
+use crate::shm::{Region, HEADER_SIZE};
+use crate::sys::fs::{flock, try_flock, Lock};
 use memmap2::{Mmap, MmapOptions};
 use std::fs::File;
 use std::io::Write;
@@ -78,7 +79,7 @@ fn checked_dir(path: &Path, create: bool) -> Result<()> {
     if !md.is_dir() {
         return Err(err!(Corrupt, "{}: not a directory", path.display()));
     }
-    crate::shm::check_owner(path, md.uid(), md.mode())
+    crate::sys::check_owner(path, md.uid(), md.mode())
 }
 
 /// `<domain>/closures/<name>`, checked (and created if `create`).
@@ -170,7 +171,7 @@ fn write_version(
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
     let path = version_file(dir, v);
-    let created = shm::publish_new(&path, size, |f| {
+    let created = crate::sys::fs::publish_new(&path, size, |f| {
         let mut f = f.try_clone().map_err(|e| Error::io(path.display(), e))?;
         fill(&mut f).map_err(|e| Error::io(path.display(), e))?;
         f.set_permissions(std::fs::Permissions::from_mode(0o400))
@@ -266,7 +267,7 @@ fn collect(dir: &Path, current: u64) -> usize {
     removed
 }
 
-/// The pid in the name of a temporary file `shm::publish_new` makes for a
+/// The pid in the name of a temporary file `sys::fs::publish_new` makes for a
 /// version file (`.v<N>.tmp.<pid>.<seq>`).
 fn temp_owner(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(".v")?;
@@ -288,7 +289,7 @@ fn try_remove(path: &Path, held: Option<&File>) -> bool {
     let fresh;
     let file = match held {
         Some(f) => f,
-        None => match shm::open_checked(path, false) {
+        None => match crate::sys::fs::open_checked(path, false) {
             Ok(f) => {
                 fresh = f;
                 &fresh
@@ -296,7 +297,7 @@ fn try_remove(path: &Path, held: Option<&File>) -> bool {
             Err(_) => return false,
         },
     };
-    if flock(file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+    if !matches!(try_flock(file, Lock::Exclusive, path), Ok(true)) {
         return false;
     }
     let same = match (file.metadata(), std::fs::symlink_metadata(path)) {
@@ -307,7 +308,7 @@ fn try_remove(path: &Path, held: Option<&File>) -> bool {
     if held.is_none() {
         // Dropping `fresh` releases the lock.
     } else {
-        let _ = flock(file, libc::LOCK_UN);
+        let _ = flock(file, Lock::Unlock, path);
     }
     removed
 }
@@ -355,16 +356,16 @@ impl From<Error> for Take {
 
 fn take_version(dir: &Path, v: u64) -> std::result::Result<(File, Mmap, Checked), Take> {
     let path = version_file(dir, v);
-    let file = match shm::open_checked(&path, false) {
+    let file = match crate::sys::fs::open_checked(&path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == crate::ErrorKind::NotFound => return Err(Take::Gone),
         Err(e) => return Err(e.into()),
     };
-    match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
-        Ok(()) => {}
+    match try_flock(&file, Lock::Shared, &path) {
+        Ok(true) => {}
         // A collector holds it exclusively: it is being removed.
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Err(Take::Gone),
-        Err(e) => return Err(Error::io(path.display(), e).into()),
+        Ok(false) => return Err(Take::Gone),
+        Err(e) => return Err(e.into()),
     }
     let md = file.metadata().map_err(|e| Error::io(path.display(), e))?;
     if md.nlink() == 0 {
@@ -530,8 +531,9 @@ impl Closure {
         }
         // Cannot conflict: our own description holds LOCK_SH, so no
         // collector holds LOCK_EX.
-        flock(&file, libc::LOCK_SH | libc::LOCK_NB)
-            .map_err(|e| Error::io(self.path.display(), e))?;
+        if !try_flock(&file, Lock::Shared, &self.path)? {
+            return Err(err!(Io, "{}: held exclusively", self.path.display()));
+        }
         Ok(file)
     }
 }

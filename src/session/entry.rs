@@ -364,7 +364,7 @@ fn load_tenant(words: &[AtomicU64; TENANT_WORDS], out: &mut Vec<u8>) {
 fn tenant_ok(t: &[u8]) -> bool {
     #[cfg(not(loom))]
     {
-        std::str::from_utf8(t).is_ok_and(|s| crate::attach::files::validate_tenant_id(s).is_ok())
+        std::str::from_utf8(t).is_ok_and(|s| crate::sys::name_problem(s).is_none())
     }
     #[cfg(loom)]
     {

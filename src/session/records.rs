@@ -238,7 +238,7 @@ mod real {
                     "a region has 1 to {MAX_RECORDS} process records, not {count}"
                 ));
             }
-            let me = crate::attach::files::ProcId::current()?;
+            let me = crate::sys::ProcId::current()?;
             for i in 0..count {
                 let fl = flock(libc::F_WRLCK as libc::c_short, i);
                 // SAFETY: a valid fd and a pointer to a live flock struct.

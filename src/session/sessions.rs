@@ -18,7 +18,7 @@ use super::requests::{self, Geometry, SlotState, WorkerState, AREA_HEADER_SIZE};
 use super::table::{sessions_dir, validate_name, Table, SESSIONS_DIR};
 use super::worker::Worker;
 use crate::error::{err, Error, Result};
-use crate::shm::{self, RegionHeader, HEADER_SIZE};
+use crate::shm::{RegionHeader, HEADER_SIZE};
 use crate::sync::{AtomicU32, Ordering};
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
@@ -174,7 +174,7 @@ impl Sessions {
 
     fn with_table(table: Table, path: &Path) -> Result<Sessions> {
         let what = path.display().to_string();
-        let file = shm::open_checked(path, true)?;
+        let file = crate::sys::fs::open_checked(path, true)?;
         let len = file.metadata().map_err(|e| Error::io(&what, e))?.len();
         let mut head = [0u8; HEADER_SIZE + AREA_HEADER_SIZE];
         let mut got = 0;
@@ -275,7 +275,7 @@ impl Sessions {
     /// `Invalid` for a group that does not exist, `Full` when every worker
     /// record is held by a live worker.
     pub fn register_worker(&self, group: u32) -> Result<Worker> {
-        let me = crate::attach::files::ProcId::current()?;
+        let me = crate::sys::ProcId::current()?;
         let inner = &self.0;
         let id = inner.core.register(&inner.table, group, me.pid, me.start)?;
         Ok(Worker::new(self.clone(), id, group))
@@ -429,7 +429,7 @@ fn publish_area(path: &Path, geo: &Geometry) -> Result<bool> {
         header_size: HEADER_SIZE as u32,
         total_size: geo.total_size,
     };
-    shm::publish_new(path, geo.total_size, |f| {
+    crate::sys::fs::publish_new(path, geo.total_size, |f| {
         let mut b = header.encode().to_vec();
         b.extend_from_slice(&geo.encode());
         f.write_all_at(&b, 0)

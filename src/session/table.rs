@@ -10,7 +10,6 @@ use super::entry::{MAX_CAPACITY, MAX_USER_DATA};
 use super::layout::{validate_prefix, Geometry, PREFIX};
 use super::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
 use crate::error::{err, Error, Result};
-use crate::shm;
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
@@ -32,8 +31,7 @@ pub fn table_path(domain: &Path, name: &str) -> PathBuf {
 /// Checks a table (or session set) name: the tenant-id rule of
 /// docs/attach.md. `Invalid` otherwise.
 pub fn validate_name(name: &str) -> Result<()> {
-    crate::attach::files::validate_tenant_id(name)
-        .map_err(|e| err!(Invalid, "session table name: {}", e.message()))
+    crate::sys::check_name("session table name", name)
 }
 
 /// Creates `<domain>/sessions` (owner-only) if missing and checks it: a real
@@ -55,7 +53,7 @@ pub fn sessions_dir(domain: &Path) -> Result<PathBuf> {
     if !md.is_dir() {
         return Err(err!(Corrupt, "{}: not a directory", dir.display()));
     }
-    crate::shm::check_owner(&dir, md.uid(), md.mode())?;
+    crate::sys::check_owner(&dir, md.uid(), md.mode())?;
     Ok(dir)
 }
 
@@ -95,7 +93,7 @@ impl Table {
         let geo = Geometry::new(capacity, DEFAULT_RECORDS)?;
         sessions_dir(domain.path())?;
         let path = table_path(domain.path(), name);
-        let made = shm::publish_new(&path, geo.total, |f| {
+        let made = crate::sys::fs::publish_new(&path, geo.total, |f| {
             f.write_all_at(&geo.encode(), 0)
                 .map_err(|e| Error::io(path.display(), e))
         })?;
@@ -133,7 +131,7 @@ impl Table {
     /// Opens the table file at `path` (see [`Table::open`]).
     pub fn open_path(path: &Path) -> Result<Table> {
         let what = path.display().to_string();
-        let file = shm::open_checked(path, true)?;
+        let file = crate::sys::fs::open_checked(path, true)?;
         let len = file.metadata().map_err(|e| Error::io(&what, e))?.len();
         let mut head = [0u8; PREFIX];
         let mut got = 0;
@@ -211,7 +209,7 @@ impl Table {
     /// bytes of user data. `Full` when no slot is free; `Invalid` for a bad
     /// tenant id or too much user data (the message gives the limit).
     pub fn create_session(&self, tenant: &str, state: u32, user: &[u8]) -> Result<SessionId> {
-        crate::attach::files::validate_tenant_id(tenant)?;
+        crate::sys::check_name("tenant id", tenant)?;
         #[allow(clippy::disallowed_types)]
         use std::sync::atomic::Ordering::Relaxed;
         let mut cur = self.cursor.load(Relaxed);

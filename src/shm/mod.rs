@@ -12,9 +12,8 @@
 
 use crate::error::{err, Error, Result};
 use memmap2::{MmapOptions, MmapRaw};
-use std::fs::{File, OpenOptions};
+
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Size of the header every region starts with.
@@ -125,118 +124,6 @@ pub fn check_header(
     Ok(())
 }
 
-/// A name for a temporary file next to `path`, unique to this process and call.
-fn temp_sibling(path: &Path) -> PathBuf {
-    // A process-local counter, not shared memory: std's atomic is right here.
-    #[allow(clippy::disallowed_types)]
-    use std::sync::atomic::{AtomicU64, Ordering};
-    #[allow(clippy::disallowed_types)]
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(
-        ".{}.tmp.{}.{}",
-        name.unwrap_or_default(),
-        std::process::id(),
-        n
-    ))
-}
-
-/// Creates `path` with the content `fill` writes, atomically: the file
-/// appears complete or not at all. Returns `Ok(false)` if another process
-/// published it first (its content is then left as it is).
-pub fn publish_new(path: &Path, len: u64, fill: impl FnOnce(&File) -> Result<()>) -> Result<bool> {
-    let tmp = temp_sibling(path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(|e| Error::io(tmp.display(), e))?;
-    let result = (|| {
-        file.set_len(len).map_err(|e| Error::io(tmp.display(), e))?;
-        fill(&file)?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(Error::io(path.display(), e)),
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
-}
-
-/// Writes `bytes` as a new file at `path` (see [`publish_new`]).
-pub fn publish_bytes(path: &Path, bytes: &[u8]) -> Result<bool> {
-    publish_new(path, bytes.len() as u64, |mut f| {
-        f.write_all(bytes).map_err(|e| Error::io(path.display(), e))
-    })
-}
-
-/// Opens an existing file of the domain for reading and writing, refusing a
-/// symbolic link, anything but a regular file, a file of another uid, and a
-/// file others may read or write.
-pub fn open_checked(path: &Path, write: bool) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            // A directory cannot be opened for writing: say what it is, as
-            // for any other file that is not a regular one.
-            Some(libc::EISDIR) => err!(Corrupt, "{}: not a regular file", path.display()),
-            _ => Error::io(path.display(), e),
-        })?;
-    let md = file.metadata().map_err(|e| Error::io(path.display(), e))?;
-    if !md.file_type().is_file() {
-        return Err(err!(Corrupt, "{}: not a regular file", path.display()));
-    }
-    check_owner(path, md.uid(), md.mode())?;
-    Ok(file)
-}
-
-/// `flock(fd, op)`, retried on `EINTR` (with `LOCK_NB`, a lock held
-/// through another open file description is `EWOULDBLOCK`).
-pub(crate) fn flock(fd: &impl std::os::fd::AsRawFd, op: libc::c_int) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor the caller holds open; no memory
-        // is passed.
-        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Checks that a file or directory of the domain (at `path`, with this
-/// owner `uid` and `mode`) belongs to this process's uid and has no
-/// group/other permission bits: `Denied`, naming what is wrong, otherwise.
-pub fn check_owner(path: &Path, uid: u32, mode: u32) -> Result<()> {
-    let me = crate::domain::euid();
-    if uid != me {
-        return Err(err!(
-            Denied,
-            "{}: owned by uid {uid}, not by this process's uid {me}",
-            path.display()
-        ));
-    }
-    if mode & 0o077 != 0 {
-        return Err(err!(
-            Denied,
-            "{}: mode {:04o} lets other users in; mtipc files and directories are owner-only",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
-}
-
 /// A validated shared mapping of a whole region file.
 #[derive(Debug)]
 pub struct Region {
@@ -249,7 +136,7 @@ impl Region {
     /// kind `magic`, size `size`, and the rest zero, then validates it.
     pub fn open_or_create(path: &Path, magic: &[u8; 8], size: u64, what: &str) -> Result<Region> {
         debug_assert!(size as usize >= HEADER_SIZE);
-        let file = match open_checked(path, true) {
+        let file = match crate::sys::fs::open_checked(path, true) {
             Ok(f) => f,
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {
                 let header = RegionHeader {
@@ -258,11 +145,11 @@ impl Region {
                     header_size: HEADER_SIZE as u32,
                     total_size: size,
                 };
-                publish_new(path, size, |mut f| {
+                crate::sys::fs::publish_new(path, size, |mut f| {
                     f.write_all(&header.encode())
                         .map_err(|e| Error::io(path.display(), e))
                 })?;
-                open_checked(path, true)?
+                crate::sys::fs::open_checked(path, true)?
             }
             Err(e) => return Err(e),
         };

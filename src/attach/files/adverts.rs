@@ -1,14 +1,15 @@
 //! Advertisement directories: publishing and withdrawing one, listing the
 //! live ones (and removing the stale ones), and the response file.
 
-use super::dir::{make_dir, Dir, FileId, Stamp};
 use super::format::{Advert, Response, Role};
 use super::sync_file::SyncFile;
 use super::{
-    adverts_dir, shown, tenant_id_problem, ProcId, ADVERT_FILE, DAEMON_ID, RESPONSE_FILE,
+    adverts_dir, shown, tenant_id_problem, ProcId, ADVERT_FILE, DAEMON_ID, MAX_FILE, RESPONSE_FILE,
     STALE_GRACE, SYNC_FILE,
 };
 use crate::error::{err, Error, Result};
+use crate::sys::dir::EntryType;
+use crate::sys::{make_dir, Dir, FileId, Stamp};
 use crate::ErrorKind;
 use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt;
@@ -67,7 +68,7 @@ impl AdvertFiles {
         let path = adverts.child(id);
         match adverts.entry_type(id)? {
             None => {}
-            Some(libc::S_IFDIR) => {
+            Some(EntryType::Directory) => {
                 let existing = adverts.open_at(id)?;
                 match read_advert_in(&existing) {
                     Ok(a) if a.id == id && a.is_live() => {
@@ -92,7 +93,7 @@ impl AdvertFiles {
                     }
                 }
             }
-            Some(libc::S_IFLNK) => {
+            Some(EntryType::Symlink) => {
                 return Err(err!(
                     Denied,
                     "{}: is a symbolic link, which mtipc never follows; remove it to advertise {}",
@@ -179,7 +180,7 @@ impl AdvertFiles {
             ));
         }
         let id = self.advert.id.as_str();
-        if adverts.entry_type(id)? != Some(libc::S_IFDIR) {
+        if adverts.entry_type(id)? != Some(EntryType::Directory) {
             return Ok(());
         }
         let dir = adverts.open_at(id)?;
@@ -301,7 +302,7 @@ impl AdvertCache {
             .get_mut(id)
             .ok_or_else(|| err!(NotFound, "advertisement {} is not listed", shown(id)))?;
         let current = match c.dir.entry_id(SYNC_FILE)? {
-            Some((libc::S_IFREG, fid)) => Some(fid),
+            Some((EntryType::RegularFile, fid)) => Some(fid),
             _ => None,
         };
         if c.sync.as_ref().map(|(_, fid)| Some(*fid)) != Some(current) {
@@ -466,7 +467,7 @@ fn examine_cached(
         let same_file = same_dir
             && match c.dir.stamp(ADVERT_FILE) {
                 Ok(Some(st)) if st == c.stamp => true,
-                Ok(Some(_)) => match c.dir.read_small_stamped(ADVERT_FILE) {
+                Ok(Some(_)) => match c.dir.read_small_stamped(ADVERT_FILE, MAX_FILE) {
                     Ok((b, st)) if b == c.bytes => {
                         c.stamp = st;
                         true
@@ -527,9 +528,9 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
         }
     }
     match adverts.entry_type(name) {
-        Ok(Some(libc::S_IFDIR)) => {}
+        Ok(Some(EntryType::Directory)) => {}
         Ok(None) => return (Entry::Skip, None), // removed meanwhile
-        Ok(Some(libc::S_IFLNK)) => {
+        Ok(Some(EntryType::Symlink)) => {
             crate::log::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
             return (Entry::Skip, None);
         }
@@ -552,7 +553,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
             return (Entry::Skip, None);
         }
     };
-    let (found, read) = match dir.read_small_stamped(ADVERT_FILE) {
+    let (found, read) = match dir.read_small_stamped(ADVERT_FILE, MAX_FILE) {
         Ok((bytes, stamp)) => {
             let what = format!("advertisement file {}", dir.child(ADVERT_FILE).display());
             (Advert::parse_in(&bytes, &what), Some((bytes, stamp)))
@@ -630,7 +631,7 @@ fn remove_tree(path: &Path) -> Result<()> {
 }
 
 fn read_advert_in(dir: &Dir) -> Result<Advert> {
-    let bytes = dir.read_small(ADVERT_FILE)?;
+    let bytes = dir.read_small(ADVERT_FILE, MAX_FILE)?;
     let what = format!("advertisement file {}", dir.child(ADVERT_FILE).display());
     Advert::parse_in(&bytes, &what)
 }
@@ -657,9 +658,9 @@ pub fn write_response(dir: &Path, r: &Response) -> Result<()> {
             return Ok(());
         }
         match d.entry_type(RESPONSE_FILE)? {
-            Some(libc::S_IFREG) => d.unlink(RESPONSE_FILE)?,
+            Some(EntryType::RegularFile) => d.unlink(RESPONSE_FILE)?,
             None => {}
-            Some(libc::S_IFLNK) => {
+            Some(EntryType::Symlink) => {
                 return Err(err!(
                     Denied,
                     "{}: is a symbolic link, which mtipc never follows (not written)",
@@ -691,7 +692,7 @@ pub fn read_response(dir: &Path) -> Result<Option<Response>> {
 }
 
 fn read_response_in(d: &Dir) -> Result<Option<Response>> {
-    let bytes = match d.read_small(RESPONSE_FILE) {
+    let bytes = match d.read_small(RESPONSE_FILE, MAX_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -86,7 +86,7 @@ impl Advert {
             role: Role::of_id(id),
             pid: me.pid,
             start: me.start,
-            uid: crate::domain::euid(),
+            uid: crate::sys::euid(),
             protocols,
             fingerprint,
             created_ms: super::now_ms(),

@@ -1,8 +1,9 @@
 //! The files of discovery and attach (`docs/attach.md`, "Files in the
 //! domain"): tenant ids, the advertisement and response files (text, parsed
-//! strictly), the synchronization file (a small shared region that is also a
-//! `flock` target), and process identity (pid + start time) that tells a live
-//! advertisement from a stale one.
+//! strictly), and the synchronization file (a small shared region that is
+//! also a `flock` target). Process identity (pid + start time, which tells a
+//! live advertisement from a stale one), the name rules and the directory
+//! operations are the foundation's (`crate::sys`).
 //!
 //! ```text
 //! <domain>/adverts/<id>/   one directory per advertisement, mode 0700
@@ -34,20 +35,16 @@ use std::path::{Path, PathBuf};
 /// cbindgen:ignore
 mod adverts;
 /// cbindgen:ignore
-mod dir;
-/// cbindgen:ignore
 mod format;
-/// cbindgen:ignore
-mod procid;
 /// cbindgen:ignore
 mod sync_file;
 
+pub use crate::sys::ProcId;
 pub use adverts::{
     list, read_advert, read_response, remove_response, write_response, AdvertCache, AdvertFiles,
     Listed, ResponseScan,
 };
 pub use format::{Advert, Response, Role};
-pub use procid::ProcId;
 pub use sync_file::{SyncFile, STATE_BUSY, STATE_IDLE, SYNC_MAGIC, SYNC_SIZE};
 
 pub use consts::*;
@@ -64,7 +61,7 @@ mod consts {
     pub const DAEMON_ID: &str = "@mtipcd";
 
     /// Longest tenant id (bytes).
-    pub const MAX_ID: usize = 64;
+    pub const MAX_ID: usize = crate::sys::MAX_NAME;
 
     /// Most protocol names one advertisement may list.
     pub const MAX_PROTOCOLS: usize = 16;
@@ -134,41 +131,17 @@ fn relay_name_problem(name: &str) -> Option<String> {
     plain_name_problem(name)
 }
 
-/// The tenant-id rules: 1 to [`MAX_ID`] bytes of `[A-Za-z0-9_.-]`, not
-/// starting with `.` or `-` (so never `.`, `..` or an option-like name).
+/// The tenant-id rules (the plain-name rules of [`crate::sys::name`]).
 fn plain_name_problem(name: &str) -> Option<String> {
-    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-';
-    name_problem(name, MAX_ID, ok, "A-Z a-z 0-9 _ . -").or_else(|| match name.as_bytes()[0] {
-        b'.' => Some("starts with '.'".to_string()),
-        b'-' => Some("starts with '-'".to_string()),
-        _ => None,
-    })
+    crate::sys::name_problem(name)
 }
 
-/// Length and character-set rules shared by ids and names. Guarantees a
-/// non-empty name when it returns `None`.
+/// Length and character-set rules shared by ids and names.
 fn name_problem(name: &str, max: usize, ok: impl Fn(u8) -> bool, allowed: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".to_string());
-    }
-    if name.len() > max {
-        return Some(format!("is {} bytes long (at most {max})", name.len()));
-    }
-    if let Some(c) = name.chars().find(|&c| !c.is_ascii() || !ok(c as u8)) {
-        return Some(format!("contains {c:?} (allowed: {allowed})"));
-    }
-    None
+    crate::sys::name::charset_problem(name, max, ok, allowed)
 }
 
-/// A string from untrusted input as shown in a message: quoted and escaped,
-/// and cut after 40 characters so a message stays short.
-fn shown(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
-        None => format!("{s:?}"),
-        Some((i, _)) => format!("{:?}...", &s[..i]),
-    }
-}
+use crate::sys::shown;
 
 /// The current Unix time in milliseconds (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {

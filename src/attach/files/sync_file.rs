@@ -2,11 +2,12 @@
 //! common `shm` header with magic `MTSYNC\0\0`) holding the waiter's `state`
 //! word, and the `flock` target of a round.
 
-use super::dir::{self, Dir};
 use super::SYNC_FILE;
 use crate::error::{err, Error, Result};
 use crate::shm::{self, RegionHeader, HEADER_SIZE};
 use crate::sync::Futex;
+use crate::sys::fs::{flock, try_flock, Lock};
+use crate::sys::{Dir, FileId};
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -105,13 +106,13 @@ impl SyncFile {
     }
 
     /// Which file this is (device, inode).
-    pub(super) fn id(&self) -> Result<dir::FileId> {
+    pub(super) fn id(&self) -> Result<FileId> {
         use std::os::unix::fs::MetadataExt;
         let md = self
             .file
             .metadata()
             .map_err(|e| Error::io(self.path.display(), e))?;
-        Ok(dir::FileId::new(md.dev(), md.ino()))
+        Ok(FileId::new(md.dev(), md.ino()))
     }
 
     /// The file's path.
@@ -143,19 +144,19 @@ impl SyncFile {
 
     /// `flock(LOCK_EX)`, blocking until no other description holds a lock.
     pub fn lock_exclusive(&self) -> Result<()> {
-        dir::flock(&self.file, libc::LOCK_EX, &self.path)
+        flock(&self.file, Lock::Exclusive, &self.path)
     }
 
     /// `flock(LOCK_SH)`, blocking while another description holds
     /// `LOCK_EX`.
     pub fn lock_shared(&self) -> Result<()> {
-        dir::flock(&self.file, libc::LOCK_SH, &self.path)
+        flock(&self.file, Lock::Shared, &self.path)
     }
 
     /// `flock(LOCK_EX)` without blocking: `Ok(false)` if another description
     /// holds a lock.
     pub fn try_lock_exclusive(&self) -> Result<bool> {
-        dir::try_flock(&self.file, libc::LOCK_EX, &self.path)
+        try_flock(&self.file, Lock::Exclusive, &self.path)
     }
 
     /// `flock(LOCK_EX)`, waiting at most `timeout`: `Timeout` if the lock is
@@ -182,7 +183,7 @@ impl SyncFile {
 
     /// Releases this description's lock (`flock(LOCK_UN)`).
     pub fn unlock(&self) -> Result<()> {
-        dir::flock(&self.file, libc::LOCK_UN, &self.path)
+        flock(&self.file, Lock::Unlock, &self.path)
     }
 }
 

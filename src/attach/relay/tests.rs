@@ -60,7 +60,7 @@ struct Running {
 impl Running {
     fn start(opts: Options) -> Running {
         let dir = Scratch::new();
-        let relay = Arc::new(Relay::bind_with(&dir.sock(), crate::domain::euid(), opts).unwrap());
+        let relay = Arc::new(Relay::bind_with(&dir.sock(), crate::sys::euid(), opts).unwrap());
         let r = Arc::clone(&relay);
         let thread = Some(thread::spawn(move || r.run()));
         Running {

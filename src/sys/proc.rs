@@ -1,5 +1,6 @@
 //! Process identity: a pid and the process's start time, so that a pid the
-//! kernel has reused for another process is not taken for the advertiser.
+//! kernel has reused for another process is not taken for the one that
+//! published something (an advertisement, a worker record, a permit).
 
 use crate::error::{err, Error, Result};
 use std::io::Read;
@@ -12,6 +13,11 @@ pub struct ProcId {
     pub pid: u32,
     /// The start time, clock ticks since boot.
     pub start: u64,
+}
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// What `/proc/<pid>/stat` says that matters here.
@@ -73,7 +79,10 @@ fn read_stat(pid: u32) -> Result<Option<Stat>> {
     match read {
         Ok(_) => {}
         // ENOENT: no such pid. ESRCH: it exited while we read.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
+        {
             return Ok(None)
         }
         Err(e) => return Err(Error::io(&path, e)),

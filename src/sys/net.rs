@@ -1,0 +1,1 @@
+//! UNIX sockets: placeholder until the relay's calls move here.
