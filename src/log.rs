@@ -153,6 +153,8 @@ thread_local! {
     static QUIET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+// Under loom the C boundary and the library's threads are not built.
+#[cfg_attr(loom, allow(dead_code))]
 static HOOK: std::sync::Once = std::sync::Once::new();
 
 /// Installs, once per process, a panic hook in front of the one that was
@@ -162,6 +164,7 @@ static HOOK: std::sync::Once = std::sync::Once::new();
 /// other panic goes to the previous hook untouched, so the application's
 /// own panics print (or not) as they did. An application that installs its
 /// own hook later replaces this one, and then sees the library's panics too.
+#[cfg_attr(loom, allow(dead_code))]
 fn install_hook() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -197,6 +200,7 @@ fn install_hook() {
 /// printed (see [`install_hook`]); the panic still unwinds to the caller,
 /// which turns it into `MT_ERR_PANIC` (the C boundary) or ends its thread
 /// (the library's own threads). Scopes nest.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     struct Leave;
     impl Drop for Leave {

@@ -77,6 +77,7 @@
 //! same error again); after a send error the send side does.
 
 use crate::error::{err, Error, ErrorKind, Result};
+use crate::sys::net::{self as sys, Events};
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -92,7 +93,7 @@ use openssl::x509::{X509NameBuilder, X509Ref, X509};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -262,25 +263,8 @@ impl Read for Sock {
 
 impl Write for Sock {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: the descriptor is open (owned by self.0) and the pointer
-            // and length come from a live slice that send(2) only reads.
-            let n = unsafe {
-                libc::send(
-                    self.0.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(not_retriable(e));
-            }
-        }
+        // MSG_NOSIGNAL: a vanished peer is EPIPE, never SIGPIPE.
+        sys::send(&self.0, buf).map_err(not_retriable)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -315,47 +299,16 @@ impl Deadline {
 
 /// Waits until `fd` is ready for `events` (or has an error or hang-up), or
 /// the deadline passes: Ok(false).
-fn wait_fd(fd: RawFd, events: libc::c_short, deadline: &Deadline) -> Result<bool> {
-    loop {
-        let ms: libc::c_int = match deadline.at {
-            None => -1,
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                // Round up: never wake just before the deadline and spin.
-                let ms = left.as_nanos().div_ceil(1_000_000);
-                ms.min(libc::c_int::MAX as u128) as libc::c_int
-            }
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, count 1; the descriptor stays open for
-        // the call (the Conn or handshake that owns it outlives it).
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n > 0 {
-            return Ok(true);
-        }
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::io("poll on the attach channel", e));
-        }
-        // n == 0: loop to recheck the deadline (poll may return early by a
-        // rounding of the clock).
-    }
+fn wait_fd(fd: impl AsFd, events: Events, deadline: &Deadline) -> Result<bool> {
+    sys::wait_ready(fd, events, deadline.at).map_err(|e| Error::io("poll on the attach channel", e))
 }
 
 /// An I/O error: a vanished peer is [`ErrorKind::Closed`].
 fn io_error(what: &str, e: io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::NotConnected => {
             err!(Closed, "the peer closed the connection while {what} ({e})")
         }
         _ => Error::io(format!("attach channel, {what}"), e),
@@ -424,7 +377,9 @@ struct Rx {
 /// stream. `Send + Sync`; one sender and one receiver may work at the same
 /// time from two threads (see the [module docs](self) for how).
 pub struct Conn {
-    fd: RawFd,
+    /// A second descriptor of the socket (dup), to wait on without holding
+    /// the TLS stream's lock.
+    fd: OwnedFd,
     version: &'static str,
     protocol: String,
     tls: Mutex<Tls>,
@@ -435,7 +390,7 @@ pub struct Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
-            .field("fd", &self.fd)
+            .field("fd", &self.fd.as_raw_fd())
             .field("version", &self.version)
             .field("closed", &lock(&self.tls).closed)
             .finish()
@@ -443,7 +398,7 @@ impl fmt::Debug for Conn {
 }
 
 /// Runs the handshake on a non-blocking stream within the deadline.
-fn handshake(stream: &mut SslStream<Sock>, fd: RawFd, deadline: &Deadline) -> HsResult {
+fn handshake(stream: &mut SslStream<Sock>, fd: &OwnedFd, deadline: &Deadline) -> HsResult {
     loop {
         let r = if stream.ssl().is_server() {
             stream.accept()
@@ -455,8 +410,8 @@ fn handshake(stream: &mut SslStream<Sock>, fd: RawFd, deadline: &Deadline) -> Hs
             Err(e) => e,
         };
         let events = match e.code() {
-            ErrorCode::WANT_READ => libc::POLLIN,
-            ErrorCode::WANT_WRITE => libc::POLLOUT,
+            ErrorCode::WANT_READ => Events::IN,
+            ErrorCode::WANT_WRITE => Events::OUT,
             _ => return HsResult::Failed(e),
         };
         match wait_fd(fd, events, deadline) {
@@ -491,11 +446,14 @@ fn handshake_error(e: ssl::Error, peer: &str) -> Error {
     }
 }
 
-fn prepare(stream: UnixStream) -> Result<(UnixStream, RawFd)> {
+fn prepare(stream: UnixStream) -> Result<(UnixStream, OwnedFd)> {
     stream
         .set_nonblocking(true)
         .map_err(|e| Error::io("attach channel socket", e))?;
-    let fd = stream.as_raw_fd();
+    let fd = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("attach channel socket", e))?;
     Ok((stream, fd))
 }
 
@@ -521,7 +479,7 @@ impl Conn {
         ssl.set_accept_state();
         let mut tls =
             SslStream::new(ssl, Sock(stream)).map_err(|e| err!(Io, "cannot start TLS: {e}"))?;
-        match handshake(&mut tls, fd, &deadline) {
+        match handshake(&mut tls, &fd, &deadline) {
             HsResult::Done => {}
             HsResult::Failed(e) => return Err(handshake_error(e, "attacher")),
             HsResult::Error(e) => return Err(e),
@@ -600,7 +558,7 @@ impl Conn {
                 fingerprint_hex(fingerprint)
             )
         };
-        match handshake(&mut tls, fd, &deadline) {
+        match handshake(&mut tls, &fd, &deadline) {
             HsResult::Done => {}
             HsResult::Failed(e) => {
                 let got = *lock(&seen);
@@ -649,7 +607,7 @@ impl Conn {
         }
     }
 
-    fn new(stream: SslStream<Sock>, fd: RawFd) -> Conn {
+    fn new(stream: SslStream<Sock>, fd: OwnedFd) -> Conn {
         Conn {
             fd,
             version: stream.ssl().version_str(),
@@ -727,8 +685,8 @@ impl Conn {
                         continue;
                     }
                     Err(e) => match e.code() {
-                        ErrorCode::WANT_WRITE => libc::POLLOUT,
-                        ErrorCode::WANT_READ => libc::POLLIN,
+                        ErrorCode::WANT_WRITE => Events::OUT,
+                        ErrorCode::WANT_READ => Events::IN,
                         _ => {
                             let e = tls_error("sending", e);
                             tls.write_failed = Some(e.clone());
@@ -737,13 +695,13 @@ impl Conn {
                     },
                 }
             };
-            if events == libc::POLLIN {
+            if events == Events::IN {
                 // TLS 1.3 never needs to read to write once the handshake is
                 // done; should it, the receiver's reads make progress: retry
                 // shortly rather than compete for the readable bytes.
                 std::thread::sleep(Duration::from_millis(1));
             } else {
-                wait_fd(self.fd, events, &forever)?;
+                wait_fd(&self.fd, events, &forever)?;
             }
         }
         Ok(())
@@ -849,8 +807,8 @@ impl Conn {
                     }
                     Err(e) => match e.code() {
                         ErrorCode::WANT_READ if tls.stream.ssl().pending() > 0 => continue,
-                        ErrorCode::WANT_READ => libc::POLLIN,
-                        ErrorCode::WANT_WRITE => libc::POLLOUT,
+                        ErrorCode::WANT_READ => Events::IN,
+                        ErrorCode::WANT_WRITE => Events::OUT,
                         _ => {
                             let e = tls_error("receiving", e);
                             if e.kind() == ErrorKind::Closed && !rx.buf.is_empty() {
@@ -865,7 +823,7 @@ impl Conn {
                     },
                 }
             };
-            if !wait_fd(self.fd, events, deadline)? {
+            if !wait_fd(&self.fd, events, deadline)? {
                 return Err(deadline.error());
             }
         }

@@ -15,7 +15,7 @@ pub type FileKey = (u32, u32, u64);
 pub fn key_of(md: &std::fs::Metadata) -> FileKey {
     use std::os::unix::fs::MetadataExt;
     let dev = md.dev();
-    (libc::major(dev), libc::minor(dev), md.ino())
+    (rustix::fs::major(dev), rustix::fs::minor(dev), md.ino())
 }
 
 /// Counts the shared `flock` holders of each file in the text of

@@ -173,9 +173,8 @@ pub use real::Membership;
 #[cfg(not(loom))]
 mod real {
     use super::*;
-    use crate::error::{err, Error, Result};
+    use crate::error::{err, Result};
     use std::fs::File;
-    use std::os::fd::AsRawFd;
 
     /// This process's membership of a region: the record it claimed, held
     /// through an open file description of the region file. Dropping it
@@ -199,17 +198,6 @@ mod real {
     // SAFETY: as above; every method takes `&self` and only does atomic
     // loads/stores and fcntl calls.
     unsafe impl Sync for Membership {}
-
-    fn flock(kind: libc::c_short, byte: u32) -> libc::flock {
-        // SAFETY: `flock` is a plain C struct; all zero is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = kind;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = libc::off_t::from(byte);
-        fl.l_len = 1;
-        fl.l_pid = 0; // required by the OFD commands
-        fl
-    }
 
     impl Membership {
         /// Joins the region: claims the first record whose byte lock can be
@@ -240,10 +228,7 @@ mod real {
             }
             let me = crate::sys::ProcId::current()?;
             for i in 0..count {
-                let fl = flock(libc::F_WRLCK as libc::c_short, i);
-                // SAFETY: a valid fd and a pointer to a live flock struct.
-                let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-                if rc == 0 {
+                if crate::sys::fs::lock_byte(&file, i)? {
                     // SAFETY: i < count, within the array (caller's contract).
                     let slot = unsafe { &*records.add(i as usize) };
                     let gen = slot.claim(me.pid, me.start);
@@ -254,11 +239,6 @@ mod real {
                         record: i,
                         gen,
                     });
-                }
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EACCES) => continue,
-                    _ => return Err(Error::io("process record lock (F_OFD_SETLK)", e)),
                 }
             }
             Err(err!(
@@ -297,10 +277,7 @@ mod real {
         /// `i` (`F_OFD_GETLK`). An error of the call counts as held (never
         /// take over a lock because a syscall failed).
         fn byte_locked_by_other(&self, i: u32) -> bool {
-            let mut fl = flock(libc::F_WRLCK as libc::c_short, i);
-            // SAFETY: a valid fd and a pointer to a live flock struct.
-            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
-            rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
+            crate::sys::fs::byte_locked_by_other(&self.file, i)
         }
 
         /// What the CLI shows about record `i`.

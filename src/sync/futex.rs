@@ -43,59 +43,29 @@ mod imp {
         /// Sleeps while the word equals `expected`, at most `timeout`
         /// (`None`: no limit).
         pub fn wait(&self, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-            let ts = timeout.map(|d| libc::timespec {
-                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
+            use rustix::io::Errno;
+            use rustix::thread::futex;
+            let ts = timeout.map(|d| futex::Timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(d.subsec_nanos()),
             });
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: the address is a live, aligned u32 for the duration of the
-            // call (we hold `&self`); FUTEX_WAIT only reads it. The timespec
-            // pointer is NULL or points to a local that outlives the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    self.0.as_ptr(),
-                    libc::FUTEX_WAIT,
-                    expected,
-                    ts_ptr,
-                    std::ptr::null::<u32>(),
-                    0u32,
-                )
-            };
-            if rc == 0 {
-                return WaitOutcome::Woken;
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) => WaitOutcome::ValueChanged,
-                Some(libc::ETIMEDOUT) => WaitOutcome::TimedOut,
+            // Not FUTEX_PRIVATE: the word may be in a mapping shared with
+            // other processes, which meet on the same kernel queue.
+            match futex::wait(&self.0, futex::Flags::empty(), expected, ts.as_ref()) {
+                Ok(()) => WaitOutcome::Woken,
+                Err(Errno::AGAIN) => WaitOutcome::ValueChanged,
+                Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
                 // EINTR, or anything unexpected: report a (spurious) wake-up;
                 // the caller re-checks its condition and its deadline.
-                _ => WaitOutcome::Woken,
+                Err(_) => WaitOutcome::Woken,
             }
         }
 
         /// Wakes at most `n` sleepers; returns how many were woken.
         pub fn wake(&self, n: u32) -> u32 {
-            let n = n.min(i32::MAX as u32) as i32;
-            // SAFETY: as in `wait`; FUTEX_WAKE does not touch the memory.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    self.0.as_ptr(),
-                    libc::FUTEX_WAKE,
-                    n,
-                    std::ptr::null::<libc::timespec>(),
-                    std::ptr::null::<u32>(),
-                    0u32,
-                )
-            };
-            if rc < 0 {
-                0
-            } else {
-                rc as u32
-            }
+            let n = n.min(i32::MAX as u32);
+            rustix::thread::futex::wake(&self.0, rustix::thread::futex::Flags::empty(), n)
+                .map_or(0, |woken| woken as u32)
         }
 
         /// `load` on the word.

@@ -222,6 +222,65 @@ pub fn try_flock(fd: impl AsFd, how: Lock, path: &Path) -> Result<bool> {
     }
 }
 
+/// Takes a write lock on byte `byte` of `file` without waiting, as an
+/// open-file-description lock (`F_OFD_SETLK`): it belongs to this open file
+/// description, whichever thread or process uses it, and the kernel drops
+/// it when the description is closed, also when its process dies. `Ok(false)`
+/// if another description holds it. (Byte-range OFD locks are not in rustix:
+/// this is the one `fcntl` of the foundation through libc.)
+pub fn lock_byte(file: &File, byte: u32) -> Result<bool> {
+    let fl = byte_lock(byte);
+    loop {
+        // SAFETY: a valid descriptor and a pointer to a live flock struct,
+        // which F_OFD_SETLK only reads.
+        let rc = unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                libc::F_OFD_SETLK,
+                &fl,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
+            _ => return Err(Error::io("byte lock (F_OFD_SETLK)", e)),
+        }
+    }
+}
+
+/// Whether another open file description holds a lock on byte `byte` of
+/// `file` (`F_OFD_GETLK`). An error of the call counts as held (never take
+/// over a lock because a system call failed).
+pub fn byte_locked_by_other(file: &File, byte: u32) -> bool {
+    let mut fl = byte_lock(byte);
+    // SAFETY: a valid descriptor and a pointer to a live flock struct,
+    // which F_OFD_GETLK overwrites.
+    let rc = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            libc::F_OFD_GETLK,
+            &mut fl,
+        )
+    };
+    rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// The `struct flock` of a write lock on one byte.
+fn byte_lock(byte: u32) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct; all zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::from(byte);
+    fl.l_len = 1;
+    fl.l_pid = 0; // required by the OFD commands
+    fl
+}
+
 /// An exclusive `flock` on an owner-only regular file (the domain's
 /// `attach.lock`, `daemon.lock`): the kernel releases it when its holder
 /// dies, whatever the way. Released on drop.

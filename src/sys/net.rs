@@ -1,1 +1,182 @@
-//! UNIX sockets: placeholder until the relay's calls move here.
+//! UNIX stream sockets and the pipes that wake a poll loop: peer
+//! credentials, `send` that never raises `SIGPIPE`, `recv`, `shutdown`,
+//! `poll` with a deadline, and the bytes a socket holds. `EINTR` is retried
+//! here (or, for `poll`, reported as a wake-up), never by callers.
+
+use super::retry;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub use rustix::event::PollFlags as Events;
+pub use rustix::net::{RecvFlags, Shutdown};
+
+/// The credentials of a connected UNIX socket's peer, as the kernel
+/// recorded them when the peer called `connect(2)` (or `socketpair(2)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// The peer's process id.
+    pub pid: u32,
+    /// The peer's effective uid.
+    pub uid: u32,
+}
+
+/// `SO_PEERCRED` of a connected UNIX socket.
+pub fn peer_cred(fd: impl AsFd) -> io::Result<PeerCred> {
+    let c = rustix::net::sockopt::socket_peercred(fd)?;
+    Ok(PeerCred {
+        pid: c.pid.as_raw_nonzero().get() as u32,
+        uid: c.uid.as_raw(),
+    })
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: a closed peer is `EPIPE`, never a
+/// `SIGPIPE` that would kill the application. `EINTR` is retried.
+pub fn send(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| rustix::net::send(&fd, buf, rustix::net::SendFlags::NOSIGNAL))
+}
+
+/// `recv(2)` with `flags` (`PEEK`, `DONTWAIT`); `EINTR` is retried.
+pub fn recv(fd: impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+    retry(|| rustix::net::recv(&fd, &mut *buf, flags).map(|(n, _)| n))
+}
+
+/// `shutdown(2)`; errors (the socket already shut down or disconnected) are
+/// of no interest to a caller that is closing anyway.
+pub fn shutdown(fd: impl AsFd, how: Shutdown) {
+    let _ = rustix::net::shutdown(fd, how);
+}
+
+/// Bytes waiting in a socket's receive queue (`FIONREAD`); 0 on error.
+pub fn pending_bytes(fd: impl AsFd) -> usize {
+    rustix::io::ioctl_fionread(fd).map_or(0, |n| n as usize)
+}
+
+/// A pipe, both ends non-blocking and close-on-exec: (read end, write end).
+/// One byte in it ([`poke`]) wakes a [`poll`] on the read end.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pipe::PipeFlags;
+    Ok(rustix::pipe::pipe_with(
+        PipeFlags::CLOEXEC | PipeFlags::NONBLOCK,
+    )?)
+}
+
+/// Writes one byte to a non-blocking pipe; a full pipe already wakes its
+/// reader, so `EAGAIN` is fine.
+pub fn poke(fd: impl AsFd) {
+    let _ = retry(|| rustix::io::write(&fd, b"x"));
+}
+
+/// Reads everything a non-blocking pipe holds.
+pub fn drain(fd: impl AsFd) {
+    let mut buf = [0u8; 64];
+    while matches!(retry(|| rustix::io::read(&fd, &mut buf)), Ok(n) if n > 0) {}
+}
+
+/// One descriptor to [`poll`] and what to wait for (`events` empty: only a
+/// hang-up or an error wakes).
+pub fn watch(fd: &impl AsFd, events: Events) -> PollFd<'_> {
+    PollFd::new(fd, events)
+}
+
+/// `poll(2)` until `deadline` (`None`: no deadline). An interrupted call
+/// returns 0, as a timeout does: callers re-check their state either way.
+/// Afterwards each entry's `revents()` says what happened to it.
+pub fn poll(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+    let timeout = deadline.map(|d| timespec(d.saturating_duration_since(Instant::now())));
+    match rustix::event::poll(fds, timeout.as_ref()) {
+        Ok(n) => Ok(n),
+        Err(Errno::INTR) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or hang-up):
+/// `Ok(true)`, or until `deadline` passes: `Ok(false)`. An interrupted or
+/// early wake-up waits again for what is left.
+pub fn wait_ready(fd: impl AsFd, events: Events, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+        let mut fds = [PollFd::new(&fd, events)];
+        if poll(&mut fds, deadline)? > 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether `revents` says the descriptor is readable, hung up or in error
+/// (what a reader should act on).
+pub fn readable(revents: PollFlags) -> bool {
+    revents.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+}
+
+/// A poll timeout, rounded up to whole milliseconds (so a deadline is never
+/// woken for early) and capped at one minute (callers loop).
+fn timespec(d: Duration) -> Timespec {
+    let ms = d.as_nanos().div_ceil(1_000_000).min(60_000) as i64;
+    Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn timeouts_round_up_and_cap() {
+        let ms = |t: Timespec| t.tv_sec * 1000 + t.tv_nsec / 1_000_000;
+        assert_eq!(ms(timespec(Duration::ZERO)), 0);
+        assert_eq!(ms(timespec(Duration::from_nanos(1))), 1);
+        assert_eq!(ms(timespec(Duration::from_micros(1500))), 2);
+        assert_eq!(ms(timespec(Duration::from_millis(2500))), 2500);
+        assert_eq!(ms(timespec(Duration::from_secs(3600))), 60_000);
+        assert_eq!(ms(timespec(Duration::MAX)), 60_000);
+    }
+
+    #[test]
+    fn pipe_pokes_and_drains() {
+        let (r, w) = pipe().unwrap();
+        let mut fds = [watch(&r, Events::IN)];
+        assert_eq!(poll(&mut fds, Some(Instant::now())).unwrap(), 0);
+        poke(&w);
+        poke(&w);
+        assert_eq!(poll(&mut fds, None).unwrap(), 1);
+        assert!(readable(fds[0].revents()));
+        drain(&r);
+        let mut fds = [watch(&r, Events::IN)];
+        assert_eq!(poll(&mut fds, Some(Instant::now())).unwrap(), 0);
+    }
+
+    #[test]
+    fn socket_calls() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let me = peer_cred(&a).unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert_eq!(me.uid, super::super::euid());
+        assert!(!wait_ready(
+            &b,
+            Events::IN,
+            Some(Instant::now() + Duration::from_millis(5))
+        )
+        .unwrap());
+        assert_eq!(send(&a, b"hello").unwrap(), 5);
+        assert!(wait_ready(&b, Events::IN, None).unwrap());
+        assert_eq!(pending_bytes(&b), 5);
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(&b, &mut buf, RecvFlags::PEEK).unwrap(), 5);
+        assert_eq!(recv(&b, &mut buf[..3], RecvFlags::empty()).unwrap(), 3);
+        assert_eq!(&buf[..3], b"hel");
+        drop(b);
+        // A closed peer: EPIPE, and no SIGPIPE (the test process lives on).
+        let e = send(&a, b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::PIPE.raw_os_error()));
+        shutdown(&a, Shutdown::Both);
+    }
+}

@@ -1,8 +1,9 @@
 //! An end's side of the relay: connect, send the hello, wait for `ok`.
 
 use super::hello::{hello_line, short};
-use super::{sys, End};
+use super::End;
 use crate::error::{err, Error, Result};
+use crate::sys::net::{self as sys, RecvFlags};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -30,8 +31,8 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
     let started = Instant::now();
     let shown = path.display();
     let tag = short(pairing);
-    let stream = UnixStream::connect(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => {
+    let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
             err!(Unavailable, "mtipcd is not running (no relay at {shown})")
         }
         _ => super::socket_error(format_args!("relay socket {shown}"), e),
@@ -63,8 +64,8 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
             // The relay refused and closed before reading: its reason is
             // still ours to read.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => break,
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => break,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(Error::io(format_args!("relay socket {shown}"), e)),
         }
     }
@@ -78,7 +79,7 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
             .set_read_timeout(Some(left))
             .map_err(|e| Error::io(format_args!("relay socket {shown}"), e))?;
         let mut b = [0u8; 1];
-        match sys::recv(&stream, &mut b, 0) {
+        match sys::recv(&stream, &mut b, RecvFlags::empty()) {
             Ok(0) => {
                 return Err(err!(
                     Closed,
@@ -98,7 +99,7 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(err!(
                     Closed,
                     "the relay at {shown} reset the connection of the {end} end of pairing {tag}"

@@ -2,11 +2,12 @@
 //! start time, then copies both ways until the window ends or an end closes.
 
 use super::hello::short;
-use super::{sys, End, Pairing, Shared};
+use super::{End, Pairing, Shared};
 use crate::log::{debug, info, warn};
+use crate::sys::net::{self as sys, Events, RecvFlags, Shutdown};
+use rustix::event::PollFd;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -112,7 +113,7 @@ pub(super) fn relay(link: Link, shared: &Shared) {
     };
     let delivered = [f.dirs[0].delivered, f.dirs[1].delivered];
     for s in &socks {
-        sys::shutdown(s, libc::SHUT_RDWR);
+        sys::shutdown(s, Shutdown::Both);
     }
     drop(socks);
     if reason == Close::Duration {
@@ -196,28 +197,25 @@ impl Forwarder<'_> {
                     return Some(Close::EndClosed(end));
                 }
             }
-            let fd = |i: usize| {
-                if gone[i] {
-                    -1
-                } else {
-                    self.socks[i].as_raw_fd()
+            // The stop pipe, then the ends not gone yet, with no event
+            // asked: only a hang-up wakes us.
+            let mut fds = vec![sys::watch(&self.shared.stop_r, Events::IN)];
+            let mut which = Vec::new();
+            for (i, sock) in self.socks.iter().enumerate() {
+                if !gone[i] {
+                    fds.push(sys::watch(sock, Events::empty()));
+                    which.push(i);
                 }
-            };
-            // No event asked on the sockets: only a hang-up wakes us.
-            let mut fds = [
-                sys::pollfd(self.shared.stop_r.as_raw_fd(), libc::POLLIN),
-                sys::pollfd(fd(0), 0),
-                sys::pollfd(fd(1), 0),
-            ];
+            }
             if let Err(e) = sys::poll(&mut fds, start) {
                 warn!(error = %e, "relay: poll failed before the start time");
                 return Some(Close::Shutdown);
             }
-            if fds[0].revents != 0 {
+            if !fds[0].revents().is_empty() {
                 return Some(Close::Shutdown);
             }
-            for i in 0..2 {
-                if fds[1 + i].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            for (f, &i) in fds[1..].iter().zip(&which) {
+                if f.revents().intersects(Events::HUP | Events::ERR) {
                     gone[i] = true;
                 }
             }
@@ -247,37 +245,38 @@ impl Forwarder<'_> {
                 }
             }
 
-            let mut fds = [sys::pollfd(self.shared.stop_r.as_raw_fd(), libc::POLLIN); 3];
+            // The stop pipe, then each end that has something to do.
+            let mut fds: Vec<PollFd<'_>> = vec![sys::watch(&self.shared.stop_r, Events::IN)];
+            let mut asked = Vec::new();
             for s in 0..2 {
-                let mut events = 0;
+                let mut events = Events::empty();
                 if self.dirs[s].wants_read() {
-                    events |= libc::POLLIN;
+                    events |= Events::IN;
                 }
                 if self.dirs[1 - s].wants_write() {
-                    events |= libc::POLLOUT;
+                    events |= Events::OUT;
                 }
-                let fd = if events == 0 {
-                    -1
-                } else {
-                    self.socks[s].as_raw_fd()
-                };
-                fds[1 + s] = sys::pollfd(fd, events);
+                if !events.is_empty() {
+                    fds.push(sys::watch(&self.socks[s], events));
+                    asked.push((s, events));
+                }
             }
             let deadline = [end, linger_end].into_iter().flatten().min();
             if let Err(e) = sys::poll(&mut fds, deadline) {
                 warn!(error = %e, "relay: poll failed while relaying");
                 return Close::Shutdown;
             }
-            if fds[0].revents != 0 {
+            if !fds[0].revents().is_empty() {
                 return Close::Shutdown;
             }
-            let any = libc::POLLHUP | libc::POLLERR;
-            for s in 0..2 {
-                let (events, revents) = (fds[1 + s].events, fds[1 + s].revents);
-                if events & libc::POLLIN != 0 && revents & (libc::POLLIN | any) != 0 {
+            let got: Vec<Events> = fds[1..].iter().map(|f| f.revents()).collect();
+            drop(fds);
+            let any = Events::HUP | Events::ERR;
+            for ((s, events), revents) in asked.into_iter().zip(got) {
+                if events.contains(Events::IN) && revents.intersects(Events::IN | any) {
                     self.read_from(s);
                 }
-                if events & libc::POLLOUT != 0 && revents & (libc::POLLOUT | any) != 0 {
+                if events.contains(Events::OUT) && revents.intersects(Events::OUT | any) {
                     self.write_to(s);
                 }
             }
@@ -296,10 +295,10 @@ impl Forwarder<'_> {
             }
             d.finished = true;
             let closed = if d.dst_broken {
-                sys::shutdown(&self.socks[i], libc::SHUT_RD);
+                sys::shutdown(&self.socks[i], Shutdown::Read);
                 End::BOTH[1 - i]
             } else {
-                sys::shutdown(&self.socks[1 - i], libc::SHUT_WR);
+                sys::shutdown(&self.socks[1 - i], Shutdown::Write);
                 End::BOTH[i]
             };
             debug!(end = %closed, "relay: one direction finished");
@@ -318,7 +317,7 @@ impl Forwarder<'_> {
             d.hi -= d.lo;
             d.lo = 0;
         }
-        match sys::recv(&self.socks[s], &mut d.buf[d.hi..], 0) {
+        match sys::recv(&self.socks[s], &mut d.buf[d.hi..], RecvFlags::empty()) {
             Ok(0) => d.src_eof = true,
             Ok(n) => d.hi += n,
             Err(e) if is_transient(&e) => {}

@@ -19,7 +19,6 @@
 mod client;
 mod forward;
 mod hello;
-mod sys;
 
 pub use client::connect;
 pub(crate) use hello::short as short_id;
@@ -27,10 +26,11 @@ pub use hello::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 
 use crate::error::{err, Error, Result};
 use crate::log::{debug, error, info, warn};
+use crate::sys::net::{self as sys, Events, RecvFlags};
 use hello::short;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -423,7 +423,6 @@ impl<'r> EventLoop<'r> {
     }
 
     fn serve(&mut self) -> Result<()> {
-        let mut fds = Vec::new();
         let mut slots = Vec::new();
         loop {
             if self.shared.stopping() {
@@ -437,40 +436,41 @@ impl<'r> EventLoop<'r> {
             self.reap();
             let next = self.expire(now);
 
-            fds.clear();
+            // What to wait for, and which slot each entry is.
             slots.clear();
-            let mut add = |fd: i32, events: libc::c_short, slot: Slot| {
-                fds.push(sys::pollfd(fd, events));
-                slots.push(slot);
-            };
-            add(self.shared.stop_r.as_raw_fd(), libc::POLLIN, Slot::Stop);
-            add(self.shared.wake_r.as_raw_fd(), libc::POLLIN, Slot::Wake);
+            let mut fds = Vec::new();
+            fds.push(sys::watch(&self.shared.stop_r, Events::IN));
+            slots.push(Slot::Stop);
+            fds.push(sys::watch(&self.shared.wake_r, Events::IN));
+            slots.push(Slot::Wake);
             if self.accept_paused.is_none() {
-                add(
-                    self.relay.listener.as_raw_fd(),
-                    libc::POLLIN,
-                    Slot::Listener,
-                );
+                fds.push(sys::watch(&self.relay.listener, Events::IN));
+                slots.push(Slot::Listener);
             }
             for (i, p) in self.pending.iter().enumerate() {
-                add(p.stream.as_raw_fd(), libc::POLLIN, Slot::Pending(i));
+                fds.push(sys::watch(&p.stream, Events::IN));
+                slots.push(Slot::Pending(i));
             }
             for (id, e) in &self.entries {
                 for end in End::BOTH {
                     if let Some(w) = &e.ends[end.index()] {
                         // No event asked: only a hang-up (or error) wakes us,
                         // bytes an end sent early stay in its queue.
-                        add(w.stream.as_raw_fd(), 0, Slot::Waiting(*id, end));
+                        fds.push(sys::watch(&w.stream, Events::empty()));
+                        slots.push(Slot::Waiting(*id, end));
                     }
                 }
             }
             let deadline = [next, self.accept_paused].into_iter().flatten().min();
             sys::poll(&mut fds, deadline).map_err(|e| Error::io("relay: poll", e))?;
+            // What happened to each, before `self` is changed below.
+            let woken: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            drop(fds);
 
             let mut readable = Vec::new();
             let mut accept = false;
-            for (fd, slot) in fds.iter().zip(&slots) {
-                if fd.revents == 0 {
+            for (woke, slot) in woken.into_iter().zip(&slots) {
+                if !woke {
                     continue;
                 }
                 match *slot {
@@ -657,9 +657,9 @@ impl<'r> EventLoop<'r> {
             let stream = match self.relay.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => {}
-                        Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {}
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
                         _ => {
                             // Out of descriptors or memory: the listener
                             // stays readable, so pause instead of spinning.
@@ -916,7 +916,7 @@ fn refuse(shared: &Shared, stream: UnixStream, pid: u32, reason: &str) {
     // already (bounded), so that it sees the answer and a clean end.
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
-        match sys::recv(&stream, &mut sink, libc::MSG_DONTWAIT) {
+        match sys::recv(&stream, &mut sink, RecvFlags::DONTWAIT) {
             Ok(n) if n > 0 => {}
             _ => break,
         }
@@ -946,18 +946,17 @@ fn wrong_pid(pid: u32, end: End, id: &[u8; 16], expected: u32) -> String {
 fn read_hello(p: &mut Pending) -> io::Result<HelloRead> {
     let mut buf = [0u8; MAX_HELLO];
     let room = MAX_HELLO - p.line.len();
-    let n = match sys::recv(&p.stream, &mut buf[..room], libc::MSG_PEEK) {
+    let n = match sys::recv(&p.stream, &mut buf[..room], RecvFlags::PEEK) {
         Ok(0) => return Ok(HelloRead::Eof),
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(HelloRead::Partial),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(HelloRead::Partial),
-        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(HelloRead::Eof),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(HelloRead::Eof),
         Err(e) => return Err(e),
     };
     let newline = buf[..n].iter().position(|&b| b == b'\n');
     let take = newline.map_or(n, |i| i + 1);
     // Consume exactly what was peeked (only this thread reads the socket).
-    let got = sys::recv(&p.stream, &mut buf[..take], 0)?;
+    let got = sys::recv(&p.stream, &mut buf[..take], RecvFlags::empty())?;
     p.line.extend_from_slice(&buf[..got]);
     Ok(if got == take && newline.is_some() {
         HelloRead::Line
