@@ -13,8 +13,9 @@ mod common;
 
 use common::Kids;
 use mtipc::attach::relay::{
-    connect, hello_line, End, Options, Pairing, Relay, RelayStats, MAX_HELLO,
+    connect, hello_line, End, Listener, Options, Pairing, Relay, RelayStats, MAX_HELLO,
 };
+use mtipc::sys::ProcId;
 use mtipc::ErrorKind;
 use std::io::{BufRead, BufReader, ErrorKind as IoKind, Read, Write};
 use std::net::Shutdown;
@@ -168,13 +169,13 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 /// Connects `end` on a thread (connect blocks until both ends are there).
 fn connect_bg(path: &Path, end: End, id: [u8; 16]) -> JoinHandle<mtipc::Result<UnixStream>> {
     let p = path.to_path_buf();
-    thread::spawn(move || connect(&p, end, &id, T))
+    thread::spawn(move || connect(&p, end, &id, T, &here()))
 }
 
 /// Both ends of `id`, connected (tenant, attacher).
 fn both(path: &Path, id: [u8; 16]) -> (UnixStream, UnixStream) {
     let t = connect_bg(path, End::Tenant, id);
-    let a = connect(path, End::Attacher, &id, T).unwrap();
+    let a = connect(path, End::Attacher, &id, T, &here()).unwrap();
     (t.join().unwrap().unwrap(), a)
 }
 
@@ -198,10 +199,35 @@ fn raw_answer(path: &Path, bytes: &[u8]) -> String {
     String::from_utf8(answer).unwrap()
 }
 
-/// This test binary again, running [`child_entry`] as `role`.
+/// This test binary again, running [`child_entry`] as `role`, told (in
+/// `MTIPC_RELAY_LISTENER`) that the relay it connects to is this process's.
 fn child(role: &str, args: &[&str]) -> Command {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    common::role_command("MTIPC_RELAY", role, &args)
+    let me = Listener::this_process().unwrap();
+    let mut c = common::role_command("MTIPC_RELAY", role, &args);
+    c.env(
+        "MTIPC_RELAY_LISTENER",
+        format!("{} {} {}", me.proc.pid, me.proc.start, me.uid),
+    );
+    c
+}
+
+/// Who listens at the relays of this file: this process, or for a child,
+/// the parent named in `MTIPC_RELAY_LISTENER`.
+fn here() -> Listener {
+    match std::env::var("MTIPC_RELAY_LISTENER") {
+        Ok(v) => {
+            let n: Vec<u64> = v.split(' ').map(|x| x.parse().unwrap()).collect();
+            Listener {
+                proc: ProcId {
+                    pid: n[0] as u32,
+                    start: n[1],
+                },
+                uid: n[2] as u32,
+            }
+        }
+        Err(_) => Listener::this_process().unwrap(),
+    }
 }
 
 /// Marks a child's report among what the test harness prints.
@@ -243,7 +269,7 @@ fn child_entry() {
     match role.as_str() {
         // Connects as the tenant, then echoes everything until end-of-file.
         "echo-tenant" => {
-            let mut s = match connect(path, End::Tenant, &id, T) {
+            let mut s = match connect(path, End::Tenant, &id, T, &here()) {
                 Ok(s) => s,
                 Err(e) => return report(format!("err {:?} {}", e.kind(), e.message())),
             };
@@ -261,7 +287,7 @@ fn child_entry() {
             }
         }
         // Connects as the attacher and reports the outcome.
-        "attacher" => match connect(path, End::Attacher, &id, T) {
+        "attacher" => match connect(path, End::Attacher, &id, T, &here()) {
             Ok(_) => report("ok".into()),
             Err(e) => report(format!("err {:?} {}", e.kind(), e.message())),
         },
@@ -462,7 +488,7 @@ fn connection_before_register_works_once_registered() {
 fn unknown_pairing_is_refused_after_the_ttl() {
     let r = Served::start("unknown", quick());
     let t0 = Instant::now();
-    let e = connect(&r.path(), End::Tenant, &new_id(), T).unwrap_err();
+    let e = connect(&r.path(), End::Tenant, &new_id(), T, &here()).unwrap_err();
     let waited = t0.elapsed();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.message().contains("unknown pairing"), "{e}");
@@ -476,14 +502,14 @@ fn registered_pairing_whose_other_end_never_comes_expires() {
     let r = Served::start("expire", quick());
     let id = new_id();
     r.relay.register(pairing(id, 0, 0));
-    let e = connect(&r.path(), End::Attacher, &id, T).unwrap_err();
+    let e = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
     assert!(
         e.message().contains("the tenant end did not connect"),
         "{e}"
     );
     // Forgotten: now it is unknown.
-    let e = connect(&r.path(), End::Attacher, &id, T).unwrap_err();
+    let e = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
@@ -495,7 +521,7 @@ fn wrong_pid_is_refused() {
     let mut p = pairing(id, 0, 0);
     p.tenant_pid = 1;
     r.relay.register(p);
-    let e = connect(&r.path(), End::Tenant, &id, T).unwrap_err();
+    let e = connect(&r.path(), End::Tenant, &id, T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
     let me = std::process::id();
     assert!(
@@ -566,17 +592,17 @@ fn second_connection_for_the_same_end_is_refused() {
     r.relay.register(pairing(id, 0, 0));
     let first = connect_bg(&r.path(), End::Tenant, id);
     wait_until("the first tenant waits", || r.stats().waiting == 1);
-    let e = connect(&r.path(), End::Tenant, &id, T).unwrap_err();
+    let e = connect(&r.path(), End::Tenant, &id, T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
     assert!(
         e.message().contains("already has a tenant connection"),
         "{e}"
     );
     // The first is still there and gets paired.
-    let _a = connect(&r.path(), End::Attacher, &id, T).unwrap();
+    let _a = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap();
     first.join().unwrap().unwrap();
     // A third connection while relayed.
-    let e = connect(&r.path(), End::Attacher, &id, T).unwrap_err();
+    let e = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
     assert!(e.message().contains("already relayed"), "{e}");
 }
@@ -593,7 +619,7 @@ fn a_full_relay_refuses_with_full() {
     let w1 = connect_bg(&r.path(), End::Tenant, new_id());
     let w2 = connect_bg(&r.path(), End::Tenant, new_id());
     wait_until("two waiting", || r.stats().waiting == 2);
-    let e = connect(&r.path(), End::Tenant, &new_id(), T).unwrap_err();
+    let e = connect(&r.path(), End::Tenant, &new_id(), T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Full, "{e}");
     assert!(e.message().contains("relay busy"), "{e}");
     for w in [w1, w2] {
@@ -649,7 +675,7 @@ fn another_uid_is_refused_by_peer_credentials() {
 fn connect_without_a_relay_is_unavailable() {
     let dir = Scratch::new("none");
     let path = dir.0.join("relay.sock");
-    let e = connect(&path, End::Attacher, &new_id(), T).unwrap_err();
+    let e = connect(&path, End::Attacher, &new_id(), T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert_eq!(
         e.message(),
@@ -657,11 +683,11 @@ fn connect_without_a_relay_is_unavailable() {
     );
     // A socket file nobody listens on (a dead mtipcd's): the same.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let e = connect(&path, End::Attacher, &new_id(), T).unwrap_err();
+    let e = connect(&path, End::Attacher, &new_id(), T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     // A path no socket address can hold.
     let long = dir.0.join("x".repeat(200));
-    let e = connect(&long, End::Attacher, &new_id(), T).unwrap_err();
+    let e = connect(&long, End::Attacher, &new_id(), T, &here()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     let e = Relay::bind(&long, euid()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
@@ -673,7 +699,14 @@ fn connect_times_out_when_the_other_end_never_comes() {
     let id = new_id();
     r.relay.register(pairing(id, 0, 0));
     let t0 = Instant::now();
-    let e = connect(&r.path(), End::Attacher, &id, Duration::from_millis(300)).unwrap_err();
+    let e = connect(
+        &r.path(),
+        End::Attacher,
+        &id,
+        Duration::from_millis(300),
+        &here(),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(t0.elapsed() >= Duration::from_millis(300));
     assert!(
@@ -740,7 +773,7 @@ fn a_tenant_process_echoes() {
     let id = new_id();
     let mut kids = Kids::default();
     echo_child(&r, id, &mut kids);
-    let mut a = connect(&r.path(), End::Attacher, &id, T).unwrap();
+    let mut a = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap();
     assert_eq!(report_of(&mut kids.0[0]), "ok");
     a.set_read_timeout(Some(T)).unwrap();
     for i in 0..50u32 {
@@ -765,7 +798,7 @@ fn a_tenant_process_killed_mid_stream() {
     let id = new_id();
     let mut kids = Kids::default();
     echo_child(&r, id, &mut kids);
-    let mut a = connect(&r.path(), End::Attacher, &id, T).unwrap();
+    let mut a = connect(&r.path(), End::Attacher, &id, T, &here()).unwrap();
     assert_eq!(report_of(&mut kids.0[0]), "ok");
     a.set_read_timeout(Some(T)).unwrap();
     // Streaming: a writer thread keeps sending while we read the echo.

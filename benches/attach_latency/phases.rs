@@ -125,11 +125,13 @@ fn one_with(domain: &Domain, target: &str, msg: &[u8], cache: &mut AdvertCache) 
     mark();
     sem.post(syncs.len() as u32).expect("post");
     mark();
+    let daemon = relay::Listener::of_daemon(domain.path()).expect("mtipcd's advertisement");
     let stream = relay::connect(
         &domain.path().join(RELAY_SOCKET),
         End::Attacher,
         &response.pairing,
         Duration::from_secs(5),
+        &daemon,
     )
     .expect("relay");
     mark();

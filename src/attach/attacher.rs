@@ -329,8 +329,9 @@ fn round(
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left).map_err(
-                |e| {
+            let daemon = relay::Listener::of_daemon(domain.path())?;
+            let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left, &daemon)
+                .map_err(|e| {
                     if e.kind() == crate::ErrorKind::Timeout {
                         err!(
                             Timeout,
@@ -340,8 +341,7 @@ fn round(
                     } else {
                         e
                     }
-                },
-            )?;
+                })?;
             stream = Some(s);
             Ok(())
         },

@@ -224,6 +224,7 @@ fn serve(
     gate: Gate,
 ) {
     let relay_path = domain.join(RELAY_SOCKET);
+    let domain = domain.to_path_buf();
     let tenant = tenant.to_string();
     let spawned = std::thread::Builder::new()
         .name(format!("mtipc-conn-{tenant}"))
@@ -233,7 +234,16 @@ fn serve(
             let result = crate::log::quiet_panics(|| {
                 let until_start =
                     Duration::from_millis(r.start_ms.saturating_sub(files::now_ms()));
-                relay::connect(&relay_path, End::Tenant, &r.pairing, HANDSHAKE_TIMEOUT)
+                relay::Listener::of_daemon(&domain)
+                    .and_then(|daemon| {
+                        relay::connect(
+                            &relay_path,
+                            End::Tenant,
+                            &r.pairing,
+                            HANDSHAKE_TIMEOUT,
+                            &daemon,
+                        )
+                    })
                     .and_then(|s| Conn::accept(s, &key, &r.key, until_start + HANDSHAKE_TIMEOUT))
                     .map(|c| c.with_protocol(&r.protocol))
             });

@@ -1,7 +1,10 @@
 //! Helpers of `tests/attach_e2e.rs`: scratch domains, the `mtipcd` and
 //! `mtipc` programs, tenant processes (this test binary re-executed in a
 //! child role), and checks that a round left nothing behind. Helpers
-//! shared with the other test files are in `tests/common/mod.rs`.
+//! shared with the other test files are in `tests/common/mod.rs`. Also
+//! used by `attach_relay_identity.rs`, which needs only some of them.
+
+#![allow(dead_code)]
 
 use crate::common::{mono_ns, wait_exit};
 use mtipc::attach::{self, AttachOptions, Conn};

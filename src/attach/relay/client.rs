@@ -2,8 +2,10 @@
 
 use super::hello::{hello_line, short};
 use super::End;
+use crate::attach::files::{self, DAEMON_ID};
 use crate::error::{err, Error, Result};
 use crate::sys::net::{self as sys, RecvFlags};
+use crate::sys::ProcId;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -12,11 +14,81 @@ use std::time::{Duration, Instant};
 /// Longest answer line read from the relay (`err <reason>\n`).
 const MAX_ANSWER: usize = 512;
 
+/// Who must be listening at the relay socket: the process (pid and start
+/// time) and uid that the domain's daemon advertisement names. An end
+/// checks the listener's credentials against it before it says anything:
+/// a listener planted at `relay.sock` by someone else (while the domain was
+/// briefly writable, say) learns nothing, not even a pairing id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// The daemon process.
+    pub proc: ProcId,
+    /// Its uid.
+    pub uid: u32,
+}
+
+impl Listener {
+    /// The daemon that the advertisement `adverts/@mtipcd` of `domain`
+    /// names. No (readable) advertisement: `Unavailable`, mtipcd is not
+    /// running.
+    pub fn of_daemon(domain: &Path) -> Result<Listener> {
+        match files::read_advert(&files::advert_dir(domain, DAEMON_ID)) {
+            Ok(a) => Ok(Listener {
+                proc: ProcId {
+                    pid: a.pid,
+                    start: a.start,
+                },
+                uid: a.uid,
+            }),
+            Err(e) => Err(err!(
+                Unavailable,
+                "mtipcd is not running on domain {} (its advertisement: {})",
+                domain.display(),
+                e.message()
+            )),
+        }
+    }
+
+    /// This process (a relay served in-process, in tests and benchmarks).
+    pub fn this_process() -> Result<Listener> {
+        Ok(Listener {
+            proc: ProcId::current()?,
+            uid: crate::sys::euid(),
+        })
+    }
+
+    /// `Ok` if the peer of `stream` (the process that listens at `shown`)
+    /// is this listener, alive with the advertised start time; `Denied`
+    /// naming both otherwise.
+    fn check(&self, stream: &UnixStream, shown: &dyn std::fmt::Display) -> Result<()> {
+        let cred = sys::peer_cred(stream)
+            .map_err(|e| Error::io(format_args!("relay socket {shown}: peer credentials"), e))?;
+        let same_proc = cred.pid == self.proc.pid
+            && matches!(ProcId::of(cred.pid), Ok(Some(p)) if p == self.proc);
+        if same_proc && cred.uid == self.uid {
+            return Ok(());
+        }
+        Err(err!(
+            Denied,
+            "the listener at {shown} (pid {}, uid {}) is not the domain's mtipcd (pid {}, uid {}, \
+             as advertised): nothing sent",
+            cred.pid,
+            cred.uid,
+            self.proc.pid,
+            self.uid
+        ))
+    }
+}
+
 /// Connects to the relay socket at `path` as `end` of `pairing`, sends the
 /// hello and waits (within `timeout`) for `ok`, which the relay sends once
 /// both ends are there. The returned stream is the relayed path (blocking,
 /// no timeouts set): bytes written before the pairing's start time are held
 /// by the relay, not lost.
+///
+/// The listener must be `expect` (checked with `SO_PEERCRED` and its start
+/// time before the hello is sent): [`Denied`](crate::ErrorKind::Denied)
+/// otherwise, with nothing sent.
 ///
 /// Errors: no relay listening at `path` (`ENOENT`, `ECONNREFUSED`):
 /// [`Unavailable`](crate::ErrorKind::Unavailable). The relay's refusal
@@ -27,7 +99,13 @@ const MAX_ANSWER: usize = 512;
 /// uid or pid, a second connection for the end, a bad hello)
 /// [`Denied`](crate::ErrorKind::Denied). No answer within `timeout`:
 /// [`Timeout`](crate::ErrorKind::Timeout).
-pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> Result<UnixStream> {
+pub fn connect(
+    path: &Path,
+    end: End,
+    pairing: &[u8; 16],
+    timeout: Duration,
+    expect: &Listener,
+) -> Result<UnixStream> {
     let started = Instant::now();
     let shown = path.display();
     let tag = short(pairing);
@@ -37,6 +115,7 @@ pub fn connect(path: &Path, end: End, pairing: &[u8; 16], timeout: Duration) -> 
         }
         _ => super::socket_error(format_args!("relay socket {shown}"), e),
     })?;
+    expect.check(&stream, &shown)?;
     let timed_out = || {
         err!(
             Timeout,

@@ -20,7 +20,7 @@ mod client;
 mod forward;
 mod hello;
 
-pub use client::connect;
+pub use client::{connect, Listener};
 pub(crate) use hello::short as short_id;
 pub use hello::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 

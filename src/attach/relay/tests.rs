@@ -98,8 +98,16 @@ const T: Duration = Duration::from_secs(5);
 
 fn both(path: &Path, id: [u8; 16]) -> (UnixStream, UnixStream) {
     let p = path.to_path_buf();
-    let t = thread::spawn(move || connect(&p, End::Tenant, &id, T));
-    let a = connect(path, End::Attacher, &id, T).unwrap();
+    let t =
+        thread::spawn(move || connect(&p, End::Tenant, &id, T, &Listener::this_process().unwrap()));
+    let a = connect(
+        path,
+        End::Attacher,
+        &id,
+        T,
+        &Listener::this_process().unwrap(),
+    )
+    .unwrap();
     (t.join().unwrap().unwrap(), a)
 }
 
@@ -143,7 +151,14 @@ fn bytes_after_the_hello_are_not_lost() {
     let mut first = hello_line(End::Tenant, &[2; 16]).into_bytes();
     first.extend_from_slice(b"early bytes");
     raw.write_all(&first).unwrap();
-    let mut a = connect(r.path(), End::Attacher, &[2; 16], T).unwrap();
+    let mut a = connect(
+        r.path(),
+        End::Attacher,
+        &[2; 16],
+        T,
+        &Listener::this_process().unwrap(),
+    )
+    .unwrap();
     let mut ok = [0u8; 3];
     raw.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"ok\n");
@@ -162,7 +177,14 @@ fn hello_in_pieces() {
         raw.write_all(chunk).unwrap();
         thread::sleep(Duration::from_millis(5));
     }
-    let _a = connect(r.path(), End::Attacher, &[3; 16], T).unwrap();
+    let _a = connect(
+        r.path(),
+        End::Attacher,
+        &[3; 16],
+        T,
+        &Listener::this_process().unwrap(),
+    )
+    .unwrap();
     let mut ok = [0u8; 3];
     raw.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"ok\n");
@@ -189,7 +211,14 @@ fn third_connection_of_a_relayed_pairing_is_refused() {
     let r = Running::start(fast());
     r.relay.register(pairing(4));
     let (_t, _a) = both(r.path(), [4; 16]);
-    let e = connect(r.path(), End::Tenant, &[4; 16], T).unwrap_err();
+    let e = connect(
+        r.path(),
+        End::Tenant,
+        &[4; 16],
+        T,
+        &Listener::this_process().unwrap(),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
     assert!(e.message().contains("already relayed"), "{e}");
 }
