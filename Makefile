@@ -33,7 +33,7 @@ test-rust: deps
 # Formatting and lints (clippy.toml keeps atomics inside the loom shim).
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Loom models of the shared-memory logic: release build, bounded preemptions,
 # separate target directory so the cfg(loom) build does not evict the normal one.

@@ -177,6 +177,9 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     // earlier round's attacher died with its response file out.
     let mark = domain.semaphore().round_mark();
     let leftovers = mark.atomic().swap(1, Ordering::AcqRel) != 0;
+    // Waiters pausing after a unit no round explained sleep on the mark:
+    // a round is starting.
+    mark.wake(u32::MAX);
     let r = round(domain, tenant, opts, deadline, cache, leftovers);
     // Every path out of `round` has removed the response it wrote.
     mark.atomic().store(0, Ordering::Release);
@@ -284,7 +287,9 @@ fn round(
         syncs.push((
             cache.kept_sync(&l.advert.id)?,
             l.advert.proc_id(),
-            l.advert.id == tenant,
+            // The round needs the target and the daemon, whose waiter
+            // registers the pairing with its relay.
+            l.advert.id == tenant || l.advert.id == files::DAEMON_ID,
         ));
     }
     let alive: Vec<Box<dyn Fn() -> bool>> = syncs

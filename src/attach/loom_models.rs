@@ -46,6 +46,14 @@ impl SyncLock for ModelLock {
         g.1 += 1;
         Ok(())
     }
+    fn try_lock_shared(&self) -> Result<bool> {
+        let mut g = self.m.lock().unwrap();
+        if g.0 {
+            return Ok(false);
+        }
+        g.1 += 1;
+        Ok(true)
+    }
     fn unlock(&self) -> Result<()> {
         let mut g = self.m.lock().unwrap();
         if g.0 {
@@ -118,7 +126,10 @@ fn spawn_waiter(w: &Arc<World>, a: &Arc<Advert>, me: u32, rounds: u32) -> thread
                 },
             )
             .unwrap();
-            assert_eq!(r, Waited::Round);
+            // NoRound: the attacher had reset and unlocked before this
+            // waiter looked at its lock (its unit was still one of the
+            // round's, counted above).
+            assert!(matches!(r, Waited::Round | Waited::NoRound), "{r:?}");
         }
     })
 }

@@ -75,6 +75,9 @@ impl round::SyncLock for files::SyncFile {
     fn lock_shared(&self) -> crate::Result<()> {
         files::SyncFile::lock_shared(self)
     }
+    fn try_lock_shared(&self) -> crate::Result<bool> {
+        files::SyncFile::try_lock_shared(self)
+    }
     fn unlock(&self) -> crate::Result<()> {
         files::SyncFile::unlock(self)
     }

@@ -49,6 +49,9 @@ pub trait SyncLock {
     /// Takes the lock shared (the waiter), blocking while it is held
     /// exclusively.
     fn lock_shared(&self) -> Result<()>;
+    /// Takes the lock shared if nobody holds it exclusively: `Ok(false)`
+    /// (and nothing taken) while a round holds it.
+    fn try_lock_shared(&self) -> Result<bool>;
     /// Releases whichever the caller holds.
     fn unlock(&self) -> Result<()>;
 }
@@ -61,7 +64,10 @@ pub struct Participant<'a, L: SyncLock> {
     pub lock: &'a L,
     /// Whether its process still lives (a dead one is not waited for).
     pub alive: &'a dyn Fn() -> bool,
-    /// Whether it is the round's target.
+    /// Whether the round needs it: the target tenant, and the daemon
+    /// (whose waiter registers the pairing with the relay). These are
+    /// waited for until the deadline, and given units until they take one
+    /// ([`until_taken`]); the others only for [`GRACE`].
     pub target: bool,
 }
 
@@ -90,6 +96,46 @@ pub type AwaitTarget<'a> = &'a mut dyn FnMut(Option<Instant>) -> Result<()>;
 /// Longest single sleep of the attacher while it waits on a `state` word,
 /// so that it notices a participant's death.
 const STATE_RECHECK: Duration = Duration::from_millis(20);
+
+/// How long the attacher lets a participant take its unit before it looks
+/// whether a process outside the round took the units meant for it (see
+/// [`until_taken`]).
+pub const TOP_UP_AFTER: Duration = Duration::from_millis(2);
+
+/// Waits until participant `p` has taken its unit of this round (`BUSY`)
+/// or is dead, at most until `until`; `Ok(false)` on timeout. The domain's
+/// semaphore is open to any process of its owner, and one that waits on it
+/// outside the protocol (`mtipc sem wait`, another program) takes units
+/// meant for the round: whenever `p` is still `IDLE` after
+/// [`TOP_UP_AFTER`] and the count is 0, one more unit is posted, so the
+/// round reaches `p` however many units others take. An extra unit is
+/// harmless: the round's final reset clears it before any participant can
+/// come back to the semaphore (each is held by its lock until then).
+/// Under loom, where no process outside the round exists and time does
+/// not pass, it is a plain wait.
+pub fn until_taken<L: SyncLock>(
+    sem: &SemCore,
+    p: &Participant<'_, L>,
+    until: Option<Instant>,
+) -> Result<bool> {
+    loop {
+        let slice_end = if cfg!(loom) {
+            until
+        } else {
+            let s = Instant::now() + TOP_UP_AFTER;
+            Some(until.map_or(s, |u| u.min(s)))
+        };
+        if wait_state(p.state, BUSY, p.alive, slice_end) {
+            return Ok(true);
+        }
+        if until.is_some_and(|u| Instant::now() >= u) {
+            return Ok(false);
+        }
+        if sem.value() == 0 {
+            sem.post(1)?;
+        }
+    }
+}
 
 /// Waits until `state` holds `want` (or `alive()` turns false), at most
 /// until `deadline`. Returns false on timeout. (Public for the attach
@@ -138,10 +184,12 @@ pub fn wait_state(
 ///    the target until the deadline, the others for [`GRACE`];
 /// 2. `write_response()`;
 /// 3. lock every participant's synchronization lock;
-/// 4. post one unit per participant;
+/// 4. post one unit per participant, and wait until the target has taken
+///    one, posting again if processes outside the round took them
+///    ([`until_taken`]);
 /// 5. `await_target(deadline)`: the target has answered;
 /// 6. wait (for at most [`GRACE`]) until every live participant has taken
-///    its unit (`BUSY`);
+///    its unit (`BUSY`), topping up as in step 4;
 /// 7. reset the semaphore, unlock every lock, `remove_response()`.
 ///
 /// Step 7 runs on every exit after step 3 (also on errors and timeouts).
@@ -162,7 +210,7 @@ pub fn attacher_round<L: SyncLock>(
         if !wait_state(p.state, IDLE, p.alive, until) && p.target {
             return Err(err!(
                 Timeout,
-                "the tenant's waiter is still busy with an earlier round"
+                "a waiter the round needs (the tenant's or mtipcd's) is still busy with an earlier round"
             ));
         }
     }
@@ -177,6 +225,17 @@ pub fn attacher_round<L: SyncLock>(
         result = sem.post(participants.len() as u32);
     }
     if result.is_ok() {
+        result = participants.iter().filter(|p| p.target).try_for_each(|p| {
+            match until_taken(sem, p, deadline)? {
+                true => Ok(()),
+                false => Err(err!(
+                    Timeout,
+                    "a waiter the round needs (the tenant's or mtipcd's) did not take its unit in time"
+                )),
+            }
+        });
+    }
+    if result.is_ok() {
         result = await_target(deadline);
     }
     if result.is_ok() {
@@ -185,7 +244,10 @@ pub fn attacher_round<L: SyncLock>(
         // loses its unit to the reset below and simply sits this round out.
         let until = grace_until(deadline);
         for p in participants {
-            wait_state(p.state, BUSY, p.alive, until);
+            result = until_taken(sem, p, until).map(|_| ());
+            if result.is_err() {
+                break;
+            }
         }
     }
     let cleared = sem.reset();
@@ -204,6 +266,12 @@ pub enum Waited {
     /// A round happened: the waiter took its unit, searched, and the round
     /// is over.
     Round,
+    /// The waiter took a unit that no round explains: its lock was free
+    /// (no attacher holds it), so the unit came from outside the protocol
+    /// (a stray `post`, a garbage count) or from a round already over. The
+    /// caller backs off before it waits again ([`NoRoundBackoff`]), so that
+    /// a large count cannot make it spin.
+    NoRound,
     /// `stop()` became true before any unit was taken.
     Stopped,
 }
@@ -237,7 +305,42 @@ pub fn waiter_round<L: SyncLock>(
     }
     set_state(state, BUSY);
     on_wake();
+    if lock.try_lock_shared()? {
+        lock.unlock()?;
+        return Ok(Waited::NoRound);
+    }
     lock.lock_shared()?;
     lock.unlock()?;
     Ok(Waited::Round)
+}
+
+/// How long a waiter pauses after [`Waited::NoRound`]: 1 ms, doubling with
+/// each consecutive one up to 200 ms, back to 1 ms after a real round. A
+/// count of 3,000,000,000 that no round explains then costs a waiter at
+/// most a few wake-ups a second instead of a full CPU, while a waiter that
+/// merely came late to a round that had just ended loses a millisecond.
+#[derive(Debug)]
+pub struct NoRoundBackoff(Duration);
+
+impl Default for NoRoundBackoff {
+    fn default() -> Self {
+        NoRoundBackoff(Duration::from_millis(1))
+    }
+}
+
+impl NoRoundBackoff {
+    /// Longest pause.
+    pub const MAX: Duration = Duration::from_millis(200);
+
+    /// The pause to make now (and the next one doubles).
+    pub fn pause(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        d
+    }
+
+    /// A real round happened: the next pause is short again.
+    pub fn reset(&mut self) {
+        self.0 = Duration::from_millis(1);
+    }
 }

@@ -4,7 +4,7 @@
 use super::channel::{Conn, ServerKey};
 use super::files::{self, Advert, AdvertFiles, ProcId, Response, ResponseScan, Role};
 use super::relay::{self, End};
-use super::round::{waiter_round, Waited};
+use super::round::{waiter_round, NoRoundBackoff, Waited};
 use super::{HANDSHAKE_TIMEOUT, RELAY_SOCKET, STOP_CHECK};
 use crate::domain::Domain;
 use crate::error::{err, Result};
@@ -140,6 +140,7 @@ pub(crate) fn start_waiter(
             crate::log::quiet_panics(move || {
                 let mut served = Served(VecDeque::new());
                 let mut scan = scan_all.then(ResponseScan::new);
+                let mut backoff = NoRoundBackoff::default();
                 loop {
                     let r = waiter_round(
                         dom.semaphore().core(),
@@ -156,7 +157,23 @@ pub(crate) fn start_waiter(
                         },
                     );
                     match r {
-                        Ok(Waited::Round) => continue,
+                        Ok(Waited::Round) => backoff.reset(),
+                        Ok(Waited::NoRound) => {
+                            // A unit no round explains: pause before the
+                            // next wait, waking early when a round starts
+                            // (the attacher sets the round mark and wakes
+                            // it) or the advertisement is withdrawn.
+                            let mark = dom.semaphore().round_mark();
+                            let pause = backoff.pause().min(STOP_CHECK);
+                            if mark.load(crate::sync::Ordering::Acquire) == 0 {
+                                mark.wait(0, Some(pause));
+                            } else {
+                                std::thread::sleep(pause);
+                            }
+                            if s2.is_set() {
+                                return;
+                            }
+                        }
                         Ok(Waited::Stopped) => return,
                         Err(e) => {
                             crate::log::error!(advert = %id, error = %e, "waiter stops");

@@ -581,7 +581,7 @@ fn map_area(py: Python<'_>, s: &Sessions) -> PyResult<Py<PyAny>> {
     let path = s.requests_path();
     let total = s.geometry().total_size;
     let file = py
-        .detach(|| mtipc::shm::open_checked(path, false))
+        .detach(|| mtipc::sys::fs::open_checked(path, false))
         .map_err(to_py)?;
     let len = file
         .metadata()

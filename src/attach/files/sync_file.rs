@@ -153,6 +153,12 @@ impl SyncFile {
         flock(&self.file, Lock::Shared, &self.path)
     }
 
+    /// `flock(LOCK_SH)` without blocking: `Ok(false)` if another
+    /// description holds `LOCK_EX`.
+    pub fn try_lock_shared(&self) -> Result<bool> {
+        try_flock(&self.file, Lock::Shared, &self.path)
+    }
+
     /// `flock(LOCK_EX)` without blocking: `Ok(false)` if another description
     /// holds a lock.
     pub fn try_lock_exclusive(&self) -> Result<bool> {
