@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+mod failpoint;
 pub mod sync;
 
 pub mod attach;
