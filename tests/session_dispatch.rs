@@ -447,6 +447,15 @@ fn managers_killed_at_random_moments() {
     drop(workers);
 }
 
+/// How a request of the 100k test ended, as its ticket saw it.
+enum End {
+    /// Answered by worker process `pid`, whose response names request
+    /// `body` (the worker echoes the request bytes).
+    Answered { pid: u32, body: u64 },
+    /// Failed with `Unavailable`.
+    Failed,
+}
+
 #[test]
 fn hundred_thousand_requests_while_workers_are_killed() {
     const TOTAL: u64 = 100_000;
@@ -459,19 +468,30 @@ fn hundred_thousand_requests_while_workers_are_killed() {
     let sessions: Vec<SessionId> = (0..64)
         .map(|_| s.table().create_session("tenant-a", 0, b"").unwrap())
         .collect();
+    let group_of_request = |n: u64| (n / 64 % 2) as u32;
     let workers: Arc<Mutex<Vec<(u32, Proc)>>> = Arc::new(Mutex::new(
         [0, 0, 1, 1]
             .into_iter()
             .map(|g| (g, Proc::worker(&scratch.path(), g, 0)))
             .collect(),
     ));
+    // The group of every worker process that ever ran.
+    let group_of_pid: Arc<Mutex<HashMap<u32, u32>>> = Arc::new(Mutex::new(
+        workers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(g, p)| (p.pid(), *g))
+            .collect(),
+    ));
     let started = Instant::now();
     let stop = Arc::new(mtipc::sync::Flag::new());
 
     // The killer: every 5-50 ms, kill -9 a random worker and start a new
-    // one in its group.
+    // one in its group. The other worker of the group lives meanwhile, so
+    // every group always has a live worker: no request may fail.
     let killer = {
-        let (workers, stop) = (workers.clone(), stop.clone());
+        let (workers, group_of_pid, stop) = (workers.clone(), group_of_pid.clone(), stop.clone());
         let dom = scratch.path();
         std::thread::spawn(move || {
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
@@ -489,41 +509,42 @@ fn hundred_thousand_requests_while_workers_are_killed() {
                 victim.kill9();
                 kills += 1;
                 let fresh = Proc::worker(&dom, g, 0);
+                group_of_pid.lock().unwrap().insert(fresh.pid(), g);
                 workers.lock().unwrap().insert(k, (g, fresh));
             }
             kills
         })
     };
 
-    // The manager: THREADS threads, each with up to DEPTH requests in flight.
-    let outcomes: Vec<HashMap<u64, bool>> = std::thread::scope(|sc| {
+    // The manager: THREADS threads, each with up to DEPTH requests in
+    // flight; each returns how every one of its requests ended.
+    let outcomes: Vec<Vec<(u64, End)>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (s, sessions) = (&s, &sessions);
                 sc.spawn(move || {
-                    let mut seen: HashMap<u64, bool> = HashMap::new();
+                    let mut ends: Vec<(u64, End)> = Vec::new();
                     let mut q: VecDeque<(u64, Ticket)> = VecDeque::new();
                     let mut next = t;
-                    let finish = |seen: &mut HashMap<u64, bool>, n: u64, mut tk: Ticket| {
-                        let ok = match tk.wait(LONG) {
+                    let finish = |ends: &mut Vec<(u64, End)>, n: u64, mut tk: Ticket| {
+                        let end = match tk.wait(LONG) {
                             Ok(r) => {
-                                let (_, body) = parse(&r);
-                                assert_eq!(
-                                    body,
-                                    n.to_le_bytes(),
-                                    "request {n} got another's answer"
-                                );
-                                true
+                                let (pid, body) = parse(&r);
+                                let body =
+                                    u64::from_le_bytes(body.try_into().unwrap_or_else(|_| {
+                                        panic!("request {n}: response body {body:?}")
+                                    }));
+                                End::Answered { pid, body }
                             }
-                            Err(e) if e.kind() == ErrorKind::Unavailable => false,
+                            Err(e) if e.kind() == ErrorKind::Unavailable => End::Failed,
                             Err(e) => panic!("request {n}: {e}"),
                         };
-                        assert!(seen.insert(n, ok).is_none(), "request {n} answered twice");
+                        ends.push((n, end));
                     };
                     while next < TOTAL || !q.is_empty() {
                         if next < TOTAL && q.len() < DEPTH {
                             let id = sessions[(next % 64) as usize];
-                            let g = (next / 64 % 2) as u32;
+                            let g = group_of_request(next);
                             match s.submit(id, g, &next.to_le_bytes()) {
                                 Ok(tk) => {
                                     q.push_back((next, tk));
@@ -535,9 +556,9 @@ fn hundred_thousand_requests_while_workers_are_killed() {
                             }
                         }
                         let (n, tk) = q.pop_front().unwrap();
-                        finish(&mut seen, n, tk);
+                        finish(&mut ends, n, tk);
                     }
-                    seen
+                    ends
                 })
             })
             .collect();
@@ -547,25 +568,74 @@ fn hundred_thousand_requests_while_workers_are_killed() {
     let kills = killer.join().unwrap();
     let elapsed = started.elapsed();
 
-    let mut answered = 0u64;
-    let mut failed = 0u64;
-    let mut all = std::collections::HashSet::new();
-    for m in &outcomes {
-        for (&n, &ok) in m {
-            assert!(all.insert(n), "request {n} counted twice");
-            if ok {
+    // Answers are counted by the request the response names, not by the
+    // ticket that got it: a response delivered twice (or to the wrong
+    // ticket) shows up as a request answered twice (and one never).
+    let mut answers = vec![0u32; TOTAL as usize];
+    let (mut answered, mut failed, mut tickets) = (0u64, 0u64, 0u64);
+    for (n, end) in outcomes.iter().flatten() {
+        tickets += 1;
+        match *end {
+            End::Answered { body, .. } => {
                 answered += 1;
-            } else {
-                failed += 1;
+                assert!(body < TOTAL, "request {n} got a response naming {body}");
+                answers[body as usize] += 1;
             }
+            End::Failed => failed += 1,
         }
     }
-    assert_eq!(answered + failed, TOTAL);
+    let snap = s.snapshot();
+    let requeued: Vec<u64> = snap.groups.iter().map(|g| g.requeued).collect();
     eprintln!(
-        "100k test: {TOTAL} requests in {elapsed:?}: {answered} answered, {failed} failed, {kills} workers killed; requeued {:?}",
-        s.snapshot().groups.iter().map(|g| g.requeued).collect::<Vec<_>>()
+        "100k test: {TOTAL} requests in {elapsed:?}: {answered} answered, {failed} failed, \
+         {kills} workers killed; requeued {requeued:?}"
     );
+    assert_eq!(tickets, TOTAL);
+    let twice: Vec<usize> = (0..answers.len()).filter(|&n| answers[n] > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} requests answered more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    // Each ticket got the response to its own request, from a worker of
+    // the request's group.
+    let group_of_pid = group_of_pid.lock().unwrap();
+    for (n, end) in outcomes.iter().flatten() {
+        if let End::Answered { pid, body } = *end {
+            assert_eq!(body, *n, "request {n} got the response to request {body}");
+            assert_eq!(
+                group_of_pid.get(&pid).copied(),
+                Some(group_of_request(*n)),
+                "request {n} answered by pid {pid}, not a worker of its group"
+            );
+        }
+    }
+    // Every request was answered: none failed although every group always
+    // had a live worker.
+    assert_eq!(
+        answers.iter().filter(|&&c| c == 1).count() as u64,
+        TOTAL,
+        "not every request was answered ({failed} failed)"
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed although every group had a live worker"
+    );
+    for g in &snap.groups {
+        assert_eq!(g.failed, 0, "group {} failed requests", g.group);
+        let want = (0..TOTAL)
+            .filter(|&n| group_of_request(n) == g.group)
+            .count() as u64;
+        assert_eq!(g.submitted, want, "group {} submitted count", g.group);
+    }
     assert!(kills >= 5, "the killer hardly ran ({kills} kills)");
+    // Kills landed while workers had requests: those were moved to the
+    // survivor of the group (and still answered once, checked above).
+    assert!(
+        requeued.iter().sum::<u64>() > 0,
+        "no kill landed while a worker had a request ({kills} kills)"
+    );
     // Reap whatever died last, then the region must be quiet.
     s.reap_dead();
     assert_quiet(&s);
