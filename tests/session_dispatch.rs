@@ -9,6 +9,10 @@
 //!   a request and has more queued: every request is answered by the other
 //!   worker of its group; in a group left without a worker they fail with
 //!   `Unavailable`. Nothing is answered twice; `in_flight` stays exact.
+//! - [`worker_killed_after_writing_its_response`]: a worker dies (failpoint
+//!   `respond-before-done`) after writing its response into the slot and
+//!   before marking it done: the request is answered once, by the other
+//!   worker of the group.
 //! - [`manager_killed_mid_wait`]: the submitting process is `kill -9`ed
 //!   while its requests are queued and served; the next manager finds every
 //!   `in_flight` equal to the slots naming the session, and gets every slot
@@ -28,6 +32,7 @@ use mtipc::session::{SessionId, Sessions, SessionsConfig, Ticket};
 use mtipc::{Domain, ErrorKind};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,9 +60,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(role: &str, args: &[String]) -> Proc {
-        let mut child = common::role_command("MTIPC_SD", role, args)
-            .spawn()
-            .expect("spawn child");
+        Proc::spawn_with(role, args, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables (failpoints).
+    fn spawn_with(role: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut c = common::role_command("MTIPC_SD", role, args);
+        c.envs(env.iter().copied());
+        let mut child = c.spawn().expect("spawn child");
         let out = BufReader::new(child.stdout.take().unwrap());
         Proc { child, out }
     }
@@ -167,13 +177,16 @@ fn child_entry() {
     std::process::exit(0);
 }
 
-/// `worker <domain> <name> <group> <delay_ms>`: serves until killed (or
-/// orphaned). With a delay it says "took <slot>" before each wait.
+/// `worker <domain> <name> <group> <delay_ms> [<gate>]`: serves until
+/// killed (or orphaned). With a delay it says "took <slot>" before each
+/// wait; with a gate (a file path) it says "took <slot>" and answers only
+/// once the file exists.
 fn child_worker(args: &[&str]) {
     let d = Domain::open(Some(args[0].as_ref())).unwrap();
     let s = Sessions::open(&d, args[1]).unwrap();
     let group: u32 = args[2].parse().unwrap();
     let delay: u64 = args[3].parse().unwrap();
+    let gate = args.get(4).map(std::path::Path::new);
     let mut w = s.register_worker(group).unwrap();
     let pid = std::process::id();
     say(&format!("ready {pid}"));
@@ -185,9 +198,14 @@ fn child_worker(args: &[&str]) {
         let Some(r) = w.next(Some(Duration::from_millis(500))) else {
             continue;
         };
-        if delay > 0 {
+        if delay > 0 || gate.is_some() {
             say(&format!("took {}", r.slot()));
             std::thread::sleep(Duration::from_millis(delay));
+        }
+        if let Some(gate) = gate {
+            while !gate.exists() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
         let mut resp = pid.to_le_bytes().to_vec();
         resp.extend_from_slice(r.bytes());
@@ -350,6 +368,66 @@ fn worker_killed_mid_request() {
         let e = t.wait(LONG).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     }
+    assert_quiet(&s);
+    drop(b);
+}
+
+/// README: "answered once even when a worker dies after writing its
+/// response but before marking it done". Worker A, armed with the
+/// failpoint `respond-before-done`, takes the request, writes its response
+/// into the slot and dies (SIGKILL) before the slot is marked done; the
+/// submitter's check reaps A and requeues the request to worker B. The
+/// submitter gets exactly one answer, B's (never the one A left in the
+/// slot), and the area ends quiet: the slot free, A's record freed, one
+/// request requeued, none failed, one served (by B).
+#[test]
+fn worker_killed_after_writing_its_response() {
+    let _g = serial();
+    let scratch = Scratch::new("wrote");
+    let d = scratch.domain();
+    let s = Sessions::create(&d, NAME, config(16)).unwrap();
+    let id = s.table().create_session("tenant-a", 0, b"").unwrap();
+    let gate = scratch.dir().join("gate");
+
+    // A alone in group 0: the request goes to it.
+    let mut a = Proc::spawn_with(
+        "worker",
+        &[
+            scratch.path(),
+            NAME.into(),
+            "0".into(),
+            "0".into(),
+            gate.display().to_string(),
+        ],
+        &[("MTIPC_FAILPOINTS", "respond-before-done")],
+    );
+    a.expect("ready");
+    let mut t = s.submit(id, 0, b"once").unwrap();
+    a.expect("took");
+    // B registered before A answers, so the group never lacks a worker.
+    let b = Proc::worker(&scratch.path(), 0, 0);
+    std::fs::write(&gate, b"").unwrap();
+    let st = common::wait_exit(&mut a.child, Duration::from_secs(10))
+        .expect("A did not die at the failpoint");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "A ended otherwise: {st}");
+
+    let r = t.wait(LONG).unwrap();
+    let (pid, body) = parse(&r);
+    assert_ne!(pid, a.pid(), "the submitter got the dead worker's response");
+    assert_eq!((pid, body), (b.pid(), &b"once"[..]));
+    drop(r);
+    drop(t);
+
+    let snap = s.snapshot();
+    let g0 = &snap.groups[0];
+    assert_eq!((g0.submitted, g0.requeued, g0.failed), (1, 1, 0));
+    assert_eq!(
+        g0.workers.len(),
+        1,
+        "A is still registered: {:?}",
+        g0.workers
+    );
+    assert_eq!((g0.workers[0].pid, g0.workers[0].served), (b.pid(), 1));
     assert_quiet(&s);
     drop(b);
 }
