@@ -6,6 +6,8 @@ into .venv), never the source tree: run them from the repository root.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import platform
 import signal
@@ -39,6 +41,41 @@ WAITER = textwrap.dedent(
 
 # futex(2)'s number, to see in /proc/PID/syscall that a process is blocked.
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+
+
+# The futex(2) operation that wakes sleepers; the semaphore's count sits 64
+# bytes into notify.sem.
+FUTEX_WAKE = 1
+SEM_COUNT_OFFSET = 64
+
+
+def wake_sleepers(dom_path: Path) -> int:
+    """Wakes every process asleep on the domain's semaphore word and returns
+    how many the kernel woke, i.e. how many sleepers its queue held. A
+    sleeper woken so finds the count as it was and sleeps again (to it, one
+    more spurious wake-up). Right after a post that must wake them this is
+    0: a sleeper the post missed stays queued until its 250 ms re-check,
+    which a timing check could not tell apart on a loaded machine."""
+    assert FUTEX_SYSCALL is not None, f"futex(2) number unknown on {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    with open(dom_path / "notify.sem", "r+b") as f, mmap.mmap(f.fileno(), 128) as m:
+        buf = (ctypes.c_char * 128).from_buffer(m)
+        try:
+            addr = ctypes.addressof(buf) + SEM_COUNT_OFFSET
+            n = libc.syscall(
+                ctypes.c_long(FUTEX_SYSCALL),
+                ctypes.c_void_p(addr),
+                ctypes.c_int(FUTEX_WAKE),
+                ctypes.c_int(0x7FFFFFFF),
+                None,
+                None,
+                ctypes.c_int(0),
+            )
+        finally:
+            del buf
+    assert n >= 0, f"futex wake: errno {ctypes.get_errno()}"
+    return int(n)
 
 
 @pytest.fixture
