@@ -36,10 +36,10 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # Loom models of the shared-memory logic: release build, bounded preemptions,
-# separate target directory so the cfg(loom) build does not evict the normal one.
+# separate target directory so the cfg(loom) build does not evict the normal
+# one; fails unless every model of src/**/loom_models*.rs ran.
 test-loom:
-	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
-	  $(CARGO) test --release --lib --target-dir target/loom -- loom_models
+	CARGO=$(CARGO) scripts/test-loom.sh
 
 demo: build python c-examples
 	@scripts/demo.sh
