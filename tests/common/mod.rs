@@ -184,3 +184,25 @@ pub fn read_all(r: Option<impl Read>) -> String {
     }
     s
 }
+
+/// Says that the test `test` did not run its checks, and why: on stderr,
+/// and as a line appended to the file `$MTIPC_SKIP_LOG` if it is set
+/// (`make test` sets it and lists the file in its summary, so that no
+/// skip goes unseen). The test returns after calling it.
+#[allow(dead_code)]
+pub fn skip(test: &str, reason: &str) {
+    let line = format!(
+        "rust tests/{}.rs {test}: {reason}",
+        env!("CARGO_CRATE_NAME")
+    );
+    eprintln!("skipped: {line}");
+    if let Some(path) = std::env::var_os("MTIPC_SKIP_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot append to $MTIPC_SKIP_LOG {path:?}: {e}"));
+        // One write(2) per line: tests of a file run in parallel threads.
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+}

@@ -2,11 +2,17 @@
 
 The tests import the installed ``mtipc`` (the wheel that ``make python`` puts
 into .venv), never the source tree: run them from the repository root.
+
+Skips are never silent: every skipped test is also written to the file
+``$MTIPC_SKIP_LOG`` when it is set (``make test`` lists it in its summary),
+and with ``MTIPC_TEST_STRICT=1`` (set by make) a test that lacks a tool it
+needs fails instead (``require_module``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import mmap
 import os
 import platform
@@ -17,6 +23,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
@@ -41,6 +48,43 @@ WAITER = textwrap.dedent(
 
 # futex(2)'s number, to see in /proc/PID/syscall that a process is blocked.
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+
+
+STRICT = os.environ.get("MTIPC_TEST_STRICT") == "1"
+
+
+def require_module(name: str, why: str) -> ModuleType:
+    """Imports module `name`, which a test needs. Missing, it skips the test
+    (or the whole file, called at module level), or under make
+    (MTIPC_TEST_STRICT=1) fails it: there a missing tool is a broken
+    setup, not a reason to test less."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        msg = f"{name} is not installed ({why}): {e}"
+        if STRICT:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
+
+
+def _log_skip(nodeid: str, longrepr: object) -> None:
+    path = os.environ.get("MTIPC_SKIP_LOG")
+    if not path:
+        return
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    reason = str(reason).removeprefix("Skipped: ")
+    with open(path, "a") as f:
+        f.write(f"python {nodeid}: {reason}\n")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _log_skip(report.nodeid, report.longrepr)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:
+        _log_skip(report.nodeid, report.longrepr)
 
 
 # The futex(2) operation that wakes sleepers; the semaphore's count sits 64
