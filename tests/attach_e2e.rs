@@ -26,7 +26,7 @@ use e2e::*;
 use mtipc::attach::{self, AttachOptions};
 use mtipc::{Domain, ErrorKind};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
@@ -390,6 +390,41 @@ fn wait_mid_round(domain: &Domain, sync_of: &Path) {
     );
 }
 
+/// The attach round marker of the domain (notify.sem, offset 96): set by
+/// an attacher before it writes a response file, cleared once its round is
+/// cleaned up (docs/attach.md, "Leftovers").
+fn round_marker(dom: &Path) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(dom.join("notify.sem")).unwrap();
+    let mut b = [0u8; 4];
+    f.read_exact_at(&mut b, 96).unwrap();
+    u32::from_ne_bytes(b)
+}
+
+/// Stops process `pid` (SIGSTOP) and waits until the kernel shows it
+/// stopped. False if it had exited already (a zombie: nothing to stop).
+fn stop_process(pid: u32) -> bool {
+    signal(pid, libc::SIGSTOP);
+    let t0 = Instant::now();
+    loop {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        match st
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next()
+        {
+            Some('T' | 't') => return true,
+            Some('Z' | 'X') | None => return false,
+            _ => {}
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{pid} did not stop");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn fault_attacher_killed_mid_round() {
     let _g = serial();
@@ -408,12 +443,22 @@ fn fault_attacher_killed_mid_round() {
     let mut cli = cli_attach(&s.dom(), "x0", "lost", &["--timeout-ms", "30000"]);
     wait_mid_round(&domain, &adverts.join("y0"));
     assert!(adverts.join("x0/response").exists());
-    let _ = cli.kill();
-    cli.wait().unwrap();
+    assert_eq!(
+        round_marker(&s.dom()),
+        1,
+        "the round marker is set mid-round"
+    );
+    cli.kill().expect("kill the attacher");
+    let st = cli.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st}");
+    // Its round was not cleaned up: the marker stays for the next one.
+    assert_eq!(round_marker(&s.dom()), 1);
 
-    // The next round works and ends at zero.
+    // The next round works (it clears the leftovers, marker included) and
+    // ends at zero.
     attach_echo(&domain, "y0");
     assert_round_clean(&domain);
+    assert_eq!(round_marker(&s.dom()), 0);
     // The stopped target wakes up: the dead attacher's response is not
     // served, and a new round to it works.
     signal(x.pid(), libc::SIGCONT);
@@ -422,30 +467,78 @@ fn fault_attacher_killed_mid_round() {
     attach_echo(&domain, "y1");
     wait_marker(&s.file("marker"), &["y0", "x0", "y1"]);
 
-    // kill -9 at random points of rounds to a live tenant (y1): each time
-    // the next round (to y0 or x0) works and leaves the domain clean.
+    // kill -9 at random points of rounds to a live tenant (y1). Each
+    // attacher is stopped (SIGSTOP) once its round is seen under way (the
+    // round marker set), a random moment later, and killed while stopped:
+    // the kill landed mid-round exactly when the marker is still set then
+    // (only this attacher runs rounds; the next round clears what a killed
+    // one leaves). Each attacher dies of the SIGKILL, or had finished; each
+    // time the next round (to y0 or x0) works, leaves the domain clean
+    // (the semaphore at 0) and clears the marker. Until 8 kills landed
+    // mid-round (at most 60 attempts).
     let mut rng = Rng(mono_ns() | 1);
-    let kills = 12;
-    for i in 0..kills {
-        let delay = Duration::from_micros(rng.below(60_000));
+    let (want_mid, max_tries) = (8, 60);
+    let (mut tries, mut mid_round, mut killed, mut finished) = (0, 0, 0, 0);
+    while mid_round < want_mid && tries < max_tries {
         let mut cli = cli_attach(&s.dom(), "y1", "maybe", &[]);
-        std::thread::sleep(delay);
-        let _ = cli.kill();
+        let pid = cli.id();
+        let t0 = Instant::now();
+        while round_marker(&s.dom()) == 0 && cli.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no round began");
+            std::hint::spin_loop();
+        }
+        let delay = Duration::from_micros(rng.below(10_000));
+        let t1 = Instant::now();
+        while t1.elapsed() < delay {
+            std::hint::spin_loop();
+        }
+        let stopped = stop_process(pid);
+        let mid = stopped && round_marker(&s.dom()) != 0;
+        cli.kill().expect("kill the attacher");
         let st = cli.wait().unwrap();
-        let target = if i % 2 == 0 { "y0" } else { "x0" };
+        match st.signal() {
+            Some(libc::SIGKILL) => killed += 1,
+            _ => {
+                let err = read_all(cli.stderr.take());
+                assert!(st.success() && !mid, "attacher ended {st}: {err}");
+                finished += 1;
+            }
+        }
+        mid_round += mid as u32;
+        tries += 1;
+        let target = if tries % 2 == 0 { "y0" } else { "x0" };
         attach_echo(&domain, target);
         let p = round_clean_problems(&domain);
-        assert!(p.is_empty(), "after a kill at {delay:?} ({st}): {p:?}");
+        assert!(
+            p.is_empty(),
+            "after a kill {} ({st}): {p:?}",
+            if mid { "mid-round" } else { "outside a round" }
+        );
+        assert_eq!(
+            round_marker(&s.dom()),
+            0,
+            "the next round left the marker set"
+        );
     }
+    eprintln!(
+        "{tries} attachers: {mid_round} killed mid-round, {} killed outside their round, \
+         {finished} finished first",
+        killed - mid_round
+    );
+    assert!(
+        mid_round >= want_mid,
+        "only {mid_round} of {tries} kills landed mid-round"
+    );
+    let kills = tries as usize;
     // Every round to y0 and x0 reached its handler once; y1's handler ran
-    // at most once per killed attacher (those that got that far).
+    // at most once per attacher (those that got that far).
     wait_until(
         Duration::from_secs(10),
         &|| format!("marker {:?}", lines(&s.file("marker"))),
         || {
             let m = lines(&s.file("marker"));
             let n = |id: &str| m.iter().filter(|l| *l == id).count();
-            n("y0") == 1 + kills / 2 && n("x0") == 1 + kills / 2 && n("y1") <= 1 + kills
+            n("y0") == 1 + kills / 2 && n("x0") == 1 + kills.div_ceil(2) && n("y1") <= 1 + kills
         },
     );
     assert_round_clean(&domain);
