@@ -26,7 +26,7 @@ use e2e::*;
 use mtipc::attach::{self, AttachOptions};
 use mtipc::{Domain, ErrorKind};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
@@ -722,7 +722,10 @@ fn foreign_uid_is_denied() {
     let _g = serial();
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("foreign_uid_is_denied: skipped (needs root to run a child as uid 65534)");
+        common::skip(
+            "foreign_uid_is_denied",
+            "needs root to run a child as uid 65534",
+        );
         return;
     }
     let s = Scratch::new("foreign");
@@ -732,9 +735,11 @@ fn foreign_uid_is_denied() {
     wait_listed(&domain, &t.ids);
     let target = s.dom().join("adverts/f0");
     let args = [s.dom().display().to_string(), target.display().to_string()];
-    let mut c = role_command("foreign", &args);
-    c.uid(65534).gid(65534);
-    let mut child = c.spawn().expect("spawn as uid 65534");
+    // From a copy of this binary that uid 65534 can run wherever the
+    // checkout is (see common::spawn_as_uid).
+    let (_bin, mut child) = common::spawn_as_uid(65534, |exe| {
+        common::role_command_at(exe, "MTIPC_E2E", "foreign", &args)
+    });
     let st = wait_exit(&mut child, Duration::from_secs(20)).expect("foreign child exits");
     let out = read_all(child.stdout.take());
     assert!(st.success(), "{st}: {out}");
