@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+mod failpoint;
 #[macro_use]
 pub mod log;
 pub mod sync;

@@ -21,7 +21,6 @@ use std::io::{BufRead, BufReader, ErrorKind as IoKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -630,7 +629,10 @@ fn a_full_relay_refuses_with_full() {
 #[test]
 fn another_uid_is_refused_by_peer_credentials() {
     if euid() != 0 {
-        eprintln!("skipped: needs root to run a child as another uid");
+        common::skip(
+            "another_uid_is_refused_by_peer_credentials",
+            "needs root to run a child as another uid",
+        );
         return;
     }
     let r = Served::start("uid", quick());
@@ -642,20 +644,11 @@ fn another_uid_is_refused_by_peer_credentials() {
     let id = new_id();
     let mut kids = Kids::default();
     let path = r.path();
-    let mut c = child("attacher", &[path.to_str().unwrap(), &hex(&id)]);
-    c.uid(65534).gid(65534);
-    match c.spawn() {
-        Ok(k) => kids.0.push(k),
-        // A target directory uid 65534 cannot reach.
-        Err(e) if e.kind() == IoKind::PermissionDenied => {
-            eprintln!(
-                "skipped: uid 65534 cannot run {:?}: {e}",
-                std::env::current_exe()
-            );
-            return;
-        }
-        Err(e) => panic!("spawn: {e}"),
-    }
+    let args = [path.display().to_string(), hex(&id)];
+    let (_bin, k) = common::spawn_as_uid(65534, |exe| {
+        common::role_command_at(exe, "MTIPC_RELAY", "attacher", &args)
+    });
+    kids.0.push(k);
     r.relay.register(Pairing {
         attacher_pid: kids.0[0].id(),
         ..pairing(id, 0, 0)

@@ -1,12 +1,20 @@
 //! A quick, deterministic stand-in for the fuzz targets under `fuzz/`, run by
 //! `make test`: the parsers of files other processes write see valid inputs,
 //! every truncation of them, and many random mutations, and must never panic
-//! or accept anything but the canonical form. (`make fuzz` runs the real
+//! or accept anything but the canonical form: the layout file, a region
+//! header, an advertisement, an attach response, a relay hello, a session
+//! table region and a request area. (`make fuzz` runs the real
 //! coverage-guided fuzzers.)
 
 use mtipc::attach::files::{Advert, Response, Role, DAEMON_ID};
 use mtipc::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 use mtipc::domain::{layout_text, parse_layout};
+use mtipc::session::layout::{validate_prefix, PREFIX};
+use mtipc::session::requests::{
+    read_geometry, validate as validate_requests, Geometry as RequestGeometry, SlotWord,
+    WorkerWord, MAGIC as REQUESTS_MAGIC,
+};
+use mtipc::session::{validate_region, Geometry as TableGeometry};
 use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
 use mtipc::{ErrorKind, LAYOUT_VERSION};
 
@@ -257,4 +265,184 @@ fn relay_hello_parser_survives_mutations() {
     let mut long = hello_line(End::Tenant, &pairing).into_bytes();
     long.splice(0..0, vec![b' '; MAX_HELLO]);
     assert_eq!(parse_hello(&long).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+/// A table region of capacity 3 and 8 process records, as `Table::create`
+/// makes it (prefix, then zeros).
+fn session_region() -> Vec<u8> {
+    let g = TableGeometry::new(3, 8).unwrap();
+    let mut v = g.encode().to_vec();
+    v.resize(g.total as usize, 0);
+    v
+}
+
+#[test]
+fn session_region_parser_survives_mutations() {
+    let good = session_region();
+    let g = validate_region(&good).unwrap();
+    assert_eq!((g.capacity, g.records, g.total), (3, 8, good.len() as u64));
+    for i in 0..good.len() {
+        let e = validate_region(&good[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    let mut rng = Rng(0x7ab1_e5e5);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..50_000 {
+        // The prefix mutated, then the region at its own length (padded or
+        // cut to the good one's) and as it came out.
+        let input = mutate(&mut rng, &good[..PREFIX]);
+        let mut full = input.clone();
+        full.resize(good.len(), 0);
+        for bytes in [&full, &input] {
+            match validate_region(bytes) {
+                // Accepted only if it is exactly the region a table of that
+                // geometry is made with (as the fuzz target checks).
+                Ok(g) => {
+                    assert_eq!(g.total, bytes.len() as u64);
+                    assert_eq!(TableGeometry::new(g.capacity, g.records).unwrap(), g);
+                    assert_eq!(g.encode()[..], bytes[..PREFIX]);
+                    accepted += 1;
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Version),
+                        "{e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        // The prefix check alone, for a file of another length.
+        let _ = validate_prefix(&input, 1 << 20, "t");
+    }
+    println!("session region mutants: {accepted} accepted, {refused} refused");
+    assert!(accepted > 0, "no mutant was the good region again");
+    assert!(refused > 0);
+}
+
+/// A request area of 2 groups, 3 worker records, 4 slots of 8 bytes, as
+/// `Sessions::create` makes it (region header, area header, zeros).
+fn request_region() -> Vec<u8> {
+    let g = RequestGeometry::new(2, 3, 4, 8).unwrap();
+    let mut v = RegionHeader {
+        magic: *REQUESTS_MAGIC,
+        layout_version: LAYOUT_VERSION,
+        header_size: HEADER_SIZE as u32,
+        total_size: g.total_size,
+    }
+    .encode()
+    .to_vec();
+    v.extend_from_slice(&g.encode());
+    v.resize(g.total_size as usize, 0);
+    v
+}
+
+/// What an accepted request area must be (as the fuzz target checks): of
+/// the size its capacities give, its header re-encoding to itself, every
+/// state word decoding to itself, every length within max_message.
+fn check_accepted_request_region(g: &RequestGeometry, bytes: &[u8]) {
+    assert_eq!(g.total_size, bytes.len() as u64);
+    assert_eq!(
+        RequestGeometry::new(g.groups, g.workers, g.slots, g.max_message).unwrap(),
+        *g
+    );
+    assert_eq!(g.encode()[..], bytes[HEADER_SIZE..HEADER_SIZE + 64]);
+    let le64 =
+        |at: u64| u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into().unwrap());
+    let le32 =
+        |at: u64| u32::from_le_bytes(bytes[at as usize..at as usize + 4].try_into().unwrap());
+    for i in 0..u64::from(g.slots) {
+        let w = le64(g.words_off + 8 * i);
+        let d = SlotWord::decode(w, g.groups, g.workers).expect("accepted slot word");
+        assert_eq!(d.encode(), w, "slot word {w:#x} decodes to itself");
+        let h = g.heads_off + 64 * i;
+        assert!(le32(h + 16) <= g.max_message && le32(h + 20) <= g.max_message);
+    }
+    for i in 0..u64::from(g.workers) {
+        let w = le64(g.workers_off + 64 * i);
+        let d = WorkerWord::decode(w, g.groups).expect("accepted worker word");
+        assert_eq!(d.encode(), w, "worker word {w:#x} decodes to itself");
+    }
+}
+
+#[test]
+fn request_region_parser_survives_mutations() {
+    let good = request_region();
+    let g = validate_requests(&good).unwrap();
+    assert_eq!((g.groups, g.workers, g.slots, g.max_message), (2, 3, 4, 8));
+    check_accepted_request_region(&g, &good);
+    for i in 0..good.len() {
+        let e = validate_requests(&good[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    for i in 0..128 {
+        let e = read_geometry(&good[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    let refused_ok = |e: &mtipc::Error| {
+        assert!(
+            matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Version),
+            "{e}"
+        )
+    };
+    let mut rng = Rng(0x4e9_0e57);
+    let (mut accepted, mut refused) = (0, 0);
+    // The two headers mutated (the rest as in the good area).
+    for _ in 0..50_000 {
+        let input = mutate(&mut rng, &good[..128]);
+        let mut full = input.clone();
+        full.resize(good.len(), 0);
+        for bytes in [&full, &input] {
+            match validate_requests(bytes) {
+                Ok(g) => {
+                    check_accepted_request_region(&g, bytes);
+                    accepted += 1;
+                }
+                Err(e) => {
+                    refused_ok(&e);
+                    refused += 1;
+                }
+            }
+        }
+        let _ = read_geometry(&input);
+    }
+    // A few bits flipped in what validation reads past the headers: the
+    // worker state words, the slot state words, the slot heads' lengths.
+    // Many such values are valid (other generations, states, groups,
+    // shorter lengths), many are not.
+    let mut fields: Vec<usize> = Vec::new();
+    for i in 0..g.workers as usize {
+        fields.extend((0..8).map(|b| g.workers_off as usize + 64 * i + b));
+    }
+    for i in 0..g.slots as usize {
+        fields.extend((0..8).map(|b| g.words_off as usize + 8 * i + b));
+        fields.extend((16..24).map(|b| g.heads_off as usize + 64 * i + b));
+    }
+    let (mut words_accepted, mut words_refused) = (0, 0);
+    for _ in 0..50_000 {
+        let mut bytes = good.clone();
+        for _ in 0..1 + rng.below(3) {
+            bytes[fields[rng.below(fields.len())]] ^= 1 << rng.below(8);
+        }
+        match validate_requests(&bytes) {
+            Ok(g) => {
+                check_accepted_request_region(&g, &bytes);
+                words_accepted += 1;
+            }
+            Err(e) => {
+                refused_ok(&e);
+                words_refused += 1;
+            }
+        }
+    }
+    println!(
+        "request area mutants: headers {accepted} accepted, {refused} refused; \
+         state words and heads {words_accepted} accepted, {words_refused} refused"
+    );
+    assert!(accepted > 0, "no header mutant was the good area again");
+    assert!(refused > 0);
+    assert!(
+        words_accepted > 0 && words_refused > 0,
+        "state word mutants: {words_accepted} accepted, {words_refused} refused"
+    );
 }

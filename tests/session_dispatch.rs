@@ -9,6 +9,10 @@
 //!   a request and has more queued: every request is answered by the other
 //!   worker of its group; in a group left without a worker they fail with
 //!   `Unavailable`. Nothing is answered twice; `in_flight` stays exact.
+//! - [`worker_killed_after_writing_its_response`]: a worker dies (failpoint
+//!   `respond-before-done`) after writing its response into the slot and
+//!   before marking it done: the request is answered once, by the other
+//!   worker of the group.
 //! - [`manager_killed_mid_wait`]: the submitting process is `kill -9`ed
 //!   while its requests are queued and served; the next manager finds every
 //!   `in_flight` equal to the slots naming the session, and gets every slot
@@ -28,6 +32,7 @@ use mtipc::session::{SessionId, Sessions, SessionsConfig, Ticket};
 use mtipc::{Domain, ErrorKind};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,9 +60,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(role: &str, args: &[String]) -> Proc {
-        let mut child = common::role_command("MTIPC_SD", role, args)
-            .spawn()
-            .expect("spawn child");
+        Proc::spawn_with(role, args, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables (failpoints).
+    fn spawn_with(role: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut c = common::role_command("MTIPC_SD", role, args);
+        c.envs(env.iter().copied());
+        let mut child = c.spawn().expect("spawn child");
         let out = BufReader::new(child.stdout.take().unwrap());
         Proc { child, out }
     }
@@ -167,13 +177,16 @@ fn child_entry() {
     std::process::exit(0);
 }
 
-/// `worker <domain> <name> <group> <delay_ms>`: serves until killed (or
-/// orphaned). With a delay it says "took <slot>" before each wait.
+/// `worker <domain> <name> <group> <delay_ms> [<gate>]`: serves until
+/// killed (or orphaned). With a delay it says "took <slot>" before each
+/// wait; with a gate (a file path) it says "took <slot>" and answers only
+/// once the file exists.
 fn child_worker(args: &[&str]) {
     let d = Domain::open(Some(args[0].as_ref())).unwrap();
     let s = Sessions::open(&d, args[1]).unwrap();
     let group: u32 = args[2].parse().unwrap();
     let delay: u64 = args[3].parse().unwrap();
+    let gate = args.get(4).map(std::path::Path::new);
     let mut w = s.register_worker(group).unwrap();
     let pid = std::process::id();
     say(&format!("ready {pid}"));
@@ -185,9 +198,14 @@ fn child_worker(args: &[&str]) {
         let Some(r) = w.next(Some(Duration::from_millis(500))) else {
             continue;
         };
-        if delay > 0 {
+        if delay > 0 || gate.is_some() {
             say(&format!("took {}", r.slot()));
             std::thread::sleep(Duration::from_millis(delay));
+        }
+        if let Some(gate) = gate {
+            while !gate.exists() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
         let mut resp = pid.to_le_bytes().to_vec();
         resp.extend_from_slice(r.bytes());
@@ -354,6 +372,66 @@ fn worker_killed_mid_request() {
     drop(b);
 }
 
+/// README: "answered once even when a worker dies after writing its
+/// response but before marking it done". Worker A, armed with the
+/// failpoint `respond-before-done`, takes the request, writes its response
+/// into the slot and dies (SIGKILL) before the slot is marked done; the
+/// submitter's check reaps A and requeues the request to worker B. The
+/// submitter gets exactly one answer, B's (never the one A left in the
+/// slot), and the area ends quiet: the slot free, A's record freed, one
+/// request requeued, none failed, one served (by B).
+#[test]
+fn worker_killed_after_writing_its_response() {
+    let _g = serial();
+    let scratch = Scratch::new("wrote");
+    let d = scratch.domain();
+    let s = Sessions::create(&d, NAME, config(16)).unwrap();
+    let id = s.table().create_session("tenant-a", 0, b"").unwrap();
+    let gate = scratch.dir().join("gate");
+
+    // A alone in group 0: the request goes to it.
+    let mut a = Proc::spawn_with(
+        "worker",
+        &[
+            scratch.path(),
+            NAME.into(),
+            "0".into(),
+            "0".into(),
+            gate.display().to_string(),
+        ],
+        &[("MTIPC_FAILPOINTS", "respond-before-done")],
+    );
+    a.expect("ready");
+    let mut t = s.submit(id, 0, b"once").unwrap();
+    a.expect("took");
+    // B registered before A answers, so the group never lacks a worker.
+    let b = Proc::worker(&scratch.path(), 0, 0);
+    std::fs::write(&gate, b"").unwrap();
+    let st = common::wait_exit(&mut a.child, Duration::from_secs(10))
+        .expect("A did not die at the failpoint");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "A ended otherwise: {st}");
+
+    let r = t.wait(LONG).unwrap();
+    let (pid, body) = parse(&r);
+    assert_ne!(pid, a.pid(), "the submitter got the dead worker's response");
+    assert_eq!((pid, body), (b.pid(), &b"once"[..]));
+    drop(r);
+    drop(t);
+
+    let snap = s.snapshot();
+    let g0 = &snap.groups[0];
+    assert_eq!((g0.submitted, g0.requeued, g0.failed), (1, 1, 0));
+    assert_eq!(
+        g0.workers.len(),
+        1,
+        "A is still registered: {:?}",
+        g0.workers
+    );
+    assert_eq!((g0.workers[0].pid, g0.workers[0].served), (b.pid(), 1));
+    assert_quiet(&s);
+    drop(b);
+}
+
 #[test]
 fn manager_killed_mid_wait() {
     let _g = serial();
@@ -447,6 +525,15 @@ fn managers_killed_at_random_moments() {
     drop(workers);
 }
 
+/// How a request of the 100k test ended, as its ticket saw it.
+enum End {
+    /// Answered by worker process `pid`, whose response names request
+    /// `body` (the worker echoes the request bytes).
+    Answered { pid: u32, body: u64 },
+    /// Failed with `Unavailable`.
+    Failed,
+}
+
 #[test]
 fn hundred_thousand_requests_while_workers_are_killed() {
     const TOTAL: u64 = 100_000;
@@ -459,19 +546,30 @@ fn hundred_thousand_requests_while_workers_are_killed() {
     let sessions: Vec<SessionId> = (0..64)
         .map(|_| s.table().create_session("tenant-a", 0, b"").unwrap())
         .collect();
+    let group_of_request = |n: u64| (n / 64 % 2) as u32;
     let workers: Arc<Mutex<Vec<(u32, Proc)>>> = Arc::new(Mutex::new(
         [0, 0, 1, 1]
             .into_iter()
             .map(|g| (g, Proc::worker(&scratch.path(), g, 0)))
             .collect(),
     ));
+    // The group of every worker process that ever ran.
+    let group_of_pid: Arc<Mutex<HashMap<u32, u32>>> = Arc::new(Mutex::new(
+        workers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(g, p)| (p.pid(), *g))
+            .collect(),
+    ));
     let started = Instant::now();
     let stop = Arc::new(mtipc::sync::Flag::new());
 
     // The killer: every 5-50 ms, kill -9 a random worker and start a new
-    // one in its group.
+    // one in its group. The other worker of the group lives meanwhile, so
+    // every group always has a live worker: no request may fail.
     let killer = {
-        let (workers, stop) = (workers.clone(), stop.clone());
+        let (workers, group_of_pid, stop) = (workers.clone(), group_of_pid.clone(), stop.clone());
         let dom = scratch.path();
         std::thread::spawn(move || {
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
@@ -489,41 +587,42 @@ fn hundred_thousand_requests_while_workers_are_killed() {
                 victim.kill9();
                 kills += 1;
                 let fresh = Proc::worker(&dom, g, 0);
+                group_of_pid.lock().unwrap().insert(fresh.pid(), g);
                 workers.lock().unwrap().insert(k, (g, fresh));
             }
             kills
         })
     };
 
-    // The manager: THREADS threads, each with up to DEPTH requests in flight.
-    let outcomes: Vec<HashMap<u64, bool>> = std::thread::scope(|sc| {
+    // The manager: THREADS threads, each with up to DEPTH requests in
+    // flight; each returns how every one of its requests ended.
+    let outcomes: Vec<Vec<(u64, End)>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (s, sessions) = (&s, &sessions);
                 sc.spawn(move || {
-                    let mut seen: HashMap<u64, bool> = HashMap::new();
+                    let mut ends: Vec<(u64, End)> = Vec::new();
                     let mut q: VecDeque<(u64, Ticket)> = VecDeque::new();
                     let mut next = t;
-                    let finish = |seen: &mut HashMap<u64, bool>, n: u64, mut tk: Ticket| {
-                        let ok = match tk.wait(LONG) {
+                    let finish = |ends: &mut Vec<(u64, End)>, n: u64, mut tk: Ticket| {
+                        let end = match tk.wait(LONG) {
                             Ok(r) => {
-                                let (_, body) = parse(&r);
-                                assert_eq!(
-                                    body,
-                                    n.to_le_bytes(),
-                                    "request {n} got another's answer"
-                                );
-                                true
+                                let (pid, body) = parse(&r);
+                                let body =
+                                    u64::from_le_bytes(body.try_into().unwrap_or_else(|_| {
+                                        panic!("request {n}: response body {body:?}")
+                                    }));
+                                End::Answered { pid, body }
                             }
-                            Err(e) if e.kind() == ErrorKind::Unavailable => false,
+                            Err(e) if e.kind() == ErrorKind::Unavailable => End::Failed,
                             Err(e) => panic!("request {n}: {e}"),
                         };
-                        assert!(seen.insert(n, ok).is_none(), "request {n} answered twice");
+                        ends.push((n, end));
                     };
                     while next < TOTAL || !q.is_empty() {
                         if next < TOTAL && q.len() < DEPTH {
                             let id = sessions[(next % 64) as usize];
-                            let g = (next / 64 % 2) as u32;
+                            let g = group_of_request(next);
                             match s.submit(id, g, &next.to_le_bytes()) {
                                 Ok(tk) => {
                                     q.push_back((next, tk));
@@ -535,9 +634,9 @@ fn hundred_thousand_requests_while_workers_are_killed() {
                             }
                         }
                         let (n, tk) = q.pop_front().unwrap();
-                        finish(&mut seen, n, tk);
+                        finish(&mut ends, n, tk);
                     }
-                    seen
+                    ends
                 })
             })
             .collect();
@@ -547,25 +646,74 @@ fn hundred_thousand_requests_while_workers_are_killed() {
     let kills = killer.join().unwrap();
     let elapsed = started.elapsed();
 
-    let mut answered = 0u64;
-    let mut failed = 0u64;
-    let mut all = std::collections::HashSet::new();
-    for m in &outcomes {
-        for (&n, &ok) in m {
-            assert!(all.insert(n), "request {n} counted twice");
-            if ok {
+    // Answers are counted by the request the response names, not by the
+    // ticket that got it: a response delivered twice (or to the wrong
+    // ticket) shows up as a request answered twice (and one never).
+    let mut answers = vec![0u32; TOTAL as usize];
+    let (mut answered, mut failed, mut tickets) = (0u64, 0u64, 0u64);
+    for (n, end) in outcomes.iter().flatten() {
+        tickets += 1;
+        match *end {
+            End::Answered { body, .. } => {
                 answered += 1;
-            } else {
-                failed += 1;
+                assert!(body < TOTAL, "request {n} got a response naming {body}");
+                answers[body as usize] += 1;
             }
+            End::Failed => failed += 1,
         }
     }
-    assert_eq!(answered + failed, TOTAL);
+    let snap = s.snapshot();
+    let requeued: Vec<u64> = snap.groups.iter().map(|g| g.requeued).collect();
     eprintln!(
-        "100k test: {TOTAL} requests in {elapsed:?}: {answered} answered, {failed} failed, {kills} workers killed; requeued {:?}",
-        s.snapshot().groups.iter().map(|g| g.requeued).collect::<Vec<_>>()
+        "100k test: {TOTAL} requests in {elapsed:?}: {answered} answered, {failed} failed, \
+         {kills} workers killed; requeued {requeued:?}"
     );
+    assert_eq!(tickets, TOTAL);
+    let twice: Vec<usize> = (0..answers.len()).filter(|&n| answers[n] > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} requests answered more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    // Each ticket got the response to its own request, from a worker of
+    // the request's group.
+    let group_of_pid = group_of_pid.lock().unwrap();
+    for (n, end) in outcomes.iter().flatten() {
+        if let End::Answered { pid, body } = *end {
+            assert_eq!(body, *n, "request {n} got the response to request {body}");
+            assert_eq!(
+                group_of_pid.get(&pid).copied(),
+                Some(group_of_request(*n)),
+                "request {n} answered by pid {pid}, not a worker of its group"
+            );
+        }
+    }
+    // Every request was answered: none failed although every group always
+    // had a live worker.
+    assert_eq!(
+        answers.iter().filter(|&&c| c == 1).count() as u64,
+        TOTAL,
+        "not every request was answered ({failed} failed)"
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed although every group had a live worker"
+    );
+    for g in &snap.groups {
+        assert_eq!(g.failed, 0, "group {} failed requests", g.group);
+        let want = (0..TOTAL)
+            .filter(|&n| group_of_request(n) == g.group)
+            .count() as u64;
+        assert_eq!(g.submitted, want, "group {} submitted count", g.group);
+    }
     assert!(kills >= 5, "the killer hardly ran ({kills} kills)");
+    // Kills landed while workers had requests: those were moved to the
+    // survivor of the group (and still answered once, checked above).
+    assert!(
+        requeued.iter().sum::<u64>() > 0,
+        "no kill landed while a worker had a request ({kills} kills)"
+    );
     // Reap whatever died last, then the region must be quiet.
     s.reap_dead();
     assert_quiet(&s);

@@ -4,6 +4,9 @@
 //! on stderr). Each check asserts the kind *and* that the message names the
 //! path or the problem, and that the refusal left the domain as it was.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use mtipc::{Domain, ErrorKind};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -235,7 +238,7 @@ fn symlink_where_the_directory_should_be() {
 #[test]
 fn directory_owned_by_another_user() {
     if unsafe { libc::geteuid() } != 0 {
-        println!("note: directory_owned_by_another_user skipped (needs root to chown)");
+        common::skip("directory_owned_by_another_user", "needs root to chown");
         return;
     }
     let (_s, d) = good_domain("owner");
@@ -466,7 +469,7 @@ fn notify_sem_open_to_others() {
 #[test]
 fn notify_sem_owned_by_another_user() {
     if unsafe { libc::geteuid() } != 0 {
-        println!("note: notify_sem_owned_by_another_user skipped (needs root to chown)");
+        common::skip("notify_sem_owned_by_another_user", "needs root to chown");
         return;
     }
     let (_s, d) = good_domain("semowner");

@@ -9,17 +9,24 @@
 //! - [`posters_killed_at_random_moments`]: posters `kill -9`ed at random
 //!   moments while waiter processes take; no post that completed is lost, no
 //!   unit is taken that was never posted, and the domain still works.
+//! - [`poster_killed_between_add_and_wake`]: a poster dies (failpoint
+//!   `sem-post-before-wake`) after its atomic add and before its futex
+//!   wake; the sleepers take the units anyway, by their periodic re-check.
 //! - [`concurrent_creation_of_one_domain`]: two processes create the same new
 //!   domain at the same instant, many times; both succeed and share it.
 //!
-//! The tests take a common lock so that their timing checks do not compete
-//! for the CPUs with each other (the whole file runs in well under 20 s on
-//! two cores).
+//! Whether a post's wake reached a sleeper is checked by order, not by
+//! time: [`wake_sleepers`] asks the kernel how many processes sleep on the
+//! semaphore word, and right after a post that must wake them it is 0 (a
+//! sleeper the post missed stays queued until its re-check). The tests take
+//! a common lock so that they do not compete for the CPUs with each other
+//! (the whole file runs in well under 20 s on two cores).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{mono_ns, read_all, serial, wait_exit, Kids, Rng, Scratch};
+use mtipc::sync::Futex;
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -120,6 +127,58 @@ fn wait_blocked(pid: u32, within: Duration) {
     }
 }
 
+/// Wakes every process asleep on the semaphore word of the domain at
+/// `domain` and returns how many the kernel woke, i.e. how many sleepers
+/// its queue held. A sleeper woken so finds the count as it was and goes
+/// back to sleep (to a waiter this is one more spurious wake-up).
+fn wake_sleepers(domain: &Path) -> u32 {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(domain.join("notify.sem"))
+        .unwrap();
+    let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+    assert!(map.len() >= mtipc::shm::HEADER_SIZE + 4);
+    // SAFETY: the count is the u32 right after the region header (as
+    // `Semaphore::core` places it), aligned; `Futex` is a repr(transparent)
+    // atomic u32, and only its wake (which does not touch the memory) is
+    // used, while the mapping lives.
+    let word = unsafe { &*(map.as_mut_ptr().add(mtipc::shm::HEADER_SIZE) as *const Futex) };
+    word.wake(i32::MAX as u32)
+}
+
+/// `wake_sleepers` once `pid`, blocked in the semaphore wait, is surely in
+/// the kernel's queue: a waiter leaves it for a moment every [`RECHECK`],
+/// which a probe may hit (it then finds fewer and tries again). Returns
+/// the first nonzero count (0 if ten probes found nobody).
+fn sleepers_with(domain: &Path, pid: u32) -> u32 {
+    for _ in 0..10 {
+        wait_blocked(pid, Duration::from_secs(10));
+        let n = wake_sleepers(domain);
+        if n > 0 {
+            return n;
+        }
+    }
+    0
+}
+
+/// Posts `n` once `pid` is blocked in its wait again, then checks that the
+/// post's own futex wake took every sleeper off the kernel's queue: the
+/// queue is empty right after the post returns. (A post whose wake missed
+/// them leaves them queued until their re-check, at most [`RECHECK`]
+/// later, which a timing check would have to tell apart on a loaded
+/// machine.)
+fn post_and_check_woken(sem: &mtipc::Semaphore, domain: &Path, pid: u32, n: u32) {
+    wait_blocked(pid, Duration::from_secs(10));
+    sem.post(n).unwrap();
+    let left = wake_sleepers(domain);
+    assert_eq!(
+        left, 0,
+        "post({n}) returned with {left} process(es) still asleep on the semaphore: \
+         its wake did not reach them (their re-check would have hidden it)"
+    );
+}
+
 /// Checks that a `mtipc sem wait` child exited 0 and said it was woken.
 fn assert_woken(child: &mut Child, st: ExitStatus) {
     let out = read_all(child.stdout.take());
@@ -146,6 +205,7 @@ fn child_entry() {
     let args: Vec<&str> = args_var.split('\u{1f}').collect();
     match role.as_str() {
         "poster" => child_poster(Path::new(args[0]), args[1].parse().unwrap()),
+        "post" => child_post(Path::new(args[0]), args[1].parse().unwrap()),
         "waiter" => child_waiter(Path::new(args[0]), Path::new(args[1])),
         "racer" => child_racer(
             Path::new(args[0]),
@@ -173,6 +233,16 @@ fn child_poster(domain: &Path, seed: u64) {
         }
         std::thread::sleep(Duration::from_micros(rng.below(400)));
     }
+}
+
+/// Posts `n` once: "posting n" before, "posted n" after.
+fn child_post(domain: &Path, n: u32) {
+    let d = Domain::open(Some(domain)).expect("poster opens the domain");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "posting {n}").unwrap();
+    out.flush().unwrap();
+    d.semaphore().post(n).expect("post");
+    writeln!(out, "posted {n}").unwrap();
 }
 
 /// Takes units, printing "took" after each, until a wait times out while
@@ -281,6 +351,13 @@ fn post_n_wakes_exactly_n_blocked_processes() {
     assert_eq!(sem.value(), 0);
 
     sem.post(4).unwrap();
+    // Its wake took 4 of the 6 off the kernel's queue (the 4 that get the
+    // units may be others, which took them between two sleeps).
+    let left = wake_sleepers(&dpath);
+    assert!(
+        left <= 2,
+        "post(4) returned with {left} processes still asleep: its wake did not reach them"
+    );
     let mut exited = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while exited.len() < 4 && Instant::now() < deadline {
@@ -347,37 +424,30 @@ fn killed_waiter_does_not_consume_a_post() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // A new waiter takes it at once (it never has to sleep).
-    let t = Instant::now();
+    // A new waiter takes it (it never has to sleep).
     kids.0.push(spawn_sem_wait(&dpath, 10_000));
     let st = wait_exit(&mut kids.0[1], Duration::from_secs(5)).expect("new waiter stuck");
-    let took = t.elapsed();
     assert_woken(&mut kids.0[1], st);
-    assert!(
-        took < Duration::from_secs(2),
-        "new waiter took {took:?} (process start included)"
-    );
     assert_eq!(sem.value(), 0);
 
-    // Two blocked waiters, one killed: post(1) reaches the survivor (the
-    // dead task left the kernel's queue; the wake-up is not wasted on it).
+    // Two blocked waiters, one killed: the dead task left the kernel's
+    // queue, which holds the survivor alone, and post(1)'s wake reaches it
+    // (the wake-up is not wasted on the dead one).
     kids.0.push(spawn_sem_wait(&dpath, 30_000));
     kids.0.push(spawn_sem_wait(&dpath, 30_000));
     wait_blocked(kids.0[2].id(), Duration::from_secs(10));
     wait_blocked(kids.0[3].id(), Duration::from_secs(10));
     kids.0[2].kill().unwrap();
     assert_eq!(kids.0[2].wait().unwrap().signal(), Some(libc::SIGKILL));
-    let t = Instant::now();
-    sem.post(1).unwrap();
-    let st = wait_exit(&mut kids.0[3], Duration::from_secs(5)).expect("survivor stuck");
-    let woke = t.elapsed();
-    assert_woken(&mut kids.0[3], st);
-    println!("survivor woken {woke:?} after post(1)");
-    assert!(
-        woke < RECHECK,
-        "survivor woken only after {woke:?}: the wake-up went to the dead waiter \
-         and the re-check timer saved it"
+    let survivor = kids.0[3].id();
+    assert_eq!(
+        sleepers_with(&dpath, survivor),
+        1,
+        "the kernel's queue on the semaphore should hold the survivor alone"
     );
+    post_and_check_woken(sem, &dpath, survivor, 1);
+    let st = wait_exit(&mut kids.0[3], Duration::from_secs(5)).expect("survivor stuck");
+    assert_woken(&mut kids.0[3], st);
     assert_eq!(sem.value(), 0);
 
     // Nothing left over: one more waiter times out (exit status 3).
@@ -534,22 +604,83 @@ fn posters_killed_at_random_moments() {
         "more decrements than posts: {took} taken > {posted} + {maybe} possibly posted"
     );
 
-    // The domain still works: a fresh post wakes a fresh waiter promptly.
+    // The domain still works: a fresh post wakes a fresh waiter (its wake
+    // reaches it: no re-check needed).
     let mut fresh = Kids::default();
     fresh.0.push(spawn_sem_wait(&dpath, 10_000));
-    wait_blocked(fresh.0[0].id(), Duration::from_secs(10));
-    let t = Instant::now();
-    sem.post(1).unwrap();
+    post_and_check_woken(sem, &dpath, fresh.0[0].id(), 1);
     let st = wait_exit(&mut fresh.0[0], Duration::from_secs(5)).expect("fresh waiter stuck");
-    let woke = t.elapsed();
     assert_woken(&mut fresh.0[0], st);
-    println!("fresh waiter woken {woke:?} after the post");
-    assert!(woke < Duration::from_secs(1), "fresh waiter took {woke:?}");
     assert_eq!(sem.value(), 0);
 }
 
 // ---------------------------------------------------------------------------
-// (d) two processes create the same new domain at the same moment
+// (d) a poster killed between its atomic add and its futex wake
+
+/// The one window the semaphore leaves (README, "The notification
+/// semaphore"), forced: the poster dies at the failpoint
+/// `sem-post-before-wake`, so its `post(3)` added 3 and woke nobody. The
+/// three sleepers, whose own timeout is a minute away, take the three
+/// units anyway: each re-reads the count at least every [`RECHECK`].
+#[test]
+fn poster_killed_between_add_and_wake() {
+    let _g = serial();
+    let sc = Scratch::create("window");
+    let dpath = sc.dir().join("dom");
+    let dom = Domain::open(Some(&dpath)).unwrap();
+    let sem = dom.semaphore();
+    let mut kids = Kids::default();
+    for _ in 0..3 {
+        kids.0.push(spawn_sem_wait(&dpath, 60_000));
+    }
+    for k in &kids.0 {
+        wait_blocked(k.id(), Duration::from_secs(10));
+    }
+
+    let mut poster = common::role_command(
+        "MTIPC_MP",
+        "post",
+        &[dpath.display().to_string(), "3".into()],
+    )
+    .env("MTIPC_FAILPOINTS", "sem-post-before-wake")
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("re-exec the test binary");
+    let st = wait_exit(&mut poster, Duration::from_secs(10)).expect("poster stuck");
+    let out = read_all(poster.stdout.take());
+    let err = read_all(poster.stderr.take());
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGKILL),
+        "the poster did not die at the failpoint: {st}; stdout {out:?}, stderr {err:?}"
+    );
+    // (The test harness prints its own lines around the child's.)
+    assert!(
+        out.lines().any(|l| l == "posting 3") && !out.contains("posted"),
+        "the poster died elsewhere: stdout {out:?}"
+    );
+    let died = Instant::now();
+
+    // Nobody woke them: each takes its unit at its next re-check, long
+    // before its own timeout (60 s).
+    for k in &mut kids.0 {
+        let st = wait_exit(k, Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "sleeper {} never took the unit left by the dead poster",
+                k.id()
+            )
+        });
+        assert_woken(k, st);
+    }
+    println!(
+        "the 3 sleepers took the dead poster's units within {:?} (re-check every {RECHECK:?})",
+        died.elapsed()
+    );
+    assert_eq!(sem.value(), 0, "the 3 units were posted and taken");
+}
+
+// ---------------------------------------------------------------------------
+// (e) two processes create the same new domain at the same moment
 
 #[test]
 fn concurrent_creation_of_one_domain() {

@@ -104,6 +104,11 @@ pub struct Core {
     data: *mut u8,
     /// Where this process's next search for a free slot starts.
     cursor: AtomicU32,
+    /// Successful reaps through this dispatcher (compare-and-swaps of a
+    /// worker record to *reaping*): the loom models check that a dead
+    /// worker is reaped exactly once. A plain counter, not modelled.
+    #[cfg(loom)]
+    pub reaps: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: everything the pointers reach is atomics (shared by design) or
@@ -165,6 +170,8 @@ impl Core {
                 heads: base.add(geo.heads_off as usize) as *const SlotHead,
                 data: base.add(geo.data_off as usize),
                 cursor: AtomicU32::new(std::process::id()),
+                #[cfg(loom)]
+                reaps: std::sync::atomic::AtomicU32::new(0),
             }
         }
     }
@@ -192,6 +199,8 @@ impl Core {
             heads,
             data,
             cursor: AtomicU32::new(0),
+            #[cfg(loom)]
+            reaps: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -1077,10 +1086,21 @@ impl Core {
                 self.geo.max_message
             ));
         }
-        self.copy_in(i, true, bytes);
-        let h = self.head(i);
-        h.resp_len.store(bytes.len() as u32, Ordering::SeqCst);
+        self.write_response(i, bytes);
+        // A worker dying here leaves a written response in a slot that is
+        // still taken: its reaper requeues the request (a test dies here).
+        crate::failpoint::hit("respond-before-done");
         self.finish(env, me, i, tw, SlotState::Done)
+    }
+
+    /// The first half of [`Core::respond`]: the response bytes and their
+    /// length into slot `i`, which the caller took (and which stays taken).
+    /// `bytes` is at most `max_message` long.
+    pub(crate) fn write_response(&self, i: u32, bytes: &[u8]) {
+        self.copy_in(i, true, bytes);
+        self.head(i)
+            .resp_len
+            .store(bytes.len() as u32, Ordering::SeqCst);
     }
 
     /// Fails slot `i` (taken by `me`): the worker let the request go
@@ -1171,6 +1191,9 @@ impl Core {
                 break;
             }
         }
+        #[cfg(loom)]
+        self.reaps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rec.idle.store(0, Ordering::SeqCst);
         sc_fence();
         for i in 0..self.geo.slots {

@@ -170,6 +170,16 @@ impl World {
             .and_then(|r| WorkerId::from_ref(r, self.core.geometry().workers))
     }
 
+    /// The one dead worker of the model was reaped exactly once: one
+    /// compare-and-swap of its record to *reaping* succeeded, whoever tried.
+    fn assert_reaped_once(&self) {
+        assert_eq!(
+            self.core.reaps.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "successful reaps of the dead worker"
+        );
+    }
+
     fn assert_quiet(&self) {
         assert_eq!(self.in_flight(), 0, "in_flight left over");
         assert_eq!(self.core.slot_word(0).unwrap().state, SlotState::Free);
@@ -203,7 +213,8 @@ fn request_handed_off_once() {
 /// once, by the live worker of the group, while the submitter's check and
 /// an idle peer's check race to reap the dead worker: it is reaped once
 /// (its record ends free), the session ends bound to the live worker (or
-/// unbound), and `in_flight` ends at 0.
+/// unbound), and `in_flight` ends at 0. Exactly one of the two reapers'
+/// compare-and-swaps succeeds.
 #[test]
 fn dead_workers_request_is_answered_once() {
     loom::model(|| {
@@ -231,6 +242,7 @@ fn dead_workers_request_is_answered_once() {
         assert_eq!(got.as_deref(), Ok(&b"pong"[..]));
         let ww = world.core.worker_word(dead.index).unwrap();
         assert_eq!(ww.state, WorkerState::Free, "dead worker not reaped");
+        world.assert_reaped_once();
         assert_eq!(
             world.core.worker(live.index).served.load(Ordering::SeqCst),
             1
@@ -242,8 +254,9 @@ fn dead_workers_request_is_answered_once() {
 
 /// (c) A worker that dies after taking a request (or before it could):
 /// the request is served again by the other worker of the group and
-/// answered exactly once, with that worker's response; a racing idle peer
-/// may do the reaping.
+/// answered exactly once, with that worker's response; the dead worker is
+/// reaped exactly once (by the submitter's check, however many times it
+/// looks).
 #[test]
 fn worker_dying_mid_request_is_replaced() {
     loom::model(|| {
@@ -282,14 +295,66 @@ fn worker_dying_mid_request_is_replaced() {
             world.core.worker(live.index).served.load(Ordering::SeqCst),
             1
         );
+        world.assert_reaped_once();
+        world.assert_quiet();
+    });
+}
+
+/// (e) A worker that dies after writing its response into the slot and
+/// before marking it done (README: "answered once even when a worker dies
+/// after writing its response but before marking it done"): the request
+/// is served again by the other worker of the group; the submitter gets
+/// exactly one answer, the live worker's (never the bytes the dead one
+/// left), and the dead worker is reaped exactly once.
+#[test]
+fn worker_dying_after_writing_its_response_is_answered_once() {
+    loom::model(|| {
+        let world = Arc::new(World::new(2));
+        let doomed = world.register(2);
+        world
+            .entries
+            .lock(world.env(2).actor, world.session, None)
+            .unwrap()
+            .set_binding(Some(doomed.to_ref()));
+        let live = world.register(1);
+
+        let dying = {
+            let world = world.clone();
+            thread::spawn(move || {
+                let e = world.env(2);
+                let mut cursor = 0;
+                // The request is queued to this worker (its session is
+                // bound here): it takes it, writes its response, dies.
+                let t = loop {
+                    if let Some(t) =
+                        world
+                            .core
+                            .next_once(&e, doomed, 0, &mut cursor, None, 0, false)
+                    {
+                        break t;
+                    }
+                };
+                world.core.write_response(t.slot, b"deadresp");
+                world.live.dead.store(holder(2).0, Ordering::SeqCst);
+                // "Later, the submitter's wait times out and looks again."
+                world.core.ring_slot(0);
+            })
+        };
+        let worker = {
+            let world = world.clone();
+            thread::spawn(move || world.serve_one(1, live, b"ok"))
+        };
+        let got = world.submit_and_wait(0, b"ping");
+        dying.join().unwrap();
+        assert_eq!(worker.join().unwrap(), b"ping");
+        assert_eq!(got.as_deref(), Ok(&b"ok"[..]));
         assert_eq!(
-            world
-                .core
-                .worker(doomed.index)
-                .served
-                .load(Ordering::SeqCst),
-            0
+            world.core.worker(live.index).served.load(Ordering::SeqCst),
+            1
         );
+        let ww = world.core.worker_word(doomed.index).unwrap();
+        assert_eq!(ww.state, WorkerState::Free, "dead worker not reaped");
+        world.assert_reaped_once();
         world.assert_quiet();
     });
 }

@@ -838,15 +838,17 @@ mod tests {
             assert_eq!(r.bytes(), b"lost?");
             r.respond(b"found").unwrap();
         };
+        // Only a full scan (once per PEER_CHECK) can find it: whenever it
+        // is found, PEER_CHECK has passed since the worker registered. (How
+        // soon after is left to the benchmarks: a loaded machine delays it.)
         let quick = w.try_next().map(|r| {
-            // Only a full scan (once per PEER_CHECK) can find it.
             assert!(registered.elapsed() >= peer_check, "found too early");
             answer(r)
         });
         if quick.is_none() {
-            let started = Instant::now();
-            answer(w.next(T).expect("found by the full scan"));
-            assert!(started.elapsed() <= peer_check * 2);
+            let r = w.next(T).expect("found by the full scan");
+            assert!(registered.elapsed() >= peer_check, "found too early");
+            answer(r);
         }
         assert_eq!(&*t.wait(T).unwrap(), b"found");
         assert!(s.audit().is_empty());

@@ -157,19 +157,30 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(25));
     }
 
+    /// A sleeper is woken by `wake`, not by its timeout: the waker retries
+    /// until the kernel reports one sleeper woken (the thread may not be
+    /// asleep yet), and the waiter's one `wait` call must then return
+    /// `Woken`, well within its 10 s timeout. The word never changes, so
+    /// nothing but the wake can end the wait before the timeout.
     #[test]
     fn wake_wakes_a_sleeper() {
+        let timeout = Duration::from_secs(10);
         let f = Arc::new(Futex::new(0));
         let f2 = f.clone();
-        let h = std::thread::spawn(move || loop {
-            if f2.load(crate::sync::Ordering::Acquire) == 1 {
-                return;
-            }
-            f2.wait(0, Some(Duration::from_secs(10)));
+        let h = std::thread::spawn(move || {
+            let t = Instant::now();
+            (f2.wait(0, Some(timeout)), t.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(20));
-        f.atomic().store(1, crate::sync::Ordering::Release);
-        f.wake(1);
-        h.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.wake(1) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the waiter never slept on the word"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (outcome, took) = h.join().unwrap();
+        assert_eq!(outcome, WaitOutcome::Woken, "after {took:?}");
+        assert!(took < timeout / 2, "woken only after {took:?}");
     }
 }

@@ -88,6 +88,8 @@ impl SemCore {
                 Err(actual) => cur = actual,
             }
         }
+        // The window the module docs describe (a test dies here).
+        crate::failpoint::hit("sem-post-before-wake");
         if self.count.wake(n) > 0 {
             crate::sync::yield_now();
         }

@@ -106,6 +106,26 @@ static inline void mt_test_fail(const char *file, int line, const char *what) {
         fflush(stdout);                                                                            \
     } while (0)
 
+/* SKIP(reason): says that the current test function did not run its checks
+ * and why, on stdout and as a line appended to $MTIPC_SKIP_LOG if it is set
+ * (`make test` lists that file in its summary). The caller then returns. */
+#define SKIP(reason) mt_test_skip(__FILE__, __func__, (reason))
+
+static inline void mt_test_skip(const char *file, const char *fn, const char *reason) {
+    printf("    skipped: %s\n", reason);
+    const char *log = getenv("MTIPC_SKIP_LOG");
+    if (log == NULL || log[0] == '\0') return;
+    char line[1024];
+    int n = snprintf(line, sizeof line, "C %s %s: %s\n", file, fn, reason);
+    int fd = open(log, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    /* One write(2) per line; a log that cannot be written fails the test. */
+    if (fd < 0 || n < 0 || write(fd, line, (size_t)n) != (ssize_t)n) {
+        mt_test_failures++;
+        fprintf(stderr, "%s: cannot append to MTIPC_SKIP_LOG %s: %s\n", file, log, strerror(errno));
+    }
+    if (fd >= 0) close(fd);
+}
+
 /* The exit status for main: 0 if every check passed. */
 static inline int mt_test_exit(const char *program) {
     if (mt_test_failures) {

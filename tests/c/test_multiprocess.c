@@ -1,9 +1,11 @@
 /* Real processes on one domain: four children block in mt_sem_wait with a
- * timeout, the parent posts 2, and exactly two wake while two time out.
+ * timeout (the test fails unless /proc shows all four asleep in the futex
+ * call), the parent posts 2, and exactly two wake while two time out.
  * A child killed while it waits takes nothing with it. */
 #include "mt_test.h"
 
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 enum { CHILD_WOKEN = 0, CHILD_TIMED_OUT = 3, CHILD_ERROR = 1 };
@@ -19,28 +21,53 @@ static void child_wait(const char *dom, uint32_t timeout_ms) {
     exit(st == MT_OK ? CHILD_WOKEN : st == MT_ERR_TIMEOUT ? CHILD_TIMED_OUT : CHILD_ERROR);
 }
 
-/* Whether the kernel shows `pid` asleep in a futex wait. (A running process,
- * or a kernel that hides wait channels, shows "0".) */
+/* Whether the kernel shows `pid` asleep in the futex system call: state S,
+ * and a wait channel naming futex or, where the kernel hides wait channels
+ * ("0"), futex(2) as the system call it is blocked in. */
 static int in_futex_wait(pid_t pid) {
-    char path[64], wchan[128] = {0};
+    char path[64], buf[512] = {0};
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (read_file(path, buf, sizeof buf - 1) <= 0) return 0;
+    const char *paren = strrchr(buf, ')');
+    if (paren == NULL || strncmp(paren, ") S", 3) != 0) return 0;
+    char wchan[128] = {0};
     snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
-    return read_file(path, wchan, sizeof wchan - 1) > 0 && strstr(wchan, "futex") != NULL;
+    if (read_file(path, wchan, sizeof wchan - 1) > 0 && strstr(wchan, "futex") != NULL) return 1;
+    char call[64] = {0};
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    return read_file(path, call, sizeof call - 1) > 0 && atol(call) == SYS_futex;
 }
 
-/* Waits until every pid is blocked in a futex wait, for at most 1 s (less
- * than the children's timeout). Posting earlier is still correct, as posts
- * are kept for later waiters; this only makes the test exercise wake-ups of
- * blocked processes wherever /proc shows it. */
-static void wait_until_blocked(const pid_t *pids, int n) {
-    for (int round = 0; round < 100; round++) {
+/* Waits until every pid is blocked in a futex wait, seen twice in a row
+ * 10 ms apart, for at most BLOCK_WITHIN_MS (less than the children's
+ * timeout). Returns 0, after saying which one, if some never blocked: the
+ * test then fails rather than post to processes that are not asleep (a
+ * post kept for a later waiter would pass without any wake-up). */
+enum { BLOCK_WITHIN_MS = 2000 };
+static int wait_until_blocked(const pid_t *pids, int n) {
+    int seen = 0;
+    for (int round = 0; round < BLOCK_WITHIN_MS / 10; round++) {
         int all = 1;
         for (int i = 0; i < n; i++)
             if (!in_futex_wait(pids[i])) all = 0;
-        if (all) return;
+        seen = all ? seen + 1 : 0;
+        if (seen == 2) return 1;
         struct timespec ten_ms = {0, 10 * 1000 * 1000};
         nanosleep(&ten_ms, NULL);
     }
-    printf("    note: could not see all waiters blocked in a futex wait; posting anyway\n");
+    for (int i = 0; i < n; i++)
+        if (!in_futex_wait(pids[i]))
+            fprintf(stderr, "    child %d never blocked in a futex wait within %d ms\n", (int)pids[i],
+                    BLOCK_WITHIN_MS);
+    return 0;
+}
+
+/* Kills and reaps the children (after a failed REQUIRE-like check). */
+static void kill_children(const pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) {
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], NULL, 0);
+    }
 }
 
 static void post_two_wakes_exactly_two_of_four(void) {
@@ -50,7 +77,7 @@ static void post_two_wakes_exactly_two_of_four(void) {
     REQUIRE_OK(mt_domain_open(dom, &d));
 
     enum { N = 4 };
-    const uint32_t timeout_ms = 1500;
+    const uint32_t timeout_ms = BLOCK_WITHIN_MS + 1000;
     pid_t pids[N];
     fflush(NULL);
     for (int i = 0; i < N; i++) {
@@ -58,7 +85,14 @@ static void post_two_wakes_exactly_two_of_four(void) {
         REQUIRE(pids[i] >= 0);
         if (pids[i] == 0) child_wait(dom, timeout_ms);
     }
-    wait_until_blocked(pids, N);
+    if (!wait_until_blocked(pids, N)) {
+        CHECK(!"every child blocked in mt_sem_wait before the post");
+        kill_children(pids, N);
+        mt_domain_free(d);
+        free(dom);
+        scratch_free(dir);
+        return;
+    }
     double t0 = now_ms();
     CHECK_ST(mt_sem_post(d, 2), MT_OK);
 
@@ -95,7 +129,7 @@ static void killed_waiter_takes_nothing(void) {
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) child_wait(dom, MT_WAIT_FOREVER);
-    wait_until_blocked(&pid, 1);
+    CHECK(wait_until_blocked(&pid, 1));
     CHECK(kill(pid, SIGKILL) == 0);
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);

@@ -872,10 +872,22 @@ extern char **environ;
  * group 1 with "<pid> g1: <UPPERCASED>", prints a line per request, stops
  * cleanly on SIGTERM (unregistered: a new request is then unavailable). */
 static void example_c_worker(void) {
+    /* Under make (which sets C_WORKER and MTIPC_TEST_STRICT) a missing
+     * c_worker is a failure; run by hand without either, a skip. */
     const char *exe = getenv("C_WORKER");
-    if (exe == NULL || exe[0] == '\0') exe = "target/c/c_worker";
+    int named = exe != NULL && exe[0] != '\0';
+    const char *strict = getenv("MTIPC_TEST_STRICT");
+    if (!named) exe = "target/c/c_worker";
     if (access(exe, X_OK) != 0) {
-        printf("    skipped: %s not built (make c-examples, or set C_WORKER)\n", exe);
+        char why[512];
+        snprintf(why, sizeof why, "%s cannot be run (%s): make c-examples builds it", exe,
+                 strerror(errno));
+        if (named || (strict != NULL && strcmp(strict, "1") == 0)) {
+            mt_test_checks++;
+            mt_test_fail(__FILE__, __LINE__, why);
+        } else {
+            SKIP(why);
+        }
         return;
     }
     char *dir = scratch_new("cworker");

@@ -125,7 +125,14 @@ impl Drop for Scratch {
 /// stderr inherited (change them before spawning if need be).
 #[allow(dead_code)]
 pub fn role_command(var: &str, role: &str, args: &[String]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
+    role_command_at(&std::env::current_exe().unwrap(), var, role, args)
+}
+
+/// [`role_command`] with this test binary at another path `exe` (a copy
+/// or a link of it).
+#[allow(dead_code)]
+pub fn role_command_at(exe: &Path, var: &str, role: &str, args: &[String]) -> Command {
+    let mut c = Command::new(exe);
     c.args([
         "child_entry",
         "--exact",
@@ -183,4 +190,73 @@ pub fn read_all(r: Option<impl Read>) -> String {
         let _ = r.read_to_string(&mut s);
     }
     s
+}
+
+/// Says that the test `test` did not run its checks, and why: on stderr,
+/// and as a line appended to the file `$MTIPC_SKIP_LOG` if it is set
+/// (`make test` sets it and lists the file in its summary, so that no
+/// skip goes unseen). The test returns after calling it.
+#[allow(dead_code)]
+pub fn skip(test: &str, reason: &str) {
+    let line = format!(
+        "rust tests/{}.rs {test}: {reason}",
+        env!("CARGO_CRATE_NAME")
+    );
+    eprintln!("skipped: {line}");
+    if let Some(path) = std::env::var_os("MTIPC_SKIP_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot append to $MTIPC_SKIP_LOG {path:?}: {e}"));
+        // One write(2) per line: tests of a file run in parallel threads.
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+}
+
+/// Spawns this test binary as user and group `uid`: the command `make`
+/// builds around a path of the binary, run as `uid`, from a hard link (or a
+/// copy) of the binary in a fresh mode-0755 directory. The checkout, and so
+/// `current_exe`, may be under a directory `uid` cannot traverse (such as
+/// /root), and a temporary directory may be mounted noexec: each candidate
+/// (the temporary directory, /tmp, /var/tmp, /dev/shm) is tried until the
+/// spawn works; none working is a failure, not a skip. Returns the
+/// directory (removed on drop) with the child. Needs root.
+#[allow(dead_code)]
+pub fn spawn_as_uid(uid: u32, make: impl Fn(&Path) -> Command) -> (Scratch, Child) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    let mut tried = Vec::new();
+    let bases: [PathBuf; 4] = [
+        std::env::temp_dir(),
+        "/tmp".into(),
+        "/var/tmp".into(),
+        "/dev/shm".into(),
+    ];
+    for base in bases {
+        let dir = Scratch(base.join(format!(
+            "mtipc-{}-bin-{}-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id(),
+            mono_ns()
+        )));
+        if let Err(e) = std::fs::create_dir(&dir.0) {
+            tried.push(format!("{}: {e}", dir.0.display()));
+            continue;
+        }
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.0.join(exe.file_name().unwrap());
+        if std::fs::hard_link(&exe, &copy).is_err() {
+            std::fs::copy(&exe, &copy).unwrap();
+        }
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = make(&copy);
+        c.uid(uid).gid(uid);
+        match c.spawn() {
+            Ok(child) => return (dir, child),
+            Err(e) => tried.push(format!("{}: {e}", copy.display())),
+        }
+    }
+    panic!("uid {uid} can run this test binary from none of: {tried:?}");
 }

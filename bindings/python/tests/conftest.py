@@ -2,10 +2,18 @@
 
 The tests import the installed ``mtipc`` (the wheel that ``make python`` puts
 into .venv), never the source tree: run them from the repository root.
+
+Skips are never silent: every skipped test is also written to the file
+``$MTIPC_SKIP_LOG`` when it is set (``make test`` lists it in its summary),
+and with ``MTIPC_TEST_STRICT=1`` (set by make) a test that lacks a tool it
+needs fails instead (``require_module``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib
+import mmap
 import os
 import platform
 import signal
@@ -15,6 +23,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
@@ -39,6 +48,78 @@ WAITER = textwrap.dedent(
 
 # futex(2)'s number, to see in /proc/PID/syscall that a process is blocked.
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+
+
+STRICT = os.environ.get("MTIPC_TEST_STRICT") == "1"
+
+
+def require_module(name: str, why: str) -> ModuleType:
+    """Imports module `name`, which a test needs. Missing, it skips the test
+    (or the whole file, called at module level), or under make
+    (MTIPC_TEST_STRICT=1) fails it: there a missing tool is a broken
+    setup, not a reason to test less."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        msg = f"{name} is not installed ({why}): {e}"
+        if STRICT:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
+
+
+def _log_skip(nodeid: str, longrepr: object) -> None:
+    path = os.environ.get("MTIPC_SKIP_LOG")
+    if not path:
+        return
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    reason = str(reason).removeprefix("Skipped: ")
+    with open(path, "a") as f:
+        f.write(f"python {nodeid}: {reason}\n")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _log_skip(report.nodeid, report.longrepr)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:
+        _log_skip(report.nodeid, report.longrepr)
+
+
+# The futex(2) operation that wakes sleepers; the semaphore's count sits 64
+# bytes into notify.sem.
+FUTEX_WAKE = 1
+SEM_COUNT_OFFSET = 64
+
+
+def wake_sleepers(dom_path: Path) -> int:
+    """Wakes every process asleep on the domain's semaphore word and returns
+    how many the kernel woke, i.e. how many sleepers its queue held. A
+    sleeper woken so finds the count as it was and sleeps again (to it, one
+    more spurious wake-up). Right after a post that must wake them this is
+    0: a sleeper the post missed stays queued until its 250 ms re-check,
+    which a timing check could not tell apart on a loaded machine."""
+    assert FUTEX_SYSCALL is not None, f"futex(2) number unknown on {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    with open(dom_path / "notify.sem", "r+b") as f, mmap.mmap(f.fileno(), 128) as m:
+        buf = (ctypes.c_char * 128).from_buffer(m)
+        try:
+            addr = ctypes.addressof(buf) + SEM_COUNT_OFFSET
+            n = libc.syscall(
+                ctypes.c_long(FUTEX_SYSCALL),
+                ctypes.c_void_p(addr),
+                ctypes.c_int(FUTEX_WAKE),
+                ctypes.c_int(0x7FFFFFFF),
+                None,
+                None,
+                ctypes.c_int(0),
+            )
+        finally:
+            del buf
+    assert n >= 0, f"futex wake: errno {ctypes.get_errno()}"
+    return int(n)
 
 
 @pytest.fixture

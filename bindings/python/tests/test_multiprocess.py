@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import mtipc
-from conftest import Waiters, exited, wait_until
+from conftest import Waiters, exited, wait_until, waiting_on_sem, wake_sleepers
 
 # Longer than the core's recheck period (250 ms): a waiter that was going to
 # wake wrongly would have done so by then.
@@ -94,14 +94,33 @@ def test_sigkilled_waiter_takes_nothing_and_leaves_nothing_stuck(
     assert dom.sem_value() == 0
 
 
+def sleepers_with(dom_path: Path, p: subprocess.Popen[str]) -> int:
+    """`wake_sleepers` once `p` is blocked on the semaphore; a waiter leaves
+    the kernel's queue for a moment between its wait slices, which a probe
+    may hit (it then finds nobody and tries again). Returns the first
+    nonzero count, or 0 if ten probes found nobody."""
+    for _ in range(10):
+        wait_until(lambda: waiting_on_sem(p.pid), what=f"waiter {p.pid} to block")
+        n = wake_sleepers(dom_path)
+        if n > 0:
+            return n
+    return 0
+
+
 def test_repeated_kills_during_rounds(dom: mtipc.Domain, dom_path: Path, waiters: Waiters) -> None:
-    """Round after round, one waiter of two is killed while blocked; the
-    other is woken by a post of one, and the count ends at zero each time."""
+    """Round after round, one waiter of two is killed while blocked: it dies
+    of the SIGKILL, the kernel's queue then holds the survivor alone, and
+    post(1)'s own wake reaches it (the queue is empty right after the post:
+    a wake-up lost and rescued by the waiter's 250 ms re-check would leave
+    it queued). The count ends at zero each time."""
     for _ in range(3):
         victim, survivor = waiters.start(dom_path, 2)
         victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert sleepers_with(dom_path, survivor) == 1, "the dead waiter is still queued"
+        wait_until(lambda: waiting_on_sem(survivor.pid), what="the survivor to block again")
         dom.sem_post(1)
+        assert wake_sleepers(dom_path) == 0, "post(1) returned with the survivor still asleep"
         assert survivor.wait(timeout=10) == 0
         assert dom.sem_value() == 0
 

@@ -20,7 +20,7 @@ import pytest
 
 import mtipc
 
-from conftest import private_write, wait_until
+from conftest import private_write, require_module, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -606,7 +606,7 @@ def test_manager_reports_requests_no_worker_took(dom_path: Path) -> None:
 
 
 def test_the_session_examples_check_strictly(tmp_path: Path) -> None:
-    pytest.importorskip("mypy", reason="mypy is not installed (make venv installs it)")
+    require_module("mypy", "make venv installs it")
     env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / ".mypy_cache"))
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", str(EXAMPLES / "py_worker.py"), str(EXAMPLES / "py_manager.py")],

@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from conftest import require_module
 
-pytest.importorskip("mypy", reason="mypy is not installed (make venv installs it)")
+require_module("mypy", "make venv installs it")
 
 
 def run_mypy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
