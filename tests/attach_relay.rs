@@ -645,8 +645,14 @@ fn another_uid_is_refused_by_peer_credentials() {
     let mut kids = Kids::default();
     let path = r.path();
     let args = [path.display().to_string(), hex(&id)];
+    let me = Listener::this_process().unwrap();
     let (_bin, k) = common::spawn_as_uid(65534, |exe| {
-        common::role_command_at(exe, "MTIPC_RELAY", "attacher", &args)
+        let mut c = common::role_command_at(exe, "MTIPC_RELAY", "attacher", &args);
+        c.env(
+            "MTIPC_RELAY_LISTENER",
+            format!("{} {} {}", me.proc.pid, me.proc.start, me.uid),
+        );
+        c
     });
     kids.0.push(k);
     r.relay.register(Pairing {

@@ -93,10 +93,7 @@ fn attaches_reach_their_target_while_others_take_posts() {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let secs = t0.elapsed().as_secs_f64();
-    let used = (
-        cpu_ticks(d.pid()) - before.0,
-        cpu_ticks(t.pid()) - before.1,
-    );
+    let used = (cpu_ticks(d.pid()) - before.0, cpu_ticks(t.pid()) - before.1);
     // A waiter that spins through the count burns its whole CPU share: on
     // this 2-core machine at least 50 ticks a second even when loaded. One
     // that backs off wakes a few times a second.
