@@ -356,7 +356,20 @@ fn round(
             }
         },
     );
-    round?;
+    round.map_err(|e| {
+        // Name the tenant in a timeout of the round itself (the relay's
+        // already does).
+        if e.kind() == crate::ErrorKind::Timeout && !e.message().contains(tenant) {
+            err!(
+                Timeout,
+                "attach to tenant {tenant:?} within {:?}: {}",
+                opts.timeout,
+                e.message()
+            )
+        } else {
+            e
+        }
+    })?;
     let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
     Ok((stream, fingerprint, response))
 }
