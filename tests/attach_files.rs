@@ -920,3 +920,59 @@ fn a_response_scan_finds_each_response_and_follows_replaced_directories() {
     b.withdraw().unwrap();
     assert!(scan.scan(&dom).unwrap().is_empty());
 }
+
+/// 20,000 junk files in `adverts/` are one warning per listing that counts
+/// them and names a few, not 20,000 warnings (issue 10). The logger is
+/// process-wide: only this test of the file installs one, and it keeps
+/// the events of its own thread.
+#[test]
+fn junk_entries_are_one_warning_per_listing() {
+    use mtipc::log::{clear_logger, set_logger, Level};
+    use std::sync::{Arc, Mutex};
+    let s = Scratch::new("junk");
+    let adverts = adverts_dir(&s.domain());
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&adverts)
+        .unwrap();
+    use std::os::unix::fs::DirBuilderExt;
+    for i in 0..20_000 {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(adverts.join(format!("junk{i:05}")))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink("/", adverts.join("link")).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (e2, me) = (Arc::clone(&events), std::thread::current().id());
+    set_logger(
+        Arc::new(move |l: Level, _t: &str, m: &str| {
+            if std::thread::current().id() == me {
+                e2.lock().unwrap().push((l, m.to_string()));
+            }
+        }),
+        Level::Trace,
+    );
+    let listed = list(&s.domain());
+    clear_logger();
+    let (live, removed) = listed.unwrap();
+    assert!(live.is_empty());
+    assert_eq!(removed, 0);
+    let events = events.lock().unwrap();
+    let warnings: Vec<&String> = events
+        .iter()
+        .filter(|(l, _)| *l == Level::Warn)
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", &warnings[..warnings.len().min(5)]);
+    assert!(
+        warnings[0].starts_with("skipped 20001 entries that are not advertisements"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains("not a directory"), "{}", warnings[0]);
+    assert_eq!(fs::read_dir(&adverts).unwrap().count(), 20_001, "left in place");
+}

@@ -219,8 +219,43 @@ enum Entry {
     Live(Advert),
     /// Stale: to be removed. The reason is for the log.
     Stale(String),
-    /// Not (yet) to be listed nor removed.
-    Skip,
+    /// Not (yet) to be listed nor removed. `Some(why)`: it is not an
+    /// advertisement of ours (reported, once per listing, in a summary);
+    /// `None`: removed meanwhile, or young and half published.
+    Skip(Option<String>),
+}
+
+/// How many examples of skipped entries a listing's summary names.
+const SKIP_EXAMPLES: usize = 3;
+
+/// The entries of one listing that were not advertisements: counted, a few
+/// named, reported as one warning (20,000 junk files are one line, not
+/// 20,000).
+#[derive(Default)]
+struct Skipped {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Skipped {
+    fn add(&mut self, why: String) {
+        self.count += 1;
+        if self.examples.len() < SKIP_EXAMPLES {
+            self.examples.push(why);
+        }
+    }
+
+    fn report(&self, dir: &Path) {
+        if self.count > 0 {
+            crate::log::warn!(
+                dir = %dir.display(),
+                count = self.count,
+                "skipped {} entries that are not advertisements of this uid (left in place), such as: {}",
+                self.count,
+                self.examples.join("; ")
+            );
+        }
+    }
 }
 
 /// Every live advertisement of `domain`, sorted by id, and the number of
@@ -231,8 +266,9 @@ enum Entry {
 /// directory is older than [`STALE_GRACE`] (a younger one may be half
 /// published). A stale directory is removed as a whole. Symbolic links are
 /// never followed: an entry that is a link, not a directory, not named like
-/// an advertisement, or not owned by this uid is skipped with a
-/// a warning event (`crate::log`) and left in place.
+/// an advertisement, or not owned by this uid is skipped and left in place;
+/// one warning event (`crate::log`) per listing counts them and names the
+/// first few. The stale advertisements removed are likewise one info event.
 ///
 /// No `adverts/` directory: nothing advertised, `Ok((vec![], 0))`. Fails if
 /// `/proc` cannot be read (without it every advertisement would look stale).
@@ -352,16 +388,13 @@ fn list_with(
     // One /proc read per process, not per advertisement: a process often
     // advertises many tenants.
     let mut procs = Procs::default();
+    let mut skipped = Skipped::default();
     let entries =
         std::fs::read_dir(adverts.path()).map_err(|e| Error::io(adverts.path().display(), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(adverts.path().display(), e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            crate::log::warn!(
-                dir = %adverts.path().display(),
-                name = ?entry.file_name(),
-                "skipping an entry whose name is not UTF-8"
-            );
+            skipped.add(format!("{:?}: name not UTF-8", entry.file_name()));
             continue;
         };
         let found = match cache.as_deref_mut() {
@@ -381,15 +414,18 @@ fn list_with(
                 advert,
             }),
             Entry::Stale(reason) => stale.push((name, reason)),
-            Entry::Skip => {}
+            Entry::Skip(Some(why)) => skipped.add(why),
+            Entry::Skip(None) => {}
         }
     }
+    skipped.report(adverts.path());
     if let Some(c) = cache {
         let ids: std::collections::HashSet<&str> =
             live.iter().map(|l| l.advert.id.as_str()).collect();
         c.retain(|name, _| ids.contains(name.as_str()));
     }
     let mut removed = 0;
+    let mut removed_examples = Vec::new();
     if !stale.is_empty() {
         if adverts.lock_within(LIST_LOCK_WAIT)? {
             for (name, reason) in stale {
@@ -399,11 +435,9 @@ fn list_with(
                     let path = adverts.child(&name);
                     match remove_tree(&path) {
                         Ok(()) => {
-                            crate::log::info!(
-                                dir = %path.display(),
-                                %reason,
-                                "removed a stale advertisement"
-                            );
+                            if removed < SKIP_EXAMPLES {
+                                removed_examples.push(format!("{name} ({reason})"));
+                            }
                             removed += 1;
                         }
                         Err(e) => crate::log::warn!(
@@ -421,6 +455,14 @@ fn list_with(
                 "adverts directory locked by another process: stale advertisements left for later"
             );
         }
+    }
+    if removed > 0 {
+        crate::log::info!(
+            dir = %adverts.path().display(),
+            count = removed,
+            "removed {removed} stale advertisements, such as: {}",
+            removed_examples.join("; ")
+        );
     }
     live.sort_by(|a, b| a.advert.id.cmp(&b.advert.id));
     Ok((live, removed))
@@ -516,41 +558,29 @@ fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>
 }
 
 fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>) {
-    let path = adverts.child(name);
     if name != DAEMON_ID {
         if let Some(p) = tenant_id_problem(name) {
-            crate::log::warn!(
-                entry = %path.display(),
-                problem = %p,
-                "skipping an entry not named like an advertisement"
-            );
-            return (Entry::Skip, None);
+            return (Entry::Skip(Some(format!("{}: name {p}", shown(name)))), None);
         }
     }
     match adverts.entry_type(name) {
         Ok(Some(EntryType::Directory)) => {}
-        Ok(None) => return (Entry::Skip, None), // removed meanwhile
+        Ok(None) => return (Entry::Skip(None), None), // removed meanwhile
         Ok(Some(EntryType::Symlink)) => {
-            crate::log::warn!(entry = %path.display(), "skipping a symbolic link (never followed)");
-            return (Entry::Skip, None);
+            let why = format!("{name}: a symbolic link (never followed)");
+            return (Entry::Skip(Some(why)), None);
         }
         Ok(Some(_)) => {
-            crate::log::warn!(entry = %path.display(), "skipping an entry that is not a directory");
-            return (Entry::Skip, None);
+            return (Entry::Skip(Some(format!("{name}: not a directory"))), None);
         }
-        Err(e) => {
-            crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
-            return (Entry::Skip, None);
-        }
+        Err(e) => return (Entry::Skip(Some(format!("{name}: {e}"))), None),
     }
     let dir = match adverts.open_at(name) {
         Ok(d) => d,
         Err(e) => {
             // Another uid's, or group/other bits, or gone: not ours to judge.
-            if e.kind() != ErrorKind::NotFound {
-                crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
-            }
-            return (Entry::Skip, None);
+            let why = (e.kind() != ErrorKind::NotFound).then(|| format!("{name}: {e}"));
+            return (Entry::Skip(why), None);
         }
     };
     let (found, read) = match dir.read_small_stamped(ADVERT_FILE, MAX_FILE) {
@@ -569,10 +599,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
             }
         }
         // An I/O error (not a missing or bad file) says nothing about it.
-        Err(e) if e.kind() == ErrorKind::Io => {
-            crate::log::warn!(entry = %path.display(), error = %e, "skipping an entry");
-            Entry::Skip
-        }
+        Err(e) if e.kind() == ErrorKind::Io => Entry::Skip(Some(format!("{name}: {e}"))),
         other => {
             // Missing or garbage advertisement: stale once the directory
             // has not changed for STALE_GRACE.
@@ -584,7 +611,7 @@ fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Ke
             if old {
                 Entry::Stale(stale_reason(&other))
             } else {
-                Entry::Skip
+                Entry::Skip(None)
             }
         }
     };
