@@ -334,23 +334,42 @@ impl Semaphore {
         unsafe { &*(self.region.as_ptr().add(ROUND_MARK_OFFSET) as *const crate::sync::Futex) }
     }
 
+    /// `Corrupt` if `notify.sem` was truncated under this process's mapping
+    /// (a `SIGBUS` caught, see `shm::guard`): the semaphore no longer
+    /// reaches the other processes, and the domain must be recreated.
+    pub fn check(&self) -> Result<()> {
+        self.region.check()
+    }
+
+    /// Whether [`check`](Semaphore::check) fails.
+    pub fn is_broken(&self) -> bool {
+        self.check().is_err()
+    }
+
     /// Adds `n` to the count and wakes up to `n` waiters.
     pub fn post(&self, n: u32) -> Result<()> {
-        self.core().post(n)
+        self.check()?;
+        self.core().post(n)?;
+        self.check()
     }
 
     /// Takes one unit, waiting while the count is zero for at most `timeout`
-    /// (`None`: no limit). `Timeout` error if it passes.
+    /// (`None`: no limit). `Timeout` error if it passes; `Corrupt` if the
+    /// file is truncated meanwhile.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        if self.core().wait(timeout) {
-            Ok(())
-        } else {
-            Err(err!(
+        self.check()?;
+        match self
+            .core()
+            .wait_or_stop(timeout, crate::sync::RECHECK, &|| self.is_broken())
+        {
+            crate::sync::WaitResult::Taken => self.check(),
+            crate::sync::WaitResult::Stopped => self.check(),
+            crate::sync::WaitResult::TimedOut => Err(err!(
                 Timeout,
                 "no post on {} within {:?}",
                 self.region.path().display(),
                 timeout.unwrap_or_default()
-            ))
+            )),
         }
     }
 

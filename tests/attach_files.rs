@@ -967,12 +967,21 @@ fn junk_entries_are_one_warning_per_listing() {
         .filter(|(l, _)| *l == Level::Warn)
         .map(|(_, m)| m)
         .collect();
-    assert_eq!(warnings.len(), 1, "{:?}", &warnings[..warnings.len().min(5)]);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "{:?}",
+        &warnings[..warnings.len().min(5)]
+    );
     assert!(
         warnings[0].starts_with("skipped 20001 entries that are not advertisements"),
         "{}",
         warnings[0]
     );
     assert!(warnings[0].contains("not a directory"), "{}", warnings[0]);
-    assert_eq!(fs::read_dir(&adverts).unwrap().count(), 20_001, "left in place");
+    assert_eq!(
+        fs::read_dir(&adverts).unwrap().count(),
+        20_001,
+        "left in place"
+    );
 }

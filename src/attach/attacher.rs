@@ -148,6 +148,7 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Conn> {
     files::validate_tenant_id(tenant)?;
     opts.check()?;
+    domain.semaphore().check()?;
     let begun = Instant::now();
     let deadline = begun.checked_add(opts.timeout);
     let lock = LockFile::acquire(

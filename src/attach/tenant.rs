@@ -147,7 +147,7 @@ pub(crate) fn start_waiter(
                         f2.sync().state(),
                         f2.sync(),
                         STOP_CHECK,
-                        &|| s2.is_set(),
+                        &|| s2.is_set() || dom.semaphore().is_broken(),
                         &mut || {
                             for r in find_responses(dom.path(), &f2, &id, scan.as_mut()) {
                                 if served.first_time(r.pairing) {
@@ -174,7 +174,16 @@ pub(crate) fn start_waiter(
                                 return;
                             }
                         }
-                        Ok(Waited::Stopped) => return,
+                        Ok(Waited::Stopped) => {
+                            if let Err(e) = dom.semaphore().check() {
+                                crate::log::error!(
+                                    advert = %id,
+                                    error = %e,
+                                    "waiter stops: the domain's semaphore is gone"
+                                );
+                            }
+                            return;
+                        }
                         Err(e) => {
                             crate::log::error!(advert = %id, error = %e, "waiter stops");
                             return;

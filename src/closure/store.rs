@@ -321,6 +321,8 @@ fn try_remove(path: &Path, held: Option<&File>) -> bool {
 /// lets go of the version (and removes the file if it was superseded and
 /// this was its last reader).
 pub struct Closure {
+    /// The mapping's registration against SIGBUS: dropped before the map.
+    guard: Option<crate::shm::Guard>,
     map: Option<Mmap>,
     file: File,
     checked: Checked,
@@ -354,7 +356,10 @@ impl From<Error> for Take {
     }
 }
 
-fn take_version(dir: &Path, v: u64) -> std::result::Result<(File, Mmap, Checked), Take> {
+fn take_version(
+    dir: &Path,
+    v: u64,
+) -> std::result::Result<(File, Mmap, crate::shm::Guard, Checked), Take> {
     let path = version_file(dir, v);
     let file = match crate::sys::fs::open_checked(&path, false) {
         Ok(f) => f,
@@ -404,9 +409,14 @@ fn take_version(dir: &Path, v: u64) -> std::result::Result<(File, Mmap, Checked)
     // mapping is validated before any other use.
     let map = unsafe { MmapOptions::new().len(md.len() as usize).map(&file) }
         .map_err(|e| Error::io(path.display(), e))?;
+    // Registered before the validator reads it: a file truncated under the
+    // mapping (its 0400 mode does not stop the owner) is Corrupt, not a
+    // SIGBUS that kills the reader.
+    let guard = crate::shm::guard(map.as_ptr(), map.len());
     let checked = format::validate(&map, Some(v))
         .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))?;
-    Ok((file, map, checked))
+    guard.check(&path.display())?;
+    Ok((file, map, guard, checked))
 }
 
 impl Closure {
@@ -438,8 +448,9 @@ impl Closure {
                 ));
             }
             match take_version(&dir, v) {
-                Ok((file, map, checked)) => {
+                Ok((file, map, guard, checked)) => {
                     return Ok(Closure {
+                        guard: Some(guard),
                         map: Some(map),
                         file,
                         checked,
@@ -475,6 +486,17 @@ impl Closure {
     /// The closure's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `Corrupt` if the version's file was truncated under the mapping (a
+    /// `SIGBUS` caught, see `shm::guard`): what [`raw`](Closure::raw) and
+    /// the values read since are zeros, not the published value. Bindings
+    /// check it after reading; Rust callers may too.
+    pub fn check(&self) -> Result<()> {
+        match &self.guard {
+            Some(g) => g.check(&self.path.display()),
+            None => Ok(()),
+        }
     }
 
     /// The whole version file as mapped (header included).
@@ -540,6 +562,7 @@ impl Closure {
 
 impl Drop for Closure {
     fn drop(&mut self) {
+        drop(self.guard.take());
         drop(self.map.take());
         let current = self.head.core().current();
         if self.checked.version < current {

@@ -105,6 +105,8 @@ fn value_of(c: *const mt_closure, v: ValueRef<'_>) -> mt_value {
 unsafe fn value_ref<'a>(v: &mt_value) -> Result<ValueRef<'a>> {
     // SAFETY: per the contract.
     let c = unsafe { mt_closure::try_ref(v.closure) }?;
+    // A version file truncated under the mapping reads as zeros: Corrupt.
+    c.check()?;
     usize::try_from(v.node)
         .ok()
         .and_then(|node| c.value_at(node))
@@ -468,6 +470,7 @@ pub unsafe extern "C" fn mt_closure_bytes(
         check_out(len, "len")?;
         let root = c.root();
         let b = root.as_bytes().ok_or_else(|| wrong_kind(&root, "bytes"))?;
+        c.check()?;
         // SAFETY: checked.
         unsafe {
             write_out(ptr, b.as_ptr());
@@ -487,6 +490,7 @@ pub unsafe extern "C" fn mt_closure_root(c: *const mt_closure, out: *mut mt_valu
         // SAFETY: per the contract.
         let cl = unsafe { mt_closure::try_ref(c) }?;
         check_out(out, "out")?;
+        cl.check()?;
         // SAFETY: checked.
         unsafe { write_out(out, value_of(c, cl.root())) };
         Ok(())

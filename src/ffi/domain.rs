@@ -137,7 +137,10 @@ pub unsafe extern "C" fn mt_sem_wait(d: *const mt_domain, timeout_ms: u32) -> mt
 pub unsafe extern "C" fn mt_sem_reset(d: *const mt_domain, previous: *mut u32) -> mt_status {
     guard("mt_sem_reset", || {
         // SAFETY: per the contract.
-        let v = unsafe { mt_domain::try_ref(d) }?.semaphore().reset();
+        let sem = unsafe { mt_domain::try_ref(d) }?.semaphore();
+        sem.check()?;
+        let v = sem.reset();
+        sem.check()?;
         if !previous.is_null() {
             // SAFETY: non-NULL and valid per the contract.
             unsafe { write_out(previous, v) };
@@ -159,8 +162,10 @@ pub unsafe extern "C" fn mt_sem_value(d: *const mt_domain, value: *mut u32) -> m
         // SAFETY: per the contract.
         let d = unsafe { mt_domain::try_ref(d) }?;
         check_out(value, "value")?;
+        let v = d.semaphore().value();
+        d.semaphore().check()?;
         // SAFETY: checked.
-        unsafe { write_out(value, d.semaphore().value()) };
+        unsafe { write_out(value, v) };
         Ok(())
     })
 }

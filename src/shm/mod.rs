@@ -10,6 +10,9 @@
 //! header before anything else reads it: another process wrote it, so it is
 //! untrusted input.
 
+mod sigbus;
+pub use sigbus::{guard, Guard};
+
 use crate::error::{err, Error, Result};
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -127,6 +130,8 @@ pub fn check_header(
 /// A validated shared mapping of a whole region file.
 #[derive(Debug)]
 pub struct Region {
+    // Dropped (unregistered) before the map is unmapped.
+    guard: Guard,
     map: MmapRaw,
     path: PathBuf,
 }
@@ -175,14 +180,25 @@ impl Region {
             .len(size as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(path.display(), e))?;
+        // Registered before the first read: a truncation from now on is a
+        // broken region, not a dead process.
+        let guard = guard(map.as_ptr(), size as usize);
         // SAFETY: the mapping is `size` bytes long and stays mapped while
         // `map` lives; we only read it here.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), size as usize) };
         validate(bytes, magic, size, what)?;
+        guard.check(&what)?;
         Ok(Region {
+            guard,
             map,
             path: path.to_path_buf(),
         })
+    }
+
+    /// `Corrupt` if the region's file was truncated under the mapping
+    /// (see [`sigbus`](self::guard)): its contents are zeros now.
+    pub fn check(&self) -> Result<()> {
+        self.guard.check(&self.path.display())
     }
 
     /// Start of the mapping (page aligned).

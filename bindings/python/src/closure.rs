@@ -76,6 +76,8 @@ fn to_python<'py>(
     shared: &Arc<Shared>,
     v: ValueRef<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    // A version file truncated under the mapping reads as zeros: CorruptError.
+    shared.closure.check().map_err(to_py)?;
     match v.kind() {
         Kind::Int => v.as_int().unwrap_or_default().into_bound_py_any(py),
         Kind::Float => v.as_float().unwrap_or_default().into_bound_py_any(py),

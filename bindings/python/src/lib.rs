@@ -240,8 +240,15 @@ impl Domain {
     }
 
     /// Runs `f` on the domain's semaphore.
+    /// `f` on the semaphore; `CorruptError` if its file was truncated
+    /// under the mapping (before or during `f`).
     fn with_sem<T>(&self, f: impl FnOnce(&Semaphore) -> T) -> PyResult<T> {
-        Ok(f(self.get()?.semaphore()))
+        let domain = self.get()?;
+        let sem = domain.semaphore();
+        sem.check().map_err(to_py)?;
+        let v = f(sem);
+        sem.check().map_err(to_py)?;
+        Ok(v)
     }
 }
 

@@ -249,7 +249,11 @@ mod cli {
             Cmd::Sem { op } => {
                 let sem = domain.semaphore();
                 match op {
-                    SemOp::Value => println!("{}", sem.value()),
+                    SemOp::Value => {
+                        let v = sem.value();
+                        sem.check()?;
+                        println!("{v}");
+                    }
                     SemOp::Post { n } => {
                         sem.post(n)?;
                         println!("posted {n}");
@@ -258,7 +262,10 @@ mod cli {
                         sem.wait(timeout_ms.map(Duration::from_millis))?;
                         println!("woken (pid {})", std::process::id());
                     }
-                    SemOp::Reset => println!("{}", sem.reset()),
+                    SemOp::Reset => {
+                        sem.check()?;
+                        println!("{}", sem.reset());
+                    }
                 }
             }
             Cmd::Ls { json } => ls(&domain, json)?,

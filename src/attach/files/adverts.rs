@@ -560,7 +560,10 @@ fn examine(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>
 fn examine_in(adverts: &Dir, name: &str, procs: &mut Procs) -> (Entry, Option<Kept>) {
     if name != DAEMON_ID {
         if let Some(p) = tenant_id_problem(name) {
-            return (Entry::Skip(Some(format!("{}: name {p}", shown(name)))), None);
+            return (
+                Entry::Skip(Some(format!("{}: name {p}", shown(name)))),
+                None,
+            );
         }
     }
     match adverts.entry_type(name) {
