@@ -245,6 +245,10 @@ impl Tenants {
     }
 
     /// kill -9 and reap.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

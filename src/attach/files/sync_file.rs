@@ -35,6 +35,10 @@ pub const STATE_IDLE: u32 = 1;
 /// sharing one `SyncFile` share its lock. `Send + Sync`.
 #[derive(Debug)]
 pub struct SyncFile {
+    /// The mapping's registration against SIGBUS (a file truncated under
+    /// it reads as zeros: the waiter looks busy and sits rounds out);
+    /// dropped before the map.
+    _guard: shm::Guard,
     map: MmapRaw,
     file: File,
     path: PathBuf,
@@ -97,12 +101,19 @@ impl SyncFile {
             .len(SYNC_SIZE as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&what, e))?;
+        let guard = shm::guard(map.as_ptr(), SYNC_SIZE as usize);
         // SAFETY: the mapping is SYNC_SIZE bytes long and lives while `map`
         // does; it is only read here (other processes may write the state
         // word meanwhile, which the validation does not look at).
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), SYNC_SIZE as usize) };
         shm::validate(bytes, SYNC_MAGIC, SYNC_SIZE, &what)?;
-        Ok(SyncFile { map, file, path })
+        guard.check(&what)?;
+        Ok(SyncFile {
+            _guard: guard,
+            map,
+            file,
+            path,
+        })
     }
 
     /// Which file this is (device, inode).
