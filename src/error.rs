@@ -64,22 +64,36 @@ impl ErrorKind {
         self as u32
     }
 
+    /// The kind whose code is `code`; `None` for 0 (`MT_OK`) and for a
+    /// value that is no code.
+    pub fn from_code(code: u32) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     /// The symbolic name used in the C header (`MT_ERR_...`).
     pub fn name(self) -> &'static str {
+        self.c_name().to_str().unwrap_or("MT_ERR_UNKNOWN")
+    }
+
+    /// [`name`](ErrorKind::name) as a C string: the one place the names
+    /// are written. `mt_status_str`, the Python exception classes and the
+    /// CLI's messages take them from here; tests check that the C header's
+    /// `mt_status` enum and the README's table agree.
+    pub fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            ErrorKind::Invalid => "MT_ERR_INVALID",
-            ErrorKind::NotFound => "MT_ERR_NOT_FOUND",
-            ErrorKind::Exists => "MT_ERR_EXISTS",
-            ErrorKind::Denied => "MT_ERR_DENIED",
-            ErrorKind::Version => "MT_ERR_VERSION",
-            ErrorKind::Corrupt => "MT_ERR_CORRUPT",
-            ErrorKind::Timeout => "MT_ERR_TIMEOUT",
-            ErrorKind::Full => "MT_ERR_FULL",
-            ErrorKind::Closed => "MT_ERR_CLOSED",
-            ErrorKind::Deferred => "MT_ERR_DEFERRED",
-            ErrorKind::Io => "MT_ERR_IO",
-            ErrorKind::Panic => "MT_ERR_PANIC",
-            ErrorKind::Unavailable => "MT_ERR_UNAVAILABLE",
+            ErrorKind::Invalid => c"MT_ERR_INVALID",
+            ErrorKind::NotFound => c"MT_ERR_NOT_FOUND",
+            ErrorKind::Exists => c"MT_ERR_EXISTS",
+            ErrorKind::Denied => c"MT_ERR_DENIED",
+            ErrorKind::Version => c"MT_ERR_VERSION",
+            ErrorKind::Corrupt => c"MT_ERR_CORRUPT",
+            ErrorKind::Timeout => c"MT_ERR_TIMEOUT",
+            ErrorKind::Full => c"MT_ERR_FULL",
+            ErrorKind::Closed => c"MT_ERR_CLOSED",
+            ErrorKind::Deferred => c"MT_ERR_DEFERRED",
+            ErrorKind::Io => c"MT_ERR_IO",
+            ErrorKind::Panic => c"MT_ERR_PANIC",
+            ErrorKind::Unavailable => c"MT_ERR_UNAVAILABLE",
         }
     }
 }

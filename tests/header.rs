@@ -77,3 +77,38 @@ fn header_version_matches_cargo() {
     let lib = unsafe { std::ffi::CStr::from_ptr(mtipc::ffi::mt_version()) };
     assert_eq!(lib.to_str().unwrap(), v);
 }
+
+/// The status codes are written once (`mtipc::ErrorKind`); the header's
+/// `mt_status` enum (generated from src/ffi/status.rs, which cbindgen needs
+/// as a literal enum) and the README's table must say the same, and no
+/// more (issue 10, item 6).
+#[test]
+fn status_codes_agree_everywhere() {
+    let header =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/mtipc.h")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let enum_text = &header[header.find("enum mt_status").unwrap()..];
+    let enum_text = &enum_text[..enum_text.find("};").unwrap()];
+    let in_header: Vec<(String, u32)> = enum_text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_end_matches(',');
+            let (name, v) = l.split_once(" = ")?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    let mut want = vec![("MT_OK".to_string(), 0)];
+    for k in mtipc::ErrorKind::ALL {
+        want.push((k.name().to_string(), k.code()));
+        assert!(
+            readme.contains(&format!("| `{}` | {} |", k.name(), k.code())),
+            "README.md's status table lacks {} = {}",
+            k.name(),
+            k.code()
+        );
+        assert_eq!(mtipc::ErrorKind::from_code(k.code()), Some(k));
+    }
+    assert_eq!(in_header, want, "include/mtipc.h's mt_status enum");
+    assert_eq!(mtipc::ErrorKind::from_code(0), None);
+}

@@ -77,24 +77,11 @@ pub(crate) fn fail(e: &Error) -> mt_status {
 /// Takes the code as an integer: any value a C caller passes is safe.
 #[no_mangle]
 pub extern "C" fn mt_status_str(code: u32) -> *const c_char {
-    let s: &'static [u8] = match code {
-        0 => b"MT_OK\0",
-        1 => b"MT_ERR_INVALID\0",
-        2 => b"MT_ERR_NOT_FOUND\0",
-        3 => b"MT_ERR_EXISTS\0",
-        4 => b"MT_ERR_DENIED\0",
-        5 => b"MT_ERR_VERSION\0",
-        6 => b"MT_ERR_CORRUPT\0",
-        7 => b"MT_ERR_TIMEOUT\0",
-        8 => b"MT_ERR_FULL\0",
-        9 => b"MT_ERR_CLOSED\0",
-        10 => b"MT_ERR_DEFERRED\0",
-        11 => b"MT_ERR_IO\0",
-        12 => b"MT_ERR_PANIC\0",
-        13 => b"MT_ERR_UNAVAILABLE\0",
-        _ => b"MT_ERR_UNKNOWN\0",
+    let s: &'static std::ffi::CStr = match code {
+        0 => c"MT_OK",
+        _ => ErrorKind::from_code(code).map_or(c"MT_ERR_UNKNOWN", ErrorKind::c_name),
     };
-    s.as_ptr().cast()
+    s.as_ptr()
 }
 
 /// The detailed message of the most recent call on this thread that failed
