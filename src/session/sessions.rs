@@ -574,7 +574,7 @@ impl Ticket {
         if now >= next {
             self.next_check = Some(now + super::dispatch::CHECK_EVERY);
             let s = &self.sessions.0;
-            s.core.check(&s.table, self.slot, self.gen);
+            s.core.check_request(&s.table, self.slot, self.gen);
         }
         match self.sessions.0.core.poll(self.slot, self.gen)? {
             None => Ok(None),

@@ -146,7 +146,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let inner = self.sessions.inner();
-        inner.core.reap_worker(&inner.table, self.id, true);
+        inner.core.unregister(&inner.table, self.id);
     }
 }
 
@@ -227,7 +227,7 @@ impl Drop for Request<'_> {
             let inner = w.sessions.inner();
             let _ = inner
                 .core
-                .give_back(&inner.table, w.id, self.slot, self.word);
+                .fail_unanswered(&inner.table, w.id, self.slot, self.word);
         }
     }
 }

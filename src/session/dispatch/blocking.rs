@@ -150,7 +150,7 @@ impl Core {
                 (due, Some(slice))
             };
             if due {
-                self.check(env, i, gen);
+                self.check_request(env, i, gen);
                 if h.bell.load(Ordering::SeqCst) != s {
                     continue;
                 }

@@ -25,7 +25,7 @@ impl EntryOps for crate::session::entry::EntryGuard<'_> {
 }
 
 /// `NotFound` from a lock is "no such session"; other errors stay errors.
-fn found<T>(r: Result<T>) -> Result<Option<T>> {
+fn none_if_not_found<T>(r: Result<T>) -> Result<Option<T>> {
     match r {
         Ok(g) => Ok(Some(g)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -54,10 +54,11 @@ impl Env for EntriesEnv<'_> {
         h == self.actor.me || self.actor.live.is_alive(h)
     }
     fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>> {
-        found(
-            self.entries
-                .lock(self.actor, crate::session::entry::SessionId(session), None),
-        )
+        none_if_not_found(self.entries.lock(
+            self.actor,
+            crate::session::entry::SessionId(session),
+            None,
+        ))
     }
     fn remove_bindings_to(&self, worker: WorkerRef) {
         self.entries
@@ -80,7 +81,7 @@ impl Env for crate::session::table::Table {
         self.membership().is_alive(h)
     }
     fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>> {
-        found(self.lock_entry(
+        none_if_not_found(self.lock_entry(
             crate::session::entry::SessionId(session),
             crate::session::table::LOCK_TIMEOUT,
         ))

@@ -9,12 +9,26 @@ use crate::session::requests::{SlotState, SlotWord, WorkerId, WorkerState, Worke
 use crate::sync::Ordering;
 
 impl Core {
-    /// Reaps worker `x` if it is dead (or unregisters it, if `x` is the
-    /// caller's own worker: `own`): exactly one process wins the record's
-    /// compare-and-swap to *reaping*; it moves every slot queued to or
-    /// taken by `x` off it, removes the bindings to it, and frees the
-    /// record. Returns whether this call did the reaping.
-    pub fn reap_worker<E: Env>(&self, env: &E, x: WorkerId, own: bool) -> bool {
+    /// Unregisters this process's worker `me` (its `Worker` was dropped):
+    /// as [`Core::reap`] does for a dead one, every slot queued to or
+    /// taken by it goes to another worker of its group (or fails), the
+    /// bindings to it are removed and the record is freed. Returns whether
+    /// this call did it (false if the record was reaped already).
+    pub fn unregister<E: Env>(&self, env: &E, me: WorkerId) -> bool {
+        self.take_down(env, me, true)
+    }
+
+    /// Reaps worker `x` if it is dead: exactly one process wins the
+    /// record's compare-and-swap to *reaping*; it moves every slot queued
+    /// to or taken by `x` off it, removes the bindings to it, and frees
+    /// the record. Returns whether this call did the reaping.
+    pub fn reap<E: Env>(&self, env: &E, x: WorkerId) -> bool {
+        self.take_down(env, x, false)
+    }
+
+    /// The body of [`Core::unregister`] (`own`: `x` is this process's
+    /// live worker) and [`Core::reap`] (`x` must be dead).
+    fn take_down<E: Env>(&self, env: &E, x: WorkerId, own: bool) -> bool {
         let rec = self.worker(x.index);
         let group;
         loop {
@@ -73,11 +87,6 @@ impl Core {
             Ordering::SeqCst,
         );
         true
-    }
-
-    /// [`Core::reap_worker`] of another process's worker.
-    pub fn reap<E: Env>(&self, env: &E, x: WorkerId) -> bool {
-        self.reap_worker(env, x, false)
     }
 
     /// Moves slot `i` (word `w`, naming worker `x` that is dead or gone)

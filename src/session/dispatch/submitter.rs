@@ -196,7 +196,7 @@ impl Core {
     /// is queued to or taken by is dead, reap it; if it names a worker that
     /// is gone, move it off; if it waits for any worker of a group that
     /// has none alive, fail it.
-    pub fn check<E: Env>(&self, env: &E, i: u32, gen: u32) {
+    pub fn check_request<E: Env>(&self, env: &E, i: u32, gen: u32) {
         let Some(w) = self.slot_word(i) else { return };
         if w.gen != gen || !w.state.in_flight() {
             return;

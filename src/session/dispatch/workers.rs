@@ -100,8 +100,15 @@ impl Core {
     }
 
     /// Fails slot `i` (taken by `me`): the worker let the request go
-    /// without answering it.
-    pub fn give_back<E: Env>(&self, env: &E, me: WorkerId, i: u32, tw: SlotWord) -> Result<()> {
+    /// without answering it. Its submitter gets `Unavailable`; the request
+    /// is not served again.
+    pub fn fail_unanswered<E: Env>(
+        &self,
+        env: &E,
+        me: WorkerId,
+        i: u32,
+        tw: SlotWord,
+    ) -> Result<()> {
         self.head(i)
             .status
             .store(ErrorKind::Unavailable.code(), Ordering::SeqCst);
