@@ -829,6 +829,18 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Unregistering (when no request of it is open) takes entry locks:
+        // without the GIL when there is one.
+        if let Some(w) = lock(&self.worker).take() {
+            let mut w = Some(w);
+            let _ = Python::try_attach(|py| py.detach(|| drop(w.take())));
+            drop(w);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Request
 
