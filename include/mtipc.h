@@ -311,8 +311,8 @@ typedef struct mt_ticket mt_ticket;
  * Lifetime: until `mt_worker_free`, which unregisters it (requests queued
  * to it go to another worker of its group, or fail when there is none,
  * and its sessions are unbound). If a request it took is still open
- * then, the worker stays registered until that request is freed: the
- * request can still be answered. A worker whose process dies is reaped
+ * then, that request can still be answered, and the worker stays
+ * registered until it is answered or freed. A worker whose process dies is reaped
  * the same way by the first process that notices.
  */
 typedef struct mt_worker mt_worker;

@@ -118,7 +118,7 @@ impl Worker {
             None => Ok(()),
             Some(s) => Err(err!(
                 Invalid,
-                "this worker's previous request (session {s}) is still open, unanswered: answer or drop it before taking another"
+                "this worker's previous request (session {s}) is still open, unanswered: answer it or free it before taking another"
             )),
         }
     }
