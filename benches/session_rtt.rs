@@ -100,7 +100,9 @@ fn role_worker() {
     std::io::stdout().flush().unwrap();
     let mut resp = Vec::with_capacity(MAX_PAYLOAD);
     loop {
-        let Some(r) = w.next(None) else { continue };
+        let Some(r) = w.next(None).expect("next") else {
+            continue;
+        };
         let t_recv = now_ns();
         resp.clear();
         resp.extend_from_slice(r.bytes());

@@ -258,11 +258,12 @@ typedef struct mt_domain mt_domain;
 /**
  * A request taken by a worker: its bytes in place in the shared slot.
  *
- * Thread safety: one thread at a time (with its worker). Lifetime: until
+ * Thread safety: one thread at a time. Lifetime: until
  * `mt_request_free`. Answer it with `mt_request_respond` before freeing
  * it: a request freed unanswered fails, and its submitter gets
- * `MT_ERR_UNAVAILABLE` (it is not served again). Its worker lives on at
- * least until the request is freed, even if `mt_worker_free` was called.
+ * `MT_ERR_UNAVAILABLE` (it is not served again). It stays answerable
+ * after `mt_worker_free` of its worker, which is unregistered only once
+ * the request is answered or freed.
  */
 typedef struct mt_request mt_request;
 
@@ -300,18 +301,19 @@ typedef struct mt_ticket mt_ticket;
 /**
  * A registered worker of one group.
  *
- * Thread safety: one thread at a time, with the requests it takes (a
- * worker serves one request at a time; register one worker per thread to
- * serve in several). A call of `mt_worker_next` while another is running,
- * or while a request it took is still open, is refused with
- * `MT_ERR_INVALID`. `mt_worker_id` and `mt_worker_group` may be called
- * from any thread.
+ * Thread safety: one thread at a time takes requests with it (a worker
+ * serves one request at a time; register one worker per thread to serve
+ * in several). A call of `mt_worker_next` while another is running is
+ * refused with `MT_ERR_INVALID`, and so is one while a request it took is
+ * still open. `mt_worker_id` and `mt_worker_group` may be called from
+ * any thread.
  *
- * Lifetime: until `mt_worker_free` and `mt_request_free` of its open
- * request, if any: then it is unregistered (requests queued to it go to
- * another worker of its group, or fail when there is none, and its
- * sessions are unbound). A worker whose process dies is reaped the same
- * way by the first process that notices.
+ * Lifetime: until `mt_worker_free`, which unregisters it (requests queued
+ * to it go to another worker of its group, or fail when there is none,
+ * and its sessions are unbound). If a request it took is still open
+ * then, that request can still be answered, and the worker stays
+ * registered until it is answered or freed. A worker whose process dies is reaped
+ * the same way by the first process that notices.
  */
 typedef struct mt_worker mt_worker;
 
@@ -1265,8 +1267,12 @@ mt_status mt_worker_next(const struct mt_worker *w, uint32_t timeout_ms, struct 
 mt_status mt_worker_try_next(const struct mt_worker *w, struct mt_request **out);
 
 /**
- * Frees the handle. The worker is unregistered once its open request, if
- * any, is freed too. NULL is fine.
+ * Frees the handle and unregisters the worker: requests queued to it go
+ * to another worker of its group (or fail when there is none) and its
+ * sessions are unbound. If a request it took is still open, that request
+ * stays answerable and the worker is unregistered when it is answered or
+ * freed (`mt_request_respond` or `mt_request_free`); requests queued to
+ * the worker meanwhile wait until then. NULL is fine.
  *
  * # Safety
  * `w` is NULL or a live handle, not used afterwards.

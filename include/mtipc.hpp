@@ -1085,8 +1085,10 @@ private:
  *
  * Move-only; the destructor frees it (mt_request_free). A request
  * destroyed unanswered fails: its submitter gets Error(MT_ERR_UNAVAILABLE).
- * Used from one thread at a time, with its Worker. A moved-from Request
- * holds nothing: every call on it throws Error(MT_ERR_INVALID).
+ * It stays answerable after its Worker is destroyed (the worker is then
+ * unregistered once the request is answered or destroyed). Used from one
+ * thread at a time. A moved-from Request holds nothing: every call on it
+ * throws Error(MT_ERR_INVALID).
  */
 class Request {
 public:
@@ -1134,12 +1136,12 @@ private:
 /**
  * A registered worker of one group (SessionTable::register_worker).
  *
- * Move-only; the destructor frees it (mt_worker_free): it is unregistered
- * once its open Request, if any, is gone too (requests queued to it go to
- * another worker of its group, its sessions are unbound). One thread at a
- * time, with its requests; one request at a time (next() throws
- * Error(MT_ERR_INVALID) while the previous one is neither answered nor
- * destroyed).
+ * Move-only; the destructor frees it (mt_worker_free), which unregisters
+ * it (requests queued to it go to another worker of its group, its
+ * sessions are unbound); with a Request still open, once that request is
+ * answered or destroyed. One thread at a time takes requests; one request
+ * at a time (next() throws Error(MT_ERR_INVALID) while the previous one is
+ * neither answered nor destroyed).
  */
 class Worker {
 public:

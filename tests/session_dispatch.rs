@@ -195,7 +195,7 @@ fn child_worker(args: &[&str]) {
         if unsafe { libc::getppid() } == 1 {
             return; // the test died: do not linger
         }
-        let Some(r) = w.next(Some(Duration::from_millis(500))) else {
+        let Some(r) = w.next(Some(Duration::from_millis(500))).unwrap() else {
             continue;
         };
         if delay > 0 || gate.is_some() {

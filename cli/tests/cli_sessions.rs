@@ -143,19 +143,23 @@ fn child_entry() {
     let s = Sessions::open(&d, NAME).unwrap();
     let mut w = s.register_worker(args[1].parse().unwrap()).unwrap();
     say("ready");
-    let mut held = Vec::new();
+    let mut held = None;
     loop {
         // SAFETY: getppid has no preconditions.
         if unsafe { libc::getppid() } == 1 {
             std::process::exit(0);
         }
-        let Some(r) = w.next(Some(Duration::from_millis(300))) else {
+        if held.is_some() {
+            // One open request per worker: it takes no other meanwhile.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let Some(r) = w.next(Some(Duration::from_millis(300))).unwrap() else {
             continue;
         };
         if r.bytes().starts_with(b"hold") {
             // Keep it taken and unanswered until killed.
-            held.push(r.slot());
-            std::mem::forget(r);
+            held = Some(r);
             say("holding");
             continue;
         }

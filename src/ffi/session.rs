@@ -3,12 +3,11 @@
 //! 2, docs/session.md). Only the boundary: every call forwards to
 //! [`crate::session`].
 //!
-//! Two Rust borrows become C handles here. A [`Request`] borrows its
-//! [`Worker`]: the worker lives in an `Arc` that its `mt_worker` and its
-//! open `mt_request` share, and the worker refuses `mt_worker_next` while
-//! a request it took is open (one request at a time, as in Rust). A
-//! [`Response`] borrows its [`Ticket`]: the ticket handle owns the ticket
-//! through a raw pointer and keeps the response beside it until freed.
+//! The handles wrap the core's owned types as they are: `mt_worker` a
+//! [`Worker`] (behind a mutex: one thread takes requests at a time),
+//! `mt_request` an open [`Request`] (which keeps its worker registered
+//! until it is freed), `mt_ticket` a [`Ticket`] and, once there, the
+//! [`Response`] it handed over.
 
 use super::domain::{mt_domain, timeout_of};
 use super::handle::{bytes_arg, check_out, str_arg, write_out, BoxHandle};
@@ -19,15 +18,8 @@ use crate::session::{
     Request, Response, SessionId, Sessions, SessionsConfig, Ticket, Worker, WorkerRef, MAX_TENANT,
     MAX_USER_DATA,
 };
-// The worker's state word is process-local (not shared memory), but it
-// comes from the shim like every atomic; the lint cannot tell the shim's
-// types from std's outside loom.
-#[allow(clippy::disallowed_types)]
-use crate::sync::{AtomicU32, Ordering};
-use std::cell::UnsafeCell;
 use std::ffi::c_char;
-use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Mutex, TryLockError};
 
 /// Longest tenant id of a session, in bytes (the tenant-id rule).
 pub const MT_SESSION_TENANT_MAX: usize = 64;
@@ -63,81 +55,59 @@ impl BoxHandle for mt_session_table {
 
 /// A registered worker of one group.
 ///
-/// Thread safety: one thread at a time, with the requests it takes (a
-/// worker serves one request at a time; register one worker per thread to
-/// serve in several). A call of `mt_worker_next` while another is running,
-/// or while a request it took is still open, is refused with
-/// `MT_ERR_INVALID`. `mt_worker_id` and `mt_worker_group` may be called
-/// from any thread.
+/// Thread safety: one thread at a time takes requests with it (a worker
+/// serves one request at a time; register one worker per thread to serve
+/// in several). A call of `mt_worker_next` while another is running is
+/// refused with `MT_ERR_INVALID`, and so is one while a request it took is
+/// still open. `mt_worker_id` and `mt_worker_group` may be called from
+/// any thread.
 ///
-/// Lifetime: until `mt_worker_free` and `mt_request_free` of its open
-/// request, if any: then it is unregistered (requests queued to it go to
-/// another worker of its group, or fail when there is none, and its
-/// sessions are unbound). A worker whose process dies is reaped the same
-/// way by the first process that notices.
+/// Lifetime: until `mt_worker_free`, which unregisters it (requests queued
+/// to it go to another worker of its group, or fail when there is none,
+/// and its sessions are unbound). If a request it took is still open
+/// then, that request can still be answered, and the worker stays
+/// registered until it is answered or freed. A worker whose process dies is reaped
+/// the same way by the first process that notices.
 pub struct mt_worker {
     _private: [u8; 0],
 }
 
-/// The worker behind an `mt_worker`, shared with its open request.
-pub(crate) struct WorkerCell {
-    worker: UnsafeCell<Worker>,
-    /// [`IDLE`], [`IN_NEXT`] or [`OPEN`].
-    #[allow(clippy::disallowed_types)]
-    state: AtomicU32,
+/// The worker behind an `mt_worker`.
+pub(crate) struct WorkerHandle {
+    /// Held by the thread taking a request; another thread finding it
+    /// held is refused (one thread at a time).
+    worker: Mutex<Worker>,
     id: u64,
     group: u32,
 }
 
-// SAFETY: the state word serialises every use of the worker across
-// threads: `&mut Worker` is only made by the thread whose compare-exchange
-// moved the state from IDLE to IN_NEXT, shared borrows only live in the
-// request taken then (state OPEN, refused by next), and `id` and `group`
-// are immutable copies. `Worker` itself is `Send`.
-unsafe impl Sync for WorkerCell {}
-
-/// No call on the worker is running and it has no open request.
-const IDLE: u32 = 0;
-/// `mt_worker_next` (or `_try_next`) is running.
-const IN_NEXT: u32 = 1;
-/// A request it took is open (neither answered nor freed).
-const OPEN: u32 = 2;
-
 impl BoxHandle for mt_worker {
-    type Inner = Arc<WorkerCell>;
+    type Inner = WorkerHandle;
     const NAME: &'static str = "mt_worker";
 }
 
 /// A request taken by a worker: its bytes in place in the shared slot.
 ///
-/// Thread safety: one thread at a time (with its worker). Lifetime: until
+/// Thread safety: one thread at a time. Lifetime: until
 /// `mt_request_free`. Answer it with `mt_request_respond` before freeing
 /// it: a request freed unanswered fails, and its submitter gets
-/// `MT_ERR_UNAVAILABLE` (it is not served again). Its worker lives on at
-/// least until the request is freed, even if `mt_worker_free` was called.
+/// `MT_ERR_UNAVAILABLE` (it is not served again). It stays answerable
+/// after `mt_worker_free` of its worker, which is unregistered only once
+/// the request is answered or freed.
 pub struct mt_request {
     _private: [u8; 0],
 }
 
 /// The request behind an `mt_request`.
-pub(crate) struct RequestCell {
-    /// `None` once answered. Declared first: dropped before `worker`,
-    /// which it borrows.
-    req: Option<Request<'static>>,
+pub(crate) struct RequestHandle {
+    /// `None` once answered (dropped then, so that its worker may take
+    /// the next one).
+    req: Option<Request>,
     session: u64,
-    worker: Arc<WorkerCell>,
-}
-
-impl Drop for RequestCell {
-    fn drop(&mut self) {
-        // Unanswered: fails for its submitter (Request's drop).
-        drop(self.req.take());
-        self.worker.state.store(IDLE, Ordering::Release);
-    }
 }
 
 impl BoxHandle for mt_request {
-    type Inner = RequestCell;
+    type Inner = RequestHandle;
     const NAME: &'static str = "mt_request";
 }
 
@@ -153,27 +123,16 @@ pub struct mt_ticket {
 }
 
 /// The ticket behind an `mt_ticket`.
-pub(crate) struct TicketCell {
-    /// The response, once there. Dropped before the ticket it borrows.
-    resp: Option<Response<'static>>,
+pub(crate) struct TicketHandle {
+    ticket: Ticket,
+    /// The response, once there (it holds the slot until freed).
+    resp: Option<Response>,
     /// The error of a spent ticket (`Unavailable`), reported again.
     failed: Option<Error>,
-    /// Owned (from `Box::into_raw`); freed in `drop`.
-    ticket: NonNull<Ticket>,
-}
-
-impl Drop for TicketCell {
-    fn drop(&mut self) {
-        // Frees the slot (the response is collected) before the ticket.
-        drop(self.resp.take());
-        // SAFETY: `ticket` came from Box::into_raw and nothing borrows it
-        // any more (the response is gone).
-        drop(unsafe { Box::from_raw(self.ticket.as_ptr()) });
-    }
 }
 
 impl BoxHandle for mt_ticket {
-    type Inner = TicketCell;
+    type Inner = TicketHandle;
     const NAME: &'static str = "mt_ticket";
 }
 
@@ -606,15 +565,13 @@ pub unsafe extern "C" fn mt_worker_register(
         // SAFETY: per the contract.
         let s = unsafe { mt_session_table::try_ref(t) }?;
         let w = s.register_worker(group)?;
-        let cell = WorkerCell {
+        let h = WorkerHandle {
             id: w.id().0,
             group: w.group(),
-            worker: UnsafeCell::new(w),
-            #[allow(clippy::disallowed_types)]
-            state: AtomicU32::new(IDLE),
+            worker: Mutex::new(w),
         };
         // SAFETY: checked above.
-        unsafe { write_out(out, mt_worker::into_raw(Arc::new(cell))) };
+        unsafe { write_out(out, mt_worker::into_raw(h)) };
         Ok(())
     })
 }
@@ -645,54 +602,42 @@ pub unsafe extern "C" fn mt_worker_group(w: *const mt_worker) -> u32 {
 ///
 /// # Safety
 /// `w` is a live handle; `out` valid for a write.
-unsafe fn next(
+unsafe fn take_next(
     w: *const mt_worker,
     timeout: Option<Option<std::time::Duration>>,
     out: *mut *mut mt_request,
 ) -> Result<()> {
     check_out(out, "out")?;
     // SAFETY: per the contract.
-    let cell = unsafe { mt_worker::try_ref(w) }?;
-    match cell
-        .state
-        .compare_exchange(IDLE, IN_NEXT, Ordering::Acquire, Ordering::Relaxed)
-    {
-        Ok(_) => {}
-        Err(OPEN) => {
-            return Err(err!(
-                Invalid,
-                "this worker's previous request is still open: answer it (mt_request_respond) or free it first"
-            ))
-        }
-        Err(_) => {
+    let h = unsafe { mt_worker::try_ref(w) }?;
+    let mut worker = match h.worker.try_lock() {
+        Ok(g) => g,
+        // A panic inside an earlier call (reported as MT_ERR_PANIC) left
+        // the worker as it was between two steps: still usable.
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => {
             return Err(err!(
                 Invalid,
                 "another thread is taking a request with this worker (one thread at a time)"
             ))
         }
-    }
-    // SAFETY: the state word makes this the only access to the worker:
-    // no other next runs and no request borrows it.
-    let worker: &'static mut Worker = unsafe { &mut *cell.worker.get() };
+    };
     let taken = match timeout {
-        None => worker.try_next(),
-        Some(t) => worker.next(t),
+        None => worker.try_next()?,
+        Some(t) => worker.next(t)?,
     };
     let Some(req) = taken else {
-        cell.state.store(IDLE, Ordering::Release);
         return Err(match timeout {
             None => err!(Deferred, "no request is queued for this worker"),
             Some(_) => err!(Timeout, "no request came for this worker in time"),
         });
     };
-    cell.state.store(OPEN, Ordering::Release);
-    let rc = RequestCell {
+    let rh = RequestHandle {
         session: req.session().0,
         req: Some(req),
-        worker: Arc::clone(cell),
     };
     // SAFETY: checked above.
-    unsafe { write_out(out, mt_request::into_raw(rc)) };
+    unsafe { write_out(out, mt_request::into_raw(rh)) };
     Ok(())
 }
 
@@ -713,7 +658,7 @@ pub unsafe extern "C" fn mt_worker_next(
 ) -> mt_status {
     // SAFETY: forwarded contract.
     guard("mt_worker_next", || unsafe {
-        next(w, Some(timeout_of(timeout_ms)), out)
+        take_next(w, Some(timeout_of(timeout_ms)), out)
     })
 }
 
@@ -728,11 +673,15 @@ pub unsafe extern "C" fn mt_worker_try_next(
     out: *mut *mut mt_request,
 ) -> mt_status {
     // SAFETY: forwarded contract.
-    guard("mt_worker_try_next", || unsafe { next(w, None, out) })
+    guard("mt_worker_try_next", || unsafe { take_next(w, None, out) })
 }
 
-/// Frees the handle. The worker is unregistered once its open request, if
-/// any, is freed too. NULL is fine.
+/// Frees the handle and unregisters the worker: requests queued to it go
+/// to another worker of its group (or fail when there is none) and its
+/// sessions are unbound. If a request it took is still open, that request
+/// stays answerable and the worker is unregistered when it is answered or
+/// freed (`mt_request_respond` or `mt_request_free`); requests queued to
+/// the worker meanwhile wait until then. NULL is fine.
 ///
 /// # Safety
 /// `w` is NULL or a live handle, not used afterwards.
@@ -816,9 +765,9 @@ pub unsafe extern "C" fn mt_request_respond(
             .as_ref()
             .ok_or_else(|| err!(Invalid, "the request was answered already"))?;
         req.respond(resp)?;
-        // Answered: dropping it gives nothing back; the worker is free.
+        // Answered: let it go at once (its worker may be unregistered now
+        // if mt_worker_free came first).
         c.req = None;
-        c.worker.state.store(IDLE, Ordering::Release);
         Ok(())
     })
 }
@@ -868,13 +817,13 @@ pub unsafe extern "C" fn mt_request_submit(
         // SAFETY: per the contract.
         let req = unsafe { bytes_arg(buf, len, "buf") }?;
         let ticket = s.submit(SessionId(session), group, req)?;
-        let cell = TicketCell {
+        let h = TicketHandle {
+            ticket,
             resp: None,
             failed: None,
-            ticket: NonNull::from(Box::leak(Box::new(ticket))),
         };
         // SAFETY: checked above.
-        unsafe { write_out(out, mt_ticket::into_raw(cell)) };
+        unsafe { write_out(out, mt_ticket::into_raw(h)) };
         Ok(())
     })
 }
@@ -884,7 +833,10 @@ pub unsafe extern "C" fn mt_request_submit(
 ///
 /// # Safety
 /// `tk` is a live handle used by no other thread.
-unsafe fn settle(tk: *mut mt_ticket, timeout: Option<Option<std::time::Duration>>) -> Result<()> {
+unsafe fn wait_or_poll(
+    tk: *mut mt_ticket,
+    timeout: Option<Option<std::time::Duration>>,
+) -> Result<()> {
     // SAFETY: per the contract.
     let c = unsafe { mt_ticket::try_mut(tk) }?;
     if c.resp.is_some() {
@@ -893,13 +845,9 @@ unsafe fn settle(tk: *mut mt_ticket, timeout: Option<Option<std::time::Duration>
     if let Some(e) = &c.failed {
         return Err(e.clone());
     }
-    // SAFETY: the ticket is owned by the cell and nothing borrows it (no
-    // response is held); the response made from this borrow is stored in
-    // the cell, which drops it before the ticket.
-    let ticket: &'static mut Ticket = unsafe { &mut *c.ticket.as_ptr() };
     let got = match timeout {
-        Some(t) => ticket.wait(t).map(Some),
-        None => ticket.poll(),
+        Some(t) => c.ticket.wait(t).map(Some),
+        None => c.ticket.poll(),
     };
     match got {
         Ok(Some(r)) => {
@@ -933,7 +881,7 @@ unsafe fn settle(tk: *mut mt_ticket, timeout: Option<Option<std::time::Duration>
 pub unsafe extern "C" fn mt_ticket_wait(tk: *mut mt_ticket, timeout_ms: u32) -> mt_status {
     // SAFETY: forwarded contract.
     guard("mt_ticket_wait", || unsafe {
-        settle(tk, Some(timeout_of(timeout_ms)))
+        wait_or_poll(tk, Some(timeout_of(timeout_ms)))
     })
 }
 
@@ -946,7 +894,7 @@ pub unsafe extern "C" fn mt_ticket_wait(tk: *mut mt_ticket, timeout_ms: u32) -> 
 #[no_mangle]
 pub unsafe extern "C" fn mt_ticket_poll(tk: *mut mt_ticket) -> mt_status {
     // SAFETY: forwarded contract.
-    guard("mt_ticket_poll", || unsafe { settle(tk, None) })
+    guard("mt_ticket_poll", || unsafe { wait_or_poll(tk, None) })
 }
 
 /// Stores the address and length of the response, in place in the shared

@@ -514,9 +514,10 @@ pub struct SlotCounts {
 // ---------------------------------------------------------------------------
 
 /// A submitted request: wait for its response with [`Ticket::wait`] or
-/// [`Ticket::poll`]. Dropping a ticket whose response was not read
-/// withdraws the request (a request a worker already serves is freed when
-/// it has answered). `Send`, not shared between threads.
+/// [`Ticket::poll`], which hand the slot over to an owned [`Response`].
+/// Dropping a ticket whose response was not handed out withdraws the
+/// request (a request a worker already serves is freed when it has
+/// answered). `Send`, not shared between threads.
 pub struct Ticket {
     sessions: Sessions,
     slot: u32,
@@ -554,9 +555,18 @@ impl Ticket {
         self.slot
     }
 
-    fn outcome(&mut self, o: Outcome) -> Result<Response<'_>> {
+    fn outcome(&mut self, o: Outcome) -> Result<Response> {
         match o {
-            Outcome::Done(len) => Ok(Response { ticket: self, len }),
+            Outcome::Done(len) => {
+                // The slot is the response's now: the ticket is spent.
+                self.open = false;
+                Ok(Response {
+                    sessions: self.sessions.clone(),
+                    slot: self.slot,
+                    gen: self.gen,
+                    len,
+                })
+            }
             Outcome::Failed(kind) => {
                 self.sessions.0.core.collect(self.slot, self.gen);
                 self.open = false;
@@ -589,11 +599,14 @@ impl Ticket {
     /// served by another worker of the group) and that the group has a
     /// live worker at all.
     ///
+    /// The [`Response`] owns the slot from then on (the ticket is spent:
+    /// a later `wait` or `poll` is `Invalid`).
+    ///
     /// Errors: `Timeout` (the ticket stays valid: wait again, or drop it);
     /// `Unavailable` when no live worker of the group could take the
     /// request (the ticket is then spent); `Corrupt` if the area was
-    /// damaged under it.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Response<'_>> {
+    /// damaged under it; `Invalid` once the response was handed out.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Response> {
         self.check_open()?;
         let s = &self.sessions;
         let o = s.0.core.wait(
@@ -610,7 +623,7 @@ impl Ticket {
     /// The response if it is there, without waiting (`Ok(None)`: not yet).
     /// Like [`Ticket::wait`], it checks the request's worker when a check
     /// is due. Errors as [`Ticket::wait`], without `Timeout`.
-    pub fn poll(&mut self) -> Result<Option<Response<'_>>> {
+    pub fn poll(&mut self) -> Result<Option<Response>> {
         self.check_open()?;
         let now = Instant::now();
         let next = *self
@@ -619,7 +632,7 @@ impl Ticket {
         if now >= next {
             self.next_check = Some(now + super::dispatch::CHECK_EVERY);
             let s = &self.sessions.0;
-            s.core.check(&s.table, self.slot, self.gen);
+            s.core.check_request(&s.table, self.slot, self.gen);
         }
         match self.sessions.0.core.poll(self.slot, self.gen)? {
             None => Ok(None),
@@ -642,34 +655,36 @@ impl Drop for Ticket {
     }
 }
 
-/// The response to a request, read in place in its slot. Dropping it
-/// frees the slot (the ticket is then spent).
-pub struct Response<'t> {
-    ticket: &'t mut Ticket,
+/// The response to a request, read in place in its slot (`Deref` to the
+/// bytes). An owned handle: it holds the slot, which its [`Ticket`] handed
+/// over, until it is dropped; dropping it frees the slot. `Send` and
+/// `Sync`.
+pub struct Response {
+    sessions: Sessions,
+    slot: u32,
+    gen: u32,
     len: u32,
 }
 
-impl std::ops::Deref for Response<'_> {
+impl std::ops::Deref for Response {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let t = &self.ticket;
-        // SAFETY: the slot is done and ours (its submitter) until this
-        // response is dropped; len was checked against max_message.
-        unsafe { t.sessions.0.core.response_bytes(t.slot, self.len) }
+        // SAFETY: the slot is done and ours (its submitter's: the ticket
+        // handed it to this response) until this response is dropped; len
+        // was checked against max_message.
+        unsafe { self.sessions.0.core.response_bytes(self.slot, self.len) }
     }
 }
 
-impl std::fmt::Debug for Response<'_> {
+impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Response({} bytes)", self.len)
     }
 }
 
-impl Drop for Response<'_> {
+impl Drop for Response {
     fn drop(&mut self) {
-        let t = &mut *self.ticket;
-        t.sessions.0.core.collect(t.slot, t.gen);
-        t.open = false;
+        self.sessions.0.core.collect(self.slot, self.gen);
     }
 }
 
@@ -712,6 +727,19 @@ mod tests {
         s.table().lookup(id).unwrap().in_flight
     }
     const T: Option<Duration> = Some(Duration::from_secs(5));
+
+    /// Takes the next request queued for `w` in the area without making a
+    /// `Request` of it (which would answer or fail it when dropped).
+    fn take_bare(s: &Sessions, w: &Worker) -> u32 {
+        let inner = s.inner();
+        let id = requests::WorkerId::from_ref(w.id(), inner.core.geometry().workers).unwrap();
+        let mut cursor = 0;
+        inner
+            .core
+            .take(&inner.table, id, w.group(), &mut cursor, true)
+            .expect("a request for the worker")
+            .slot
+    }
 
     #[test]
     fn create_open_and_refusals() {
@@ -768,7 +796,7 @@ mod tests {
         assert_eq!(in_flight(&s, id), 1);
         assert!(t.poll().unwrap().is_none());
         {
-            let r = w.try_next().expect("a request");
+            let r = w.try_next().unwrap().expect("a request");
             assert_eq!(r.bytes(), b"hello");
             assert_eq!(r.session(), id);
             // The worker that took an "any" request is now the session's.
@@ -786,9 +814,9 @@ mod tests {
         // requests: they are queued to the first one.
         let mut w2 = s.register_worker(1).unwrap();
         let mut tickets: Vec<Ticket> = (0..3).map(|_| s.submit(id, 1, b"x").unwrap()).collect();
-        assert!(w2.try_next().is_none());
+        assert!(w2.try_next().unwrap().is_none());
         for _ in 0..3 {
-            let r = w.try_next().unwrap();
+            let r = w.try_next().unwrap().unwrap();
             r.respond(b"y").unwrap();
         }
         for t in &mut tickets {
@@ -806,7 +834,7 @@ mod tests {
         let mut used = Vec::new();
         for _ in 0..5 {
             let mut t = s.submit(id, 0, b"q").unwrap();
-            let r = w.try_next().unwrap();
+            let r = w.try_next().unwrap().unwrap();
             used.push(r.slot());
             r.respond(b"a").unwrap();
             assert_eq!(&*t.wait(T).unwrap(), b"a");
@@ -834,19 +862,19 @@ mod tests {
             word.store(0, Ordering::SeqCst);
         }
         let peer_check = super::super::worker::PEER_CHECK;
-        let answer = |r: super::super::worker::Request<'_>| {
+        let answer = |r: super::super::worker::Request| {
             assert_eq!(r.bytes(), b"lost?");
             r.respond(b"found").unwrap();
         };
         // Only a full scan (once per PEER_CHECK) can find it: whenever it
         // is found, PEER_CHECK has passed since the worker registered. (How
         // soon after is left to the benchmarks: a loaded machine delays it.)
-        let quick = w.try_next().map(|r| {
+        let quick = w.try_next().unwrap().map(|r| {
             assert!(registered.elapsed() >= peer_check, "found too early");
             answer(r)
         });
         if quick.is_none() {
-            let r = w.next(T).expect("found by the full scan");
+            let r = w.next(T).unwrap().expect("found by the full scan");
             assert!(registered.elapsed() >= peer_check, "found too early");
             answer(r);
         }
@@ -865,11 +893,11 @@ mod tests {
         // A is busy with s1's request.
         let mut t1 = s.submit(s1, 0, b"one").unwrap();
         std::thread::scope(|sc| {
-            let r1 = a.try_next().expect("A takes s1's request");
+            let r1 = a.try_next().unwrap().expect("A takes s1's request");
             // B waits for work.
             let waiter = sc.spawn(move || {
                 let mut b = b;
-                let r = b.next(T).expect("B is given s2's request");
+                let r = b.next(T).unwrap().expect("B is given s2's request");
                 assert_eq!(r.bytes(), b"two");
                 r.respond(b"from B").unwrap();
                 drop(r);
@@ -892,7 +920,7 @@ mod tests {
             r1.respond(b"from A").unwrap();
             drop(r1);
             assert!(
-                a.try_next().is_none(),
+                a.try_next().unwrap().is_none(),
                 "the busy worker took the new session"
             );
             assert_eq!(&*t2.wait(T).unwrap(), b"from B");
@@ -933,7 +961,7 @@ mod tests {
                     let stop = &stop;
                     sc.spawn(move || {
                         while !stop.is_set() {
-                            if let Some(r) = w.next(Some(Duration::from_millis(20))) {
+                            if let Some(r) = w.next(Some(Duration::from_millis(20))).unwrap() {
                                 r.respond(r.bytes()).unwrap();
                             }
                         }
@@ -982,7 +1010,7 @@ mod tests {
         assert_eq!(s.register_worker(2).unwrap_err().kind(), ErrorKind::Invalid);
         let mut w = s.register_worker(0).unwrap();
         let mut t = s.submit(id, 0, &[7; 100]).unwrap();
-        let r = w.try_next().unwrap();
+        let r = w.try_next().unwrap().unwrap();
         assert_eq!(r.bytes().len(), 100);
         let e = r.respond(&[0; 101]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid);
@@ -1054,19 +1082,21 @@ mod tests {
         let mut w2 = s.register_worker(0).unwrap();
         // Bind `id` to w1.
         let mut t = s.submit(id, 0, b"a").unwrap();
-        w1.try_next().unwrap().respond(b"A").unwrap();
+        w1.try_next().unwrap().unwrap().respond(b"A").unwrap();
         drop(t.wait(T).unwrap());
         // Two requests queued to w1, one taken by it and not answered.
         let mut ts: Vec<Ticket> = (0..3).map(|_| s.submit(id, 0, b"b").unwrap()).collect();
         let mut t2 = s.submit(id2, 0, b"c").unwrap();
-        let taken = w1.try_next().unwrap();
-        std::mem::forget(taken); // neither answered nor given back
+        // Taken by w1 and neither answered nor failed: as a request leaked
+        // past its worker's end (a `Request` forgotten with mem::forget
+        // would keep w1 registered for good).
+        take_bare(&s, &w1);
         assert_eq!(in_flight(&s, id), 3);
         drop(w1);
         assert_eq!(s.table().lookup(id).unwrap().worker, None);
         assert_eq!(in_flight(&s, id), 3);
         let mut n = 0;
-        while let Some(r) = w2.try_next() {
+        while let Some(r) = w2.try_next().unwrap() {
             r.respond(&[r.bytes(), b"!"].concat()).unwrap();
             n += 1;
         }
@@ -1079,8 +1109,7 @@ mod tests {
         assert!(s.audit().is_empty());
         // Unregistering the last worker of a group fails what it held.
         let mut t3 = s.submit(id, 0, b"d").unwrap();
-        let r = w2.try_next().unwrap();
-        std::mem::forget(r);
+        take_bare(&s, &w2);
         drop(w2);
         assert_eq!(t3.wait(T).unwrap_err().kind(), ErrorKind::Unavailable);
         assert!(s.audit().is_empty());
@@ -1095,7 +1124,7 @@ mod tests {
         // A ticket dropped while its request is served: the worker's answer
         // frees the slot.
         let t = s.submit(id, 0, b"x").unwrap();
-        let r = w.try_next().unwrap();
+        let r = w.try_next().unwrap().unwrap();
         drop(t);
         assert_eq!(s.snapshot().slots.abandoned, 1);
         r.respond(b"y").unwrap();
@@ -1104,13 +1133,115 @@ mod tests {
         assert_eq!(in_flight(&s, id), 0);
         // A request dropped unanswered fails.
         let mut t = s.submit(id, 0, b"x").unwrap();
-        drop(w.try_next().unwrap());
+        drop(w.try_next().unwrap().unwrap());
         assert_eq!(t.wait(T).unwrap_err().kind(), ErrorKind::Unavailable);
         assert_eq!(in_flight(&s, id), 0);
         // An answered ticket dropped unread is freed.
         let t = s.submit(id, 0, b"x").unwrap();
-        w.try_next().unwrap().respond(b"z").unwrap();
+        w.try_next().unwrap().unwrap().respond(b"z").unwrap();
         drop(t);
+        assert_eq!(s.snapshot().slots.free, 8);
+    }
+
+    #[test]
+    fn one_open_request_per_worker() {
+        let d = domain("one");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let id = session(&s);
+        let mut w = s.register_worker(0).unwrap();
+        let mut t1 = s.submit(id, 0, b"1").unwrap();
+        let mut t2 = s.submit(id, 0, b"2").unwrap();
+        let r1 = w.try_next().unwrap().unwrap();
+        assert_eq!(r1.worker(), w.id());
+        // Open: neither next nor try_next takes another.
+        for e in [w.try_next().unwrap_err(), w.next(T).unwrap_err()] {
+            assert_eq!(e.kind(), ErrorKind::Invalid);
+            assert!(e.message().contains("still open"), "{e}");
+            assert!(e.message().contains("unanswered"), "{e}");
+        }
+        // Answered, the worker takes the next one while r1 still lives.
+        r1.respond(b"one").unwrap();
+        assert!(r1.answered());
+        let r2 = w.try_next().unwrap().unwrap();
+        assert_eq!(r2.bytes(), b"2");
+        drop(r1); // answered: dropping it changes nothing
+        assert_eq!(w.try_next().unwrap_err().kind(), ErrorKind::Invalid);
+        // Dropped unanswered, it fails, and the worker is free again.
+        drop(r2);
+        assert!(w.try_next().unwrap().is_none());
+        assert_eq!(&*t1.wait(T).unwrap(), b"one");
+        assert_eq!(t2.wait(T).unwrap_err().kind(), ErrorKind::Unavailable);
+        assert!(s.audit().is_empty());
+    }
+
+    #[test]
+    fn a_request_stays_answerable_after_its_worker_is_dropped() {
+        let d = domain("outlive");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let id = session(&s);
+        let mut w = s.register_worker(0).unwrap();
+        let wid = w.id();
+        let registered = |s: &Sessions| {
+            s.snapshot().groups[0]
+                .workers
+                .iter()
+                .any(|x| Some(x.index) == wid.record())
+        };
+        let mut t = s.submit(id, 0, b"held").unwrap();
+        let r = w.try_next().unwrap().unwrap();
+        drop(w);
+        // Still registered (the request holds it), the session still bound.
+        assert!(registered(&s));
+        assert_eq!(s.table().lookup(id).unwrap().worker, Some(wid));
+        // A request of its session queued meanwhile waits for it...
+        let mut later = s.submit(id, 0, b"later").unwrap();
+        let mut peer = s.register_worker(0).unwrap();
+        assert!(peer.try_next().unwrap().is_none());
+        // ... the held one is answered, by the dropped worker ...
+        assert_eq!(r.bytes(), b"held");
+        r.respond(b"answered").unwrap();
+        assert_eq!(&*t.wait(T).unwrap(), b"answered");
+        assert!(registered(&s));
+        // ... and dropping the request unregisters the worker: its session
+        // is unbound and the waiting request goes to the peer.
+        drop(r);
+        assert!(!registered(&s));
+        let moved = peer.try_next().unwrap().expect("moved to the peer");
+        assert_eq!(moved.bytes(), b"later");
+        moved.respond(b"from the peer").unwrap();
+        drop(moved);
+        assert_eq!(&*later.wait(T).unwrap(), b"from the peer");
+        assert_eq!(s.table().lookup(id).unwrap().worker, Some(peer.id()));
+        // Dropped unanswered after its worker: it fails, and then the
+        // worker goes.
+        let mut t = s.submit(id, 0, b"x").unwrap();
+        let r = peer.try_next().unwrap().unwrap();
+        drop(peer);
+        drop(r);
+        assert_eq!(t.wait(T).unwrap_err().kind(), ErrorKind::Unavailable);
+        assert!(s.snapshot().groups[0].workers.is_empty());
+        assert!(s.audit().is_empty());
+        assert_eq!(s.snapshot().slots.free, 8);
+    }
+
+    #[test]
+    fn a_response_is_owned_and_frees_its_slot_when_dropped() {
+        let d = domain("resp");
+        let s = Sessions::create(&d.1, "a", small()).unwrap();
+        let id = session(&s);
+        let mut w = s.register_worker(0).unwrap();
+        let mut t = s.submit(id, 0, b"q").unwrap();
+        w.try_next().unwrap().unwrap().respond(b"kept").unwrap();
+        let r = t.wait(T).unwrap();
+        // The ticket is spent: the response holds the slot, even once the
+        // ticket is gone.
+        assert_eq!(t.poll().unwrap_err().kind(), ErrorKind::Invalid);
+        assert_eq!(t.wait(T).unwrap_err().kind(), ErrorKind::Invalid);
+        drop(t);
+        assert_eq!(s.snapshot().slots.done, 1);
+        let r = std::thread::spawn(move || r).join().unwrap();
+        assert_eq!(&*r, b"kept");
+        drop(r);
         assert_eq!(s.snapshot().slots.free, 8);
     }
 
@@ -1130,7 +1261,7 @@ mod tests {
                         let mut w = s.register_worker(1).unwrap();
                         let mut n = 0u32;
                         while !stop.is_set() {
-                            if let Some(r) = w.next(Some(Duration::from_millis(20))) {
+                            if let Some(r) = w.next(Some(Duration::from_millis(20))).unwrap() {
                                 let mut v = r.bytes().to_vec();
                                 v.reverse();
                                 r.respond(&v).unwrap();

@@ -1,29 +1,67 @@
-//! The worker's side of the request area: [`Worker`] and [`Request`].
+//! The worker's side of the request area: [`Worker`] and the open
+//! [`Request`] it hands out.
+//!
+//! Both are owned handles: a request holds the worker's registration (an
+//! `Arc` it shares with its [`Worker`]), not a borrow of the `Worker`, so
+//! the C and Python bindings wrap them as they are. The registration ends
+//! (the worker is unregistered) when the last of the two goes: a worker
+//! closed while a request it took is open stays registered until that
+//! request is answered or dropped (docs/session.md, "Closing a worker
+//! with an open request").
 
 use super::dispatch::{Taken, CHECK_EVERY};
 use super::entry::{SessionId, WorkerRef};
 use super::requests::{SlotWord, WorkerId};
 use super::sessions::Sessions;
-use crate::error::Result;
+use crate::error::{err, Result};
 use crate::sync::Ordering;
 use std::cell::Cell;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often an idle worker checks that the other workers of its group
 /// live (and reaps the dead ones).
 pub const PEER_CHECK: Duration = Duration::from_millis(250);
 
+/// A worker's registration in the request area, shared by its [`Worker`]
+/// and the request it holds open. Dropping the last of them unregisters
+/// the worker.
+struct Registration {
+    sessions: Sessions,
+    id: WorkerId,
+    /// The session of the request this worker took and has neither
+    /// answered nor dropped, if any: a worker holds one at a time.
+    open: Mutex<Option<SessionId>>,
+}
+
+impl Registration {
+    fn open(&self) -> MutexGuard<'_, Option<SessionId>> {
+        // Nothing panics while it is held; a poisoned lock is still right.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let inner = self.sessions.inner();
+        inner.core.unregister(&inner.table, self.id);
+    }
+}
+
 /// A registered worker of one group. Dropping it unregisters it: requests
 /// queued to it, or taken and not answered, go to another worker of the
 /// group (or fail when there is none), and the sessions bound to it are
-/// unbound. If the process dies instead, the first process that notices
-/// does the same (docs/session.md, "Worker failure").
+/// unbound. If it holds an open [`Request`] then, the unregistering waits
+/// for that request: it happens when the request is answered or dropped
+/// (meanwhile requests for the worker's sessions still queue to it). If
+/// the process dies instead, the first process that notices does the same
+/// at once (docs/session.md, "Worker failure").
 ///
-/// `Send`, not shared between threads (one worker serves one request at a
-/// time; register several for several threads).
+/// `Send` and `Sync`; taking a request needs `&mut self`, so one thread
+/// takes requests at a time (register several workers for several
+/// threads). A worker holds one open request at a time.
 pub struct Worker {
-    sessions: Sessions,
-    id: WorkerId,
+    reg: Arc<Registration>,
     group: u32,
     cursor: u32,
     last_peer_check: Instant,
@@ -34,8 +72,8 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("record", &self.id.index)
-            .field("gen", &self.id.gen)
+            .field("record", &self.reg.id.index)
+            .field("gen", &self.reg.id.gen)
             .field("group", &self.group)
             .finish()
     }
@@ -44,8 +82,11 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     pub(crate) fn new(sessions: Sessions, id: WorkerId, group: u32) -> Worker {
         Worker {
-            sessions,
-            id,
+            reg: Arc::new(Registration {
+                sessions,
+                id,
+                open: Mutex::new(None),
+            }),
             group,
             cursor: id.index.wrapping_mul(97),
             last_peer_check: Instant::now(),
@@ -60,25 +101,39 @@ impl Worker {
 
     /// What the session table stores for a session bound to this worker.
     pub fn id(&self) -> WorkerRef {
-        self.id.to_ref()
+        self.reg.id.to_ref()
     }
 
     /// Requests this worker has answered.
     pub fn served(&self) -> u64 {
-        let core = &self.sessions.inner().core;
-        core.worker(self.id.index).served.load(Ordering::Relaxed)
+        let core = &self.reg.sessions.inner().core;
+        core.worker(self.reg.id.index)
+            .served
+            .load(Ordering::Relaxed)
     }
 
-    fn request(&self, t: Taken) -> Request<'_> {
-        let core = &self.sessions.inner().core;
+    /// `Invalid` while a request this worker took is open.
+    fn check_none_open(&self) -> Result<()> {
+        match *self.reg.open() {
+            None => Ok(()),
+            Some(s) => Err(err!(
+                Invalid,
+                "this worker's previous request (session {s}) is still open, unanswered: answer it or free it before taking another"
+            )),
+        }
+    }
+
+    fn request(&self, t: Taken) -> Request {
+        let core = &self.reg.sessions.inner().core;
         let head = core.head(t.slot);
         let session = SessionId(head.session.load(Ordering::SeqCst));
         let max = core.geometry().max_message;
         // A length beyond the limit can only come from a damaged area:
         // serve what fits rather than read out of bounds.
         let len = head.req_len.load(Ordering::SeqCst).min(max);
+        *self.reg.open() = Some(session);
         Request {
-            worker: self,
+            reg: Arc::clone(&self.reg),
             slot: t.slot,
             word: t.word,
             session,
@@ -89,27 +144,41 @@ impl Worker {
 
     /// The next request for this worker, if one is queued: one queued to
     /// it (its sessions), or to any worker of its group. Never blocks.
-    pub fn try_next(&mut self) -> Option<Request<'_>> {
-        let inner = self.sessions.inner();
+    /// `Ok(None)`: nothing is queued for it.
+    ///
+    /// Errors: `Invalid` while a request it took is open (neither
+    /// answered nor dropped).
+    pub fn try_next(&mut self) -> Result<Option<Request>> {
+        self.check_none_open()?;
+        let inner = self.reg.sessions.inner();
         // Every PEER_CHECK, a look at every slot (see `Core::take`).
         let now = Instant::now();
         let full = now.duration_since(self.last_full) >= PEER_CHECK;
         if full {
             self.last_full = now;
         }
-        let t = inner
-            .core
-            .take(&inner.table, self.id, self.group, &mut self.cursor, full)?;
-        Some(self.request(t))
+        let taken = inner.core.take(
+            &inner.table,
+            self.reg.id,
+            self.group,
+            &mut self.cursor,
+            full,
+        );
+        Ok(taken.map(|t| self.request(t)))
     }
 
     /// The next request, waiting at most `timeout` (`None`: no limit) for
     /// one. While it waits, the worker checks its group's other workers
-    /// every [`PEER_CHECK`] and reaps the dead ones. `None` on timeout.
-    pub fn next(&mut self, timeout: Option<Duration>) -> Option<Request<'_>> {
+    /// every [`PEER_CHECK`] and reaps the dead ones. `Ok(None)` on timeout.
+    ///
+    /// Errors: `Invalid` while a request it took is open (neither
+    /// answered nor dropped).
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<Option<Request>> {
+        self.check_none_open()?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let spin = self.sessions.spin();
-        let inner = self.sessions.inner();
+        let sessions = &self.reg.sessions;
+        let spin = sessions.spin();
+        let inner = sessions.inner();
         loop {
             let now = Instant::now();
             // Every PEER_CHECK: reap dead peers, and look at every slot
@@ -127,34 +196,32 @@ impl Worker {
             let slice = slice.max(Duration::from_millis(1)).min(CHECK_EVERY * 10);
             if let Some(t) = inner.core.next_once(
                 &inner.table,
-                self.id,
+                self.reg.id,
                 self.group,
                 &mut self.cursor,
                 Some(slice),
                 spin,
                 full,
             ) {
-                return Some(self.request(t));
+                return Ok(Some(self.request(t)));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return None;
+                return Ok(None);
             }
         }
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let inner = self.sessions.inner();
-        inner.core.reap_worker(&inner.table, self.id, true);
-    }
-}
-
-/// A request taken by a worker: its bytes in place, and the session it
-/// belongs to. Answer it with [`Request::respond`]; a request dropped
-/// without an answer fails (`Unavailable` for its submitter).
-pub struct Request<'w> {
-    worker: &'w Worker,
+/// A request taken by a worker (an open request): its bytes in place, and
+/// the session it belongs to. Answer it with [`Request::respond`]; a
+/// request dropped without an answer fails (`Unavailable` for its
+/// submitter; it is not served again).
+///
+/// An owned handle: it keeps its worker registered until it is dropped,
+/// even if the [`Worker`] is dropped first, so it stays answerable until
+/// then. `Send`, not shared between threads.
+pub struct Request {
+    reg: Arc<Registration>,
     slot: u32,
     word: SlotWord,
     session: SessionId,
@@ -162,7 +229,7 @@ pub struct Request<'w> {
     answered: Cell<bool>,
 }
 
-impl std::fmt::Debug for Request<'_> {
+impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
             .field("slot", &self.slot)
@@ -172,7 +239,7 @@ impl std::fmt::Debug for Request<'_> {
     }
 }
 
-impl Request<'_> {
+impl Request {
     /// The session the request belongs to.
     pub fn session(&self) -> SessionId {
         self.session
@@ -183,12 +250,29 @@ impl Request<'_> {
         self.slot
     }
 
+    /// The session set it belongs to.
+    pub fn sessions(&self) -> &Sessions {
+        &self.reg.sessions
+    }
+
+    /// The worker that took it, as the session table names it.
+    pub fn worker(&self) -> WorkerRef {
+        self.reg.id.to_ref()
+    }
+
+    /// Whether [`Request::respond`] succeeded.
+    pub fn answered(&self) -> bool {
+        self.answered.get()
+    }
+
     /// The request bytes, in place in the shared slot (no copy).
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the slot is taken by this worker until it answers; the
-        // length was clamped to max_message.
+        // SAFETY: the slot is taken by this worker until it answers (the
+        // registration this request holds keeps the worker, and so the
+        // slot, from being handed to another); the length was clamped to
+        // max_message.
         unsafe {
-            self.worker
+            self.reg
                 .sessions
                 .inner()
                 .core
@@ -198,36 +282,35 @@ impl Request<'_> {
 
     /// Writes `response` into the slot and hands it to the submitter:
     /// under the session's entry lock its `in_flight` goes down by one and
-    /// the slot is marked done; then the submitter is woken.
+    /// the slot is marked done; then the submitter is woken. The worker
+    /// may then take its next request.
     ///
     /// Errors: `Invalid` for a response over the area's `max_message` (the
     /// request stays taken: answer again with a shorter one); an error of
     /// the entry lock (`Timeout`); `Invalid` if it was answered already.
     pub fn respond(&self, response: &[u8]) -> Result<()> {
         if self.answered.get() {
-            return Err(crate::error::err!(
-                Invalid,
-                "the request was answered already"
-            ));
+            return Err(err!(Invalid, "the request was answered already"));
         }
-        let w = self.worker;
-        let inner = w.sessions.inner();
+        let inner = self.reg.sessions.inner();
         inner
             .core
-            .respond(&inner.table, w.id, self.slot, self.word, response)?;
+            .respond(&inner.table, self.reg.id, self.slot, self.word, response)?;
         self.answered.set(true);
+        *self.reg.open() = None;
         Ok(())
     }
 }
 
-impl Drop for Request<'_> {
+impl Drop for Request {
     fn drop(&mut self) {
         if !self.answered.get() {
-            let w = self.worker;
-            let inner = w.sessions.inner();
+            let inner = self.reg.sessions.inner();
             let _ = inner
                 .core
-                .give_back(&inner.table, w.id, self.slot, self.word);
+                .fail_unanswered(&inner.table, self.reg.id, self.slot, self.word);
+            *self.reg.open() = None;
         }
+        // Then `reg`: the worker is unregistered if its `Worker` is gone.
     }
 }

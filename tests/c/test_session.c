@@ -488,6 +488,78 @@ static void request_life_cycle(void) {
     fixture_close(&f);
 }
 
+/* Closing a worker with an open request (docs/session.md, "Closing a worker
+ * with an open request"): the request stays answerable, the worker stays
+ * registered until it is answered or freed, then its sessions and the
+ * requests queued to it meanwhile go to another worker of the group. The
+ * same behaviour as Python's Worker.close() (test_session.py). */
+static void worker_freed_with_an_open_request(void) {
+    struct fixture f;
+    mt_session_table_opts o = small_opts();
+    REQUIRE(fixture_open(&f, "close", &o));
+    mt_session_table *t = f.t;
+    uint64_t id = 0;
+    REQUIRE_OK(mt_session_create(t, "acme", 0, NULL, 0, &id));
+    mt_worker *w = NULL, *peer = NULL;
+    REQUIRE_OK(mt_worker_register(t, 0, &w));
+    const uint64_t wid = mt_worker_id(w);
+    mt_ticket *tk = NULL, *later = NULL;
+    mt_request *r = NULL, *moved = NULL;
+    mt_session_info s;
+    char buf[64];
+
+    REQUIRE_OK(mt_request_submit(t, id, 0, (const uint8_t *)"held", 4, &tk));
+    REQUIRE_OK(mt_worker_next(w, T_WAIT, &r));
+    mt_worker_free(w);
+    /* Still registered: the session stays bound to it ... */
+    REQUIRE_OK(mt_session_lookup(t, id, &s));
+    CHECK(s.worker == wid);
+    /* ... and a request of that session waits for it, not for the peer. */
+    REQUIRE_OK(mt_worker_register(t, 0, &peer));
+    REQUIRE_OK(mt_request_submit(t, id, 0, (const uint8_t *)"later", 5, &later));
+    CHECK_ST(mt_worker_try_next(peer, &moved), MT_ERR_DEFERRED);
+    /* The open request is still readable and answerable. */
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    REQUIRE_OK(mt_request_data(r, &p, &n));
+    CHECK(n == 4 && memcmp(p, "held", 4) == 0);
+    CHECK_ST(mt_request_respond(r, (const uint8_t *)"answered", 8), MT_OK);
+    CHECK_ST(wait_text(tk, T_WAIT, buf, sizeof buf), MT_OK);
+    CHECK(strcmp(buf, "answered") == 0);
+    mt_ticket_free(tk);
+    /* Answered, the worker is unregistered (mt_request_free is still
+     * needed for the handle): the waiting request goes to the peer. */
+    REQUIRE_OK(mt_session_lookup(t, id, &s));
+    CHECK(s.worker == 0);
+    mt_request_free(r);
+    REQUIRE_OK(mt_worker_next(peer, T_WAIT, &moved));
+    REQUIRE_OK(mt_request_data(moved, &p, &n));
+    CHECK(n == 5 && memcmp(p, "later", 5) == 0);
+    CHECK_ST(mt_request_respond(moved, (const uint8_t *)"from the peer", 13), MT_OK);
+    mt_request_free(moved);
+    CHECK_ST(wait_text(later, T_WAIT, buf, sizeof buf), MT_OK);
+    CHECK(strcmp(buf, "from the peer") == 0);
+    mt_ticket_free(later);
+    REQUIRE_OK(mt_session_lookup(t, id, &s));
+    CHECK(s.worker == mt_worker_id(peer) && s.in_flight == 0);
+
+    /* Freed unanswered after its worker: it fails for its submitter, and
+     * the worker goes with it. */
+    REQUIRE_OK(mt_request_submit(t, id, 0, (const uint8_t *)"x", 1, &tk));
+    REQUIRE_OK(mt_worker_next(peer, T_WAIT, &r));
+    mt_worker_free(peer);
+    mt_request_free(r);
+    CHECK_ST(mt_ticket_wait(tk, T_WAIT), MT_ERR_UNAVAILABLE);
+    mt_ticket_free(tk);
+    REQUIRE_OK(mt_session_lookup(t, id, &s));
+    CHECK(s.worker == 0 && s.in_flight == 0);
+    /* Every worker record is free again: four can register. */
+    mt_worker *ws[4] = {0};
+    for (int i = 0; i < 4; i++) CHECK_ST(mt_worker_register(t, 1, &ws[i]), MT_OK);
+    for (int i = 0; i < 4; i++) mt_worker_free(ws[i]);
+    fixture_close(&f);
+}
+
 /* Two threads on one worker: the second one is refused, never both in. */
 struct next_arg {
     mt_worker *w;
@@ -968,6 +1040,7 @@ int main(void) {
     RUN(table_refusals);
     RUN(session_calls_and_refusals);
     RUN(request_life_cycle);
+    RUN(worker_freed_with_an_open_request);
     RUN(one_thread_at_a_time_per_worker);
     RUN(workers_in_child_processes_sticky_sessions);
     RUN(killed_worker_request_answered_by_peer_then_unavailable);

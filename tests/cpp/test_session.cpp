@@ -204,6 +204,42 @@ void requests_in_one_process() {
     CHECK(ok == 100);
 }
 
+// A Worker destroyed while its Request is open: the request stays
+// answerable, and the worker is unregistered once it is answered (the
+// behaviour of mt_worker_free, docs/session.md).
+void request_outlives_its_worker() {
+    Scratch s("sclose");
+    mtipc::Domain d((s.dir / "dom").string());
+    mtipc::SessionTable t = mtipc::SessionTable::create(d, "shop", small());
+    const std::uint64_t id = t.create_session("acme");
+    mtipc::Ticket tk = t.submit(id, 0, "held");
+    std::optional<mtipc::Request> r;
+    std::uint64_t wid = 0;
+    {
+        mtipc::Worker w = t.register_worker(0);
+        wid = w.id();
+        r = w.next(5s);
+    }
+    CHECK(r.has_value());
+    if (!r) return;
+    CHECK(t.lookup(id)->worker == wid); // still registered
+    CHECK(r->data() == "held");
+    r->respond("answered");
+    CHECK(tk.get(5s) == "answered");
+    CHECK(t.lookup(id)->worker == 0); // then unregistered
+    r.reset();
+    // Destroyed unanswered after its worker: it fails.
+    mtipc::Ticket lost = t.submit(id, 0, "x");
+    {
+        mtipc::Worker w = t.register_worker(0);
+        r = w.next(5s);
+    }
+    CHECK(r.has_value());
+    r.reset();
+    CHECK_THROWS(MT_ERR_UNAVAILABLE, "", lost.get(5s));
+    CHECK(t.lookup(id)->in_flight == 0);
+}
+
 // What a worker child says on its pipe: 'R' ready, 'H' holding a request.
 bool read_byte(int fd, char want, int ms) {
     struct pollfd p = {fd, POLLIN, 0};
@@ -305,6 +341,7 @@ int main() {
     std::signal(SIGPIPE, SIG_IGN);
     run("table_and_sessions", table_and_sessions);
     run("requests_in_one_process", requests_in_one_process);
+    run("request_outlives_its_worker", request_outlives_its_worker);
     run("worker_killed_mid_request", worker_killed_mid_request);
     return mt_test_exit("test_session");
 }

@@ -527,9 +527,11 @@ class Worker:
     ``try_next()`` takes one without waiting; iterating serves until the
     worker is closed. It holds one request at a time: ``respond`` to it
     before taking the next. A context manager: leaving the block closes it,
-    as does ``close()``: requests queued to it or held unanswered go to
-    another worker of the group (or fail when there is none). Not
-    constructible directly.
+    as does ``close()``: requests queued to it go to another worker of the
+    group (or fail when there is none); a request it holds stays
+    answerable, and the worker is unregistered once that request is
+    answered or dropped (as ``mt_worker_free`` in C). Not constructible
+    directly.
     """
 
     @property
@@ -561,8 +563,10 @@ class Worker:
         """The next request if one is queued for this worker, else ``None``; never waits."""
 
     def close(self) -> None:
-        """Unregisters the worker; a request it holds unanswered goes to
-        another worker of the group, or fails. Calling it again does nothing."""
+        """Unregisters the worker: requests queued to it go to another worker
+        of the group, or fail. A request it holds unanswered stays answerable;
+        the worker is unregistered once that request is answered or dropped.
+        Calling it again does nothing."""
 
     def __enter__(self) -> Worker: ...
     def __exit__(
@@ -582,7 +586,8 @@ class Request:
     ``data`` is a read-only ``memoryview`` onto the shared slot (no copy),
     valid until ``respond()``, which releases it (``bytes(req.data)`` keeps
     a copy). A request whose object goes away unanswered fails
-    (``UnavailableError`` for its submitter).
+    (``UnavailableError`` for its submitter). It stays answerable after its
+    worker is closed.
     """
 
     @property
@@ -605,8 +610,7 @@ class Request:
         """Writes ``data`` into the slot as the response and wakes the submitter.
 
         Raises ``InvalidError`` for a response over ``max_message`` (the
-        request stays held: answer again), a request answered already, or one
-        whose worker was closed.
+        request stays held: answer again) or a request answered already.
         """
 
 @final

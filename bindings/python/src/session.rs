@@ -12,18 +12,26 @@
 //! lost between slices (a request taken in a slice is returned, a response
 //! stays in its slot until read).
 //!
+//! # Owned handles
+//!
+//! The core hands out owned types, wrapped here as they are: a `Worker`
+//! holds the core's [`core::Worker`] (`None` once closed), a `Request`
+//! the core's open [`core::Request`] (`None` once answered), a `Ticket`
+//! the core's [`core::Ticket`]. The rules (one open request per worker, a
+//! request that stays answerable after its worker is closed, a request
+//! dropped unanswered fails) are the core's.
+//!
 //! # A request in place
 //!
-//! The core's [`core::Request`] borrows its [`core::Worker`] and answers
-//! with the bytes still in the shared slot. A Python `Request` cannot
-//! borrow, so the `Worker` object keeps the core's worker on the heap and
-//! the one request it holds next to it (a worker serves one request at a
-//! time; `next` refuses to take another while one is held). `Request.data`
-//! is a read-only `memoryview` onto the slot: a slice of a Python `mmap`
-//! (`ACCESS_READ`) of the request area that the `Worker` makes when it
-//! registers. The view keeps that mapping alive by itself, so no view can
-//! outlive the memory it shows (at worst it shows a later request's bytes);
-//! `respond` releases the view it handed out.
+//! `Request.data` is a read-only `memoryview` of the request's bytes where
+//! the core's [`core::Request::bytes`] has them, in the core's mapping of
+//! the request area (this binding maps nothing itself). The stable ABI of
+//! Python 3.9 that the wheel targets lets no extension type export a
+//! buffer, so the view is made over a `ctypes` array placed at that
+//! address, in whose `__dict__` sits an object holding the session set:
+//! the view keeps the array alive and the array keeps the core's mapping
+//! alive, so no view can outlive the memory it shows (at worst it shows a
+//! later request's bytes). `respond` releases the view it handed out.
 
 use crate::attach::message_arg;
 use crate::{invalid, lock, timeout_arg, to_py, wait_in_slices, Domain, Num, SIGNAL_CHECK};
@@ -33,9 +41,7 @@ use mtipc::session::{
 use mtipc::sync::Flag;
 use mtipc::ErrorKind;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
-use std::os::fd::AsRawFd;
-use std::ptr::NonNull;
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -429,20 +435,14 @@ impl SessionTable {
     /// every worker record is held by a live worker.
     fn register_worker(&self, py: Python<'_>, group: Num<u32>) -> PyResult<Worker> {
         let s = self.get()?;
-        let view = map_area(py, &s)?;
-        let geo = s.geometry();
+        let views = Views::new(py, &s)?;
         let w = py.detach(|| s.register_worker(group.0)).map_err(to_py)?;
         Ok(Worker {
             id: w.id().0,
             group: w.group(),
-            view,
-            geo,
+            views,
             closed: Flag::new(),
-            state: Mutex::new(WorkerState {
-                current: None,
-                worker: Some(NonNull::from(Box::leak(Box::new(w)))),
-                seq: 0,
-            }),
+            worker: Mutex::new(Some(w)),
         })
     }
 
@@ -573,96 +573,60 @@ fn snapshot_dict<'py>(py: Python<'py>, snap: &DispatchSnapshot) -> PyResult<Boun
     Ok(d)
 }
 
-/// A read-only `memoryview` of a Python `mmap` of the request area (see
-/// "A request in place" above). The file is opened again with the core's
-/// checks (no symbolic link, ours, owner-only) and must have the length
-/// the handle validated.
-fn map_area(py: Python<'_>, s: &Sessions) -> PyResult<Py<PyAny>> {
-    let path = s.requests_path();
-    let total = s.geometry().total_size;
-    let file = py
-        .detach(|| mtipc::sys::fs::open_checked(path, false))
-        .map_err(to_py)?;
-    let len = file
-        .metadata()
-        .map_err(|e| to_py(mtipc::Error::io(path.display(), e)))?
-        .len();
-    if len != total {
-        return Err(to_py(mtipc::Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "{}: file is {len} bytes, the area is {total}",
-                path.display()
-            ),
-        )));
+/// Makes the `memoryview`s of a worker's requests (see "A request in
+/// place" above): a `ctypes` array of `max_message` bytes placed at the
+/// address of each request's bytes in the core's mapping, with an
+/// [`AreaKeeper`] in it.
+struct Views {
+    /// `ctypes.c_char * max_message` (one type per worker, so the ctypes
+    /// type cache does not grow with the lengths of requests).
+    array_type: Py<PyAny>,
+}
+
+/// Keeps a session set, and so the core's mapping of its request area,
+/// alive while a `memoryview` of a request's bytes lives (an attribute of
+/// the `ctypes` array each view is made over). Not exported.
+#[pyclass(frozen, module = "mtipc", name = "_RequestArea")]
+struct AreaKeeper {
+    _sessions: Sessions,
+}
+
+impl Views {
+    fn new(py: Python<'_>, s: &Sessions) -> PyResult<Views> {
+        let c_char = py.import("ctypes")?.getattr("c_char")?;
+        let max = s.max_message() as usize;
+        Ok(Views {
+            array_type: c_char.mul(max)?.unbind(),
+        })
     }
-    let mmap = py.import("mmap")?;
-    let kw = PyDict::new(py);
-    kw.set_item("access", mmap.getattr("ACCESS_READ")?)?;
-    // Python's mmap duplicates the descriptor: `file` may close.
-    let mm = mmap
-        .getattr("mmap")?
-        .call((file.as_raw_fd(), total), Some(&kw))?;
-    let view = py.import("builtins")?.getattr("memoryview")?.call1((mm,))?;
-    Ok(view.unbind())
+
+    /// A read-only `memoryview` of `req`'s bytes, in place.
+    fn view(&self, py: Python<'_>, req: &core::Request) -> PyResult<Py<PyAny>> {
+        let bytes = req.bytes();
+        // The bytes lie at the start of the request buffer of the
+        // request's slot, which is `max_message` bytes long or more (the
+        // core's geometry): the array stays inside it, the view shows only
+        // `bytes`.
+        let array = self
+            .array_type
+            .bind(py)
+            .call_method1("from_address", (bytes.as_ptr() as usize,))?;
+        let keeper = AreaKeeper {
+            _sessions: req.sessions().clone(),
+        };
+        array.setattr("_mtipc_area", Py::new(py, keeper)?)?;
+        let whole = PyMemoryView::from(&array)?.call_method1("cast", ("B",))?;
+        let part = whole.get_item(PySlice::new(py, 0, bytes.len() as isize, 1))?;
+        Ok(part.call_method0("toreadonly")?.unbind())
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Worker
 
-/// The core's worker and the one request it holds.
-struct WorkerState {
-    /// The request taken and not answered (declared first: it borrows
-    /// `worker` and must go before it).
-    current: Option<Current>,
-    /// The core's worker, leaked from a `Box` (so that its address stays
-    /// put while `current` borrows it); `None` once closed.
-    worker: Option<NonNull<core::Worker>>,
-    /// Numbers the requests taken, to tell a `Request` object whether it
-    /// is still the one held.
-    seq: u64,
-}
-
-struct Current {
-    seq: u64,
-    req: core::Request<'static>,
-}
-
-// SAFETY: `worker` is a uniquely owned `Box<core::Worker>` (which is
-// `Send`), and `current` borrows it; both move together under the mutex.
-unsafe impl Send for WorkerState {}
-
-impl WorkerState {
-    /// Takes the core's worker out for dropping (it unregisters on drop).
-    /// A request still held is *not* failed: it is forgotten, so that
-    /// unregistering hands it to another worker of the group, as if this
-    /// worker had died (the core's "worker failure" path).
-    fn close(&mut self) -> Option<Box<core::Worker>> {
-        if let Some(c) = self.current.take() {
-            std::mem::forget(c.req);
-        }
-        // SAFETY: from `Box::leak` in `register_worker`; nothing borrows
-        // it any more (`current` is gone).
-        self.worker
-            .take()
-            .map(|p| unsafe { Box::from_raw(p.as_ptr()) })
-    }
-}
-
-impl Drop for WorkerState {
-    fn drop(&mut self) {
-        drop(self.close());
-    }
-}
-
 /// What one slice of a wait for a request gave.
 enum Took {
-    Got {
-        seq: u64,
-        session: u64,
-        slot: u32,
-        len: usize,
-    },
+    Got(core::Request),
     Nothing,
     Closed,
 }
@@ -675,121 +639,54 @@ enum Took {
 /// time: answer it (`Request.respond`) before taking the next.
 ///
 /// A context manager: leaving the block closes it, as does `close()`.
-/// Closing unregisters the worker: requests queued to it, or held and not
-/// answered, go to another worker of the group (or fail when there is
-/// none), and the sessions bound to it are unbound. If the process dies,
-/// the first process that notices does the same.
+/// Closing unregisters the worker: requests queued to it go to another
+/// worker of the group (or fail when there is none), and the sessions
+/// bound to it are unbound. A request it holds then stays answerable: the
+/// worker is unregistered once that request is answered or dropped (as
+/// the core's `Worker` and `Request` do). If the process dies, the first
+/// process that notices unregisters it.
 #[pyclass(frozen, module = "mtipc", name = "Worker")]
 pub(crate) struct Worker {
     id: u64,
     group: u32,
-    /// The memoryview of the whole request area (see `map_area`).
-    view: Py<PyAny>,
-    geo: core::requests::Geometry,
-    /// Set by `close()` (read without the state lock, which a wait holds).
+    views: Views,
+    /// Set by `close()` (read without the lock, which a wait holds).
     closed: Flag,
-    state: Mutex<WorkerState>,
+    /// The core's worker, `None` once closed; held by the thread taking a
+    /// request.
+    worker: Mutex<Option<core::Worker>>,
 }
 
 impl Worker {
     /// One slice of a wait (`None`: do not wait). Called without the GIL.
     fn take(&self, slice: Option<Duration>) -> mtipc::Result<Took> {
-        let mut st = lock(&self.state);
-        let Some(ptr) = st.worker else {
+        let mut guard = lock(&self.worker);
+        let Some(w) = guard.as_mut() else {
             return Ok(Took::Closed);
         };
-        if let Some(c) = &st.current {
-            return Err(mtipc::Error::new(
-                ErrorKind::Invalid,
-                format!(
-                    "the worker holds an unanswered request (session {}): respond to it before taking another",
-                    c.req.session()
-                ),
-            ));
-        }
-        // SAFETY: `ptr` is the leaked box, alive until `close`, which needs
-        // this lock; no request borrows it (`current` is None), so this is
-        // its only mutable use. The request is kept in `current`, dropped
-        // or forgotten before the box is freed.
-        let w: &'static mut core::Worker = unsafe { &mut *ptr.as_ptr() };
         let got = match slice {
-            None => w.try_next(),
-            Some(d) => w.next(Some(d)),
+            None => w.try_next()?,
+            Some(d) => w.next(Some(d))?,
         };
-        let Some(req) = got else {
-            return Ok(Took::Nothing);
-        };
-        st.seq += 1;
-        let seq = st.seq;
-        let (session, slot, len) = (req.session().0, req.slot(), req.bytes().len());
-        st.current = Some(Current { seq, req });
-        Ok(Took::Got {
-            seq,
-            session,
-            slot,
-            len,
-        })
+        Ok(got.map_or(Took::Nothing, Took::Got))
     }
 
     /// The `Request` object of a request just taken.
-    fn request(
-        slf: &Bound<'_, Self>,
-        seq: u64,
-        session: u64,
-        slot: u32,
-        len: usize,
-    ) -> PyResult<Request> {
-        let py = slf.py();
-        let this = slf.get();
-        let start = this.geo.buf_off(slot) as isize;
-        let range = PySlice::new(py, start, start + len as isize, 1);
-        let data = match this.view.bind(py).get_item(range) {
-            Ok(v) => v.unbind(),
+    fn request(&self, py: Python<'_>, req: core::Request) -> PyResult<Request> {
+        match self.views.view(py, &req) {
+            Ok(data) => Ok(Request {
+                session: req.session().0,
+                slot: req.slot(),
+                data,
+                answered: Flag::new(),
+                req: Mutex::new(Some(req)),
+            }),
             Err(e) => {
-                // Cannot happen (validated geometry); do not keep the
-                // request taken if it does: it goes back, failed.
-                let taken = lock(&this.state).current.take();
-                py.detach(move || drop(taken));
-                return Err(e);
+                // Not expected (ctypes is part of Python); do not keep the
+                // request taken if it happens: it fails.
+                py.detach(move || drop(req));
+                Err(e)
             }
-        };
-        Ok(Request {
-            worker: slf.clone().unbind(),
-            seq,
-            session,
-            slot,
-            data,
-            answered: Flag::new(),
-        })
-    }
-
-    /// Answers request number `seq` if the worker still holds it.
-    /// Called without the GIL.
-    fn respond(&self, seq: u64, response: &[u8]) -> mtipc::Result<()> {
-        let mut st = lock(&self.state);
-        match &st.current {
-            Some(c) if c.seq == seq => {
-                c.req.respond(response)?;
-                st.current = None; // answered: dropping it does nothing more
-                Ok(())
-            }
-            _ if st.worker.is_none() => Err(mtipc::Error::new(
-                ErrorKind::Invalid,
-                "the worker was closed before this request was answered: it went to another worker of the group (or failed)".to_owned(),
-            )),
-            _ => Err(mtipc::Error::new(
-                ErrorKind::Invalid,
-                "the request was answered already".to_owned(),
-            )),
-        }
-    }
-
-    /// Fails request number `seq` if the worker still holds it (its
-    /// `Request` object went away unanswered). Called without the GIL.
-    fn drop_request(&self, seq: u64) {
-        let mut st = lock(&self.state);
-        if st.current.as_ref().is_some_and(|c| c.seq == seq) {
-            st.current = None; // the core fails it (UnavailableError)
         }
     }
 
@@ -805,12 +702,7 @@ impl Worker {
                     .min(SIGNAL_CHECK),
             };
             match py.detach(|| this.take(Some(slice))).map_err(to_py)? {
-                Took::Got {
-                    seq,
-                    session,
-                    slot,
-                    len,
-                } => return Worker::request(slf, seq, session, slot, len).map(Some),
+                Took::Got(req) => return this.request(py, req).map(Some),
                 Took::Closed => return Ok(None),
                 Took::Nothing => {}
             }
@@ -819,6 +711,16 @@ impl Worker {
                 return Ok(None);
             }
         }
+    }
+
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed() {
+            return Err(invalid(format!(
+                "the mtipc.Worker {:#x} is closed",
+                self.id
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -840,10 +742,7 @@ impl Worker {
     /// Requests this worker has answered (0 once closed).
     #[getter]
     fn served(&self) -> u64 {
-        let st = lock(&self.state);
-        // SAFETY: alive while the lock is held and `worker` is Some; a
-        // shared use, as the held request's.
-        st.worker.map_or(0, |p| unsafe { p.as_ref() }.served())
+        lock(&self.worker).as_ref().map_or(0, core::Worker::served)
     }
 
     /// Whether `close()` was called.
@@ -870,28 +769,22 @@ impl Worker {
 
     /// The next request if one is queued for this worker, else `None`;
     /// never waits. `InvalidError` as for `next()`.
-    fn try_next(slf: &Bound<'_, Self>) -> PyResult<Option<Request>> {
-        let this = slf.get();
-        this.check_open()?;
-        match slf.py().detach(|| this.take(None)).map_err(to_py)? {
-            Took::Got {
-                seq,
-                session,
-                slot,
-                len,
-            } => Worker::request(slf, seq, session, slot, len).map(Some),
+    fn try_next(&self, py: Python<'_>) -> PyResult<Option<Request>> {
+        self.check_open()?;
+        match py.detach(|| self.take(None)).map_err(to_py)? {
+            Took::Got(req) => self.request(py, req).map(Some),
             Took::Closed | Took::Nothing => Ok(None),
         }
     }
 
-    /// Unregisters the worker (GIL released). A request it holds
-    /// unanswered goes to another worker of the group, or fails if there
-    /// is none; so do requests queued to it. Calling it again does
-    /// nothing.
+    /// Unregisters the worker (GIL released): requests queued to it go to
+    /// another worker of the group, or fail if there is none. A request it
+    /// holds unanswered stays answerable; the worker is unregistered once
+    /// that request is answered or dropped. Calling it again does nothing.
     fn close(&self, py: Python<'_>) {
         self.closed.set();
         py.detach(|| {
-            let w = lock(&self.state).close();
+            let w = lock(&self.worker).take();
             drop(w);
         });
     }
@@ -935,15 +828,15 @@ impl Worker {
     }
 }
 
-impl Worker {
-    fn check_open(&self) -> PyResult<()> {
-        if self.closed() {
-            return Err(invalid(format!(
-                "the mtipc.Worker {:#x} is closed",
-                self.id
-            )));
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Unregistering (when no request of it is open) takes entry locks:
+        // without the GIL when there is one.
+        if let Some(w) = lock(&self.worker).take() {
+            let mut w = Some(w);
+            let _ = Python::try_attach(|py| py.detach(|| drop(w.take())));
+            drop(w);
         }
-        Ok(())
     }
 }
 
@@ -956,15 +849,16 @@ impl Worker {
 /// `data` is a read-only `memoryview` onto the request's shared slot (no
 /// copy), valid until `respond()`: then it is released (using it raises
 /// `ValueError`; `bytes(req.data)` keeps a copy). A request whose object
-/// goes away unanswered fails (`UnavailableError` for its submitter).
+/// goes away unanswered fails (`UnavailableError` for its submitter). It
+/// stays answerable after its worker is closed.
 #[pyclass(frozen, module = "mtipc", name = "Request")]
 pub(crate) struct Request {
-    worker: Py<Worker>,
-    seq: u64,
     session: u64,
     slot: u32,
     data: Py<PyAny>,
     answered: Flag,
+    /// The core's open request; `None` once answered (or while dropped).
+    req: Mutex<Option<core::Request>>,
 }
 
 #[pymethods]
@@ -1005,13 +899,25 @@ impl Request {
     /// submitter; then releases `data`'s view. GIL released.
     ///
     /// `InvalidError` for a response over the limit (the message gives it;
-    /// the request stays held: answer again), for a request answered
-    /// already, or one whose worker was closed (it went to another
-    /// worker).
+    /// the request stays held: answer again) or for a request answered
+    /// already.
     fn respond(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let msg = message_arg(data)?;
-        let w = self.worker.get();
-        py.detach(|| w.respond(self.seq, &msg)).map_err(to_py)?;
+        py.detach(|| {
+            let mut held = lock(&self.req);
+            let req = held.as_ref().ok_or_else(|| {
+                mtipc::Error::new(
+                    ErrorKind::Invalid,
+                    "the request was answered already".to_owned(),
+                )
+            })?;
+            req.respond(&msg)?;
+            // Answered: let it go at once (its worker is unregistered now
+            // if it was closed meanwhile).
+            *held = None;
+            Ok(())
+        })
+        .map_err(to_py)?;
         self.answered.set();
         // A view exported further (say to numpy) cannot be released; it
         // keeps the mapping alive, so that is safe, just not enforced.
@@ -1031,14 +937,12 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if !self.answered.is_set() {
-            let w = self.worker.get();
-            let seq = self.seq;
-            // Failing it takes the session's entry lock: without the GIL
-            // when there is one.
-            if Python::try_attach(|py| py.detach(|| w.drop_request(seq))).is_none() {
-                w.drop_request(seq);
-            }
+        // Unanswered, the core fails it, which takes the session's entry
+        // lock: without the GIL when there is one.
+        if let Some(req) = lock(&self.req).take() {
+            let mut req = Some(req);
+            let _ = Python::try_attach(|py| py.detach(|| drop(req.take())));
+            drop(req);
         }
     }
 }

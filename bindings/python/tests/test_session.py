@@ -328,7 +328,7 @@ def test_request_round_trip_in_place(table: mtipc.SessionTable) -> None:
     assert table.lookup(sid).worker is None  # unregistering unbinds
 
 
-def test_unanswered_requests_fail_or_move(table: mtipc.SessionTable) -> None:
+def test_unanswered_requests_fail(table: mtipc.SessionTable) -> None:
     sid = table.create_session("acme")
     a = table.register_worker(0)
 
@@ -341,29 +341,76 @@ def test_unanswered_requests_fail_or_move(table: mtipc.SessionTable) -> None:
         ticket.wait(5)
     assert table.lookup(sid).in_flight == 0
 
-    # A worker closed while it holds a request hands it to another worker
-    # of its group.
+    # A worker closed while it holds a request (docs/session.md, "Closing a
+    # worker with an open request", as mt_worker_free in C): the request
+    # stays answerable, and the worker stays registered until it is
+    # answered or dropped; a request of its session queued meanwhile waits.
     b = table.register_worker(0)
     ticket = table.submit(sid, 0, b"two")
     req = a.next(timeout=5) or b.next(timeout=5)
     assert req is not None
     holder, other = (a, b) if table.lookup(sid).worker == a.id else (b, a)
     holder.close()
+    assert holder.closed and table.lookup(sid).worker == holder.id
     with pytest.raises(mtipc.InvalidError, match="closed"):
-        req.respond(b"late")
+        holder.next(timeout=0)
+    waiting = table.submit(sid, 0, b"meanwhile")
+    assert other.try_next() is None  # queued to the holder, still registered
+    assert bytes(req.data) == b"two"
+    req.respond(b"late")
+    assert ticket.wait(5) == b"late"
+    # Answered: the holder is unregistered, its session unbound, and the
+    # request that waited goes to the other worker.
+    assert table.lookup(sid).worker is None
     moved = other.next(timeout=5)
-    assert moved is not None and bytes(moved.data) == b"two"
+    assert moved is not None and bytes(moved.data) == b"meanwhile"
     moved.respond(b"from the other")
-    assert ticket.wait(5) == b"from the other"
+    assert waiting.wait(5) == b"from the other"
     assert table.lookup(sid).worker == other.id
 
-    # ... and with nobody left in the group, it fails.
+    # ... dropped unanswered after its worker was closed, it fails, and so
+    # do the requests queued to that worker, with nobody left in the group.
     ticket = table.submit(sid, 0, b"three")
     req = other.next(timeout=5)
+    assert req is not None
     other.close()
+    queued = table.submit(sid, 0, b"four")
+    del req
     with pytest.raises(mtipc.UnavailableError):
         ticket.wait(5)
+    with pytest.raises(mtipc.UnavailableError):
+        queued.wait(5)
     assert table.audit() == [] and table.lookup(sid).in_flight == 0
+    assert table.snapshot()["groups"][0]["workers"] == []
+
+
+def test_the_request_area_is_mapped_once_and_views_keep_it(dom: mtipc.Domain) -> None:
+    # The binding reads requests where the core's mapping has them: the
+    # process maps the request area once (the core's mapping), and a view
+    # kept past everything else keeps that mapping alive.
+    t = mtipc.SessionTable.create(dom, "once", max_message=64)
+    path = os.path.realpath(os.path.join(dom.path, "sessions", "once.requests"))
+
+    def mappings() -> int:
+        return sum(line.rstrip().endswith(path) for line in Path("/proc/self/maps").read_text().splitlines())
+
+    assert mappings() == 1
+    sid = t.create_session("acme")
+    w = t.register_worker(0)
+    ticket = t.submit(sid, 0, b"kept in place")
+    req = w.next(timeout=5)
+    assert req is not None
+    assert mappings() == 1
+    part = req.data[5:]  # a slice lives on after respond releases req.data
+    req.respond(b"ok")
+    assert ticket.wait(5) == b"ok"
+    w.close()
+    t.close()
+    del req, ticket, w, t
+    assert bytes(part) == b"in place"
+    assert mappings() == 1  # kept by the view alone
+    del part
+    assert mappings() == 0
 
 
 def test_a_dropped_ticket_withdraws_its_request(table: mtipc.SessionTable) -> None:
