@@ -60,6 +60,30 @@ fn child_entry() {
             println!("bytes after: {} zero", b.iter().all(|&x| x == 0));
             println!("check: {:?}", c.check().unwrap_err().kind());
         }
+        // A session set: the request area, then the table, cut under a
+        // worker waiting for requests and a submitter.
+        "sessions" => {
+            use mtipc::session::{Sessions, SessionsConfig};
+            let d = Domain::open(Some(&dir)).unwrap();
+            let s = Sessions::create(&d, "calls", SessionsConfig::default()).unwrap();
+            let id = s.table().create_session("acme", 1, b"").unwrap();
+            let s2 = s.clone();
+            let worker = std::thread::spawn(move || {
+                let mut w = s2.register_worker(0).unwrap();
+                w.next(Some(Duration::from_secs(20)))
+                    .map(|r| r.is_some())
+                    .map_err(|e| e.kind())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            truncate(s.requests_path());
+            let e = s.submit(id, 0, b"hello").unwrap_err();
+            println!("submit: {:?} {}", e.kind(), e.message());
+            println!("worker: {:?}", worker.join().unwrap());
+            truncate(s.table().path());
+            println!("lookup: {:?}", s.table().lookup(id).unwrap_err().kind());
+            let e = s.table().create_session("acme", 1, b"").unwrap_err();
+            println!("create: {:?}", e.kind());
+        }
         // A mapping that is not mtipc's: the default action still kills.
         "foreign" => {
             let d = Domain::open(Some(&dir)).unwrap(); // installs the handler
@@ -143,6 +167,16 @@ fn a_truncated_closure_is_corrupt_not_fatal() {
     assert!(st.success(), "{st}: {out}");
     assert!(out.contains("bytes after: true zero"), "{out}");
     assert!(out.contains("check: Corrupt"), "{out}");
+}
+
+#[test]
+fn truncated_session_files_are_corrupt_not_fatal() {
+    let (st, out) = run("sessions");
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains("submit: Corrupt "), "{out}");
+    assert!(out.contains("worker: Err(Corrupt)"), "{out}");
+    assert!(out.contains("lookup: Corrupt"), "{out}");
+    assert!(out.contains("create: Corrupt"), "{out}");
 }
 
 #[test]

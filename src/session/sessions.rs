@@ -86,6 +86,10 @@ pub(crate) struct Inner {
     /// Process-local: spins of a wait before it sleeps.
     spin: AtomicU32,
     path: PathBuf,
+    /// The mapping's registration against SIGBUS (a file truncated under
+    /// it reads as zeros: operations are then `Corrupt`); dropped before
+    /// the map.
+    guard: crate::shm::Guard,
     _map: MmapRaw,
 }
 
@@ -203,6 +207,7 @@ impl Sessions {
         // does; we only read it here. Other processes may write the words
         // meanwhile: the validator only reads, and every later use checks
         // the values again.
+        let guard = crate::shm::guard(map.as_ptr(), geo.total_size as usize);
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), geo.total_size as usize) };
         let checked = requests::validate(bytes)
             .map_err(|e| Error::new(e.kind(), format!("{what}: {}", e.message())))?;
@@ -213,6 +218,7 @@ impl Sessions {
             core,
             table,
             spin: AtomicU32::new(0),
+            guard,
             path: path.to_path_buf(),
             _map: map,
         })))
@@ -241,6 +247,13 @@ impl Sessions {
             ));
         }
         self.0.table.bind(id, worker)
+    }
+
+    /// `Corrupt` if the request area's or the table's file was truncated
+    /// under this process's mapping (a `SIGBUS` caught, see `shm::guard`).
+    pub fn check(&self) -> Result<()> {
+        self.0.guard.check(&self.0.path.display())?;
+        self.0.table.check()
     }
 
     /// The request area's file.
@@ -294,6 +307,7 @@ impl Sessions {
     /// [`Ticket::wait`] reports `Unavailable` when it finds the group
     /// without one.
     pub fn submit(&self, session: SessionId, group: u32, request: &[u8]) -> Result<Ticket> {
+        self.check()?;
         let inner = &self.0;
         let groups = inner.core.geometry().groups;
         if group >= groups {
@@ -303,8 +317,14 @@ impl Sessions {
                 groups - 1
             ));
         }
-        let (slot, fw) = inner.core.claim(&inner.table, request)?;
-        let qw = inner.core.queue(&inner.table, slot, fw, session.0, group)?;
+        let claimed = inner.core.claim(&inner.table, request);
+        // A file truncated under the mapping during the call: its zeros
+        // decide nothing.
+        self.check()?;
+        let (slot, fw) = claimed?;
+        let queued = inner.core.queue(&inner.table, slot, fw, session.0, group);
+        self.check()?;
+        let qw = queued?;
         Ok(Ticket {
             sessions: self.clone(),
             slot,
@@ -609,6 +629,7 @@ impl Ticket {
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Response> {
         self.check_open()?;
         let s = &self.sessions;
+        s.check()?;
         let o = s.0.core.wait(
             &s.0.table,
             self.slot,
@@ -616,8 +637,11 @@ impl Ticket {
             timeout,
             s.spin(),
             &mut self.next_check,
-        )?;
-        self.outcome(o)
+        );
+        // A truncated area reads as zeros: say so rather than what the
+        // zeros looked like.
+        s.check()?;
+        self.outcome(o?)
     }
 
     /// The response if it is there, without waiting (`Ok(None)`: not yet).

@@ -69,6 +69,10 @@ pub struct Table {
     // Dropped before `map`: both point into it.
     entries: Entries,
     member: Membership,
+    /// The mapping's registration against SIGBUS (a file truncated under
+    /// it reads as zeros: every operation is then `Corrupt`); dropped
+    /// before the map.
+    guard: crate::shm::Guard,
     _map: MmapRaw,
     geo: Geometry,
     path: PathBuf,
@@ -148,6 +152,7 @@ impl Table {
             .len(geo.total as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&what, e))?;
+        let guard = crate::shm::guard(map.as_ptr(), geo.total as usize);
         let base = map.as_mut_ptr();
         // SAFETY: the geometry was validated against the file's length, so
         // both arrays lie inside the mapping, which outlives `member` and
@@ -166,9 +171,11 @@ impl Table {
             % u64::from(geo.capacity)) as u32;
         #[allow(clippy::disallowed_types)]
         let cursor = std::sync::atomic::AtomicU32::new(start);
+        guard.check(&path.display())?;
         Ok(Table {
             entries,
             member,
+            guard,
             _map: map,
             geo,
             path: path.to_path_buf(),
@@ -210,6 +217,7 @@ impl Table {
     /// tenant id or too much user data (the message gives the limit).
     pub fn create_session(&self, tenant: &str, state: u32, user: &[u8]) -> Result<SessionId> {
         crate::sys::check_name("tenant id", tenant)?;
+        self.check()?;
         #[allow(clippy::disallowed_types)]
         use std::sync::atomic::Ordering::Relaxed;
         let mut cur = self.cursor.load(Relaxed);
@@ -223,7 +231,16 @@ impl Table {
     /// A consistent snapshot of session `id`, read without any lock.
     /// `NotFound` for an ended, stale or malformed id.
     pub fn lookup(&self, id: SessionId) -> Result<Session> {
-        self.entries.lookup(id)
+        let r = self.entries.lookup(id);
+        self.check()?;
+        r
+    }
+
+    /// `Corrupt` if the table's file was truncated under this process's
+    /// mapping (a `SIGBUS` caught, see `shm::guard`): the table's contents
+    /// are gone for this process.
+    pub fn check(&self) -> Result<()> {
+        self.guard.check(&self.path.display())
     }
 
     /// Locks session `id`'s entry, waiting at most `timeout` (`Timeout`
@@ -231,7 +248,10 @@ impl Table {
     /// repaired ([`EntryGuard::was_repaired`]). `NotFound` if `id` does not
     /// name a live session. The guard unlocks when dropped.
     pub fn lock_entry(&self, id: SessionId, timeout: Duration) -> Result<EntryGuard<'_>> {
-        self.entries.lock_within(self.actor(), id, timeout)
+        self.check()?;
+        let g = self.entries.lock_within(self.actor(), id, timeout);
+        self.check()?;
+        g
     }
 
     /// The worker session `id` is bound to, read without its lock and

@@ -180,6 +180,7 @@ impl Worker {
         let spin = sessions.spin();
         let inner = sessions.inner();
         loop {
+            sessions.check()?;
             let now = Instant::now();
             // Every PEER_CHECK: reap dead peers, and look at every slot
             // (see `Core::take`).
