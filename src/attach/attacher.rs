@@ -181,7 +181,20 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     // Waiters pausing after a unit no round explained sleep on the mark:
     // a round is starting.
     mark.wake(u32::MAX);
-    let r = round(domain, tenant, opts, deadline, cache, leftovers);
+    let r = round(domain, tenant, opts, deadline, cache, leftovers).map_err(|e| {
+        // Name the tenant in a timeout of the round (the relay's does):
+        // the listing's, a waiter's that did not take its unit.
+        if e.kind() == crate::ErrorKind::Timeout && !e.message().contains(tenant) {
+            err!(
+                Timeout,
+                "attach to tenant {tenant:?} within {:?}: {}",
+                opts.timeout,
+                e.message()
+            )
+        } else {
+            e
+        }
+    });
     // Every path out of `round` has removed the response it wrote.
     mark.atomic().store(0, Ordering::Release);
     if r.is_err() {
@@ -219,7 +232,7 @@ fn round(
 ) -> Result<(std::os::unix::net::UnixStream, [u8; 32], Response)> {
     // Under the attach lock: the set of advertisements cannot change
     // because of another round, and stale ones are cleaned up here.
-    let (listed, _) = cache.list(domain.path())?;
+    let (listed, _) = cache.list_until(domain.path(), deadline)?;
     if !listed.iter().any(|l| l.advert.id == DAEMON_ID) {
         return Err(err!(
             Unavailable,
@@ -357,20 +370,7 @@ fn round(
             }
         },
     );
-    round.map_err(|e| {
-        // Name the tenant in a timeout of the round itself (the relay's
-        // already does).
-        if e.kind() == crate::ErrorKind::Timeout && !e.message().contains(tenant) {
-            err!(
-                Timeout,
-                "attach to tenant {tenant:?} within {:?}: {}",
-                opts.timeout,
-                e.message()
-            )
-        } else {
-            e
-        }
-    })?;
+    round?;
     let stream = stream.ok_or_else(|| err!(Panic, "round ended without a stream"))?;
     Ok((stream, fingerprint, response))
 }

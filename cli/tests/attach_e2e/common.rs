@@ -147,6 +147,33 @@ impl Mtipcd {
         d
     }
 
+    /// Starts mtipcd and waits until its relay socket and its
+    /// advertisement file exist, without listing the advertisements (a
+    /// listing removes stale ones, which a test may want to keep).
+    pub fn start_unlisted(s: &Scratch) -> Mtipcd {
+        let log = s.file(&format!("mtipcd-{}.log", mono_ns()));
+        let dom = s.dom();
+        let mut d = Mtipcd {
+            child: spawn_mtipcd(&dom, &log),
+            log,
+            dom,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(d.dom.join("relay.sock").exists() && d.dom.join("adverts/@mtipcd/advert").exists())
+        {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                panic!("mtipcd exited {st}: {}", d.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mtipcd not up in 10 s: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        d
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -273,7 +273,7 @@ impl Skipped {
 /// No `adverts/` directory: nothing advertised, `Ok((vec![], 0))`. Fails if
 /// `/proc` cannot be read (without it every advertisement would look stale).
 pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
-    list_with(domain, None)
+    list_with(domain, None, None)
 }
 
 /// What a long-lived attacher keeps about one domain's advertisements from
@@ -314,7 +314,20 @@ impl AdvertCache {
     /// as `list`'s, and afterwards the cache holds exactly the live
     /// advertisements it returned.
     pub fn list(&mut self, domain: &Path) -> Result<(Vec<Listed>, usize)> {
-        let r = list_with(domain, Some(&mut self.entries));
+        self.list_until(domain, None)
+    }
+
+    /// [`AdvertCache::list`] within `deadline` (an attach round's): the
+    /// listing itself fails with `Timeout` when the deadline passes, and
+    /// the removal of stale advertisements stops then (what is left is
+    /// removed by a later listing), so that thousands of stale entries
+    /// never make an attach overrun its timeout.
+    pub fn list_until(
+        &mut self,
+        domain: &Path,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(Vec<Listed>, usize)> {
+        let r = list_with(domain, Some(&mut self.entries), deadline);
         if r.is_err() {
             self.entries.clear();
         }
@@ -375,7 +388,9 @@ impl AdvertCache {
 fn list_with(
     domain: &Path,
     mut cache: Option<&mut HashMap<String, Cached>>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<(Vec<Listed>, usize)> {
+    let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let Some(adverts) = open_adverts(domain, false)? else {
         if let Some(c) = cache {
             c.clear();
@@ -391,7 +406,19 @@ fn list_with(
     let mut skipped = Skipped::default();
     let entries =
         std::fs::read_dir(adverts.path()).map_err(|e| Error::io(adverts.path().display(), e))?;
-    for entry in entries {
+    let mut removal = Removal::default();
+    for (n, entry) in entries.enumerate() {
+        if n % 64 == 63 && late() {
+            // What was found stale so far goes now (at most a batch), so
+            // that the next listing gets further.
+            removal.flush(&adverts, &mut stale, &|| false);
+            removal.report(&adverts, stale.len());
+            return Err(err!(
+                Timeout,
+                "listing {}: the deadline passed after {n} entries",
+                adverts.path().display()
+            ));
+        }
         let entry = entry.map_err(|e| Error::io(adverts.path().display(), e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             skipped.add(format!("{:?}: name not UTF-8", entry.file_name()));
@@ -413,7 +440,12 @@ fn list_with(
                 dir: adverts.child(&name),
                 advert,
             }),
-            Entry::Stale(reason) => stale.push((name, reason)),
+            Entry::Stale(reason) => {
+                stale.push((name, reason));
+                if stale.len() >= STALE_BATCH {
+                    removal.flush(&adverts, &mut stale, &late);
+                }
+            }
             Entry::Skip(Some(why)) => skipped.add(why),
             Entry::Skip(None) => {}
         }
@@ -424,48 +456,96 @@ fn list_with(
             live.iter().map(|l| l.advert.id.as_str()).collect();
         c.retain(|name, _| ids.contains(name.as_str()));
     }
-    let mut removed = 0;
-    let mut removed_examples = Vec::new();
-    if !stale.is_empty() {
-        if adverts.lock_within(LIST_LOCK_WAIT)? {
-            for (name, reason) in stale {
-                // Look again under the lock: a publisher may have replaced
-                // it meanwhile.
-                if let (Entry::Stale(_), _) = examine(&adverts, &name, &mut Procs::default()) {
-                    let path = adverts.child(&name);
-                    match remove_tree(&path) {
-                        Ok(()) => {
-                            if removed < SKIP_EXAMPLES {
-                                removed_examples.push(format!("{name} ({reason})"));
-                            }
-                            removed += 1;
+    removal.flush(&adverts, &mut stale, &late);
+    removal.report(&adverts, stale.len());
+    let removed = removal.removed;
+    live.sort_by(|a, b| a.advert.id.cmp(&b.advert.id));
+    Ok((live, removed))
+}
+
+/// Stale advertisements are removed in batches of this many while a
+/// listing goes on, so that a listing cut short by its deadline has still
+/// removed what it found.
+const STALE_BATCH: usize = 64;
+
+/// The stale advertisements one listing removes: under the `adverts`
+/// directory's lock (taken once, at the first batch, held until the
+/// listing ends), each looked at again before it goes.
+#[derive(Default)]
+struct Removal {
+    /// `Some(true)`: the lock is ours; `Some(false)`: another process kept
+    /// it, nothing is removed by this listing.
+    locked: Option<bool>,
+    removed: usize,
+    examples: Vec<String>,
+}
+
+impl Removal {
+    /// Removes the advertisements in `stale` (emptying it), stopping when
+    /// `late()`.
+    fn flush(&mut self, adverts: &Dir, stale: &mut Vec<(String, String)>, late: &dyn Fn() -> bool) {
+        if stale.is_empty() {
+            return;
+        }
+        if self.locked.is_none() {
+            self.locked = Some(adverts.lock_within(LIST_LOCK_WAIT).unwrap_or(false));
+        }
+        if self.locked != Some(true) {
+            return;
+        }
+        let batch = std::mem::take(stale);
+        let mut rest = batch.into_iter();
+        for (name, reason) in rest.by_ref() {
+            if late() {
+                stale.push((name, reason));
+                break;
+            }
+            // Look again under the lock: a publisher may have replaced it
+            // meanwhile.
+            if let (Entry::Stale(_), _) = examine(adverts, &name, &mut Procs::default()) {
+                let path = adverts.child(&name);
+                match remove_tree(&path) {
+                    Ok(()) => {
+                        if self.examples.len() < SKIP_EXAMPLES {
+                            self.examples.push(format!("{name} ({reason})"));
                         }
-                        Err(e) => crate::log::warn!(
-                            dir = %path.display(),
-                            error = %e,
-                            "could not remove a stale advertisement"
-                        ),
+                        self.removed += 1;
                     }
+                    Err(e) => crate::log::warn!(
+                        dir = %path.display(),
+                        error = %e,
+                        "could not remove a stale advertisement"
+                    ),
                 }
             }
-        } else {
-            crate::log::warn!(
+        }
+        stale.extend(rest);
+    }
+
+    /// One event for the listing: how many went, and how many are left.
+    fn report(&self, adverts: &Dir, left: usize) {
+        if self.removed > 0 {
+            crate::log::info!(
                 dir = %adverts.path().display(),
-                count = stale.len(),
-                "adverts directory locked by another process: stale advertisements left for later"
+                count = self.removed,
+                "removed {} stale advertisements, such as: {}",
+                self.removed,
+                self.examples.join("; ")
+            );
+        }
+        if left > 0 {
+            let why = if self.locked == Some(false) {
+                "the adverts directory was locked by another process"
+            } else {
+                "the listing's deadline passed"
+            };
+            crate::log::info!(
+                dir = %adverts.path().display(),
+                count = left,
+                "{left} stale advertisements left for a later listing: {why}"
             );
         }
     }
-    if removed > 0 {
-        crate::log::info!(
-            dir = %adverts.path().display(),
-            count = removed,
-            "removed {removed} stale advertisements, such as: {}",
-            removed_examples.join("; ")
-        );
-    }
-    live.sort_by(|a, b| a.advert.id.cmp(&b.advert.id));
-    Ok((live, removed))
 }
 
 /// The processes [`list`] has looked up in `/proc` during one call: pid ->
