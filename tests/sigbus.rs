@@ -28,6 +28,22 @@ fn truncate(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Opens the domain at `dir` (which installs mtipc's handler), then reads
+/// past the end of a file of its own that it truncated under its own
+/// mapping, which mtipc did not make: a SIGBUS that is not mtipc's.
+fn fault_in_own_mapping(dir: &Path) {
+    drop(Domain::open(Some(dir)).unwrap());
+    let f = dir.join("own");
+    std::fs::write(&f, vec![1u8; 8192]).unwrap();
+    let file = std::fs::File::open(&f).unwrap();
+    // SAFETY: a private read-only view; the file is truncated below to make
+    // the next read fault on purpose.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    truncate(&f);
+    let x = std::hint::black_box(&map[4096]);
+    println!("not killed: {x}");
+}
+
 /// The child roles. Each prints what it saw and exits 0 unless noted.
 #[test]
 fn child_entry() {
@@ -86,23 +102,8 @@ fn child_entry() {
         }
         // A mapping that is not mtipc's: the default action still kills.
         "foreign" => {
-            let d = Domain::open(Some(&dir)).unwrap(); // installs the handler
-            drop(d);
-            let f = dir.join("own");
-            std::fs::write(&f, vec![1u8; 8192]).unwrap();
-            let file = std::fs::File::open(&f).unwrap();
-            // SAFETY: a private read-only view; the test truncates the file
-            // to make the next read fault on purpose.
-            let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f)
-                .unwrap()
-                .set_len(0)
-                .unwrap();
             println!("reading");
-            let x = std::hint::black_box(&map[4096]);
-            println!("not killed: {x}");
+            fault_in_own_mapping(&dir);
         }
         // The application's own SIGBUS handler, installed before mtipc's,
         // still gets the faults that are not mtipc's.
@@ -113,21 +114,7 @@ fn child_entry() {
             }
             // SAFETY: installs a plain handler for SIGBUS.
             unsafe { libc::signal(libc::SIGBUS, handler as *const () as libc::sighandler_t) };
-            let d = Domain::open(Some(&dir)).unwrap();
-            drop(d);
-            let f = dir.join("own");
-            std::fs::write(&f, vec![1u8; 8192]).unwrap();
-            let file = std::fs::File::open(&f).unwrap();
-            // SAFETY: as above.
-            let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f)
-                .unwrap()
-                .set_len(0)
-                .unwrap();
-            let x = std::hint::black_box(&map[4096]);
-            println!("not killed: {x}");
+            fault_in_own_mapping(&dir);
         }
         other => panic!("unknown role {other}"),
     }

@@ -2,7 +2,7 @@
 //! `mtipc` programs, tenant processes (this test binary re-executed in a
 //! child role), and checks that a round left nothing behind. Helpers
 //! shared with the other test files are in `tests/common/mod.rs`. Also
-//! used by `attach_relay_identity.rs`, which needs only some of them.
+//! used by `attach_faults.rs`, which needs only some of them.
 
 #![allow(dead_code)]
 
@@ -114,33 +114,21 @@ impl Mtipcd {
     /// Starts mtipcd on the scratch domain and waits until it is listed and
     /// its relay socket exists.
     pub fn start(s: &Scratch) -> Mtipcd {
-        let log = s.file(&format!("mtipcd-{}.log", mono_ns()));
-        let dom = s.dom();
-        let mut d = Mtipcd {
-            child: spawn_mtipcd(&dom, &log),
-            log,
-            dom,
-        };
+        let mut d = Mtipcd::start_unlisted(s);
         let domain = s.domain();
         let pid = d.child.id();
-        let log = d.log.clone();
-        let text = move || std::fs::read_to_string(&log).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        while !listed(&domain)
+            .iter()
+            .any(|t| t.id == "@mtipcd" && t.pid == pid)
+        {
             if let Some(st) = d.child.try_wait().unwrap() {
-                panic!("mtipcd exited {st}: {}", text());
-            }
-            if d.dom.join("relay.sock").exists()
-                && listed(&domain)
-                    .iter()
-                    .any(|t| t.id == "@mtipcd" && t.pid == pid)
-            {
-                break;
+                panic!("mtipcd exited {st}: {}", d.log_text());
             }
             assert!(
                 Instant::now() < deadline,
-                "mtipcd not up in 10 s: {}",
-                text()
+                "mtipcd not listed in 10 s: {}",
+                d.log_text()
             );
             std::thread::sleep(Duration::from_millis(3));
         }
