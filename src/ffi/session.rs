@@ -19,11 +19,8 @@ use crate::session::{
     Request, Response, SessionId, Sessions, SessionsConfig, Ticket, Worker, WorkerRef, MAX_TENANT,
     MAX_USER_DATA,
 };
-// The worker's state word is process-local (not shared memory), but it
-// comes from the shim like every atomic; the lint cannot tell the shim's
-// types from std's outside loom.
-#[allow(clippy::disallowed_types)]
-use crate::sync::{AtomicU32, Ordering};
+// The worker's state word is process-local (not shared memory).
+use crate::sync::{local::AtomicU32, Ordering};
 use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::ptr::NonNull;
@@ -83,7 +80,6 @@ pub struct mt_worker {
 pub(crate) struct WorkerCell {
     worker: UnsafeCell<Worker>,
     /// [`IDLE`], [`IN_NEXT`] or [`OPEN`].
-    #[allow(clippy::disallowed_types)]
     state: AtomicU32,
     id: u64,
     group: u32,
@@ -610,7 +606,6 @@ pub unsafe extern "C" fn mt_worker_register(
             id: w.id().0,
             group: w.group(),
             worker: UnsafeCell::new(w),
-            #[allow(clippy::disallowed_types)]
             state: AtomicU32::new(IDLE),
         };
         // SAFETY: checked above.

@@ -73,8 +73,7 @@ pub struct Table {
     geo: Geometry,
     path: PathBuf,
     /// Where the next create starts scanning (a per-handle hint only).
-    #[allow(clippy::disallowed_types)]
-    cursor: std::sync::atomic::AtomicU32,
+    cursor: crate::sync::local::AtomicU32,
 }
 
 // A table handle is shared between threads (the docs above promise it).
@@ -164,8 +163,7 @@ impl Table {
         };
         let start = ((u64::from(member.record()).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
             % u64::from(geo.capacity)) as u32;
-        #[allow(clippy::disallowed_types)]
-        let cursor = std::sync::atomic::AtomicU32::new(start);
+        let cursor = crate::sync::local::AtomicU32::new(start);
         Ok(Table {
             entries,
             member,
@@ -210,8 +208,7 @@ impl Table {
     /// tenant id or too much user data (the message gives the limit).
     pub fn create_session(&self, tenant: &str, state: u32, user: &[u8]) -> Result<SessionId> {
         crate::sys::check_name("tenant id", tenant)?;
-        #[allow(clippy::disallowed_types)]
-        use std::sync::atomic::Ordering::Relaxed;
+        use crate::sync::Ordering::Relaxed;
         let mut cur = self.cursor.load(Relaxed);
         let id = self
             .entries
