@@ -222,3 +222,52 @@ impl SharedBufs {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `UnsafeCell<[u8]>` has the layout of `[u8]`, which the view of
+    /// mapped bytes as cells relies on.
+    #[test]
+    fn cell_of_bytes_has_the_layout_of_bytes() {
+        let v = [0u8; 24];
+        let c = std::ptr::slice_from_raw_parts(v.as_ptr(), v.len()) as *const UnsafeCell<[u8]>;
+        // SAFETY: a valid pointer to 24 bytes; only sizes are read.
+        let size = unsafe { std::mem::size_of_val(&*c) };
+        assert_eq!(size, 24);
+        assert_eq!(std::mem::align_of::<UnsafeCell<[u8; 3]>>(), 1);
+        assert_eq!(std::mem::size_of::<UnsafeCell<u64>>(), 8);
+    }
+
+    /// Each buffer is its own `size` bytes of the region, in order.
+    #[test]
+    fn buffers_follow_each_other_in_the_region() {
+        let mut region = vec![0u8; 3 * 8];
+        // SAFETY: 24 bytes, valid while `bufs` lives; only used through it.
+        let bufs = unsafe { SharedBufs::from_raw(region.as_mut_ptr(), 8, 3) };
+        assert_eq!((bufs.size(), bufs.count()), (8, 3));
+        for i in 0..3 {
+            // SAFETY: 8 bytes into buffer i, which nobody else uses.
+            bufs.with_mut(i, |p| unsafe { std::ptr::write_bytes(p, i as u8 + 1, 8) });
+        }
+        let mut second = [0u8; 8];
+        // SAFETY: 8 bytes of buffer 1.
+        bufs.with(1, |p| unsafe {
+            std::ptr::copy_nonoverlapping(p, second.as_mut_ptr(), 8)
+        });
+        assert_eq!(second, [2; 8]);
+        assert_eq!(&region[..8], &[1; 8]);
+        assert_eq!(&region[16..], &[3; 8]);
+    }
+
+    /// A buffer index past the region is refused.
+    #[test]
+    #[should_panic(expected = "buffer 3 of 3")]
+    fn buffer_past_the_region_is_refused() {
+        let mut region = vec![0u8; 3 * 8];
+        // SAFETY: as above.
+        let bufs = unsafe { SharedBufs::from_raw(region.as_mut_ptr(), 8, 3) };
+        bufs.with(3, |_| ());
+    }
+}

@@ -76,3 +76,5 @@ pub use semaphore::{SemCore, WaitResult, MAX_COUNT, RECHECK};
 
 #[cfg(all(test, loom))]
 mod loom_models;
+#[cfg(all(test, loom))]
+mod loom_models_cell;
