@@ -46,9 +46,6 @@
 //! directory, as the library's default domain), `ATTACH_PHASES=1` (adds a
 //! breakdown of one attach into its steps, see `phases.rs`).
 
-// The bench's own bookkeeping is not library logic that loom should model.
-#![allow(clippy::disallowed_types)]
-
 use mtipc::attach::channel::{fingerprint_hex, Conn, ServerKey};
 use mtipc::attach::files::{self, SyncFile, STATE_IDLE};
 use mtipc::attach::{attach, list, AttachOptions};

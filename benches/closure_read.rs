@@ -24,16 +24,14 @@
 //! `CLOSURE_ROUNDS` (default 300 per method: 2400 samples each),
 //! `CLOSURE_WARMUP` (default 10 rounds per method, discarded).
 
-// The bench's own bookkeeping in shared memory (round, done counter,
-// samples) is not library logic that loom should model.
-#![allow(clippy::disallowed_types)]
-
 use mtipc::closure::{self, Closure};
 use mtipc::sync::{Futex, Ordering};
 use mtipc::Domain;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+// The bench's own bookkeeping in shared memory (round, done counter,
+// samples): the shim's atomic, std's outside loom.
+use mtipc::sync::AtomicU64;
 
 #[path = "common/mod.rs"]
 mod common;

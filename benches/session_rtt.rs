@@ -39,10 +39,8 @@
 //! 32), `SESSION_MODES` (default `blocking,spin`), `SESSION_BENCH_DIR` (where the domain goes; default
 //! `$XDG_RUNTIME_DIR`, else the temporary directory).
 
-// The bench's own bookkeeping is not library logic that loom should model.
-#![allow(clippy::disallowed_types)]
-
 use mtipc::session::{SessionId, Sessions, SessionsConfig};
+use mtipc::sync::Futex;
 use mtipc::Domain;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -171,10 +169,13 @@ impl Floor {
         }
     }
 
-    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
+    /// The futex word at byte `at` (the shim's `Futex`: a
+    /// `#[repr(transparent)]` `AtomicU32` with the bare `FUTEX_WAIT` /
+    /// `FUTEX_WAKE` calls, not private, as the library's words).
+    fn word(&self, at: usize) -> &Futex {
         // SAFETY: 4-aligned offset inside the mapping, which lives as long
-        // as `self`.
-        unsafe { &*(self.map.as_mut_ptr().add(at) as *const std::sync::atomic::AtomicU32) }
+        // as `self`; the word is only used atomically.
+        unsafe { &*(self.map.as_mut_ptr().add(at) as *const Futex) }
     }
 
     fn buf(&self, at: usize, n: usize) -> *mut u8 {
@@ -183,29 +184,17 @@ impl Floor {
         unsafe { self.map.as_mut_ptr().add(at) }
     }
 
-    fn wait(w: &std::sync::atomic::AtomicU32, old: u32) {
-        // SAFETY: FUTEX_WAIT on a word of a live shared mapping.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                w.as_ptr(),
-                libc::FUTEX_WAIT,
-                old,
-                std::ptr::null::<libc::timespec>(),
-            );
-        }
+    fn wait(w: &Futex, old: u32) {
+        w.wait(old, None);
     }
 
-    fn wake(w: &std::sync::atomic::AtomicU32) {
-        // SAFETY: FUTEX_WAKE on a word of a live shared mapping.
-        unsafe {
-            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, 1);
-        }
+    fn wake(w: &Futex) {
+        w.wake(1);
     }
 
     /// The worker side, forever.
     fn serve(self) {
-        use std::sync::atomic::Ordering::{Acquire, Release};
+        use mtipc::sync::Ordering::{Acquire, Release};
         let (req, resp) = (self.word(0), self.word(4));
         let mut seen = req.load(Acquire);
         loop {
@@ -227,14 +216,14 @@ impl Floor {
                 put(out, 16, t_recv);
                 put(out, 24, now_ns());
             }
-            resp.store(v, Release);
+            resp.atomic().store(v, Release);
             Self::wake(resp);
         }
     }
 
     /// One round trip from the manager's side.
     fn sample(&self, req: &mut [u8], seq: u32) -> Sample {
-        use std::sync::atomic::Ordering::{Acquire, Release};
+        use mtipc::sync::Ordering::{Acquire, Release};
         let (rw, sw) = (self.word(0), self.word(4));
         let sent = now_ns();
         put(req, 8, sent);
@@ -242,7 +231,7 @@ impl Floor {
         unsafe {
             std::ptr::copy_nonoverlapping(req.as_ptr(), self.buf(FLOOR_REQ, req.len()), req.len());
         }
-        rw.store(seq, Release);
+        rw.atomic().store(seq, Release);
         Self::wake(rw);
         loop {
             let v = sw.load(Acquire);

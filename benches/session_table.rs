@@ -28,9 +28,6 @@
 //! `TABLE_SECONDS` (1), `SESSION_BENCH_DIR` (where the domain goes;
 //! default `$XDG_RUNTIME_DIR`, else the temporary directory).
 
-// The bench's own bookkeeping is not library logic that loom should model.
-#![allow(clippy::disallowed_types)]
-
 use mtipc::session::{SessionId, Table};
 use mtipc::Domain;
 use std::collections::HashMap;
@@ -70,18 +67,18 @@ fn realtime_ns() -> u64 {
 
 struct Map {
     m: Mutex<HashMap<u64, Record>>,
-    next: std::sync::atomic::AtomicU64,
+    next: mtipc::sync::local::AtomicU64,
 }
 
 impl Map {
     fn new() -> Map {
         Map {
             m: Mutex::new(HashMap::new()),
-            next: std::sync::atomic::AtomicU64::new(1),
+            next: mtipc::sync::local::AtomicU64::new(1),
         }
     }
     fn create(&self, tenant: &str, state: u32, user: &[u8]) -> u64 {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next.fetch_add(1, mtipc::sync::Ordering::Relaxed);
         let now = realtime_ns();
         let r = Record {
             tenant: tenant.to_string(),

@@ -22,14 +22,12 @@
 //! flag with and without a timeout, and a same-CPU configuration, to tell
 //! where a difference comes from).
 
-// The bench's own bookkeeping in shared memory (timestamps, samples) is not
-// library logic that loom should model: plain std atomics are right here.
-#![allow(clippy::disallowed_types)]
-
 use mtipc::sync::{Futex, Ordering};
 use mtipc::Domain;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+// The bench's own bookkeeping in shared memory (timestamps, samples): the
+// shim's atomic, std's outside loom.
+use mtipc::sync::AtomicU64;
 use std::time::Duration;
 
 #[path = "common/mod.rs"]

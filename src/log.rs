@@ -29,9 +29,8 @@
 //! that variable). The message comes last and may have format arguments.
 
 use std::fmt::Write as _;
-// Process-local state, never in shared memory and never modelled by loom:
-// std's atomic (clippy.toml keeps the shared-memory atomics in crate::sync).
-use std::sync::atomic::{AtomicU8, Ordering};
+// Process-local state, never in shared memory and never modelled by loom.
+use crate::sync::{local::AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// How much an event matters; a logger receives the events up to its

@@ -59,7 +59,7 @@ fn unhex(s: &str) -> [u8; 16] {
 /// A fresh pairing id per call (no two tests share a relay, but ids that
 /// differ in their first bytes make the logs readable).
 fn new_id() -> [u8; 16] {
-    use std::sync::atomic::{AtomicU8, Ordering};
+    use mtipc::sync::{local::AtomicU8, Ordering};
     static N: AtomicU8 = AtomicU8::new(1);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 16];

@@ -4,12 +4,10 @@
 //! should the tenant close during the handshake, that refusal), not a hang
 //! or any other error.
 
-#![allow(clippy::disallowed_types)] // the test's own counter
-
 use mtipc::attach::{self, AttachOptions};
+use mtipc::sync::{local::AtomicU32, Ordering};
 use mtipc::Domain;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 

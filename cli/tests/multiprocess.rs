@@ -270,9 +270,8 @@ fn child_waiter(domain: &Path, stop: &Path) {
 /// mapping of `base/barrier`, then open (creating) `base/r<i>` at once and
 /// post 1. Odd rounds shift one racer by -100..=+100 µs so that the two meet
 /// at every stage of the creation; even rounds start together.
-// The barrier word is the test's own shared memory, not library logic that
-// loom should model: std's atomic is right here.
-#[allow(clippy::disallowed_types)]
+// The barrier word is the test's own shared memory: the shim's atomic, which
+// is std's (`#[repr(transparent)]`) outside loom.
 fn child_racer(base: &Path, rounds: u64, idx: u64) {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -282,10 +281,10 @@ fn child_racer(base: &Path, rounds: u64, idx: u64) {
     let map = memmap2::MmapRaw::map_raw(&file).unwrap();
     // SAFETY: the mapping is at least 4 bytes, page aligned, shared, and
     // outlives every use of `arrived`; only atomic operations touch it.
-    let arrived = unsafe { &*(map.as_mut_ptr() as *const std::sync::atomic::AtomicU32) };
+    let arrived = unsafe { &*(map.as_mut_ptr() as *const mtipc::sync::AtomicU32) };
     let mut out = std::io::stdout().lock();
     for i in 0..rounds {
-        use std::sync::atomic::Ordering;
+        use mtipc::sync::Ordering;
         arrived.fetch_add(1, Ordering::AcqRel);
         let want = 2 * (i as u32 + 1);
         let mut spins = 0u32;

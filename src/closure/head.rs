@@ -12,10 +12,6 @@
 //!   back, and it always names a version whose file was complete when it
 //!   was set.
 
-// These are crate::sync's atomics (loom's under cfg(loom)); clippy sees
-// through the shim's re-export to std's type and would flag them.
-#![allow(clippy::disallowed_types)]
-
 use crate::error::{err, Result};
 use crate::sync::{AtomicU64, Ordering};
 

@@ -5,11 +5,6 @@
 //! on mapped bytes and, under loom, is model-checked. Layout, rules and
 //! their reasons: docs/session.md, "The session table".
 
-// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
-// asks; outside loom they *are* std's types, which the lint cannot tell
-// apart from a direct use.
-#![allow(clippy::disallowed_types)]
-
 use super::records::{Holder, Liveness, WAITERS};
 use crate::error::{err, Result};
 use crate::sync::{fence, AtomicU32, AtomicU64, Futex, Ordering};

@@ -11,13 +11,11 @@
 //! modelled by the dying thread ringing the submitter's futex once after
 //! its death: "some time later, the wait's timeout fires".
 
-#![allow(clippy::disallowed_types)]
-
 use super::dispatch::{Core, EntriesEnv, Outcome};
 use super::entry::{Actor, Entries, SessionId};
 use super::records::{Holder, Liveness};
 use super::requests::{Geometry, GroupRec, SlotHead, SlotState, WorkerId, WorkerRec, WorkerState};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, SharedBufs};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -58,20 +56,6 @@ struct World {
     _workers: Box<[WorkerRec]>,
     _words: Box<[AtomicU64]>,
     _heads: Box<[SlotHead]>,
-    data: *mut [u8],
-}
-
-// SAFETY: the raw data pointer is owned by the world (freed in Drop) and
-// used as the dispatcher's data buffers, handed over by the slot words.
-unsafe impl Send for World {}
-// SAFETY: as above.
-unsafe impl Sync for World {}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        // SAFETY: made by Box::into_raw in `World::new`, freed once.
-        drop(unsafe { Box::from_raw(self.data) });
-    }
 }
 
 impl World {
@@ -81,7 +65,9 @@ impl World {
         let wrecs: Box<[WorkerRec]> = (0..workers).map(|_| WorkerRec::new()).collect();
         let words: Box<[AtomicU64]> = (0..1).map(|_| AtomicU64::new(0)).collect();
         let heads: Box<[SlotHead]> = (0..1).map(|_| SlotHead::new()).collect();
-        let data = Box::into_raw(vec![0u8; 2 * geo.buf_size as usize].into_boxed_slice());
+        // The slot's request and response buffers, one loom cell each: a
+        // payload access not ordered by the hand-over fails the model.
+        let bufs = SharedBufs::on_heap(geo.buf_size as usize, 2);
         // SAFETY: every array has the length the geometry gives and lives
         // as long as the world (dropped after `core`, which is only pointers).
         let core = unsafe {
@@ -91,7 +77,7 @@ impl World {
                 wrecs.as_ptr(),
                 words.as_ptr(),
                 heads.as_ptr(),
-                data as *mut u8,
+                bufs,
             )
         };
         let entries = Entries::on_heap(1);
@@ -112,7 +98,6 @@ impl World {
             _workers: wrecs,
             _words: words,
             _heads: heads,
-            data,
         }
     }
 
@@ -134,7 +119,7 @@ impl World {
         let qw = self.core.queue(&e, i, fw, self.session.0, 0).unwrap();
         let out = match self.core.wait(&e, i, qw.gen, None, 0, &mut None).unwrap() {
             // SAFETY: the slot is done and ours until collected.
-            Outcome::Done(n) => Ok(unsafe { self.core.response_bytes(i, n) }.to_vec()),
+            Outcome::Done(n) => Ok(unsafe { self.core.with_response(i, n, <[u8]>::to_vec) }),
             Outcome::Failed(k) => Err(k),
         };
         self.core.collect(i, qw.gen);
@@ -149,7 +134,7 @@ impl World {
         loop {
             if let Some(t) = self.core.next_once(&e, w, 0, &mut cursor, None, 0, false) {
                 // SAFETY: the slot is taken by `w`.
-                let req = unsafe { self.core.request_bytes(t.slot, 4) }.to_vec();
+                let req = unsafe { self.core.with_request(t.slot, 4, <[u8]>::to_vec) };
                 // The one request, being served, is counted exactly once.
                 assert_eq!(self.in_flight(), 1, "in_flight while served");
                 self.core.respond(&e, w, t.slot, t.word, resp).unwrap();
@@ -174,7 +159,7 @@ impl World {
     /// compare-and-swap of its record to *reaping* succeeded, whoever tried.
     fn assert_reaped_once(&self) {
         assert_eq!(
-            self.core.reaps.load(std::sync::atomic::Ordering::Relaxed),
+            self.core.reaps.load(Ordering::Relaxed),
             1,
             "successful reaps of the dead worker"
         );

@@ -19,11 +19,6 @@
 //! trait) compile under loom; [`Membership`] (the join and the real
 //! liveness check, which need a file) does not.
 
-// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
-// asks; outside loom they *are* std's types, which the lint cannot tell
-// apart from a direct use.
-#![allow(clippy::disallowed_types)]
-
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Size in bytes of one [`RecordSlot`] in a region.

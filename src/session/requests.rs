@@ -21,11 +21,6 @@
 //! data    slots × 2 × buf_size     (request buffer, then response buffer)
 //! ```
 
-// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
-// asks; outside loom they *are* std's types, which the lint cannot tell
-// apart from a direct use.
-#![allow(clippy::disallowed_types)]
-
 use crate::error::{err, Result};
 use crate::session::entry::WorkerRef;
 use crate::session::records::Holder;

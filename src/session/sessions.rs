@@ -7,11 +7,6 @@
 //! worker's process, a reaper) names a process record of the table, which
 //! every [`Sessions`] handle joins.
 
-// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
-// asks; outside loom they *are* std's types, which the lint cannot tell
-// apart from a direct use.
-#![allow(clippy::disallowed_types)]
-
 use super::dispatch::{Core, Env, Outcome};
 use super::entry::SessionId;
 use super::requests::{self, Geometry, SlotState, WorkerState, AREA_HEADER_SIZE};
@@ -19,7 +14,7 @@ use super::table::{sessions_dir, validate_name, Table, SESSIONS_DIR};
 use super::worker::Worker;
 use crate::error::{err, Error, Result};
 use crate::shm::{RegionHeader, HEADER_SIZE};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{local::AtomicU32, Ordering};
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::unix::fs::FileExt;

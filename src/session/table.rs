@@ -77,8 +77,7 @@ pub struct Table {
     geo: Geometry,
     path: PathBuf,
     /// Where the next create starts scanning (a per-handle hint only).
-    #[allow(clippy::disallowed_types)]
-    cursor: std::sync::atomic::AtomicU32,
+    cursor: crate::sync::local::AtomicU32,
 }
 
 // A table handle is shared between threads (the docs above promise it).
@@ -169,8 +168,7 @@ impl Table {
         };
         let start = ((u64::from(member.record()).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
             % u64::from(geo.capacity)) as u32;
-        #[allow(clippy::disallowed_types)]
-        let cursor = std::sync::atomic::AtomicU32::new(start);
+        let cursor = crate::sync::local::AtomicU32::new(start);
         guard.check(&path.display())?;
         Ok(Table {
             entries,
@@ -218,8 +216,7 @@ impl Table {
     pub fn create_session(&self, tenant: &str, state: u32, user: &[u8]) -> Result<SessionId> {
         crate::sys::check_name("tenant id", tenant)?;
         self.check()?;
-        #[allow(clippy::disallowed_types)]
-        use std::sync::atomic::Ordering::Relaxed;
+        use crate::sync::Ordering::Relaxed;
         let mut cur = self.cursor.load(Relaxed);
         let id = self
             .entries

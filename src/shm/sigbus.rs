@@ -22,12 +22,10 @@
 //! its own `SIGBUS` handler later replaces this one: it then sees mtipc's
 //! faults too.
 
-// The shim's atomics are std's own types today, which the lint cannot tell
-// apart (issue 10, item 5 makes them newtypes; this allow goes then).
-#![allow(clippy::disallowed_types)]
-
 use crate::error::{err, Result};
-use crate::sync::{AtomicU64, Ordering};
+// Process-local (the table lives in this process, not in shared memory).
+use crate::sync::local::AtomicU64;
+use crate::sync::Ordering;
 use std::sync::Once;
 
 /// Regions a process can have registered at once.

@@ -51,7 +51,12 @@ mod imp {
             });
             // Not FUTEX_PRIVATE: the word may be in a mapping shared with
             // other processes, which meet on the same kernel queue.
-            match futex::wait(&self.0, futex::Flags::empty(), expected, ts.as_ref()) {
+            match futex::wait(
+                self.0.as_std(),
+                futex::Flags::empty(),
+                expected,
+                ts.as_ref(),
+            ) {
                 Ok(()) => WaitOutcome::Woken,
                 Err(Errno::AGAIN) => WaitOutcome::ValueChanged,
                 Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
@@ -64,7 +69,7 @@ mod imp {
         /// Wakes at most `n` sleepers; returns how many were woken.
         pub fn wake(&self, n: u32) -> u32 {
             let n = n.min(i32::MAX as u32);
-            rustix::thread::futex::wake(&self.0, rustix::thread::futex::Flags::empty(), n)
+            rustix::thread::futex::wake(self.0.as_std(), rustix::thread::futex::Flags::empty(), n)
                 .map_or(0, |woken| woken as u32)
         }
 

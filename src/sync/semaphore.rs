@@ -177,7 +177,7 @@ impl SemCore {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use crate::sync::local::AtomicUsize;
     use std::sync::Arc;
 
     #[test]
@@ -214,7 +214,7 @@ mod tests {
                 let (s, woke) = (s.clone(), woke.clone());
                 std::thread::spawn(move || {
                     if s.wait(Some(Duration::from_millis(800))) {
-                        woke.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        woke.fetch_add(1, Ordering::SeqCst);
                     }
                 })
             })
@@ -224,7 +224,7 @@ mod tests {
         for h in hs {
             h.join().unwrap();
         }
-        assert_eq!(woke.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(woke.load(Ordering::SeqCst), 3);
         assert_eq!(s.value(), 0);
     }
 }

@@ -59,8 +59,7 @@ impl Core {
             }
         }
         #[cfg(loom)]
-        self.reaps
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reaps.fetch_add(1, Ordering::Relaxed);
         rec.idle.store(0, Ordering::SeqCst);
         sc_fence();
         for i in 0..self.geo.slots {

@@ -38,16 +38,11 @@
 //! - `blocking`: the worker's and the submitter's waits;
 //! - `env`: [`Env`] over the real table and over heap entries (loom).
 
-// The atomics below come from `crate::sync` (the loom shim), as clippy.toml
-// asks; outside loom they *are* std's types, which the lint cannot tell
-// apart from a direct use.
-#![allow(clippy::disallowed_types)]
-
 use super::entry::WorkerRef;
 use super::records::Holder;
 use super::requests::{Geometry, GroupRec, SlotHead, SlotState, SlotWord, WorkerRec, WorkerWord};
 use crate::error::{ErrorKind, Result};
-use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, local, AtomicU64, Ordering, SharedBufs};
 
 mod blocking;
 mod doorbells;
@@ -129,14 +124,17 @@ pub struct Core {
     workers: *const WorkerRec,
     words: *const AtomicU64,
     heads: *const SlotHead,
-    data: *mut u8,
-    /// Where this process's next search for a free slot starts.
-    cursor: AtomicU32,
+    /// The slot buffers: request buffer of slot `i` at `2i`, its response
+    /// buffer at `2i + 1`, each handed over by the slot's state word.
+    bufs: SharedBufs,
+    /// Where this process's next search for a free slot starts (a
+    /// process-local hint).
+    cursor: local::AtomicU32,
     /// Successful reaps through this dispatcher (compare-and-swaps of a
     /// worker record to *reaping*): the loom models check that a dead
     /// worker is reaped exactly once. A plain counter, not modelled.
     #[cfg(loom)]
-    pub reaps: std::sync::atomic::AtomicU32,
+    pub reaps: local::AtomicU32,
 }
 
 // SAFETY: everything the pointers reach is atomics (shared by design) or
@@ -164,10 +162,17 @@ impl Core {
                 workers: base.add(geo.workers_off as usize) as *const WorkerRec,
                 words: base.add(geo.words_off as usize) as *const AtomicU64,
                 heads: base.add(geo.heads_off as usize) as *const SlotHead,
-                data: base.add(geo.data_off as usize),
-                cursor: AtomicU32::new(std::process::id()),
+                // `slots × 2` buffers of `buf_size` bytes from `data_off`,
+                // within the region (the geometry was validated), used only
+                // as the slot words hand them over.
+                bufs: SharedBufs::from_raw(
+                    base.add(geo.data_off as usize),
+                    geo.buf_size as usize,
+                    2 * geo.slots as usize,
+                ),
+                cursor: local::AtomicU32::new(std::process::id()),
                 #[cfg(loom)]
-                reaps: std::sync::atomic::AtomicU32::new(0),
+                reaps: local::AtomicU32::new(0),
             }
         }
     }
@@ -176,8 +181,9 @@ impl Core {
     ///
     /// # Safety
     ///
-    /// Each pointer must reach as many records as `geo` says (and `data`
-    /// `slots × 2 × buf_size` bytes), valid while the `Core` lives.
+    /// Each pointer must reach as many records as `geo` says, valid while
+    /// the `Core` lives; `bufs` must hold `slots × 2` buffers of at least
+    /// `buf_size` bytes.
     #[cfg(any(loom, test))]
     pub unsafe fn from_parts(
         geo: Geometry,
@@ -185,18 +191,19 @@ impl Core {
         workers: *const WorkerRec,
         words: *const AtomicU64,
         heads: *const SlotHead,
-        data: *mut u8,
+        bufs: SharedBufs,
     ) -> Core {
+        assert!(bufs.count() == 2 * geo.slots as usize && bufs.size() >= geo.buf_size as usize);
         Core {
             geo,
             groups,
             workers,
             words,
             heads,
-            data,
-            cursor: AtomicU32::new(0),
+            bufs,
+            cursor: local::AtomicU32::new(0),
             #[cfg(loom)]
-            reaps: std::sync::atomic::AtomicU32::new(0),
+            reaps: local::AtomicU32::new(0),
         }
     }
 
@@ -277,43 +284,89 @@ impl Core {
         self.group(g).queued[w].fetch_or(m, Ordering::SeqCst);
     }
 
-    fn buf(&self, i: u32, response: bool) -> *mut u8 {
-        let off = u64::from(i) * 2 * u64::from(self.geo.buf_size)
-            + if response {
-                u64::from(self.geo.buf_size)
-            } else {
-                0
-            };
-        // SAFETY: within the data area (i < slots checked by callers via head()).
-        unsafe { self.data.add(off as usize) }
+    /// The index in [`Core::bufs`] of slot `i`'s request or response
+    /// buffer.
+    fn buf_index(&self, i: u32, response: bool) -> usize {
+        assert!(i < self.geo.slots);
+        2 * i as usize + usize::from(response)
     }
 
-    /// The request bytes of slot `i`, `len` bytes (≤ max_message).
+    /// The request bytes of slot `i`, `len` bytes (≤ max_message), in
+    /// place (no copy).
+    ///
+    /// The borrow outlives the buffer cell's `with`: under loom the read is
+    /// checked against the hand-over where it starts only. The loom models
+    /// read through [`Core::with_request`], which is checked throughout.
     ///
     /// # Safety
     ///
     /// The caller must own the slot's request buffer (it took the slot).
     pub unsafe fn request_bytes(&self, i: u32, len: u32) -> &[u8] {
-        assert!(i < self.geo.slots && len <= self.geo.max_message);
-        // SAFETY: in bounds, owned by the caller (contract).
-        unsafe { std::slice::from_raw_parts(self.buf(i, false), len as usize) }
+        assert!(len <= self.geo.max_message);
+        let p = self.bufs.with(self.buf_index(i, false), |p| p);
+        // SAFETY: `len` ≤ max_message ≤ buf_size bytes of the buffer, which
+        // lives as long as self and which the caller owns (contract): no
+        // one writes it while the borrow lasts.
+        unsafe { std::slice::from_raw_parts(p, len as usize) }
     }
 
-    /// The response bytes of slot `i`, `len` bytes (≤ max_message).
+    /// The response bytes of slot `i`, `len` bytes (≤ max_message), in
+    /// place (no copy); as [`Core::request_bytes`] for loom.
     ///
     /// # Safety
     ///
     /// The slot must be done and owned by the caller (its submitter).
     pub unsafe fn response_bytes(&self, i: u32, len: u32) -> &[u8] {
-        assert!(i < self.geo.slots && len <= self.geo.max_message);
-        // SAFETY: in bounds, owned by the caller (contract).
-        unsafe { std::slice::from_raw_parts(self.buf(i, true), len as usize) }
+        assert!(len <= self.geo.max_message);
+        let p = self.bufs.with(self.buf_index(i, true), |p| p);
+        // SAFETY: as in request_bytes: in bounds, owned by the caller
+        // (contract), valid while self lives.
+        unsafe { std::slice::from_raw_parts(p, len as usize) }
     }
 
+    /// Calls `f` with the request bytes of slot `i`, `len` bytes (≤
+    /// max_message), read in place within the buffer cell's `with`, so
+    /// that loom checks the whole read.
+    ///
+    /// # Safety
+    ///
+    /// As [`Core::request_bytes`]: the caller took the slot.
+    #[cfg(loom)]
+    pub unsafe fn with_request<R>(&self, i: u32, len: u32, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(len <= self.geo.max_message);
+        self.bufs.with(self.buf_index(i, false), |p| {
+            // SAFETY: in bounds (len ≤ buf_size), owned by the caller for
+            // reading (contract), only for the closure's duration.
+            f(unsafe { std::slice::from_raw_parts(p, len as usize) })
+        })
+    }
+
+    /// Calls `f` with the response bytes of slot `i`, `len` bytes, read
+    /// in place within the buffer cell's `with` (as
+    /// [`Core::with_request`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`Core::response_bytes`]: the slot is done and the caller's.
+    #[cfg(loom)]
+    pub unsafe fn with_response<R>(&self, i: u32, len: u32, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(len <= self.geo.max_message);
+        self.bufs.with(self.buf_index(i, true), |p| {
+            // SAFETY: as in with_request.
+            f(unsafe { std::slice::from_raw_parts(p, len as usize) })
+        })
+    }
+
+    /// Copies `bytes` (≤ max_message) into slot `i`'s request or response
+    /// buffer, through the buffer's cell.
     fn copy_in(&self, i: u32, response: bool, bytes: &[u8]) {
-        assert!(i < self.geo.slots && bytes.len() <= self.geo.max_message as usize);
-        // SAFETY: in bounds; the caller owns this buffer (it is filling the
-        // slot, or serving it), so nobody else writes it.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf(i, response), bytes.len()) }
+        assert!(bytes.len() <= self.geo.max_message as usize);
+        self.bufs.with_mut(self.buf_index(i, response), |p| {
+            // SAFETY: at most max_message ≤ buf_size bytes into the buffer;
+            // the caller owns it (it is filling the slot, or serving it), so
+            // nobody else reads or writes it (loom checks this); `bytes` is
+            // ours and does not overlap the shared buffer.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
+        })
     }
 }
