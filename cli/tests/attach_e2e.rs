@@ -36,17 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// `MTIPC_E2E_ROLE` it does nothing.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("MTIPC_E2E_ROLE") else {
-        return;
-    };
-    let args_var = std::env::var("MTIPC_E2E_ARGS").unwrap_or_default();
-    let args: Vec<&str> = args_var.split('\u{1f}').collect();
-    match role.as_str() {
-        "tenant" => child_tenant(&args),
-        "foreign" => child_foreign(&args),
-        other => panic!("unknown child role {other:?}"),
-    }
-    std::process::exit(0);
+    run_child_role(&[("foreign", child_foreign)]);
 }
 
 // ---------------------------------------------------------------------------

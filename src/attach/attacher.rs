@@ -233,14 +233,20 @@ fn round(
     // Under the attach lock: the set of advertisements cannot change
     // because of another round, and stale ones are cleaned up here.
     let (listed, _) = cache.list_until(domain.path(), deadline)?;
-    if !listed.iter().any(|l| l.advert.id == DAEMON_ID) {
-        return Err(err!(
-            Unavailable,
-            "mtipcd is not running on domain {} (start it with `mtipcd --domain {}`)",
-            domain.path().display(),
-            domain.path().display()
-        ));
-    }
+    // The daemon's advertisement, just listed: who must be listening at
+    // the relay socket (no second read of its file).
+    let daemon = listed
+        .iter()
+        .find(|l| l.advert.id == DAEMON_ID)
+        .map(|l| relay::Listener::of(&l.advert))
+        .ok_or_else(|| {
+            err!(
+                Unavailable,
+                "mtipcd is not running on domain {} (start it with `mtipcd --domain {}`)",
+                domain.path().display(),
+                domain.path().display()
+            )
+        })?;
     let target = listed
         .iter()
         .find(|l| l.advert.id == tenant)
@@ -348,7 +354,6 @@ fn round(
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            let daemon = relay::Listener::of_daemon(domain.path())?;
             let s = relay::connect(&relay_path, End::Attacher, &response.pairing, left, &daemon)
                 .map_err(|e| {
                     if e.kind() == crate::ErrorKind::Timeout {

@@ -208,6 +208,26 @@ impl Drop for Mtipcd {
 // ---------------------------------------------------------------------------
 // Tenant processes
 
+/// A child role's body: its arguments.
+pub type ChildRole = fn(&[&str]);
+
+/// What each test file's `child_entry` test does: without
+/// `MTIPC_E2E_ROLE` nothing; else it runs that role (`tenant`, or one of
+/// `more`) with the arguments of `MTIPC_E2E_ARGS` and exits.
+pub fn run_child_role(more: &[(&str, ChildRole)]) {
+    let Ok(role) = std::env::var("MTIPC_E2E_ROLE") else {
+        return;
+    };
+    let args_var = std::env::var("MTIPC_E2E_ARGS").unwrap_or_default();
+    let args: Vec<&str> = args_var.split('\u{1f}').collect();
+    match more.iter().find(|(name, _)| *name == role) {
+        Some((_, f)) => f(&args),
+        None if role == "tenant" => child_tenant(&args),
+        None => panic!("unknown child role {role:?}"),
+    }
+    std::process::exit(0);
+}
+
 /// This test binary again, running `child_entry` as `role`.
 pub fn role_command(role: &str, args: &[String]) -> Command {
     crate::common::role_command("MTIPC_E2E", role, args)

@@ -33,19 +33,22 @@ impl Listener {
     /// running.
     pub fn of_daemon(domain: &Path) -> Result<Listener> {
         match files::read_advert(&files::advert_dir(domain, DAEMON_ID)) {
-            Ok(a) => Ok(Listener {
-                proc: ProcId {
-                    pid: a.pid,
-                    start: a.start,
-                },
-                uid: a.uid,
-            }),
+            Ok(a) => Ok(Listener::of(&a)),
             Err(e) => Err(err!(
                 Unavailable,
                 "mtipcd is not running on domain {} (its advertisement: {})",
                 domain.display(),
                 e.message()
             )),
+        }
+    }
+
+    /// The process an advertisement (the daemon's, already read and
+    /// checked by a listing) names.
+    pub fn of(advert: &files::Advert) -> Listener {
+        Listener {
+            proc: advert.proc_id(),
+            uid: advert.uid,
         }
     }
 
