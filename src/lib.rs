@@ -37,7 +37,6 @@ pub mod domain;
 #[cfg(not(loom))]
 pub mod ffi;
 pub mod session;
-#[cfg(not(loom))]
 pub mod shm;
 
 #[cfg(not(loom))]

@@ -5,9 +5,10 @@
 //! on mapped bytes and, under loom, is model-checked. Layout, rules and
 //! their reasons: docs/session.md, "The session table".
 
-use super::records::{Holder, Liveness, WAITERS};
 use crate::error::{err, Result};
-use crate::sync::{fence, AtomicU32, AtomicU64, Futex, Ordering};
+use crate::shm::lock::{RobustLock, Taken};
+use crate::shm::records::{Holder, Liveness};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most bytes of user data a session holds.
@@ -144,7 +145,7 @@ struct Buffer {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Entry {
-    lock: Futex,
+    lock: RobustLock,
     in_flight: AtomicU32,
     ctl: AtomicU64,
     binding: AtomicU64,
@@ -169,7 +170,7 @@ impl Entry {
     /// live in mapped files, where all-zero bytes are this).
     pub fn new() -> Entry {
         Entry {
-            lock: Futex::new(0),
+            lock: RobustLock::new(),
             in_flight: AtomicU32::new(0),
             ctl: AtomicU64::new(0),
             binding: AtomicU64::new(0),
@@ -179,35 +180,23 @@ impl Entry {
         }
     }
 
-    fn word(&self) -> &AtomicU32 {
-        self.lock.atomic()
-    }
-
     /// The raw lock word (holder | [`WAITERS`]), for diagnostics and tests.
     pub fn lock_word(&self) -> u32 {
-        self.word().load(Ordering::Relaxed)
+        self.lock.word()
     }
 
     fn try_lock(&self, me: Holder) -> bool {
-        self.word()
-            .compare_exchange(0, me.0, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.lock.try_lock(me)
     }
 
     fn unlock(&self) {
-        if self.word().swap(0, Ordering::Release) & WAITERS != 0 {
-            self.lock.wake(u32::MAX);
-        }
+        self.lock.unlock();
     }
 
-    /// Takes over the lock from a dead holder whose word is exactly `cur`:
-    /// one CAS, so of all the processes that try, exactly one wins; the
-    /// winner repairs the entry. Returns whether this call won.
+    /// Takes the lock over from the dead holder whose word is exactly
+    /// `cur` and repairs the entry; whether this call won.
     fn take_over(&self, cur: u32, me: Holder) -> bool {
-        let won = self
-            .word()
-            .compare_exchange(cur, me.0 | WAITERS, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
+        let won = self.lock.take_over(cur, me);
         if won {
             self.repair();
         }
@@ -228,67 +217,25 @@ impl Entry {
     }
 
     /// Waits for the lock (see [`Entries::lock`]). Returns whether a dead
-    /// holder was taken over.
+    /// holder was taken over (the entry is then repaired).
     fn lock_wait(
         &self,
         me: Holder,
         live: &dyn Liveness,
         deadline: Option<Instant>,
     ) -> Result<bool> {
-        if self.try_lock(me) {
-            return Ok(false);
-        }
-        for _ in 0..SPIN {
-            crate::sync::yield_now();
-            if self.word().load(Ordering::Relaxed) == 0 && self.try_lock(me) {
-                return Ok(false);
+        let taken = self.lock.lock(me, live, deadline, |h| {
+            err!(
+                Timeout,
+                "session entry lock: still held by {h} after the timeout"
+            )
+        })?;
+        match taken {
+            Taken::Clean => Ok(false),
+            Taken::OverDead(_) => {
+                self.repair();
+                Ok(true)
             }
-        }
-        let mut checked: Option<Instant> = None;
-        loop {
-            let cur = self.word().load(Ordering::Relaxed);
-            if cur == 0 {
-                // Somebody may still sleep: keep the flag so they are woken.
-                if self
-                    .word()
-                    .compare_exchange(0, me.0 | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Ok(false);
-                }
-                continue;
-            }
-            let due = CHECK_ALWAYS || checked.map_or(true, |t| t.elapsed() >= LIVENESS_EVERY);
-            if due {
-                checked = Some(Instant::now());
-                if !live.is_alive(Holder::from_word(cur)) {
-                    if self.take_over(cur, me) {
-                        return Ok(true);
-                    }
-                    continue;
-                }
-            }
-            let mut slice = LIVENESS_EVERY;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(err!(
-                        Timeout,
-                        "session entry lock: still held by {} after the timeout",
-                        Holder::from_word(cur)
-                    ));
-                }
-                slice = slice.min(left);
-            }
-            if cur & WAITERS == 0
-                && self
-                    .word()
-                    .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            self.lock.wait(cur | WAITERS, Some(slice));
         }
     }
 
@@ -301,16 +248,7 @@ impl Entry {
     }
 }
 
-/// Tries of the lock, with a yield between them, before sleeping.
-#[cfg(not(loom))]
-const SPIN: u32 = 64;
-#[cfg(loom)]
-const SPIN: u32 = 0;
-/// Longest sleep of a lock waiter before it checks the holder's liveness
-/// again (a dead holder never wakes anybody).
-pub const LIVENESS_EVERY: Duration = Duration::from_millis(10);
-/// Under loom every wait checks liveness (real time must not steer a model).
-const CHECK_ALWAYS: bool = cfg!(loom);
+pub use crate::shm::lock::LIVENESS_EVERY;
 
 /// Stores `bytes` into the first words of `words` (little-endian, the
 /// last word zero padded); words past the data are left as they are
@@ -551,7 +489,7 @@ impl Entries {
         // Second chance: a lock held by a dead process is never released.
         for slot in skipped {
             let e = self.entry(slot);
-            let cur = e.word().load(Ordering::Relaxed);
+            let cur = e.lock.word();
             if cur != 0 && !who.live.is_alive(Holder::from_word(cur)) && e.take_over(cur, who.me) {
                 if let Some(id) = self.fill_locked(e, slot, tenant, state, user) {
                     *cursor = slot.wrapping_add(1) % self.cap;

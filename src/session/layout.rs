@@ -19,8 +19,8 @@
 //! used.
 
 use super::entry::{ENTRY_SIZE, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA};
-use super::records::{MAX_RECORDS, RECORD_SIZE};
 use crate::error::{err, Result};
+use crate::shm::records::{MAX_RECORDS, RECORD_SIZE};
 use crate::shm::{check_header, RegionHeader, HEADER_SIZE};
 
 /// The magic of a session table region.
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_million_sessions_fit_in_256_mib() {
-        let g = Geometry::new(1_000_000, super::super::records::DEFAULT_RECORDS).unwrap();
+        let g = Geometry::new(1_000_000, crate::shm::records::DEFAULT_RECORDS).unwrap();
         assert!(g.total <= 256 << 20, "{} bytes", g.total);
         assert_eq!(g.entries_off % 4096, 0);
         assert!(g.entries_off >= g.records_off + 4096 * 16);

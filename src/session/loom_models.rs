@@ -6,8 +6,8 @@
 //! is faked: a holder listed as dead is dead, every other one alive.
 
 use super::entry::{Actor, Entries, SessionId};
-use super::records::{Holder, Liveness};
 use crate::error::ErrorKind;
+use crate::shm::records::{Holder, Liveness};
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;

@@ -13,8 +13,8 @@
 
 use super::dispatch::{Core, EntriesEnv, Outcome};
 use super::entry::{Actor, Entries, SessionId};
-use super::records::{Holder, Liveness};
 use super::requests::{Geometry, GroupRec, SlotHead, SlotState, WorkerId, WorkerRec, WorkerState};
+use crate::shm::records::{Holder, Liveness};
 use crate::sync::{AtomicU32, AtomicU64, Ordering, SharedBufs};
 use loom::sync::Arc;
 use loom::thread;

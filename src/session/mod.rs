@@ -1,8 +1,9 @@
 //! Sessions (DESIGN.md section 2, patent US 9,923,975); the design as
 //! built: `docs/session.md`.
 //!
-//! - [`records`]: process records and kernel-lock liveness, shared by the
-//!   session table and the request area;
+//! - process records and kernel-lock liveness come from
+//!   [`crate::shm::records`], shared by the session table and the request
+//!   area;
 //! - [`entry`]: the table's entries and every operation on them (lock with
 //!   dead-holder takeover, sequence-locked reads), model-checked under loom;
 //! - [`layout`]: the table region's byte layout and its validation;
@@ -17,7 +18,6 @@ pub mod dispatch;
 pub mod entry;
 #[cfg(not(loom))]
 pub mod layout;
-pub mod records;
 pub mod requests;
 #[cfg(not(loom))]
 mod sessions;
@@ -31,14 +31,14 @@ mod loom_models;
 #[cfg(all(test, loom))]
 mod loom_models_dispatch;
 
+#[cfg(not(loom))]
+pub use crate::shm::records::Membership;
+pub use crate::shm::records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
 pub use entry::{
     EntryGuard, Session, SessionId, WorkerRef, ENTRY_SIZE, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA,
 };
 #[cfg(not(loom))]
 pub use layout::{validate_region, Geometry};
-#[cfg(not(loom))]
-pub use records::Membership;
-pub use records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
 #[cfg(not(loom))]
 pub use sessions::{
     requests_path, DispatchSnapshot, GroupSnapshot, Response, Sessions, SessionsConfig, SlotCounts,

@@ -23,7 +23,7 @@
 
 use crate::error::{err, Result};
 use crate::session::entry::WorkerRef;
-use crate::session::records::Holder;
+use crate::shm::records::Holder;
 use crate::sync::{AtomicU32, AtomicU64, Futex};
 
 /// Magic of the request area's region header.
@@ -690,7 +690,7 @@ impl WorkerWord {
         };
         let group = ((w >> 48) & 0xff) as u32;
         let holder = Holder(w as u32);
-        if group >= groups || holder.0 & crate::session::records::WAITERS != 0 {
+        if group >= groups || holder.0 & crate::shm::records::WAITERS != 0 {
             return None;
         }
         if (state == WorkerState::Free) != holder.is_none() {

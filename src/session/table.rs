@@ -8,8 +8,8 @@ use super::entry::{Actor, Entries, Entry, EntryGuard, Session, SessionId, Worker
 #[cfg(test)]
 use super::entry::{MAX_CAPACITY, MAX_USER_DATA};
 use super::layout::{validate_prefix, Geometry, PREFIX};
-use super::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
 use crate::error::{err, Error, Result};
+use crate::shm::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};

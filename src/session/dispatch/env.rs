@@ -4,7 +4,7 @@
 use super::{EntryOps, Env};
 use crate::error::{ErrorKind, Result};
 use crate::session::entry::WorkerRef;
-use crate::session::records::Holder;
+use crate::shm::records::Holder;
 
 impl EntryOps for crate::session::entry::EntryGuard<'_> {
     fn in_flight(&self) -> u32 {
@@ -77,7 +77,7 @@ impl Env for crate::session::table::Table {
         self.membership().holder()
     }
     fn is_alive(&self, h: Holder) -> bool {
-        use crate::session::records::Liveness;
+        use crate::shm::records::Liveness;
         self.membership().is_alive(h)
     }
     fn lock(&self, session: u64) -> Result<Option<Self::Entry<'_>>> {

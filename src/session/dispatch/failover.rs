@@ -4,8 +4,8 @@
 
 use super::{sc_fence, Core, EntryOps, Env};
 use crate::error::ErrorKind;
-use crate::session::records::Holder;
 use crate::session::requests::{SlotState, SlotWord, WorkerId, WorkerState, WorkerWord};
+use crate::shm::records::Holder;
 use crate::sync::Ordering;
 
 impl Core {

@@ -39,9 +39,9 @@
 //! - `env`: [`Env`] over the real table and over heap entries (loom).
 
 use super::entry::WorkerRef;
-use super::records::Holder;
 use super::requests::{Geometry, GroupRec, SlotHead, SlotState, SlotWord, WorkerRec, WorkerWord};
 use crate::error::{ErrorKind, Result};
+use crate::shm::records::Holder;
 use crate::sync::{fence, local, AtomicU64, Ordering, SharedBufs};
 
 mod blocking;

@@ -5,9 +5,9 @@
 use super::Outcome;
 use super::{sc_fence, Core, EntryOps, Env};
 use crate::error::{err, ErrorKind, Result};
-use crate::session::records::Holder;
 use crate::session::requests::SLOT_GEN_MASK;
 use crate::session::requests::{SlotState, SlotWord, WorkerId, WorkerState};
+use crate::shm::records::Holder;
 use crate::sync::Ordering;
 
 impl Core {
