@@ -39,11 +39,14 @@ pub enum ErrorKind {
     Panic = 12,
     /// A service the call needs (for example the daemon) is not running.
     Unavailable = 13,
+    /// A permit (or, later, an HA epoch) that is no longer current: its
+    /// lease ran out or it was reclaimed, and another may hold it now.
+    Fenced = 14,
 }
 
 impl ErrorKind {
     /// Every kind, in code order.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Invalid,
         ErrorKind::NotFound,
         ErrorKind::Exists,
@@ -57,6 +60,7 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::Panic,
         ErrorKind::Unavailable,
+        ErrorKind::Fenced,
     ];
 
     /// The stable numeric code (the C `mt_status` value).
@@ -94,6 +98,7 @@ impl ErrorKind {
             ErrorKind::Io => c"MT_ERR_IO",
             ErrorKind::Panic => c"MT_ERR_PANIC",
             ErrorKind::Unavailable => c"MT_ERR_UNAVAILABLE",
+            ErrorKind::Fenced => c"MT_ERR_FENCED",
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum mt_status {
     MT_ERR_PANIC = 12,
     /// A service the call needs (such as mtipcd) is not running.
     MT_ERR_UNAVAILABLE = 13,
+    /// A permit that is no longer current (lease ran out, reclaimed).
+    MT_ERR_FENCED = 14,
 }
 
 impl From<ErrorKind> for mt_status {
@@ -56,6 +58,7 @@ impl From<ErrorKind> for mt_status {
             ErrorKind::Io => mt_status::MT_ERR_IO,
             ErrorKind::Panic => mt_status::MT_ERR_PANIC,
             ErrorKind::Unavailable => mt_status::MT_ERR_UNAVAILABLE,
+            ErrorKind::Fenced => mt_status::MT_ERR_FENCED,
         }
     }
 }

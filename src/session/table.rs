@@ -12,7 +12,7 @@ use crate::error::{err, Error, Result};
 use crate::shm::records::{Membership, RecordInfo, RecordSlot, DEFAULT_RECORDS};
 use crate::Domain;
 use memmap2::{MmapOptions, MmapRaw};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,17 +43,7 @@ pub fn sessions_dir(domain: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(dir.display(), e)),
     }
-    let md = std::fs::symlink_metadata(&dir).map_err(|e| Error::io(dir.display(), e))?;
-    if md.file_type().is_symlink() {
-        return Err(Error::io(
-            dir.display(),
-            std::io::Error::from_raw_os_error(libc::ELOOP),
-        ));
-    }
-    if !md.is_dir() {
-        return Err(err!(Corrupt, "{}: not a directory", dir.display()));
-    }
-    crate::sys::check_owner(&dir, md.uid(), md.mode())?;
+    crate::sys::fs::check_dir_private(&dir)?;
     Ok(dir)
 }
 

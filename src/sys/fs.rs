@@ -177,6 +177,23 @@ pub fn make_dir(path: &Path) -> Result<bool> {
     }
 }
 
+/// Checks that `dir` is a real directory (not a symbolic link) of this uid
+/// that others cannot enter: `Denied`, `Corrupt` or `Io` naming what is
+/// wrong otherwise.
+pub fn check_dir_private(dir: &Path) -> Result<()> {
+    let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir.display(), e))?;
+    if md.file_type().is_symlink() {
+        return Err(Error::io(
+            dir.display(),
+            std::io::Error::from_raw_os_error(libc::ELOOP),
+        ));
+    }
+    if !md.is_dir() {
+        return Err(err!(Corrupt, "{}: not a directory", dir.display()));
+    }
+    check_owner(dir, md.uid(), md.mode())
+}
+
 /// How [`flock`] locks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {

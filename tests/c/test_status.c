@@ -22,6 +22,7 @@ static void status_names_for_every_code(void) {
         {MT_ERR_IO, "MT_ERR_IO"},
         {MT_ERR_PANIC, "MT_ERR_PANIC"},
         {MT_ERR_UNAVAILABLE, "MT_ERR_UNAVAILABLE"},
+        {MT_ERR_FENCED, "MT_ERR_FENCED"},
     };
     size_t n = sizeof codes / sizeof codes[0];
     for (size_t i = 0; i < n; i++) {
@@ -37,7 +38,7 @@ static void status_names_for_every_code(void) {
 }
 
 static void status_names_out_of_range(void) {
-    const uint32_t bad[] = {MT_ERR_UNAVAILABLE + 1, 14, 100, 999, 0x7fffffffu, 0x80000000u,
+    const uint32_t bad[] = {MT_ERR_FENCED + 1, 15, 100, 999, 0x7fffffffu, 0x80000000u,
                             UINT32_MAX - 1, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *s = mt_status_str(bad[i]);

@@ -126,6 +126,8 @@ error_classes! {
     Panic => PanicError: "A bug inside mtipc (MT_ERR_PANIC).",
     Unavailable => UnavailableError:
         "A service the call needs (for example the daemon) is not running (MT_ERR_UNAVAILABLE).",
+    Fenced => FencedError:
+        "A permit that is no longer current: its lease ran out or it was reclaimed (MT_ERR_FENCED).",
 }
 
 /// An `InvalidError` about a bad argument.
