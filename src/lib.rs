@@ -36,7 +36,6 @@ pub mod closure;
 pub mod domain;
 #[cfg(not(loom))]
 pub mod ffi;
-#[cfg(not(loom))]
 pub mod permit;
 pub mod session;
 pub mod shm;

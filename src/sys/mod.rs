@@ -30,3 +30,13 @@ pub fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> std::io::Result
         }
     }
 }
+
+/// The system-wide monotonic clock (`CLOCK_MONOTONIC`), in ns. Unlike
+/// `Instant`, its value means the same in every process of the host, so it
+/// can be stored in shared memory (a permit's lease end).
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
