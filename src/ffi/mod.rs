@@ -19,6 +19,7 @@ pub mod log;
 pub mod attach;
 pub mod closure;
 pub mod domain;
+pub mod permit;
 pub mod session;
 
 pub use log::{mt_log_fn, mt_log_level, mt_log_set};
