@@ -28,7 +28,7 @@ mod loom_models;
 #[cfg(not(loom))]
 pub use attacher::{attach, list, AttachOptions, TenantInfo, DEFAULT_TIMEOUT};
 #[cfg(not(loom))]
-pub use channel::Conn;
+pub use channel::{fingerprint_hex, Conn, MAX_MESSAGE};
 #[cfg(not(loom))]
 pub use daemon::Daemon;
 #[cfg(not(loom))]
@@ -48,6 +48,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The protocol a tenant accepts when it names none: C's `mt_advertise`
+/// and Python's `advertise` without `protocols` (`mt_advertise_protocols`,
+/// [`advertise`] and Python's `protocols=` name others).
+pub const DEFAULT_PROTOCOL: &str = "msg";
 
 /// The domain's attach lock: one round at a time.
 pub const ATTACH_LOCK: &str = "attach.lock";
