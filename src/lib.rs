@@ -41,6 +41,10 @@ pub mod session;
 pub mod shm;
 
 #[cfg(not(loom))]
+#[doc(hidden)]
+pub mod internals;
+
+#[cfg(not(loom))]
 pub use domain::{Domain, DomainInfo, Semaphore};
 pub use error::{Error, ErrorKind, Result};
 

@@ -3,7 +3,7 @@
 //! canonical text of the advertisement it returns (which also validates).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::attach::files::Advert;
+use mtipc::internals::attach::files::Advert;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(a) = Advert::parse(data) {

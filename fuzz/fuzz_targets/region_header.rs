@@ -2,7 +2,7 @@
 //! it must never panic, and whatever it accepts must re-encode to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
+use mtipc::internals::shm::{validate, RegionHeader, HEADER_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let size = data.len() as u64;

@@ -4,7 +4,7 @@
 //! header re-encodes to itself, and whose every state word decodes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::session::requests::{read_geometry, validate, Geometry, SlotWord, WorkerWord};
+use mtipc::internals::session::requests::{read_geometry, validate, Geometry, SlotWord, WorkerWord};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(g) = validate(data) {

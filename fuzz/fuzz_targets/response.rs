@@ -3,7 +3,7 @@
 //! canonical text of the response it returns (which also validates).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::attach::files::Response;
+use mtipc::internals::attach::files::Response;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = Response::parse(data) {

@@ -40,6 +40,8 @@ pub use layout::{validate_region, Geometry};
 pub use records::Membership;
 pub use records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
 #[cfg(not(loom))]
+pub use requests::Geometry as RequestGeometry;
+#[cfg(not(loom))]
 pub use sessions::{
     requests_path, DispatchSnapshot, GroupSnapshot, Response, Sessions, SessionsConfig, SlotCounts,
     Ticket, WorkerSnapshot,
