@@ -1,48 +1,82 @@
-//! Not part of the API: the internals that the fuzz targets, benches, tests
-//! and the programs of this repository reach into. Nothing here is stable;
-//! an application uses the crate's public modules only. (`#[doc(hidden)]`
-//! in `lib.rs`, so `cargo doc` does not show it.)
+//! Not part of the API: what the fuzz targets, benches and tests of this
+//! repository, its programs (`cli/`) and its Python binding take from
+//! inside the crate. Nothing here is stable, and an application uses the
+//! public modules only. `lib.rs` declares this module `#[doc(hidden)]`, so
+//! `cargo doc` does not show it.
 //!
-//! The submodules mirror the crate's own paths: `mtipc::internals::X::Y`
-//! is `crate::X::Y`. Each re-export says who needs it.
+//! The submodules mirror the crate's own paths (`mtipc::internals::X::Y`
+//! is the crate's `X::Y`), and each re-export names who needs it.
 
 /// Discovery and attach: the files, the round, the relay, the daemon.
 pub mod attach {
-    // mtipcd: the daemon it runs (advertisement, waiter, relay).
-    pub use crate::attach::Daemon;
-    // The attach files and their parsers: fuzz/advert, fuzz/response,
-    // tests/attach_files, tests/parsers, benches/attach_latency.
-    pub use crate::attach::files;
-    // mtipcd's relay and its hello line: fuzz/relay_hello,
-    // tests/attach_relay, tests/parsers, benches/attach_latency (phases).
-    pub use crate::attach::relay;
-    // The round's state words: tests/attach_files (WATCHED),
-    // benches/attach_latency (phases).
-    pub use crate::attach::round;
-    // A tenant's TLS key, for a channel without a round:
-    // tests/attach_channel, benches/attach_latency.
+    // mtipcd: the daemon it runs (its advertisement, waiter and relay).
+    pub use crate::attach::daemon::Daemon;
+    // A tenant's TLS key, for a channel without a round: tests/attach_channel,
+    // benches/attach_latency.
     pub use crate::attach::channel::ServerKey;
-    // The domain's attach files, each phase by hand: benches/attach_latency
-    // (phases).
-    pub use crate::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
+    // The domain's attach files, each phase by hand: benches/attach_latency.
+    pub use crate::attach::consts::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
+
+    /// The advertisement, response and synchronization files.
+    pub mod files {
+        // The parsers: fuzz/advert, fuzz/response, tests/parsers.
+        pub use crate::attach::files::{Advert, Response, Role, DAEMON_ID};
+        // The files' life cycle: tests/attach_files, benches/attach_latency.
+        pub use crate::attach::files::{
+            advert_dir, adverts_dir, list, now_ms, read_advert, read_response, remove_response,
+            write_response, AdvertCache, AdvertFiles, Listed, ProcId, ResponseScan, SyncFile,
+            RELAY_SOCKET, STATE_BUSY, STATE_IDLE,
+        };
+    }
+
+    /// mtipcd's relay.
+    pub mod relay {
+        // The hello line: fuzz/relay_hello, tests/parsers, tests/attach_relay.
+        pub use crate::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
+        // The relay itself and its clients: tests/attach_relay,
+        // benches/attach_latency.
+        pub use crate::attach::relay::{connect, Listener, Options, Pairing, Relay, RelayStats};
+    }
+
+    /// The round's synchronization.
+    pub mod round {
+        // A watched state word: tests/attach_files.
+        pub use crate::attach::round::WATCHED;
+        // Waiting for a state: benches/attach_latency.
+        pub use crate::attach::round::wait_state;
+    }
 }
 
 /// Sessions: the region layouts and their validation, the table files.
 pub mod session {
-    // The request area's layout and validation: fuzz/request_region,
-    // tests/parsers.
-    pub use crate::session::requests;
     // The session table region's validation: fuzz/session_region,
     // tests/parsers.
-    pub use crate::session::layout::{self, validate_region};
+    pub use crate::session::layout::validate_region;
     // Where the tables of a domain are: the `mtipc sessions` command.
     pub use crate::session::table::{table_path, validate_name, SESSIONS_DIR};
+
+    /// The session table region's layout.
+    pub mod layout {
+        // fuzz/session_region, tests/parsers.
+        pub use crate::session::layout::{validate_prefix, PREFIX};
+    }
+
+    /// The request area's layout.
+    pub mod requests {
+        // Its validation and state words: fuzz/request_region, tests/parsers.
+        pub use crate::session::requests::{
+            read_geometry, validate, Geometry, SlotWord, WorkerWord, MAGIC,
+        };
+    }
 }
 
-/// Shared closures: the file format.
+/// Shared closures.
 pub mod closure {
-    // The closure file's encoder and validator: fuzz/closure, tests/closure.
-    pub use crate::closure::format;
+    /// The closure file format.
+    pub mod format {
+        // The encoder and the validator: fuzz/closure, tests/closure.
+        pub use crate::closure::format::{encode, file_header, validate, FILE_HEADER};
+    }
 }
 
 /// The region header of every shared-memory file.
@@ -76,8 +110,8 @@ pub mod sync {
     // Process-local atomics: tests/attach_relay, benches/session_table,
     // cli/tests/attach_withdraw.
     pub use crate::sync::local;
-    // A stop flag between threads: the Python binding (a worker's and a
-    // request's state), tests/session_dispatch.
+    // A flag between threads: the Python binding (a worker closed, a
+    // request answered), tests/session_dispatch (a stop request).
     pub use crate::sync::Flag;
 }
 

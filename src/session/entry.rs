@@ -184,6 +184,7 @@ impl Entry {
     }
 
     /// The raw lock word (holder | [`WAITERS`]), for diagnostics and tests.
+    #[cfg(any(test, loom))]
     pub fn lock_word(&self) -> u32 {
         self.word().load(Ordering::Relaxed)
     }
@@ -462,6 +463,7 @@ impl Drop for EntryGuard<'_> {
 
 impl Entries {
     /// `cap` free entries on the heap.
+    #[cfg(any(test, loom))]
     pub fn on_heap(cap: u32) -> Entries {
         let heap: Box<[Entry]> = (0..cap).map(|_| Entry::new()).collect();
         Entries {
@@ -484,11 +486,6 @@ impl Entries {
             cap,
             _heap: None,
         }
-    }
-
-    /// Number of slots.
-    pub fn capacity(&self) -> u32 {
-        self.cap
     }
 
     /// Entry `slot` (panics if out of range).
