@@ -1,4 +1,4 @@
-//! The advertisement file parser (`mtipc::attach::files::Advert::parse`) on
+//! The advertisement file parser (`mtipc::internals::attach::files::Advert::parse`) on
 //! arbitrary bytes: never panics, and what it accepts is exactly the
 //! canonical text of the advertisement it returns (which also validates).
 #![no_main]

@@ -1,4 +1,4 @@
-//! The closure file validator (`mtipc::closure::format::validate`) on
+//! The closure file validator (`mtipc::internals::closure::format::validate`) on
 //! arbitrary bytes, then a walk of every accessor over what it accepted:
 //! never panics, never reads out of bounds, and an accepted file (if its tree
 //! is small) re-encodes from its value to a file the validator accepts too.

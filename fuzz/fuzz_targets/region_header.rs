@@ -1,4 +1,4 @@
-//! Region header validation (`mtipc::shm::validate`) on arbitrary bytes:
+//! Region header validation (`mtipc::internals::shm::validate`) on arbitrary bytes:
 //! it must never panic, and whatever it accepts must re-encode to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! The relay's hello parser (`mtipc::attach::relay::parse_hello`) on
+//! The relay's hello parser (`mtipc::internals::attach::relay::parse_hello`) on
 //! arbitrary bytes: never panics, its refusal is one line, and what it
 //! accepts is exactly the canonical line for the hello it returns.
 //!

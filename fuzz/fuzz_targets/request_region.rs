@@ -1,4 +1,4 @@
-//! Request area validation (`mtipc::session::requests::validate`) on
+//! Request area validation (`mtipc::internals::session::requests::validate`) on
 //! arbitrary bytes: it must never panic or read out of bounds, and whatever
 //! it accepts is a region of exactly the size its capacities give, whose
 //! header re-encodes to itself, and whose every state word decodes.

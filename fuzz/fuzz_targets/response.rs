@@ -1,4 +1,4 @@
-//! The response file parser (`mtipc::attach::files::Response::parse`) on
+//! The response file parser (`mtipc::internals::attach::files::Response::parse`) on
 //! arbitrary bytes: never panics, and what it accepts is exactly the
 //! canonical text of the response it returns (which also validates).
 #![no_main]

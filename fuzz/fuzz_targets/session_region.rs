@@ -1,4 +1,4 @@
-//! Session table region validation (`mtipc::session::validate_region`) on
+//! Session table region validation (`mtipc::internals::session::validate_region`) on
 //! arbitrary bytes: it must never panic or read out of bounds, and whatever
 //! it accepts must be exactly the region a table of that geometry is made
 //! with (header re-encodes to itself, size recomputed from the capacity).
