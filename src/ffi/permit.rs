@@ -23,6 +23,12 @@ pub enum mt_permit_mode {
     MT_PERMIT_WRITE = 2,
 }
 
+// The C values are the core's.
+const _: () = assert!(
+    mt_permit_mode::MT_PERMIT_READ as u32 == Mode::Read as u32
+        && mt_permit_mode::MT_PERMIT_WRITE as u32 == Mode::Write as u32
+);
+
 /// How `mt_volume_create` records a volume. Start from
 /// `MT_VOLUME_OPTS_INIT` and set fields after it; fields may be added at
 /// the end in later versions (`size` tells which the caller knows).

@@ -673,6 +673,7 @@ impl<'a> Locked<'a> {
 }
 
 /// An arbiter on the heap, for loom models and unit tests.
+#[cfg(any(test, loom))]
 #[derive(Debug)]
 pub struct HeapArb {
     head: Head,
@@ -682,13 +683,14 @@ pub struct HeapArb {
     ring: Vec<ReclaimSlot>,
 }
 
+#[cfg(any(test, loom))]
 impl HeapArb {
     /// An empty arbiter of `entries` entries and `records` process records.
     pub fn new(entries: usize, records: usize) -> HeapArb {
         HeapArb {
             head: Head::default(),
             entries: (0..entries).map(|_| Entry::default()).collect(),
-            records: (0..records).map(|_| RecordSlot::new()).collect(),
+            records: (0..records).map(|_| RecordSlot::default()).collect(),
             grants: (0..records).map(|_| GrantCount::default()).collect(),
             ring: (0..2).map(|_| ReclaimSlot::default()).collect(),
         }
