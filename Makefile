@@ -70,6 +70,7 @@ bench: deps
 	$(CARGO) bench --bench closure_read
 	$(CARGO) bench --bench session_rtt
 	$(CARGO) bench --bench session_table
+	$(CARGO) bench --bench permit
 
 clean:
 	$(CARGO) clean

@@ -46,9 +46,10 @@
 //! directory, as the library's default domain), `ATTACH_PHASES=1` (adds a
 //! breakdown of one attach into its steps, see `phases.rs`).
 
-use mtipc::attach::channel::{fingerprint_hex, Conn, ServerKey};
-use mtipc::attach::files::{self, SyncFile, STATE_IDLE};
 use mtipc::attach::{attach, list, AttachOptions};
+use mtipc::attach::{fingerprint_hex, Conn};
+use mtipc::internals::attach::files::{self, SyncFile, STATE_IDLE};
+use mtipc::internals::attach::ServerKey;
 
 use mtipc::Domain;
 use std::collections::HashMap;

@@ -25,13 +25,13 @@
 //! `CLOSURE_WARMUP` (default 10 rounds per method, discarded).
 
 use mtipc::closure::{self, Closure};
-use mtipc::sync::{Futex, Ordering};
+use mtipc::internals::sync::{Futex, Ordering};
 use mtipc::Domain;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 // The bench's own bookkeeping in shared memory (round, done counter,
 // samples): the shim's atomic, std's outside loom.
-use mtipc::sync::AtomicU64;
+use mtipc::internals::sync::AtomicU64;
 
 #[path = "common/mod.rs"]
 mod common;

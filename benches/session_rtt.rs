@@ -39,8 +39,8 @@
 //! 32), `SESSION_MODES` (default `blocking,spin`), `SESSION_BENCH_DIR` (where the domain goes; default
 //! `$XDG_RUNTIME_DIR`, else the temporary directory).
 
+use mtipc::internals::sync::Futex;
 use mtipc::session::{SessionId, Sessions, SessionsConfig};
-use mtipc::sync::Futex;
 use mtipc::Domain;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -194,7 +194,7 @@ impl Floor {
 
     /// The worker side, forever.
     fn serve(self) {
-        use mtipc::sync::Ordering::{Acquire, Release};
+        use mtipc::internals::sync::Ordering::{Acquire, Release};
         let (req, resp) = (self.word(0), self.word(4));
         let mut seen = req.load(Acquire);
         loop {
@@ -223,7 +223,7 @@ impl Floor {
 
     /// One round trip from the manager's side.
     fn sample(&self, req: &mut [u8], seq: u32) -> Sample {
-        use mtipc::sync::Ordering::{Acquire, Release};
+        use mtipc::internals::sync::Ordering::{Acquire, Release};
         let (rw, sw) = (self.word(0), self.word(4));
         let sent = now_ns();
         put(req, 8, sent);

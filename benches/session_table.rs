@@ -67,18 +67,20 @@ fn realtime_ns() -> u64 {
 
 struct Map {
     m: Mutex<HashMap<u64, Record>>,
-    next: mtipc::sync::local::AtomicU64,
+    next: mtipc::internals::sync::local::AtomicU64,
 }
 
 impl Map {
     fn new() -> Map {
         Map {
             m: Mutex::new(HashMap::new()),
-            next: mtipc::sync::local::AtomicU64::new(1),
+            next: mtipc::internals::sync::local::AtomicU64::new(1),
         }
     }
     fn create(&self, tenant: &str, state: u32, user: &[u8]) -> u64 {
-        let id = self.next.fetch_add(1, mtipc::sync::Ordering::Relaxed);
+        let id = self
+            .next
+            .fetch_add(1, mtipc::internals::sync::Ordering::Relaxed);
         let now = realtime_ns();
         let r = Record {
             tenant: tenant.to_string(),

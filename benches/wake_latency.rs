@@ -22,12 +22,12 @@
 //! flag with and without a timeout, and a same-CPU configuration, to tell
 //! where a difference comes from).
 
-use mtipc::sync::{Futex, Ordering};
+use mtipc::internals::sync::{Futex, Ordering};
 use mtipc::Domain;
 use std::path::{Path, PathBuf};
 // The bench's own bookkeeping in shared memory (timestamps, samples): the
 // shim's atomic, std's outside loom.
-use mtipc::sync::AtomicU64;
+use mtipc::internals::sync::AtomicU64;
 use std::time::Duration;
 
 #[path = "common/mod.rs"]

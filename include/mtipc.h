@@ -115,6 +115,10 @@ enum mt_status
    * A service the call needs (such as mtipcd) is not running.
    */
   MT_ERR_UNAVAILABLE = 13,
+  /**
+   * A permit that is no longer current (lease ran out, reclaimed).
+   */
+  MT_ERR_FENCED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -207,6 +211,33 @@ typedef uint32_t mt_log_level;
 #endif // __cplusplus
 
 /**
+ * What a permit allows. Passed to `mt_permit_request` as an integer (a C
+ * enum arrives as one): a value that is neither is `MT_ERR_INVALID`.
+ */
+enum mt_permit_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Read a file of the volume; reads of one path share it.
+   */
+  MT_PERMIT_READ = 1,
+  /**
+   * Write a file of the volume; conflicts with every other transfer of
+   * the same path.
+   */
+  MT_PERMIT_WRITE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mt_permit_mode mt_permit_mode;
+#else
+typedef uint32_t mt_permit_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A live advertisement of a tenant, with its waiter thread.
  *
  * Thread safety: only `mt_advert_free` is called on it, from any thread.
@@ -254,6 +285,17 @@ typedef struct mt_conn mt_conn;
  * from it must be freed first.
  */
 typedef struct mt_domain mt_domain;
+
+/**
+ * A granted permit: the right to transfer one path of a volume in one
+ * mode until `mt_permit_free`, the end of its lease, or the death of its
+ * process.
+ *
+ * Thread safety: may be used from several threads at once. Lifetime: from
+ * `mt_permit_request` to `mt_permit_free`, which gives the permit back; it
+ * does not need its `mt_domain` to stay open.
+ */
+typedef struct mt_permit mt_permit;
 
 /**
  * A request taken by a worker: its bytes in place in the shared slot.
@@ -426,6 +468,32 @@ typedef struct mt_value {
  * (`mt_log_set` included).
  */
 typedef void (*mt_log_fn)(void *user, mt_log_level level, const char *target, const char *message);
+
+/**
+ * How `mt_volume_create` records a volume. Start from
+ * `MT_VOLUME_OPTS_INIT` and set fields after it; fields may be added at
+ * the end in later versions (`size` tells which the caller knows).
+ */
+typedef struct mt_volume_opts {
+  /**
+   * `sizeof(mt_volume_opts)` as the caller compiled it.
+   */
+  uint32_t size;
+  /**
+   * Cap on concurrent transfers on the volume; 0: no cap.
+   */
+  uint32_t max_transfers;
+  /**
+   * The lease of a permit in milliseconds (10 to 86,400,000); 0: 30000.
+   */
+  uint32_t lease_ms;
+  /**
+   * NULL: the volume's permits are kept in this host's shared memory;
+   * else etcd endpoints, `"http://h:p,..."`, for a volume that several
+   * hosts mount.
+   */
+  const char *etcd;
+} mt_volume_opts;
 
 /**
  * Capacities of a new session set (`mt_session_table_create`). Start from
@@ -1040,6 +1108,120 @@ mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
 mt_status mt_log_set(mt_log_fn callback, void *user, uint32_t max_level);
 
 /**
+ * Records the gateway volume `volume` (the tenant-id rule) in the domain:
+ * its directory `dir` (absolute; a directory of this uid that no other
+ * user may write) and `opts` (NULL: no cap, 30 s leases, shared memory).
+ *
+ * Errors: `MT_ERR_EXISTS` if the domain has a volume of that name;
+ * `MT_ERR_INVALID` for a bad name, a relative or missing directory, a
+ * lease out of range, a cap over 4096, a bad endpoint list, or
+ * `opts->size` smaller than this library's `mt_volume_opts`;
+ * `MT_ERR_DENIED` for a directory of another uid or writable by others.
+ *
+ * # Safety
+ * `d` is a live handle; `volume`, `dir` NUL-terminated; `opts` NULL or
+ * valid (and its `etcd` NULL or NUL-terminated).
+ */
+mt_status mt_volume_create(struct mt_domain *d,
+                           const char *volume,
+                           const char *dir,
+                           const struct mt_volume_opts *opts);
+
+/**
+ * Asks the arbiter of `volume` for a permit on `path` (relative to the
+ * volume's directory) in `mode` (`MT_PERMIT_READ` or `MT_PERMIT_WRITE`),
+ * waiting at most `wait_ms`. A request that conflicts with a transfer in
+ * flight (a write with any other transfer of the path; reads share), or
+ * that the volume's cap stops, is deferred and granted in a fair order:
+ * round robin over the processes that wait, FIFO within one.
+ *
+ * Errors: `MT_ERR_DEFERRED` at once if `wait_ms` is 0 and the request
+ * must wait; `MT_ERR_TIMEOUT` when `wait_ms` passes first (the request
+ * leaves no trace); `MT_ERR_INVALID` for an absolute path, a path with
+ * `..`, `.` or empty parts, over 400 bytes, or a bad mode;
+ * `MT_ERR_NOT_FOUND` for an unknown volume; `MT_ERR_CORRUPT` for a damaged
+ * arbiter region; `MT_ERR_UNAVAILABLE` when the volume's etcd cannot be
+ * reached within `wait_ms`; `MT_ERR_FULL` when 1024 requests and permits
+ * are pending on the volume.
+ *
+ * The first request on a volume opens it (reads its record, maps its
+ * arbiter) and the domain handle keeps it open.
+ *
+ * # Safety
+ * `d` is a live handle; `volume`, `path` NUL-terminated; `out` valid for
+ * a write.
+ */
+mt_status mt_permit_request(struct mt_domain *d,
+                            const char *volume,
+                            const char *path,
+                            uint32_t mode,
+                            uint32_t wait_ms,
+                            struct mt_permit **out);
+
+/**
+ * The permit's fencing token: strictly increasing per volume (0 for a
+ * NULL handle).
+ *
+ * # Safety
+ * `p` is NULL or a live handle.
+ */
+uint64_t mt_permit_token(const struct mt_permit *p);
+
+/**
+ * Extends the permit's lease by its length from now. `MT_ERR_FENCED` if
+ * the permit is no longer current: its lease ran out and it was reclaimed
+ * (another process may hold the path now); it never becomes current again.
+ * For a volume on etcd, `MT_ERR_UNAVAILABLE` while etcd cannot be reached
+ * and the lease may still run, `MT_ERR_FENCED` once it cannot have.
+ *
+ * # Safety
+ * `p` is a live handle.
+ */
+mt_status mt_permit_renew(struct mt_permit *p);
+
+/**
+ * A transfer session from the local file `local_src` to the permit's path
+ * in the volume: copied (with the kernel's copy offload where it applies)
+ * to a temporary name in the destination's directory (missing directories
+ * are made), flushed, and renamed into place only while the permit is
+ * current. A reader never sees a half-written file under the final name.
+ *
+ * Errors: `MT_ERR_INVALID` for a read permit or a source that is not a
+ * regular file; `MT_ERR_FENCED` if the permit is no longer current (the
+ * volume is unchanged); `MT_ERR_DENIED` if the path resolves outside the
+ * volume (a symbolic link pointing out of it); `MT_ERR_IO`,
+ * `MT_ERR_NOT_FOUND` for the files.
+ *
+ * # Safety
+ * `p` is a live handle; `local_src` NUL-terminated.
+ */
+mt_status mt_transfer_put(struct mt_permit *p, const char *local_src);
+
+/**
+ * A transfer session from the permit's path in the volume to the local
+ * file `local_dst` (through a temporary name beside it, renamed into
+ * place only while the permit is current). A read or a write permit.
+ *
+ * Errors: `MT_ERR_FENCED` if the permit is no longer current (`local_dst`
+ * is unchanged); `MT_ERR_DENIED` if the path resolves outside the volume;
+ * `MT_ERR_INVALID` if it is not a regular file; `MT_ERR_NOT_FOUND`,
+ * `MT_ERR_IO` for the files.
+ *
+ * # Safety
+ * `p` is a live handle; `local_dst` NUL-terminated.
+ */
+mt_status mt_transfer_get(struct mt_permit *p, const char *local_dst);
+
+/**
+ * Gives the permit back and frees the handle. NULL is fine; do not call it
+ * twice on one handle.
+ *
+ * # Safety
+ * `p` is NULL or a handle from `mt_permit_request` not yet freed.
+ */
+void mt_permit_free(struct mt_permit *p);
+
+/**
  * Creates the session set `name` in the domain (a session table and its
  * request area) with the capacities of `opts` (NULL: every default) and
  * opens it. `name` follows the tenant-id rule (1 to 64 bytes of
@@ -1424,4 +1606,16 @@ void mt_ticket_free(struct mt_ticket *tk);
  */
 #ifndef MT_SESSION_TABLE_OPTS_INIT
 #define MT_SESSION_TABLE_OPTS_INIT { (uint32_t)sizeof(mt_session_table_opts), 0, 0, 0, 0, 0 }
+#endif
+
+/*
+ * The initializer of mt_volume_opts: this header's size, no cap on
+ * concurrent transfers, 30 s leases, the arbiter in this host's shared
+ * memory. Set fields after it:
+ *
+ *     mt_volume_opts o = MT_VOLUME_OPTS_INIT;
+ *     o.max_transfers = 4;
+ */
+#ifndef MT_VOLUME_OPTS_INIT
+#define MT_VOLUME_OPTS_INIT { (uint32_t)sizeof(mt_volume_opts), 0, 0, NULL }
 #endif

@@ -1427,6 +1427,98 @@ private:
     detail::Owned<mt_session_table, mt_session_table_free> h_;
 };
 
+/* ---------------------------------------------------------------------- */
+/* Permits for gateway volumes (mt_volume_*, mt_permit_*, mt_transfer_*)   */
+/* ---------------------------------------------------------------------- */
+
+/** What a permit allows (MT_PERMIT_READ / MT_PERMIT_WRITE). */
+enum class PermitMode : std::uint32_t { Read = MT_PERMIT_READ, Write = MT_PERMIT_WRITE };
+
+/** How create_volume records a volume (mt_volume_opts). */
+struct VolumeOptions {
+    /** Cap on concurrent transfers; 0: no cap. */
+    std::uint32_t max_transfers = 0;
+    /** A permit's lease; 0: 30 s. */
+    std::chrono::milliseconds lease{0};
+    /** etcd endpoints ("http://h:p,..."); empty: this host's shared memory. */
+    std::string etcd;
+};
+
+/**
+ * Records the gateway volume `name` with its directory `dir` (absolute, of
+ * this uid, writable by nobody else). Throws Error: MT_ERR_EXISTS,
+ * MT_ERR_INVALID, MT_ERR_DENIED.
+ */
+inline void create_volume(const Domain &domain, const std::string &name, const std::string &dir,
+                          const VolumeOptions &options = VolumeOptions()) {
+    mt_volume_opts o = MT_VOLUME_OPTS_INIT;
+    o.max_transfers = options.max_transfers;
+    o.lease_ms = static_cast<std::uint32_t>(options.lease.count());
+    o.etcd = options.etcd.empty() ? nullptr : options.etcd.c_str();
+    check(mt_volume_create(domain.native_handle(), name.c_str(), dir.c_str(), &o));
+}
+
+/**
+ * A granted permit (RAII): the right to transfer one path of a volume in
+ * one mode. The destructor gives it back (mt_permit_free). Move-only; a
+ * moved-from Permit holds nothing and its calls throw Error(MT_ERR_INVALID).
+ * May be used from several threads at once.
+ */
+class Permit {
+public:
+    /** An empty Permit (as a moved-from one). */
+    Permit() noexcept = default;
+
+    /** Takes ownership of `handle` (from mt_permit_request). */
+    explicit Permit(mt_permit *handle) noexcept : h_(handle) {}
+
+    /**
+     * Asks for a permit on `path` of `volume` in `mode`, waiting at most
+     * `wait` (0: do not wait). Throws Error: MT_ERR_DEFERRED (wait 0 and
+     * the request must wait), MT_ERR_TIMEOUT, MT_ERR_INVALID (bad path or
+     * mode), MT_ERR_NOT_FOUND (no such volume), MT_ERR_UNAVAILABLE (etcd).
+     */
+    static Permit request(const Domain &domain, const std::string &volume,
+                          const std::string &path, PermitMode mode,
+                          std::chrono::milliseconds wait = std::chrono::milliseconds(0)) {
+        mt_permit *p = nullptr;
+        check(mt_permit_request(domain.native_handle(), volume.c_str(), path.c_str(),
+                                static_cast<std::uint32_t>(mode), detail::timeout_ms(wait), &p));
+        return Permit(p);
+    }
+
+    /** The fencing token: strictly increasing per volume (0 when empty). */
+    std::uint64_t token() const noexcept { return mt_permit_token(h_.get()); }
+
+    /** Extends the lease. Throws Error(MT_ERR_FENCED) if the permit was lost. */
+    void renew() { check(mt_permit_renew(h_.get())); }
+
+    /**
+     * Copies the local file `src` to the permit's path (needs a write
+     * permit). Throws Error: MT_ERR_FENCED (the volume is unchanged),
+     * MT_ERR_INVALID, MT_ERR_DENIED, MT_ERR_IO.
+     */
+    void put(const std::string &src) { check(mt_transfer_put(h_.get(), src.c_str())); }
+
+    /** Copies the permit's path to the local file `dst`. Throws Error as put(). */
+    void get(const std::string &dst) { check(mt_transfer_get(h_.get(), dst.c_str())); }
+
+    /** Gives the permit back now (the destructor does it otherwise). */
+    void release() noexcept { h_.reset(); }
+
+    /** Whether this Permit holds a permit. */
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+
+    /** The C handle; NULL for an empty Permit. It stays owned by this Permit. */
+    mt_permit *native_handle() const noexcept { return h_.get(); }
+
+private:
+    detail::Owned<mt_permit, mt_permit_free> h_;
+};
+
 } // namespace mtipc
+
+/** The short name the issue tracker and examples use: mt::Permit and friends. */
+namespace mt = mtipc;
 
 #endif /* MTIPC_HPP */

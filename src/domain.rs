@@ -129,8 +129,17 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Opens (creating if needed) the domain at `path`, or at
-    /// [`default_path`] when `None`. See the module docs for what is refused.
+    /// Opens the domain at `path`, or when `None` at `$MTIPC_DOMAIN`, else
+    /// `$XDG_RUNTIME_DIR/mtipc`, else `/tmp/mtipc-<uid>`.
+    ///
+    /// Creates the directory (owner-only) if it is missing, records the
+    /// layout version in `layout`, and creates the domain's notification
+    /// semaphore in `notify.sem`. It refuses, with a clear error and never a
+    /// crash: a path that is a file (`Invalid`), a symbolic link where the
+    /// directory should be (`Denied`), a directory owned by another user or
+    /// writable by group or others (`Denied`), a domain of another layout
+    /// version (`Version`), and a corrupt or truncated `layout` or
+    /// `notify.sem` (`Corrupt`).
     pub fn open(path: Option<&Path>) -> Result<Domain> {
         let path = match path {
             Some(p) => p.to_path_buf(),

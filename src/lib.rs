@@ -3,8 +3,8 @@
 //! Tenant processes on one host find and attach to each other, share session
 //! state, take permits for shared storage, stay available under a supervisor
 //! and are placed per tenant. This crate is the core: the safe Rust API. The C
-//! ABI lives in [`ffi`] (and `include/mtipc.h`), the Python package in
-//! `bindings/python`.
+//! ABI (`include/mtipc.h`) is exported from `src/ffi` and is not part of the
+//! Rust API; the Python package is in `bindings/python`.
 //!
 //! What exists today:
 //!
@@ -16,29 +16,45 @@
 //!   of them through mtipcd's relay (DESIGN.md section 1);
 //! - [`session`]: the shared-memory session table, request dispatch to
 //!   worker groups with worker failover (DESIGN.md section 2), and
-//!   [`closure`]: immutable values shared read-only with no copy.
+//!   [`closure`]: immutable values shared read-only with no copy;
+//! - [`Error`], [`ErrorKind`] and [`Result`], and [`log`]: the library's
+//!   events, delivered to a logger the application installs.
+//!
+//! Only that is public. The module `mtipc::internals`, hidden from these
+//! docs, re-exports what the fuzz targets, benches and tests, the programs
+//! (`cli/`) and the Python binding take from inside the crate (parsers,
+//! region layouts, the relay, the loom shim's atomics); it is not API and
+//! may change at any time.
 //!
 //! See `README.md`, `docs/` and `DESIGN.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// Built with `--cfg loom` (make test-loom), the crate is only the loom
+// models and what they exercise: the domain, the C ABI and most users of
+// the shim and the foundation are left out, so most of those go unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
-pub mod error;
+mod error;
 mod failpoint;
 #[macro_use]
 pub mod log;
-pub mod sync;
-pub mod sys;
+mod sync;
+mod sys;
 
 pub mod attach;
 pub mod closure;
 #[cfg(not(loom))]
-pub mod domain;
+mod domain;
 #[cfg(not(loom))]
-pub mod ffi;
+mod ffi;
 pub mod permit;
 pub mod session;
-pub mod shm;
+mod shm;
+
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod internals;
 
 #[cfg(not(loom))]
 pub use domain::{Domain, DomainInfo, Semaphore};

@@ -7,7 +7,8 @@
 mod common;
 
 use common::Scratch;
-use mtipc::attach::channel::{fingerprint_hex, Conn, ServerKey, MAX_MESSAGE};
+use mtipc::attach::{fingerprint_hex, Conn, MAX_MESSAGE};
+use mtipc::internals::attach::ServerKey;
 use mtipc::{Error, ErrorKind};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;

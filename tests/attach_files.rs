@@ -4,7 +4,7 @@
 //! followed), the response file, and the synchronization file's validation
 //! and locks.
 
-use mtipc::attach::files::{
+use mtipc::internals::attach::files::{
     self, advert_dir, adverts_dir, list, read_advert, read_response, remove_response,
     write_response, Advert, AdvertCache, AdvertFiles, ProcId, Response, ResponseScan, Role,
     SyncFile, DAEMON_ID, STATE_BUSY, STATE_IDLE,
@@ -62,7 +62,7 @@ fn advert_of(id: &str, p: ProcId) -> Advert {
         role: if daemon { Role::Daemon } else { Role::Tenant },
         pid: p.pid,
         start: p.start,
-        uid: mtipc::domain::euid(),
+        uid: mtipc::internals::domain::euid(),
         protocols: vec!["echo".to_string()],
         fingerprint: if daemon { None } else { Some([7; 32]) },
         created_ms: files::now_ms(),
@@ -702,7 +702,7 @@ fn sync_state_is_shared_and_locks_exclude() {
     // The state word is a futex other processes' mappings wake on: a
     // sleeper that marked it WATCHED is woken by the change (well before
     // its 10 s timeout), and the change clears the mark.
-    use mtipc::attach::round::WATCHED;
+    use mtipc::internals::attach::round::WATCHED;
     let w = attacher.state();
     assert!(w
         .atomic()

@@ -12,10 +12,10 @@
 mod common;
 
 use common::Kids;
-use mtipc::attach::relay::{
+use mtipc::internals::attach::relay::{
     connect, hello_line, End, Listener, Options, Pairing, Relay, RelayStats, MAX_HELLO,
 };
-use mtipc::sys::ProcId;
+use mtipc::internals::sys::ProcId;
 use mtipc::ErrorKind;
 use std::io::{BufRead, BufReader, ErrorKind as IoKind, Read, Write};
 use std::net::Shutdown;
@@ -59,7 +59,7 @@ fn unhex(s: &str) -> [u8; 16] {
 /// A fresh pairing id per call (no two tests share a relay, but ids that
 /// differ in their first bytes make the logs readable).
 fn new_id() -> [u8; 16] {
-    use mtipc::sync::{local::AtomicU8, Ordering};
+    use mtipc::internals::sync::{local::AtomicU8, Ordering};
     static N: AtomicU8 = AtomicU8::new(1);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 16];

@@ -546,7 +546,8 @@ fn oversized_and_too_deep_are_invalid_with_the_limit() {
 /// panics, and every file it accepts can be walked whole by the accessors.
 #[test]
 fn validator_survives_mutations() {
-    use closure::format::{self, ValueRef};
+    use closure::ValueRef;
+    use mtipc::internals::closure::format;
     let mut m = BTreeMap::new();
     m.insert(
         "a".to_string(),

@@ -74,7 +74,7 @@ fn header_version_matches_cargo() {
     let abi = env!("CARGO_PKG_VERSION_MAJOR");
     assert_eq!(macro_value(&header, "MTIPC_ABI_VERSION"), abi);
     // SAFETY: mt_version returns a static NUL-terminated string.
-    let lib = unsafe { std::ffi::CStr::from_ptr(mtipc::ffi::mt_version()) };
+    let lib = unsafe { std::ffi::CStr::from_ptr(mtipc::internals::ffi::mt_version()) };
     assert_eq!(lib.to_str().unwrap(), v);
 }
 

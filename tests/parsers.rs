@@ -6,16 +6,17 @@
 //! table region and a request area. (`make fuzz` runs the real
 //! coverage-guided fuzzers.)
 
-use mtipc::attach::files::{Advert, Response, Role, DAEMON_ID};
-use mtipc::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
-use mtipc::domain::{layout_text, parse_layout};
-use mtipc::session::layout::{validate_prefix, PREFIX};
-use mtipc::session::requests::{
+use mtipc::internals::attach::files::{Advert, Response, Role, DAEMON_ID};
+use mtipc::internals::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
+use mtipc::internals::domain::{layout_text, parse_layout};
+use mtipc::internals::session::layout::{validate_prefix, PREFIX};
+use mtipc::internals::session::requests::{
     read_geometry, validate as validate_requests, Geometry as RequestGeometry, SlotWord,
     WorkerWord, MAGIC as REQUESTS_MAGIC,
 };
-use mtipc::session::{validate_region, Geometry as TableGeometry};
-use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
+use mtipc::internals::session::validate_region;
+use mtipc::internals::shm::{validate, RegionHeader, HEADER_SIZE};
+use mtipc::session::Geometry as TableGeometry;
 use mtipc::{ErrorKind, LAYOUT_VERSION};
 
 /// xorshift64*: reproducible pseudo-random bytes without a dependency.
@@ -481,7 +482,7 @@ fn volume_record_survives_mutations() {
 /// state, mode or path length is `Corrupt`.
 #[test]
 fn arbiter_region_survives_mutations() {
-    use mtipc::permit::local::{validate as validate_arbiter, MAGIC, REGION_SIZE};
+    use mtipc::internals::permit::{validate as validate_arbiter, MAGIC, REGION_SIZE};
     let mut region = vec![0u8; REGION_SIZE];
     let header = RegionHeader {
         magic: *MAGIC,

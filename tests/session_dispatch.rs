@@ -563,7 +563,7 @@ fn hundred_thousand_requests_while_workers_are_killed() {
             .collect(),
     ));
     let started = Instant::now();
-    let stop = Arc::new(mtipc::sync::Flag::new());
+    let stop = Arc::new(mtipc::internals::sync::Flag::new());
 
     // The killer: every 5-50 ms, kill -9 a random worker and start a new
     // one in its group. The other worker of the group lives meanwhile, so

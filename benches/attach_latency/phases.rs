@@ -7,14 +7,14 @@
 //! timestamp after each step. The bench prints its total next to the real
 //! attach's so the replica can be checked against it.
 
-use mtipc::attach::channel::Conn;
-use mtipc::attach::files::{
+use mtipc::attach::Conn;
+use mtipc::internals::attach::files::{
     self, AdvertCache, ProcId, Response, ResponseScan, SyncFile, STATE_BUSY, STATE_IDLE,
 };
-use mtipc::attach::relay::{self, End};
-use mtipc::attach::round;
-use mtipc::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
-use mtipc::sync::Futex;
+use mtipc::internals::attach::relay::{self, End};
+use mtipc::internals::attach::round;
+use mtipc::internals::attach::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
+use mtipc::internals::sync::Futex;
 use mtipc::Domain;
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! or any other error.
 
 use mtipc::attach::{self, AttachOptions};
-use mtipc::sync::{local::AtomicU32, Ordering};
+use mtipc::internals::sync::{local::AtomicU32, Ordering};
 use mtipc::Domain;
 use std::process::{Child, Command};
 use std::sync::Arc;

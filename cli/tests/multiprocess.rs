@@ -26,7 +26,7 @@
 mod common;
 
 use common::{mono_ns, read_all, serial, wait_exit, Kids, Rng, Scratch};
-use mtipc::sync::Futex;
+use mtipc::internals::sync::Futex;
 use mtipc::{Domain, ErrorKind};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -138,12 +138,13 @@ fn wake_sleepers(domain: &Path) -> u32 {
         .open(domain.join("notify.sem"))
         .unwrap();
     let map = memmap2::MmapRaw::map_raw(&file).unwrap();
-    assert!(map.len() >= mtipc::shm::HEADER_SIZE + 4);
+    assert!(map.len() >= mtipc::internals::shm::HEADER_SIZE + 4);
     // SAFETY: the count is the u32 right after the region header (as
     // `Semaphore::core` places it), aligned; `Futex` is a repr(transparent)
     // atomic u32, and only its wake (which does not touch the memory) is
     // used, while the mapping lives.
-    let word = unsafe { &*(map.as_mut_ptr().add(mtipc::shm::HEADER_SIZE) as *const Futex) };
+    let word =
+        unsafe { &*(map.as_mut_ptr().add(mtipc::internals::shm::HEADER_SIZE) as *const Futex) };
     word.wake(i32::MAX as u32)
 }
 
@@ -281,10 +282,10 @@ fn child_racer(base: &Path, rounds: u64, idx: u64) {
     let map = memmap2::MmapRaw::map_raw(&file).unwrap();
     // SAFETY: the mapping is at least 4 bytes, page aligned, shared, and
     // outlives every use of `arrived`; only atomic operations touch it.
-    let arrived = unsafe { &*(map.as_mut_ptr() as *const mtipc::sync::AtomicU32) };
+    let arrived = unsafe { &*(map.as_mut_ptr() as *const mtipc::internals::sync::AtomicU32) };
     let mut out = std::io::stdout().lock();
     for i in 0..rounds {
-        use mtipc::sync::Ordering;
+        use mtipc::internals::sync::Ordering;
         arrived.fetch_add(1, Ordering::AcqRel);
         let want = 2 * (i as u32 + 1);
         let mut spins = 0u32;
@@ -773,7 +774,7 @@ fn race_batch(base: &Path, rounds: u64) -> usize {
         assert_eq!(names, want, "round {i}: leftovers in the domain");
         assert_eq!(
             std::fs::read(dir.join("layout")).unwrap(),
-            mtipc::domain::layout_text(mtipc::LAYOUT_VERSION).into_bytes(),
+            mtipc::internals::domain::layout_text(mtipc::LAYOUT_VERSION).into_bytes(),
             "round {i}"
         );
         let md = std::fs::metadata(dir.join("notify.sem")).unwrap();

@@ -1,9 +1,9 @@
-//! The advertisement file parser (`mtipc::attach::files::Advert::parse`) on
+//! The advertisement file parser (`mtipc::internals::attach::files::Advert::parse`) on
 //! arbitrary bytes: never panics, and what it accepts is exactly the
 //! canonical text of the advertisement it returns (which also validates).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::attach::files::Advert;
+use mtipc::internals::attach::files::Advert;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(a) = Advert::parse(data) {

@@ -3,8 +3,8 @@
 //! reaches the entry checks: never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::permit::local::{validate, MAGIC, REGION_SIZE};
-use mtipc::shm::{RegionHeader, HEADER_SIZE};
+use mtipc::internals::permit::{validate, MAGIC, REGION_SIZE};
+use mtipc::internals::shm::{RegionHeader, HEADER_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let _ = validate(data);

@@ -1,10 +1,11 @@
-//! The closure file validator (`mtipc::closure::format::validate`) on
+//! The closure file validator (`mtipc::internals::closure::format::validate`) on
 //! arbitrary bytes, then a walk of every accessor over what it accepted:
 //! never panics, never reads out of bounds, and an accepted file (if its tree
 //! is small) re-encodes from its value to a file the validator accepts too.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::closure::format::{self, Kind, ValueRef};
+use mtipc::closure::{Kind, ValueRef};
+use mtipc::internals::closure::format;
 
 /// Visits values depth first; `budget` bounds the work (a valid file may
 /// share nodes, so a full walk of a DAG could be exponential).

@@ -1,8 +1,8 @@
-//! Region header validation (`mtipc::shm::validate`) on arbitrary bytes:
+//! Region header validation (`mtipc::internals::shm::validate`) on arbitrary bytes:
 //! it must never panic, and whatever it accepts must re-encode to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::shm::{validate, RegionHeader, HEADER_SIZE};
+use mtipc::internals::shm::{validate, RegionHeader, HEADER_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let size = data.len() as u64;

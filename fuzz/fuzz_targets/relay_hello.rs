@@ -1,4 +1,4 @@
-//! The relay's hello parser (`mtipc::attach::relay::parse_hello`) on
+//! The relay's hello parser (`mtipc::internals::attach::relay::parse_hello`) on
 //! arbitrary bytes: never panics, its refusal is one line, and what it
 //! accepts is exactly the canonical line for the hello it returns.
 //!
@@ -9,7 +9,7 @@
 //! of the canonical line, a lone last byte truncates).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
+use mtipc::internals::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
 
 fn check(line: &[u8]) {
     match parse_hello(line) {

@@ -1,10 +1,10 @@
-//! Request area validation (`mtipc::session::requests::validate`) on
+//! Request area validation (`mtipc::internals::session::requests::validate`) on
 //! arbitrary bytes: it must never panic or read out of bounds, and whatever
 //! it accepts is a region of exactly the size its capacities give, whose
 //! header re-encodes to itself, and whose every state word decodes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::session::requests::{read_geometry, validate, Geometry, SlotWord, WorkerWord};
+use mtipc::internals::session::requests::{read_geometry, validate, Geometry, SlotWord, WorkerWord};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(g) = validate(data) {

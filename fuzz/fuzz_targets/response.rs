@@ -1,9 +1,9 @@
-//! The response file parser (`mtipc::attach::files::Response::parse`) on
+//! The response file parser (`mtipc::internals::attach::files::Response::parse`) on
 //! arbitrary bytes: never panics, and what it accepts is exactly the
 //! canonical text of the response it returns (which also validates).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mtipc::attach::files::Response;
+use mtipc::internals::attach::files::Response;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = Response::parse(data) {

@@ -375,7 +375,7 @@ struct Rx {
 
 /// One end of an attached connection: whole messages over TLS 1.3 over a
 /// stream. `Send + Sync`; one sender and one receiver may work at the same
-/// time from two threads (see the [module docs](self) for how).
+/// time from two threads (`src/attach/channel.rs` says how).
 pub struct Conn {
     /// A second descriptor of the socket (dup), to wait on without holding
     /// the TLS stream's lock.
@@ -467,6 +467,9 @@ impl Conn {
     /// returns [`ErrorKind::Denied`]. The whole exchange must finish within
     /// `timeout` ([`ErrorKind::Timeout`]); the stream may carry no byte for
     /// a while (the relay holds traffic until its start time).
+    // Not API (the tenant's waiter calls it): public for tests/attach_channel
+    // and benches/attach_latency, with mtipc::internals::attach::ServerKey.
+    #[doc(hidden)]
     pub fn accept(
         stream: UnixStream,
         key: &ServerKey,
@@ -518,6 +521,9 @@ impl Conn {
     /// only; a mismatch is [`ErrorKind::Denied`]). Then sends `one_time_key`
     /// as the first message and waits for the tenant's `[1]`; a tenant that
     /// closes first is [`ErrorKind::Denied`]. All within `timeout`.
+    // Not API (attach calls it): public for tests/attach_channel and
+    // benches/attach_latency.
+    #[doc(hidden)]
     pub fn connect(
         stream: UnixStream,
         fingerprint: &[u8; 32],

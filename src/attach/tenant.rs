@@ -301,8 +301,8 @@ impl Advertisement {
         self.fingerprint
     }
 
-    /// Stops the waiter (within [`STOP_CHECK`], or at the end of a round in
-    /// progress) and removes the files. Once it returns, no new handler
+    /// Stops the waiter (within 100 ms, `STOP_CHECK`, or at the end of a
+    /// round in progress) and removes the files. Once it returns, no new handler
     /// call begins: a connection still in its handshake is closed instead.
     /// Handler calls already begun go on.
     pub fn withdraw(mut self) -> Result<()> {

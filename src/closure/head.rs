@@ -68,6 +68,7 @@ impl HeadCore {
     }
 
     /// The last version handed out.
+    #[cfg(loom)]
     pub fn last_claimed(&self) -> u64 {
         self.next.load(Ordering::Acquire)
     }

@@ -4,10 +4,11 @@
 //!
 //! A value is bytes, or a tree of maps (string keys), lists, strings,
 //! 64-bit integers and floats ([`Value`]), laid out with offsets, never
-//! pointers ([`format`](mod@format)). Each published version is its own file
-//! `<domain>/closures/<name>/v<N>`, written complete (`sys::fs::publish_new`),
-//! read-only (0400) and never changed; the small region `head` next to it
-//! holds the last version handed out and the current one ([`head`]).
+//! pointers (the file format: `src/closure/format/mod.rs`). Each published
+//! version is its own file `<domain>/closures/<name>/v<N>`, written complete
+//! (`sys::fs::publish_new`), read-only (0400) and never changed; the small
+//! region `head` next to it holds the last version handed out and the
+//! current one (`src/closure/head.rs`).
 //!
 //! - [`publish`] / [`publish_bytes`] claim a new version number, write its
 //!   file, make it current, and remove superseded versions no reader holds.
@@ -22,10 +23,10 @@
 //!   and the readers of each (from `/proc/locks`), for `mtipc sessions`.
 
 #[cfg(not(loom))]
-pub mod format;
-pub mod head;
+pub(crate) mod format;
+mod head;
 #[cfg(not(loom))]
-pub mod locks;
+mod locks;
 #[cfg(not(loom))]
 mod store;
 
@@ -37,5 +38,5 @@ pub use format::{Kind, TreeBuilder, Value, ValueRef, MAX_CLOSURE_SIZE, MAX_DEPTH
 #[cfg(not(loom))]
 pub use store::{
     collect_unused, list, publish, publish_bytes, validate_name, Closure, ClosureInfo, VersionInfo,
-    CLOSURES_DIR, HEAD_FILE, MAX_NAME,
+    MAX_NAME,
 };

@@ -12,10 +12,6 @@ use crate::error::err;
 use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The protocol `mt_advertise` accepts (`mt_advertise_protocols` names
-/// others).
-pub const MT_DEFAULT_PROTOCOL: &str = "msg";
-
 /// An attached connection: whole messages, both ways, over TLS 1.3.
 ///
 /// Thread safety: one thread may send while another receives; two threads
@@ -154,7 +150,7 @@ pub unsafe extern "C" fn mt_advertise(
 ) -> mt_status {
     guard("mt_advertise", || {
         // SAFETY: forwarded contract.
-        unsafe { advertise(d, tenant, &[MT_DEFAULT_PROTOCOL], handler, user, out) }
+        unsafe { advertise(d, tenant, &[attach::DEFAULT_PROTOCOL], handler, user, out) }
     })
 }
 

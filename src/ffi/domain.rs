@@ -17,8 +17,22 @@ pub struct mt_domain {
     _private: [u8; 0],
 }
 
+/// What an `mt_domain` handle holds: the domain, and the gateway volumes
+/// this handle has opened (each opened once, on its first permit request).
+pub(crate) struct DomainHandle {
+    pub(crate) domain: Domain,
+    pub(crate) volumes: crate::permit::Volumes,
+}
+
+impl std::ops::Deref for DomainHandle {
+    type Target = Domain;
+    fn deref(&self) -> &Domain {
+        &self.domain
+    }
+}
+
 impl BoxHandle for mt_domain {
-    type Inner = Domain;
+    type Inner = DomainHandle;
     const NAME: &'static str = "mt_domain";
 }
 
@@ -58,7 +72,11 @@ pub unsafe extern "C" fn mt_domain_open(
         };
         let d = Domain::open(path.map(Path::new))?;
         // SAFETY: `out` was checked above.
-        unsafe { write_out(out, mt_domain::into_raw(d)) };
+        let h = DomainHandle {
+            domain: d,
+            volumes: crate::permit::Volumes::new(),
+        };
+        unsafe { write_out(out, mt_domain::into_raw(h)) };
         Ok(())
     })
 }

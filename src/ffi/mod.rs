@@ -19,7 +19,8 @@ pub mod log;
 pub mod attach;
 pub mod closure;
 pub mod domain;
+pub mod permit;
 pub mod session;
 
-pub use log::{mt_log_fn, mt_log_level, mt_log_set};
-pub use status::{mt_last_error, mt_status, mt_status_str, mt_version};
+// For tests/header (through mtipc::internals::ffi).
+pub use status::mt_version;

@@ -50,7 +50,7 @@ mod tests {
         let st = guard("mt_test", || panic!("boom"));
         assert_eq!(st, mt_status::MT_ERR_PANIC);
         // SAFETY: mt_last_error returns a valid C string.
-        let msg = unsafe { CStr::from_ptr(super::super::mt_last_error()) };
+        let msg = unsafe { CStr::from_ptr(super::super::status::mt_last_error()) };
         assert!(msg.to_str().unwrap().contains("mt_test: boom"));
     }
 
@@ -110,7 +110,7 @@ mod tests {
         let st = guard("x", || Err(Error::new(ErrorKind::Timeout, "late")));
         assert_eq!(st, mt_status::MT_ERR_TIMEOUT);
         // SAFETY: as above.
-        let msg = unsafe { CStr::from_ptr(super::super::mt_last_error()) };
+        let msg = unsafe { CStr::from_ptr(super::super::status::mt_last_error()) };
         assert_eq!(msg.to_str().unwrap(), "late");
     }
 }

@@ -212,7 +212,20 @@ impl Permit {
     /// Extends the lease. `Fenced` if the permit was lost (reclaimed after
     /// its lease ran out, or its backend can no longer vouch for it).
     pub fn renew(&self) -> Result<()> {
-        self.grant.renew()
+        self.grant.renew().map_err(|e| self.about(e))
+    }
+
+    /// `e` with the volume and path in its message.
+    fn about(&self, e: crate::Error) -> crate::Error {
+        crate::Error::new(
+            e.kind(),
+            format!(
+                "volume {}, path {}: {}",
+                self.volume.name,
+                self.path,
+                e.message()
+            ),
+        )
     }
 
     /// Copies the local file `src` to the permit's path in the volume
@@ -228,6 +241,7 @@ impl Permit {
             ));
         }
         transfer::put(&self.volume.record.dir, &self.path, src, &*self.grant)
+            .map_err(|e| self.about(e))
     }
 
     /// Copies the permit's path in the volume to the local file `dst`
@@ -235,6 +249,7 @@ impl Permit {
     /// the permit is current). A read or a write permit will do.
     pub fn get(&self, dst: &Path) -> Result<u64> {
         transfer::get(&self.volume.record.dir, &self.path, dst, &*self.grant)
+            .map_err(|e| self.about(e))
     }
 
     /// Gives the permit back now (dropping it does the same).

@@ -23,7 +23,7 @@
 
 #[cfg(not(loom))]
 mod api;
-pub mod local;
+pub(crate) mod local;
 #[cfg(not(loom))]
 pub mod paths;
 #[cfg(not(loom))]

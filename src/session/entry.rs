@@ -181,6 +181,7 @@ impl Entry {
     }
 
     /// The raw lock word (holder | [`WAITERS`]), for diagnostics and tests.
+    #[cfg(any(test, loom))]
     pub fn lock_word(&self) -> u32 {
         self.lock.word()
     }
@@ -247,8 +248,6 @@ impl Entry {
         store_bytes(&buf.data, user);
     }
 }
-
-pub use crate::shm::lock::LIVENESS_EVERY;
 
 /// Stores `bytes` into the first words of `words` (little-endian, the
 /// last word zero padded); words past the data are left as they are
@@ -400,6 +399,7 @@ impl Drop for EntryGuard<'_> {
 
 impl Entries {
     /// `cap` free entries on the heap.
+    #[cfg(any(test, loom))]
     pub fn on_heap(cap: u32) -> Entries {
         let heap: Box<[Entry]> = (0..cap).map(|_| Entry::new()).collect();
         Entries {
@@ -422,11 +422,6 @@ impl Entries {
             cap,
             _heap: None,
         }
-    }
-
-    /// Number of slots.
-    pub fn capacity(&self) -> u32 {
-        self.cap
     }
 
     /// Entry `slot` (panics if out of range).

@@ -1,28 +1,33 @@
 //! Sessions (DESIGN.md section 2, patent US 9,923,975); the design as
 //! built: `docs/session.md`.
 //!
-//! - process records and kernel-lock liveness come from
-//!   [`crate::shm::records`], shared by the session table and the request
-//!   area;
-//! - [`entry`]: the table's entries and every operation on them (lock with
+//! The API: [`Table`], the session table as a file of the domain, and
+//! [`Sessions`], a table plus its request area, with [`Worker`],
+//! [`Request`] and [`Ticket`].
+//!
+//! Inside (not API; the fuzz targets and tests reach the layouts through
+//! the hidden `mtipc::internals::session`):
+//!
+//! - process records and kernel-lock liveness come from `crate::shm::records`,
+//!   shared by the session table and the request area;
+//! - `entry`: the table's entries and every operation on them (lock with
 //!   dead-holder takeover, sequence-locked reads), model-checked under loom;
-//! - [`layout`]: the table region's byte layout and its validation;
-//! - [`table`]: [`Table`], the session table as a file of the domain;
-//! - [`requests`]: the request/response area's byte layout and validation;
-//! - [`dispatch`]: every change of a request slot or worker record
+//! - `layout`: the table region's byte layout and its validation;
+//! - `table`: the table over its file;
+//! - `requests`: the request/response area's byte layout and validation;
+//! - `dispatch`: every change of a request slot or worker record
 //!   (submit, take, respond, failover), model-checked under loom;
-//! - [`Sessions`]: a table plus its request area, with [`Worker`],
-//!   [`Request`] and [`Ticket`].
+//! - `sessions` and `worker`: [`Sessions`], [`Worker`] and their handles.
 
-pub mod dispatch;
-pub mod entry;
+mod dispatch;
+mod entry;
 #[cfg(not(loom))]
-pub mod layout;
-pub mod requests;
+pub(crate) mod layout;
+pub(crate) mod requests;
 #[cfg(not(loom))]
 mod sessions;
 #[cfg(not(loom))]
-pub mod table;
+pub(crate) mod table;
 #[cfg(not(loom))]
 mod worker;
 
@@ -35,10 +40,12 @@ mod loom_models_dispatch;
 pub use crate::shm::records::Membership;
 pub use crate::shm::records::{Holder, Liveness, RecordInfo, DEFAULT_RECORDS};
 pub use entry::{
-    EntryGuard, Session, SessionId, WorkerRef, ENTRY_SIZE, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA,
+    EntryGuard, Session, SessionId, WorkerRef, MAX_CAPACITY, MAX_TENANT, MAX_USER_DATA,
 };
 #[cfg(not(loom))]
-pub use layout::{validate_region, Geometry};
+pub use layout::Geometry;
+#[cfg(not(loom))]
+pub use requests::Geometry as RequestGeometry;
 #[cfg(not(loom))]
 pub use sessions::{
     requests_path, DispatchSnapshot, GroupSnapshot, Response, Sessions, SessionsConfig, SlotCounts,

@@ -175,7 +175,7 @@ impl Geometry {
     }
 
     /// Slots covered by one bit of a group's summary of queued slots: 1 up
-    /// to [`SUMMARY_BITS`] slots, then `slots / 256` rounded up.
+    /// to `SUMMARY_BITS` (256) slots, then `slots / 256` rounded up.
     pub fn per_bit(&self) -> u32 {
         self.slots.div_ceil(SUMMARY_BITS).max(1)
     }

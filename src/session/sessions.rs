@@ -33,16 +33,15 @@ pub fn requests_path(domain: &Path, name: &str) -> PathBuf {
 pub struct SessionsConfig {
     /// Sessions the table holds (1 to [`super::MAX_CAPACITY`]).
     pub capacity: u32,
-    /// Worker groups (2 to [`requests::MAX_GROUPS`]).
+    /// Worker groups (2 to 64).
     pub groups: u32,
     /// Request slots: requests queued or being served at once, over all
-    /// submitters (1 to [`requests::MAX_SLOTS`]).
+    /// submitters (1 to 65,536).
     pub slots: u32,
-    /// Largest request and largest response in bytes (1 to
-    /// [`requests::MAX_MESSAGE_LIMIT`]). Each slot has room for one of each.
+    /// Largest request and largest response in bytes (1 to 16 MiB). Each
+    /// slot has room for one of each.
     pub max_message: u32,
-    /// Worker records: workers registered at once (1 to
-    /// [`requests::MAX_WORKERS`]).
+    /// Worker records: workers registered at once (1 to 4095).
     pub workers: u32,
 }
 
@@ -608,7 +607,7 @@ impl Ticket {
 
     /// Waits at most `timeout` (`None`: no limit) for the response: spins
     /// as [`Sessions::set_spin`] says, then sleeps on the slot's futex,
-    /// checking every [`super::dispatch::CHECK_EVERY`] (counted from the
+    /// checking every 100 ms (`CHECK_EVERY`, counted from the
     /// submit, across calls of `wait` and `poll`) that the worker
     /// serving the request lives (a dead one is reaped and the request
     /// served by another worker of the group) and that the group has a

@@ -68,11 +68,6 @@ impl RobustLock {
         self.word.atomic().load(Ordering::Relaxed)
     }
 
-    /// The current holder ([`Holder::NONE`] if unlocked).
-    pub fn holder(&self) -> Holder {
-        Holder::from_word(self.word())
-    }
-
     /// Takes the lock if it is free, without waiting.
     pub fn try_lock(&self, me: Holder) -> bool {
         self.word

@@ -20,10 +20,6 @@ mod region;
 #[cfg(not(loom))]
 mod sigbus;
 
-pub use lock::RobustLock;
-#[cfg(not(loom))]
-pub use records::Membership;
-pub use records::{Holder, Liveness, RecordInfo, RecordSlot, WAITERS};
 #[cfg(not(loom))]
 pub use region::{check_header, validate, Region, RegionHeader, HEADER_SIZE};
 #[cfg(not(loom))]

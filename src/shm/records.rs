@@ -47,12 +47,6 @@ pub struct RecordSlot {
 const _: () = assert!(std::mem::size_of::<RecordSlot>() == RECORD_SIZE);
 
 impl RecordSlot {
-    /// A record never used (for loom models and tests; shared ones live in
-    /// mapped files, where zero bytes are this).
-    pub fn new() -> RecordSlot {
-        RecordSlot::default()
-    }
-
     /// The record's current generation.
     pub fn gen(&self) -> u16 {
         self.gen.load(Ordering::Acquire) as u16
@@ -92,7 +86,7 @@ impl RecordSlot {
 pub const WAITERS: u32 = 1 << 31;
 
 /// The holder of a lock word: `(record + 1) << 16 | generation`; 0 is no
-/// holder. Bit 31 is never set in a holder (see [`WAITERS`]).
+/// holder. Bit 31 is never set in a holder (in a lock word it marks waiters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Holder(pub u32);
 
@@ -101,13 +95,13 @@ impl Holder {
     pub const NONE: Holder = Holder(0);
 
     /// The holder word of `record` at generation `gen`. `record` must be
-    /// below [`MAX_RECORDS`].
+    /// below `MAX_RECORDS` (32,767).
     pub fn new(record: u32, gen: u16) -> Holder {
         debug_assert!(record < MAX_RECORDS);
         Holder(((record + 1) << 16) | u32::from(gen))
     }
 
-    /// The holder named by a lock word (the [`WAITERS`] bit dropped).
+    /// The holder named by a lock word (the waiters bit, 31, dropped).
     pub fn from_word(word: u32) -> Holder {
         Holder(word & !WAITERS)
     }
@@ -210,7 +204,7 @@ mod real {
         /// `records` must point to `count` [`RecordSlot`]s in a shared
         /// mapping of `file`'s region that stays mapped while the returned
         /// value lives, and the file must be at least `count` bytes long.
-        pub unsafe fn join(
+        pub(crate) unsafe fn join(
             file: File,
             records: *const RecordSlot,
             count: u32,

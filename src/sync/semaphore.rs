@@ -111,6 +111,9 @@ impl SemCore {
 
     /// Takes one unit, blocking while the count is zero, for at most
     /// `timeout` (`None`: no limit). Returns `false` if the timeout passed.
+    // The semaphore's plain wait: Semaphore::wait uses `wait_or_stop`, so
+    // only the tests and the loom models call this today.
+    #[allow(dead_code)]
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         // A timeout too large to add to the clock is no limit at all.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));

@@ -16,7 +16,7 @@ pub mod net;
 pub mod proc;
 
 pub use dir::{Dir, FileId, Stamp};
-pub use fs::{check_owner, flock, make_dir, try_flock, Lock, LockFile};
+pub use fs::{check_owner, make_dir, LockFile};
 pub use name::{check_name, name_problem, shown, MAX_NAME};
 pub use proc::{euid, ProcId};
 

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The protocol a tenant accepts when `advertise` names none (the C ABI's
 /// `mt_advertise` uses the same).
-const DEFAULT_PROTOCOL: &str = mtipc::ffi::attach::MT_DEFAULT_PROTOCOL;
+const DEFAULT_PROTOCOL: &str = core::DEFAULT_PROTOCOL;
 
 /// How long the exit hook lets running handlers return.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -562,7 +562,7 @@ pub(crate) fn advertise(
         .map_err(to_py)?;
     let ad = Advertisement {
         tenant: ad.id().to_owned(),
-        fingerprint: core::channel::fingerprint_hex(&ad.fingerprint()),
+        fingerprint: core::fingerprint_hex(&ad.fingerprint()),
         inner: Arc::new(Mutex::new(Some(ad))),
     };
     let mut h = lock(&HANDLERS);

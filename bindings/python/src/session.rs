@@ -35,10 +35,10 @@
 
 use crate::attach::message_arg;
 use crate::{invalid, lock, timeout_arg, to_py, wait_in_slices, Domain, Num, SIGNAL_CHECK};
+use mtipc::internals::sync::Flag;
 use mtipc::session::{
     self as core, DispatchSnapshot, SessionId, Sessions, SessionsConfig, WorkerRef,
 };
-use mtipc::sync::Flag;
 use mtipc::ErrorKind;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};

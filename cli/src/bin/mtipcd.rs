@@ -16,7 +16,7 @@
 
 mod daemon {
     use clap::Parser;
-    use mtipc::attach::Daemon;
+    use mtipc::internals::attach::Daemon;
     use mtipc::log::Level;
     use mtipc::Domain;
     use mtipc_cli::{event, log_level, log_to_stderr};

@@ -263,7 +263,7 @@ impl Skipped {
 ///
 /// Stale: the process is dead (or a zombie), or its pid was reused (another
 /// start time); or the advertisement file is missing or garbage and the
-/// directory is older than [`STALE_GRACE`] (a younger one may be half
+/// directory is older than `STALE_GRACE` (a younger one may be half
 /// published). A stale directory is removed as a whole. Symbolic links are
 /// never followed: an entry that is a link, not a directory, not named like
 /// an advertisement, or not owned by this uid is skipped and left in place;
@@ -794,7 +794,7 @@ pub fn write_response(dir: &Path, r: &Response) -> Result<()> {
 }
 
 /// Reads the response file of the advertisement directory `dir`: `None` if
-/// there is none. At most [`super::MAX_FILE`] + 1 bytes are read; anything
+/// there is none. At most `MAX_FILE` + 1 bytes are read; anything
 /// but a valid response is `Corrupt` (naming the file and line); a symbolic
 /// link is `Denied`, never followed.
 pub fn read_response(dir: &Path) -> Result<Option<Response>> {

@@ -45,7 +45,7 @@ pub use adverts::{
     Listed, ResponseScan,
 };
 pub use format::{Advert, Response, Role};
-pub use sync_file::{SyncFile, STATE_BUSY, STATE_IDLE, SYNC_MAGIC, SYNC_SIZE};
+pub use sync_file::{SyncFile, STATE_BUSY, STATE_IDLE};
 
 pub use consts::*;
 
@@ -61,6 +61,9 @@ mod consts {
     pub const DAEMON_ID: &str = "@mtipcd";
 
     /// Longest tenant id (bytes).
+    // What validate_tenant_id enforces (through sys::MAX_NAME), named for
+    // its documentation and the tests.
+    #[allow(dead_code)]
     pub const MAX_ID: usize = crate::sys::MAX_NAME;
 
     /// Most protocol names one advertisement may list.
@@ -98,7 +101,9 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
 }
 
 /// Checks a protocol name: 1 to [`MAX_PROTOCOL`] bytes of `[a-z0-9_.-]`.
-/// `Invalid` with a message saying what is wrong otherwise.
+/// `Invalid` with a message saying what is wrong otherwise. (Advertisements
+/// check their lists of names with the same rule, in `format`.)
+#[cfg(test)]
 pub fn validate_protocol(name: &str) -> Result<()> {
     match protocol_problem(name) {
         None => Ok(()),

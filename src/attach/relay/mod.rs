@@ -106,15 +106,15 @@ pub struct RelayStats {
 /// constants of this module). Tests shorten them.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// See [`PAIRING_TTL`].
+    /// See `PAIRING_TTL`.
     pub pairing_ttl: Duration,
-    /// See [`HELLO_TIMEOUT`].
+    /// See `HELLO_TIMEOUT`.
     pub hello_timeout: Duration,
-    /// See [`MAX_PENDING`].
+    /// See `MAX_PENDING`.
     pub max_pending: usize,
-    /// See [`MAX_ACTIVE`].
+    /// See `MAX_ACTIVE`.
     pub max_active: usize,
-    /// See [`LINGER`].
+    /// See `LINGER`.
     pub linger: Duration,
 }
 

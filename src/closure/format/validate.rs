@@ -223,6 +223,9 @@ impl std::fmt::Debug for ValueRef<'_> {
 impl<'a> ValueRef<'a> {
     /// The root of a file that [`validate`] accepted with `checked`.
     /// `file` must be exactly the bytes it validated.
+    // Not API (Closure::root is): takes the validator's `Checked`; public
+    // for fuzz/closure and tests/closure (mtipc::internals::closure::format).
+    #[doc(hidden)]
     pub fn root(file: &'a [u8], checked: &Checked) -> ValueRef<'a> {
         ValueRef {
             data: &file[FILE_HEADER..],
@@ -233,6 +236,8 @@ impl<'a> ValueRef<'a> {
     /// The value at `offset` of the data area of a `file` that
     /// [`validate`] accepted with `checked`; `None` if no value starts
     /// there (an offset made up or damaged by a caller).
+    // Not API (Closure::value_at is), like `root`.
+    #[doc(hidden)]
     pub fn at(file: &'a [u8], checked: &Checked, offset: usize) -> Option<ValueRef<'a>> {
         checked.is_value(offset).then(|| ValueRef {
             data: &file[FILE_HEADER..],
@@ -240,7 +245,8 @@ impl<'a> ValueRef<'a> {
         })
     }
 
-    /// Its offset in the data area (what [`ValueRef::at`] takes back).
+    /// Its offset in the data area (what
+    /// [`Closure::value_at`](crate::closure::Closure::value_at) takes back).
     pub fn offset(&self) -> usize {
         self.off
     }

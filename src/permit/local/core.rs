@@ -7,10 +7,13 @@
 //!
 //! The rules (docs/permit.md, "The shared-memory arbiter"):
 //!
-//! - a request becomes a *waiting* entry with a tag: `max(vtime, largest
-//!   tag among the same instance's waiting entries) + 1`; `vtime` is the
-//!   tag of the last grant. Entries are granted in (tag, arrival) order,
-//!   which is round robin over the instances that wait and FIFO within one;
+//! - a request becomes a *waiting* entry with a tag: `max(vtime, last + 1)`,
+//!   where `last` is the largest tag among the same instance's waiting
+//!   entries and its last grant, and `vtime` is the tag of the last grant
+//!   of the volume (start-time fair queuing with equal weights). Entries are
+//!   granted in (tag, arrival) order, which is round robin over the
+//!   instances that wait and FIFO within one; an instance that asks again
+//!   right after its grant keeps its place in the next round;
 //! - the grant pass walks the waiting entries in that order and grants one
 //!   that conflicts with no held entry and with no earlier entry still
 //!   waiting, while the volume's cap allows; once the cap stops one, it
@@ -39,7 +42,7 @@ pub const ENTRY_SIZE: usize = 512;
 /// Size of one [`ReclaimSlot`] in the region.
 pub const RECLAIM_SIZE: usize = 480;
 /// Size of one [`GrantCount`] in the region.
-pub const GRANT_COUNT_SIZE: usize = 16;
+pub const GRANT_COUNT_SIZE: usize = 32;
 /// Size of the [`Head`] in the region.
 pub const HEAD_SIZE: usize = 64;
 
@@ -155,16 +158,20 @@ impl Default for ReclaimSlot {
     }
 }
 
-/// Grants counted for one process record (`#[repr(C)]`, 16 bytes): the
-/// record's generation the count belongs to, and the count.
+/// What the arbiter keeps per process record (`#[repr(C)]`,
+/// [`GRANT_COUNT_SIZE`] bytes): the record's generation the rest belongs
+/// to, the grants to that owner, and the tag of its last grant.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct GrantCount {
-    /// Generation of the record's owner the count is for.
+    /// Generation of the record's owner the fields are for.
     pub gen: AtomicU32,
     _pad: AtomicU32,
     /// Grants to that owner.
     pub count: AtomicU64,
+    /// The tag of its last grant.
+    pub last_tag: AtomicU64,
+    _pad2: AtomicU64,
 }
 
 #[cfg(not(loom))]
@@ -194,13 +201,13 @@ pub fn path_hash(path: &[u8]) -> u64 {
     h
 }
 
+/// Stores `bytes` (at most [`PATH_BYTES`]) in the first words of `words`,
+/// the last one zero padded; the words after them are left as they are
+/// (readers take only the words the length covers).
 fn store_path(words: &[AtomicU64; PATH_WORDS], bytes: &[u8]) {
-    for (i, w) in words.iter().enumerate() {
+    for (w, chunk) in words.iter().zip(bytes.chunks(8)) {
         let mut b = [0u8; 8];
-        if let Some(chunk) = bytes.get(i * 8..) {
-            let n = chunk.len().min(8);
-            b[..n].copy_from_slice(&chunk[..n]);
-        }
+        b[..chunk.len()].copy_from_slice(chunk);
         w.store(u64::from_le_bytes(b), Ordering::Relaxed);
     }
 }
@@ -263,8 +270,22 @@ impl<'a> Arb<'a> {
     /// Takes the arbiter's lock (waiting until `deadline`, taking it over
     /// from a dead holder and then repairing what it may have left
     /// half-done).
+    #[cfg(any(test, loom))]
     pub fn lock(&self, cx: &Ctx<'_>, deadline: Option<Instant>) -> Result<Locked<'a>> {
-        let taken = self.head.lock.lock(cx.me, cx.live, deadline, |h| {
+        self.lock_by(cx, || deadline)
+    }
+
+    /// [`Arb::lock`] with the deadline computed only if the lock is not
+    /// free at once (no clock read on the uncontended path).
+    pub fn lock_by(
+        &self,
+        cx: &Ctx<'_>,
+        deadline: impl FnOnce() -> Option<Instant>,
+    ) -> Result<Locked<'a>> {
+        if self.head.lock.try_lock(cx.me) {
+            return Ok(Locked { arb: *self });
+        }
+        let taken = self.head.lock.lock(cx.me, cx.live, deadline(), |h| {
             err!(
                 Timeout,
                 "permit arbiter: its lock is still held by {h} after the wait"
@@ -323,7 +344,7 @@ impl<'a> Locked<'a> {
     pub fn enqueue(&self, cx: &Ctx<'_>, req: Req<'_>) -> Result<usize> {
         let h = &self.arb.head;
         let used = self.used();
-        let mut mine_max = 0u64;
+        let mut mine_max = self.last_granted_tag(cx.me);
         for e in &self.arb.entries[..used] {
             if e.state.load(Ordering::Relaxed) == WAITING
                 && e.owner.load(Ordering::Relaxed) == cx.me.0
@@ -347,7 +368,7 @@ impl<'a> Locked<'a> {
             h.used.store(i as u32 + 1, Ordering::Relaxed);
         }
         let e = self.entry(i);
-        let tag = h.vtime.load(Ordering::Relaxed).max(mine_max) + 1;
+        let tag = h.vtime.load(Ordering::Relaxed).max(mine_max + 1);
         let arrival = h.arrivals.load(Ordering::Relaxed) + 1;
         h.arrivals.store(arrival, Ordering::Relaxed);
         e.mode.store(req.mode as u32, Ordering::Relaxed);
@@ -413,27 +434,44 @@ impl<'a> Locked<'a> {
     /// grantee except entry `mine` (the caller's own, which it looks at
     /// before sleeping). Returns how many were granted.
     pub fn grant_pass(&self, cx: &Ctx<'_>, now: u64, mine: Option<usize>) -> usize {
-        let queue = self.queue();
-        if queue.is_empty() {
+        // The common cases (nothing waits, or one request) take no
+        // allocation: the queue is only sorted when two or more wait.
+        let used = &self.arb.entries[..self.used()];
+        let mut waiting = used
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.state.load(Ordering::Relaxed) == WAITING)
+            .map(|(i, _)| i);
+        let Some(first) = waiting.next() else {
             return 0;
-        }
-        let mut held = self.held();
+        };
+        let rest = waiting.next();
+        let mut held = used
+            .iter()
+            .filter(|e| e.state.load(Ordering::Relaxed) == HELD)
+            .count();
         let mut blocked: Vec<usize> = Vec::new();
         let mut granted = 0;
-        let h = &self.arb.head;
-        for i in queue {
-            if cx.cap != 0 && held.len() >= cx.cap as usize {
+        let sorted;
+        let queue: &[usize] = if rest.is_none() {
+            std::slice::from_ref(&first)
+        } else {
+            sorted = self.queue();
+            &sorted
+        };
+        for &i in queue {
+            if cx.cap != 0 && held >= cx.cap as usize {
                 break;
             }
             let e = self.entry(i);
-            let clash = held
-                .iter()
-                .chain(&blocked)
-                .any(|&j| self.conflict(e, self.entry(j)));
+            let clash = used.iter().enumerate().any(|(j, o)| {
+                j != i && o.state.load(Ordering::Relaxed) == HELD && self.conflict(e, o)
+            }) || blocked.iter().any(|&j| self.conflict(e, self.entry(j)));
             if clash {
                 blocked.push(i);
                 continue;
             }
+            let h = &self.arb.head;
             let token = h.last_token.load(Ordering::Relaxed) + 1;
             h.last_token.store(token, Ordering::Relaxed);
             let tag = e.tag.load(Ordering::Relaxed);
@@ -443,20 +481,29 @@ impl<'a> Locked<'a> {
             e.token.store(token, Ordering::Relaxed);
             e.lease_until
                 .store(now.saturating_add(cx.lease_ns), Ordering::Relaxed);
-            self.count_grant(Holder(e.owner.load(Ordering::Relaxed)));
+            self.count_grant(Holder(e.owner.load(Ordering::Relaxed)), tag);
             // Last, and released: a waiter that sees HELD without the lock
             // sees its token and lease too.
             e.state.atomic().store(HELD, Ordering::Release);
             if Some(i) != mine {
                 e.state.wake(u32::MAX);
             }
-            held.push(i);
+            held += 1;
             granted += 1;
         }
         granted
     }
 
-    fn count_grant(&self, owner: Holder) {
+    /// The tag of `owner`'s last grant (0: none yet).
+    fn last_granted_tag(&self, owner: Holder) -> u64 {
+        owner
+            .record()
+            .and_then(|r| self.arb.grants.get(r as usize))
+            .filter(|c| c.gen.load(Ordering::Relaxed) == u32::from(owner.gen()))
+            .map_or(0, |c| c.last_tag.load(Ordering::Relaxed))
+    }
+
+    fn count_grant(&self, owner: Holder, tag: u64) {
         let h = &self.arb.head;
         h.grants
             .store(h.grants.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -466,9 +513,13 @@ impl<'a> Locked<'a> {
         if c.gen.load(Ordering::Relaxed) != u32::from(owner.gen()) {
             c.gen.store(u32::from(owner.gen()), Ordering::Relaxed);
             c.count.store(0, Ordering::Relaxed);
+            c.last_tag.store(0, Ordering::Relaxed);
         }
         c.count
             .store(c.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if tag > c.last_tag.load(Ordering::Relaxed) {
+            c.last_tag.store(tag, Ordering::Relaxed);
+        }
     }
 
     fn record_reclaim(&self, i: usize, reason: u32) {
@@ -498,7 +549,12 @@ impl<'a> Locked<'a> {
             .store(e.token.load(Ordering::Relaxed), Ordering::Relaxed);
         let len = e.path_len.load(Ordering::Relaxed);
         slot.path_len.store(len, Ordering::Relaxed);
-        for (d, s) in slot.path.iter().zip(&e.path) {
+        for (d, s) in slot
+            .path
+            .iter()
+            .zip(&e.path)
+            .take((len as usize).min(PATH_BYTES).div_ceil(8))
+        {
             d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
@@ -676,6 +732,7 @@ impl<'a> Locked<'a> {
 }
 
 /// An arbiter on the heap, for loom models and unit tests.
+#[cfg(any(test, loom))]
 #[derive(Debug)]
 pub struct HeapArb {
     head: Head,
@@ -685,13 +742,14 @@ pub struct HeapArb {
     ring: Vec<ReclaimSlot>,
 }
 
+#[cfg(any(test, loom))]
 impl HeapArb {
     /// An empty arbiter of `entries` entries and `records` process records.
     pub fn new(entries: usize, records: usize) -> HeapArb {
         HeapArb {
             head: Head::default(),
             entries: (0..entries).map(|_| Entry::default()).collect(),
-            records: (0..records).map(|_| RecordSlot::new()).collect(),
+            records: (0..records).map(|_| RecordSlot::default()).collect(),
             grants: (0..records).map(|_| GrantCount::default()).collect(),
             ring: (0..2).map(|_| ReclaimSlot::default()).collect(),
         }
@@ -832,6 +890,46 @@ mod tests {
             granted.push(cur);
         }
         assert_eq!(granted, order);
+    }
+
+    /// Under steady load (cap 1; instance 0 keeps three requests queued,
+    /// instances 1 and 2 ask again as soon as they give their permit
+    /// back) every instance gets the same share: one that asks again after
+    /// its grant keeps its place in the next round.
+    #[test]
+    fn steady_load_is_shared_equally() {
+        let h = HeapArb::new(16, 4);
+        let a = h.arb();
+        let g = a.lock(&cx(0, 1), None).unwrap();
+        let mut n = 0;
+        let mut ask = |record: u32| {
+            n += 1;
+            g.enqueue(&cx(record, 1), req(&format!("p{n}"), Mode::Write))
+                .unwrap()
+        };
+        for _ in 0..3 {
+            ask(0);
+        }
+        ask(1);
+        ask(2);
+        g.grant_pass(&cx(0, 1), 0, None);
+        let mut grants = [0u32; 3];
+        for _ in 0..300 {
+            let cur = g.held()[0];
+            let (owner, _, _, token, _) = g.describe(cur);
+            let by_owner = Ctx {
+                me: owner,
+                ..cx(0, 1)
+            };
+            let r = owner.record().unwrap();
+            grants[r as usize] += 1;
+            assert!(g.release(&by_owner, cur, token, 0));
+            ask(r);
+        }
+        assert!(
+            grants.iter().all(|&k| k == 100),
+            "grants per instance: {grants:?}"
+        );
     }
 
     #[test]

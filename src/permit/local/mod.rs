@@ -10,9 +10,9 @@
 //! 128      64                 core::Head: the lock, counters, fair-order clock
 //! 256      16 * 480           reclaim ring (core::ReclaimSlot)
 //! 8192     1024 * 16          process records (shm::records::RecordSlot)
-//! 24576    1024 * 16          grants per record (core::GrantCount)
-//! 40960    1024 * 512         entries (core::Entry): requests and permits
-//! 565248                      end
+//! 24576    1024 * 32          grants and last tag per record (core::GrantCount)
+//! 57344    1024 * 512         entries (core::Entry): requests and permits
+//! 581632                      end
 //! ```
 
 pub mod core;
@@ -54,7 +54,7 @@ mod real {
     const RING_OFF: usize = 256;
     const RECORDS_OFF: usize = 8192;
     const GRANTS_OFF: usize = RECORDS_OFF + RECORDS * 16;
-    const ENTRIES_OFF: usize = GRANTS_OFF + RECORDS * 16;
+    const ENTRIES_OFF: usize = GRANTS_OFF + RECORDS * super::core::GRANT_COUNT_SIZE;
     /// Size of an arbiter region.
     pub const REGION_SIZE: usize = ENTRIES_OFF + ENTRIES * ENTRY_SIZE;
 
@@ -212,14 +212,13 @@ mod real {
             ctx(&self.mapped, self.cap, self.lease)
         }
 
-        fn grant(&self, i: usize, token: u64, path: &str) -> Box<dyn Grant> {
+        fn grant(&self, i: usize, token: u64) -> Box<dyn Grant> {
             Box::new(LocalGrant {
                 mapped: Arc::clone(&self.mapped),
                 cap: self.cap,
                 lease: self.lease,
                 entry: i,
                 token,
-                path: path.to_owned(),
                 released: crate::sync::local::AtomicBool::new(false),
             })
         }
@@ -234,31 +233,32 @@ mod real {
         }
     }
 
-    fn lock<'a>(m: &'a Mapped, cx: &Ctx<'_>, until: Instant) -> Result<Locked<'a>> {
+    /// Takes the arbiter's lock, waiting at most until `until` or
+    /// [`LOCK_WAIT`] from now, whichever is later (the clock is read only
+    /// if the lock is not free at once).
+    fn lock<'a>(m: &'a Mapped, cx: &Ctx<'_>, until: Option<Instant>) -> Result<Locked<'a>> {
         m.region.check()?;
-        let until = until.max(Instant::now() + LOCK_WAIT);
-        m.arb().lock(cx, Some(until))
+        m.arb().lock_by(cx, || {
+            let least = Instant::now() + LOCK_WAIT;
+            Some(until.map_or(least, |u| u.max(least)))
+        })
     }
 
     fn token_if_mine(g: &Locked<'_>, cx: &Ctx<'_>, i: usize) -> Option<u64> {
-        let (owner, _, _, token, _) = g.describe(i);
         let e = &g.parts().entries[i];
-        (owner == cx.me && e.state.load(Ordering::Relaxed) == HELD).then_some(token)
+        (e.state.load(Ordering::Relaxed) == HELD && e.owner.load(Ordering::Relaxed) == cx.me.0)
+            .then(|| e.token.load(Ordering::Relaxed))
     }
 
     impl Arbiter for LocalArbiter {
         fn request(&self, path: &str, mode: Mode, wait: Duration) -> Result<Box<dyn Grant>> {
             let m = &*self.mapped;
             let cx = self.cx();
-            let start = Instant::now();
-            let deadline = start
-                .checked_add(wait)
-                .unwrap_or(start + Duration::from_secs(86400 * 365));
             let req = Req {
                 path: path.as_bytes(),
                 mode,
             };
-            let mut g = lock(m, &cx, deadline)?;
+            let mut g = lock(m, &cx, None)?;
             let mut now = crate::sys::monotonic_ns();
             let i = g.enqueue(&cx, req)?;
             g.grant_pass(&cx, now, Some(i));
@@ -266,7 +266,7 @@ mod real {
                 g.grant_pass(&cx, now, Some(i));
             }
             if let Some(t) = token_if_mine(&g, &cx, i) {
-                return Ok(self.grant(i, t, path));
+                return Ok(self.grant(i, t));
             }
             if wait.is_zero() {
                 g.withdraw(&cx, i, now);
@@ -275,6 +275,10 @@ mod real {
                     "{mode} permit on {path}: deferred (a conflicting transfer is in flight, the volume's cap is reached, or earlier requests wait)"
                 ));
             }
+            let start = Instant::now();
+            let deadline = start
+                .checked_add(wait)
+                .unwrap_or(start + Duration::from_secs(86400 * 365));
             let entry = &m.arb().entries[i];
             loop {
                 let poller = g.take_poller(i);
@@ -284,13 +288,14 @@ mod real {
                 if !slice.is_zero() {
                     entry.state.wait(WAITING, Some(slice));
                 }
-                g = lock(m, &cx, deadline)?;
+                g = lock(m, &cx, Some(deadline))?;
                 now = crate::sys::monotonic_ns();
                 if let Some(t) = token_if_mine(&g, &cx, i) {
-                    return Ok(self.grant(i, t, path));
+                    return Ok(self.grant(i, t));
                 }
-                let (owner, ..) = g.describe(i);
-                if owner != cx.me || entry.state.load(Ordering::Relaxed) != WAITING {
+                if entry.owner.load(Ordering::Relaxed) != cx.me.0
+                    || entry.state.load(Ordering::Relaxed) != WAITING
+                {
                     return Err(err!(
                         Corrupt,
                         "permit arbiter {}: this process's waiting request was removed by another",
@@ -309,7 +314,7 @@ mod real {
                     g.grant_pass(&cx, now, Some(i));
                 }
                 if let Some(t) = token_if_mine(&g, &cx, i) {
-                    return Ok(self.grant(i, t, path));
+                    return Ok(self.grant(i, t));
                 }
             }
         }
@@ -317,7 +322,7 @@ mod real {
         fn status(&self) -> Result<Status> {
             let m = &*self.mapped;
             let cx = self.cx();
-            let g = lock(m, &cx, Instant::now())?;
+            let g = lock(m, &cx, None)?;
             let now = crate::sys::monotonic_ns();
             if g.sweep(&cx, now) > 0 {
                 g.grant_pass(&cx, now, None);
@@ -412,7 +417,6 @@ mod real {
         lease: Duration,
         entry: usize,
         token: u64,
-        path: String,
         released: crate::sync::local::AtomicBool,
     }
 
@@ -420,9 +424,8 @@ mod real {
         fn fenced(&self) -> Error {
             err!(
                 Fenced,
-                "permit {} on {}: no longer current (its lease ran out and it was reclaimed, or it was released)",
-                self.token,
-                self.path
+                "permit {}: no longer current (its lease ran out and it was reclaimed, or it was released)",
+                self.token
             )
         }
     }
@@ -439,7 +442,7 @@ mod real {
         fn renew(&self) -> Result<()> {
             let m = &*self.mapped;
             let cx = ctx(m, self.cap, self.lease);
-            let g = lock(m, &cx, Instant::now())?;
+            let g = lock(m, &cx, None)?;
             if self.released.load(Ordering::Relaxed)
                 || !g.renew(&cx, self.entry, self.token, crate::sys::monotonic_ns())
             {
@@ -451,7 +454,7 @@ mod real {
         fn commit(&self, commit: &mut dyn FnMut() -> Result<()>) -> Result<()> {
             let m = &*self.mapped;
             let cx = ctx(m, self.cap, self.lease);
-            let g = lock(m, &cx, Instant::now())?;
+            let g = lock(m, &cx, None)?;
             if self.released.load(Ordering::Relaxed)
                 || !g.current(&cx, self.entry, self.token, crate::sys::monotonic_ns())
             {
@@ -469,14 +472,13 @@ mod real {
             }
             let m = &*self.mapped;
             let cx = ctx(m, self.cap, self.lease);
-            match lock(m, &cx, Instant::now()) {
+            match lock(m, &cx, None) {
                 Ok(g) => {
                     g.release(&cx, self.entry, self.token, crate::sys::monotonic_ns());
                 }
                 Err(e) => crate::log::warn!(
-                    "permit {} on {}: not released ({e}); it will be reclaimed when its lease runs out",
-                    self.token,
-                    self.path
+                    "permit {}: not released ({e}); it will be reclaimed when its lease runs out",
+                    self.token
                 ),
             }
         }

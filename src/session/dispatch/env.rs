@@ -34,7 +34,8 @@ fn none_if_not_found<T>(r: Result<T>) -> Result<Option<T>> {
 }
 
 /// The dispatcher's view of a table's entries (on the heap, in loom
-/// models and unit tests) as one process (`actor`).
+/// models) as one process (`actor`).
+#[cfg(loom)]
 pub struct EntriesEnv<'a> {
     /// The entries.
     pub entries: &'a crate::session::entry::Entries,
@@ -42,6 +43,7 @@ pub struct EntriesEnv<'a> {
     pub actor: crate::session::entry::Actor<'a>,
 }
 
+#[cfg(loom)]
 impl Env for EntriesEnv<'_> {
     type Entry<'b>
         = crate::session::entry::EntryGuard<'b>

@@ -53,6 +53,7 @@ mod submitter;
 mod take;
 mod workers;
 
+#[cfg(loom)]
 pub use env::EntriesEnv;
 pub use take::Taken;
 
@@ -184,7 +185,7 @@ impl Core {
     /// Each pointer must reach as many records as `geo` says, valid while
     /// the `Core` lives; `bufs` must hold `slots × 2` buffers of at least
     /// `buf_size` bytes.
-    #[cfg(any(loom, test))]
+    #[cfg(loom)]
     pub unsafe fn from_parts(
         geo: Geometry,
         groups: *const GroupRec,

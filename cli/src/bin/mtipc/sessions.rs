@@ -267,7 +267,7 @@ fn closures(domain: &Domain) -> mtipc::Result<Vec<ClosureReport>> {
 /// The names of the session tables in the domain, sorted. A request area
 /// without its table is listed too (opening it then says what is missing).
 fn table_names(domain: &Domain) -> mtipc::Result<Vec<String>> {
-    let dir = domain.path().join(mtipc::session::table::SESSIONS_DIR);
+    let dir = domain.path().join(mtipc::internals::session::SESSIONS_DIR);
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -283,7 +283,7 @@ fn table_names(domain: &Domain) -> mtipc::Result<Vec<String>> {
             .or_else(|| file.strip_suffix(".requests"));
         // Temporary files of publish_new and anything else are not tables.
         if let Some(stem) = stem {
-            if mtipc::session::table::validate_name(stem).is_ok() {
+            if mtipc::internals::session::validate_name(stem).is_ok() {
                 names.insert(stem.to_string());
             }
         }
@@ -424,7 +424,7 @@ fn by_worker(t: &Tally, snap: Option<&DispatchSnapshot>) -> Vec<WorkerSessions> 
 
 /// Reads one set.
 fn table_report(domain: &Domain, name: &str, opts: &Options) -> TableReport {
-    let path = mtipc::session::table::table_path(domain.path(), name);
+    let path = mtipc::internals::session::table_path(domain.path(), name);
     let rpath = requests_path(domain.path(), name);
     // The set, or the table alone when its request area cannot be opened.
     let (sessions, table_only, requests_error) = match Sessions::open(domain, name) {
@@ -512,8 +512,8 @@ fn table_report(domain: &Domain, name: &str, opts: &Options) -> TableReport {
 pub fn report(domain: &Domain, opts: &Options) -> mtipc::Result<Report> {
     let names = match &opts.name {
         Some(n) => {
-            mtipc::session::table::validate_name(n)?;
-            let p = mtipc::session::table::table_path(domain.path(), n);
+            mtipc::internals::session::validate_name(n)?;
+            let p = mtipc::internals::session::table_path(domain.path(), n);
             if !p.exists() && !requests_path(domain.path(), n).exists() {
                 return Err(Error::new(
                     ErrorKind::NotFound,
