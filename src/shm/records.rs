@@ -223,7 +223,7 @@ mod real {
         /// # Safety
         ///
         /// As [`Membership::join`].
-        pub unsafe fn join_sparing_dead(
+        pub(crate) unsafe fn join_sparing_dead(
             file: File,
             records: *const RecordSlot,
             count: u32,
