@@ -2,6 +2,7 @@
 #   make demo    end-to-end scenario of everything built so far
 #   make test    every test (Rust, loom, C, C++ with and without ASan, Python, install)
 #   make bench   benchmarks with their baselines (figures go to BENCHMARKS.md)
+#   make soak-permit  the permit fault campaign at full length (60 s)
 #   make install PREFIX=/usr/local
 # Each target installs what it needs: Debian packages when missing
 # (scripts/ensure-deps.sh), Python tools into ./.venv.
@@ -11,7 +12,7 @@ PREFIX ?= /usr/local
 # Where cargo puts the debug build that the C/C++ tests and the demo use.
 DEBUG_DIR := target/debug
 
-.PHONY: all deps build header lint test test-begin test-rust test-loom demo bench fuzz clean
+.PHONY: all deps build header lint test test-begin test-rust test-loom demo bench fuzz clean soak-permit
 
 all: build
 
@@ -78,6 +79,13 @@ clean:
 
 include mk/c.mk
 include mk/python.mk
+
+# The permit fault campaign at full length (tests/permit_soak.rs: 8 instances,
+# random kill -9 and restarts, stalled holders, 60 s); `make test` runs it for
+# 6 s. PERMIT_SOAK_SECONDS overrides the length.
+PERMIT_SOAK_SECONDS ?= 60
+soak-permit: deps
+	PERMIT_SOAK_SECONDS=$(PERMIT_SOAK_SECONDS) $(CARGO) test -p mtipc --release --test permit_soak -- --nocapture
 
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.

@@ -384,12 +384,17 @@ impl<'a> Locked<'a> {
         Ok(i)
     }
 
+    /// Whether two entries name the same path: hash, length, then the words
+    /// the length covers (the words after them are stale: `store_path`
+    /// leaves them).
     fn same_path(&self, a: &Entry, b: &Entry) -> bool {
+        let len = a.path_len.load(Ordering::Relaxed);
         a.path_hash.load(Ordering::Relaxed) == b.path_hash.load(Ordering::Relaxed)
-            && a.path_len.load(Ordering::Relaxed) == b.path_len.load(Ordering::Relaxed)
+            && len == b.path_len.load(Ordering::Relaxed)
             && a.path
                 .iter()
                 .zip(&b.path)
+                .take((len as usize).min(PATH_BYTES).div_ceil(8))
                 .all(|(x, y)| x.load(Ordering::Relaxed) == y.load(Ordering::Relaxed))
     }
 
@@ -818,6 +823,37 @@ mod tests {
         assert!(held(&g, r2), "reads share");
         let tokens: Vec<u64> = [w, other, r, r2].iter().map(|&i| g.describe(i).3).collect();
         assert_eq!(tokens[1..], [2, 3, 4], "tokens count up per grant");
+    }
+
+    /// Entries are reused: words left from a longer path must not make two
+    /// requests for one path look different (the soak test found this).
+    #[test]
+    fn reused_entries_still_conflict() {
+        let h = HeapArb::new(4, 4);
+        let a = h.arb();
+        let g = a.lock(&cx(0, 0), None).unwrap();
+        let long = g
+            .enqueue(
+                &cx(0, 0),
+                req("a-much-longer-path/with/parts.bin", Mode::Write),
+            )
+            .unwrap();
+        let other = g
+            .enqueue(
+                &cx(0, 0),
+                req("zzzzzzzzzzzzzzzzzzzz/other.bin", Mode::Write),
+            )
+            .unwrap();
+        g.grant_pass(&cx(0, 0), 0, None);
+        g.release(&cx(0, 0), long, 1, 0);
+        g.release(&cx(0, 0), other, 2, 0);
+        let x = g.enqueue(&cx(1, 0), req("x", Mode::Write)).unwrap();
+        g.grant_pass(&cx(1, 0), 0, Some(x));
+        assert!(held(&g, x));
+        let y = g.enqueue(&cx(2, 0), req("x", Mode::Write)).unwrap();
+        assert!(y == long || y == other, "an entry is reused");
+        g.grant_pass(&cx(2, 0), 0, Some(y));
+        assert!(!held(&g, y), "two writes of one path");
     }
 
     #[test]
