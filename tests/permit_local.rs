@@ -12,6 +12,9 @@
 //! - [`unsafe_volume_directories_are_refused`], [`corrupt_arbiter_is_refused`];
 //! - [`dead_holder_is_reclaimed_at_once`]: a holder process `kill -9`ed;
 //!   the next request is granted at once, the reclaim is reported;
+//! - [`newcomer_names_the_killed_holder`]: a process that first opens the
+//!   volume after the kill (as `mtipc permits` does) reclaims the permit
+//!   and names the dead holder, not itself;
 //! - [`waiter_gets_the_permit_of_a_killed_holder`];
 //! - [`fair_order_across_processes`]: one process queues ten requests, two
 //!   others one each: each of the two is granted before the first one's
@@ -362,6 +365,40 @@ fn dead_holder_is_reclaimed_at_once() {
     assert_eq!(st.reclaimed[0].reason, ReclaimReason::Dead);
     assert_eq!(st.reclaimed[0].instance.pid, pid);
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn newcomer_names_the_killed_holder() {
+    let (s, d, _vol) = setup("newcomer", &VolumeOpts::default());
+    let mut kids = Kids::default();
+    let mut c = role_command(
+        VAR,
+        "hold",
+        &[s.dir().join("domain").display().to_string(), "x".into()],
+    )
+    .spawn()
+    .unwrap();
+    wait_line(&mut c, "held");
+    let pid = c.id();
+    kids.0.push(c);
+    kill9(&mut kids.0[0]);
+    // This process joins the arbiter only now, after the holder died: it
+    // must not take (and overwrite) the dead holder's process record
+    // before its sweep has reported it.
+    let v = Volume::open(&d, "gw").unwrap();
+    let st = v.status().unwrap();
+    assert!(st.holders.is_empty(), "{st:?}");
+    assert_eq!(st.reclaimed.len(), 1, "{st:?}");
+    let r = &st.reclaimed[0];
+    assert_eq!(r.reason, ReclaimReason::Dead);
+    assert_eq!(
+        r.instance.pid,
+        pid,
+        "the dead holder, not {}",
+        std::process::id()
+    );
+    assert!(r.instance.start > 0, "{r:?}");
+    assert_eq!((r.token, r.path.as_str()), (1, "x"));
 }
 
 #[test]

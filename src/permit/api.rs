@@ -100,6 +100,8 @@ pub struct Status {
     /// The deferred requests, in the order they will be granted.
     pub queue: Vec<Waiting>,
     /// Grants per instance (instances the arbiter still knows of).
+    /// Serialized as a list of `{"instance": ..., "grants": n}` objects.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "grants_as_objects"))]
     pub grants: Vec<(Instance, u64)>,
     /// The most recently reclaimed permits, oldest first (a bounded
     /// history).
@@ -109,6 +111,24 @@ pub struct Status {
     /// The lease a grant gets, in milliseconds, as the backend grants it
     /// (etcd may grant longer than asked).
     pub lease_ms: u64,
+}
+
+/// `Status::grants` as `[{"instance": {...}, "grants": n}, ...]` rather
+/// than serde's `[[{...}, n], ...]` for a tuple.
+#[cfg(feature = "serde")]
+fn grants_as_objects<S: serde::Serializer>(
+    grants: &[(Instance, u64)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Grants<'a> {
+        instance: &'a Instance,
+        grants: u64,
+    }
+    s.collect_seq(grants.iter().map(|(instance, n)| Grants {
+        instance,
+        grants: *n,
+    }))
 }
 
 /// A volume's arbiter: one backend of the permission logic. Implementations

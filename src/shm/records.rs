@@ -209,6 +209,38 @@ mod real {
             records: *const RecordSlot,
             count: u32,
         ) -> Result<Membership> {
+            // SAFETY: the caller's contract is ours.
+            unsafe { Self::join_in_order(file, records, count, false) }
+        }
+
+        /// [`Membership::join`], but a record whose previous owner died
+        /// without leaving (its pid is still written) is claimed only when
+        /// no record is free otherwise. So the dead owner's pid and start
+        /// time stay readable for whoever reports what it left behind (the
+        /// permit arbiter's reclaim history names the dead holder), instead
+        /// of being overwritten by the next process that joins.
+        ///
+        /// # Safety
+        ///
+        /// As [`Membership::join`].
+        pub(crate) unsafe fn join_sparing_dead(
+            file: File,
+            records: *const RecordSlot,
+            count: u32,
+        ) -> Result<Membership> {
+            // SAFETY: the caller's contract is ours.
+            unsafe { Self::join_in_order(file, records, count, true) }
+        }
+
+        /// # Safety
+        ///
+        /// As [`Membership::join`].
+        unsafe fn join_in_order(
+            file: File,
+            records: *const RecordSlot,
+            count: u32,
+            spare_dead: bool,
+        ) -> Result<Membership> {
             if count == 0 || count > MAX_RECORDS {
                 return Err(err!(
                     Invalid,
@@ -216,18 +248,27 @@ mod real {
                 ));
             }
             let me = crate::sys::ProcId::current()?;
-            for i in 0..count {
-                if crate::sys::fs::lock_byte(&file, i)? {
-                    // SAFETY: i < count, within the array (caller's contract).
-                    let slot = unsafe { &*records.add(i as usize) };
-                    let gen = slot.claim(me.pid, me.start);
-                    return Ok(Membership {
-                        file,
-                        base: records,
-                        count,
-                        record: i,
-                        gen,
-                    });
+            // SAFETY: i < count, within the array (caller's contract).
+            let slot = |i: u32| unsafe { &*records.add(i as usize) };
+            // With `spare_dead`, a first pass over the records left cleanly
+            // or never used (pid 0; one being claimed right now has its
+            // byte locked already), then every record.
+            let passes: &[bool] = if spare_dead { &[true, false] } else { &[false] };
+            for &clean_only in passes {
+                for i in 0..count {
+                    if clean_only && slot(i).pid() != 0 {
+                        continue;
+                    }
+                    if crate::sys::fs::lock_byte(&file, i)? {
+                        let gen = slot(i).claim(me.pid, me.start);
+                        return Ok(Membership {
+                            file,
+                            base: records,
+                            count,
+                            record: i,
+                            gen,
+                        });
+                    }
                 }
             }
             Err(err!(

@@ -24,6 +24,14 @@ the mtipc core library directly (not its C ABI):
   ``open_closure(domain, name)``: map its current version read-only, as a
   ``Closure`` (``.version``, ``.value``: ``ClosureMap``/``ClosureList`` views,
   ``memoryview`` for bytes; a context manager).
+- ``Domain.create_volume(name, dir, max_transfers=0, lease_ms=None,
+  etcd=None)`` records a gateway volume, ``Domain.volumes()`` lists them;
+  ``Domain.permit(volume, path, mode, timeout=None)`` asks for a permit to
+  transfer one file of a volume (``mode``: ``PERMIT_READ`` = ``"read"`` or
+  ``PERMIT_WRITE`` = ``"write"``), granted in a fair order, as a ``Permit``
+  (``token``, ``renew()``, ``put(src)``, ``get(dst)``, ``release()``; a
+  context manager that releases it); ``Domain.permit_status(volume)``: the
+  holders, the queue, grants and reclaimed permits of a volume.
 - ``Error`` and one subclass per status kind (``InvalidError``,
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
@@ -52,6 +60,9 @@ from ._mtipc import (
     IoError,
     NotFoundError,
     PanicError,
+    Permit,
+    PERMIT_READ,
+    PERMIT_WRITE,
     Request,
     SessionInfo,
     SessionTable,
@@ -89,6 +100,9 @@ __all__ = [
     "IoError",
     "NotFoundError",
     "PanicError",
+    "Permit",
+    "PERMIT_READ",
+    "PERMIT_WRITE",
     "Request",
     "SessionInfo",
     "SessionTable",

@@ -8,7 +8,7 @@ import datetime
 import os
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from types import TracebackType
-from typing import ClassVar, TypedDict, TypeVar, Union, final, overload
+from typing import ClassVar, Final, Literal, TypedDict, TypeVar, Union, final, overload
 
 from typing_extensions import Buffer
 
@@ -32,6 +32,9 @@ __all__ = [
     "ClosureList",
     "publish_closure",
     "open_closure",
+    "Permit",
+    "PERMIT_READ",
+    "PERMIT_WRITE",
     "Error",
     "InvalidError",
     "NotFoundError",
@@ -73,6 +76,56 @@ class _DomainInfo(TypedDict):
     layout_version: int
     owner_uid: int
     semaphore_value: int
+
+_PermitMode = Literal["read", "write"]
+
+PERMIT_READ: Final = "read"
+"""The mode of a permit to read a file of a volume (``Domain.permit``)."""
+PERMIT_WRITE: Final = "write"
+"""The mode of a permit to write one (a write conflicts with every other
+transfer of the same path)."""
+
+class _VolumeInfo(TypedDict):
+    name: str
+    dir: str
+    max_transfers: int
+    lease_ms: int
+    etcd: str | None
+
+class _Instance(TypedDict):
+    host: str
+    pid: int
+    start: int
+
+class _Holding(TypedDict):
+    instance: _Instance
+    mode: _PermitMode
+    path: str
+    token: int
+    lease_left_ms: int
+
+class _Waiting(TypedDict):
+    instance: _Instance
+    mode: _PermitMode
+    path: str
+
+class _Grants(TypedDict):
+    instance: _Instance
+    grants: int
+
+class _Reclaimed(TypedDict):
+    instance: _Instance
+    path: str
+    token: int
+    reason: Literal["dead", "expired"]
+
+class _PermitStatus(TypedDict):
+    holders: list[_Holding]
+    queue: list[_Waiting]
+    grants: list[_Grants]
+    reclaimed: list[_Reclaimed]
+    last_token: int
+    lease_ms: int
 
 @final
 class Domain:
@@ -143,6 +196,57 @@ class Domain:
 
     def sem_value(self) -> int:
         """The current count (a snapshot)."""
+
+    def create_volume(
+        self,
+        name: str,
+        dir: _Path,
+        max_transfers: int = 0,
+        lease_ms: int | None = None,
+        etcd: str | None = None,
+    ) -> _VolumeInfo:
+        """Records the gateway volume ``name``: its directory (relative to the
+        current one if not absolute; owned by this uid, writable by nobody
+        else), its cap on concurrent transfers (0: no cap), the lease of its
+        permits in milliseconds (``None``: 30000) and the etcd endpoints
+        that keep its permits (``"http://host:port,..."``; ``None``: this
+        host's shared memory). Returns the record.
+
+        Raises ``ExistsError`` (the name is taken), ``DeniedError`` (a
+        directory others could change), ``InvalidError`` (bad name, lease,
+        cap or endpoints), ``NotFoundError`` (no such directory).
+        """
+
+    def volumes(self) -> list[_VolumeInfo]:
+        """The gateway volumes of the domain, sorted by name (a record that
+        cannot be read is left out, with a warning to the ``mtipc`` logger)."""
+
+    def permit(
+        self,
+        volume: str,
+        path: str,
+        mode: _PermitMode,
+        timeout: float | None = None,
+    ) -> Permit:
+        """Asks for a permit to transfer ``path`` (relative, inside the
+        volume) in ``mode`` (``PERMIT_READ`` or ``PERMIT_WRITE``).
+
+        A request that conflicts with a transfer in flight, finds the
+        volume's cap reached or earlier requests waiting, waits (GIL
+        released) at most ``timeout`` seconds (``None``: no limit) and is
+        granted in a fair order (round robin over processes, first come
+        first served within one). ``timeout=0`` raises ``DeferredError`` at
+        once instead of waiting; ``TimeoutError`` when the timeout passes.
+        Signal handlers run at least every 100 ms (Ctrl-C gives the request
+        up). Also ``NotFoundError`` (no such volume), ``InvalidError`` (bad
+        path or mode), ``UnavailableError`` (the backend is unreachable).
+        """
+
+    def permit_status(self, volume: str) -> _PermitStatus:
+        """What the volume's arbiter holds and queues now (permits of dead
+        holders and run-out leases are reclaimed first): ``holders``,
+        ``queue`` (in grant order), ``grants`` (per process), ``reclaimed``
+        (oldest first), ``last_token``, ``lease_ms``."""
 
 @final
 class Conn:
@@ -641,6 +745,65 @@ class Ticket:
 
     def poll(self) -> bytes | None:
         """The response if it is there, else ``None``; never waits."""
+
+@final
+class Permit:
+    """A permit: the right to transfer one path of a gateway volume in one
+    mode, until released, its lease runs out, or the process dies.
+
+    Made by ``Domain.permit``; not constructible directly. A context
+    manager: leaving the ``with`` block releases it, as does ``release()``.
+    ``put`` and ``get`` copy through a temporary name and rename into place
+    only while the permit is current. Once its lease ran out it is lost:
+    ``renew``, ``put`` and ``get`` raise ``FencedError`` and change nothing.
+    Any use of a released permit raises ``InvalidError``.
+    """
+
+    def __enter__(self) -> "Permit": ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    @property
+    def token(self) -> int:
+        """The fencing token: strictly increasing per volume."""
+
+    @property
+    def volume(self) -> str:
+        """The volume's name."""
+
+    @property
+    def path(self) -> str:
+        """The path inside the volume."""
+
+    @property
+    def mode(self) -> _PermitMode:
+        """``"read"`` or ``"write"``."""
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease as granted, in milliseconds."""
+
+    @property
+    def released(self) -> bool:
+        """Whether it was released."""
+
+    def renew(self) -> None:
+        """Extends the lease by its length from now; ``FencedError`` if lost."""
+
+    def put(self, src: _Path) -> int:
+        """Copies the local file ``src`` to the permit's path in the volume;
+        returns the bytes copied. ``InvalidError`` with a read permit,
+        ``FencedError`` if lost (the volume is then unchanged)."""
+
+    def get(self, dst: _Path) -> int:
+        """Copies the permit's path in the volume to the local file ``dst``;
+        returns the bytes copied."""
+
+    def release(self) -> None:
+        """Gives the permit back. Calling it again does nothing."""
 
 def advertise(
     domain: Domain,

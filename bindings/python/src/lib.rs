@@ -10,7 +10,9 @@
 //! Discovery and attach (`advertise`, `attach`, `list_tenants`) are in
 //! [`attach`]; shared closures (`publish_closure`, `open_closure`) in
 //! [`closure`]; sessions and request dispatch (`SessionTable`, `Worker`,
-//! `Request`, `Ticket`) in [`session`].
+//! `Request`, `Ticket`) in [`session`]; permits for gateway volumes
+//! (`Domain.permit`, `Permit`, `Domain.create_volume`, `.volumes`,
+//! `.permit_status`) in [`permit`].
 //!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
@@ -19,6 +21,7 @@ mod attach;
 mod closure;
 /// The library's events, queued for the `logging` logger `mtipc`.
 mod log;
+mod permit;
 
 /// Sessions and request dispatch (`SessionTable`, `Worker`, `Request`,
 /// `Ticket`, `SessionInfo`).
@@ -28,7 +31,7 @@ use mtipc::{ErrorKind, Semaphore};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOverflowError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -137,7 +140,7 @@ fn invalid(message: String) -> PyErr {
 
 /// A domain path: `str`, `bytes` or `os.PathLike` of either, as `os.fspath`
 /// gives it. Its checks (empty, NUL byte, length) are the core's.
-struct PathArg(PathBuf);
+pub(crate) struct PathArg(pub(crate) PathBuf);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for PathArg {
     type Error = PyErr;
@@ -231,6 +234,9 @@ struct Domain {
     /// never across a call into the core, so a blocked `sem_wait` keeps its
     /// own reference (and the mapping) alive until it returns.
     inner: Mutex<Option<Arc<mtipc::Domain>>>,
+    /// The volumes opened by permit requests of this domain object (each
+    /// opened once); `None` once closed. Permits keep their volume open.
+    volumes: Mutex<Option<Arc<mtipc::permit::Volumes>>>,
 }
 
 impl Domain {
@@ -239,6 +245,15 @@ impl Domain {
         lock(&self.inner)
             .clone()
             .ok_or_else(|| invalid("the mtipc.Domain is closed".to_owned()))
+    }
+
+    /// The open domain and its cache of open volumes.
+    fn with_volumes(&self) -> PyResult<(Arc<mtipc::Domain>, Arc<mtipc::permit::Volumes>)> {
+        let domain = self.get()?;
+        let volumes = lock(&self.volumes)
+            .clone()
+            .ok_or_else(|| invalid("the mtipc.Domain is closed".to_owned()))?;
+        Ok((domain, volumes))
     }
 
     /// Runs `f` on the domain's semaphore.
@@ -265,6 +280,7 @@ impl Domain {
             .map_err(to_py)?;
         Ok(Domain {
             inner: Mutex::new(Some(Arc::new(domain))),
+            volumes: Mutex::new(Some(Arc::new(mtipc::permit::Volumes::new()))),
         })
     }
 
@@ -278,18 +294,23 @@ impl Domain {
     #[pyo3(signature = (exc_type, exc_value, traceback))]
     fn __exit__(
         &self,
+        py: Python<'_>,
         exc_type: &Bound<'_, PyAny>,
         exc_value: &Bound<'_, PyAny>,
         traceback: &Bound<'_, PyAny>,
     ) {
         let _ = (exc_type, exc_value, traceback);
-        self.close();
+        self.close(py);
     }
 
-    /// Releases the domain. Calling it again does nothing.
-    fn close(&self) {
+    /// Releases the domain (and the volumes its permit requests opened;
+    /// permits still held keep theirs). Calling it again does nothing.
+    fn close(&self, py: Python<'_>) {
         let taken = lock(&self.inner).take();
-        drop(taken);
+        let volumes = lock(&self.volumes).take();
+        // Letting go of a volume's arbiter clears this process's record
+        // in it: no GIL needed.
+        py.detach(move || drop((taken, volumes)));
     }
 
     /// Whether `close()` was called.
@@ -371,6 +392,96 @@ impl Domain {
         self.with_sem(Semaphore::value)
     }
 
+    /// Records a gateway volume `name` in the domain: its directory `dir`
+    /// (`str`, `bytes` or `os.PathLike`; relative to the current directory
+    /// if not absolute; owned by this uid and writable by nobody else),
+    /// its cap on concurrent transfers (`max_transfers`, 0: no cap), the
+    /// lease of its permits (`lease_ms`, `None`: 30000) and, for a volume
+    /// several hosts mount, the etcd endpoints that keep its permits
+    /// (`"http://host:port,..."`; `None`: this host's shared memory).
+    /// Returns the record, as `volumes()` lists it. `ExistsError` if the
+    /// name is taken; `DeniedError` for a directory others could change;
+    /// `InvalidError` for a bad name, lease, cap or endpoint list.
+    #[pyo3(
+        signature = (name, dir, max_transfers = Num(0), lease_ms = None, etcd = None),
+        text_signature = "($self, /, name, dir, max_transfers=0, lease_ms=None, etcd=None)"
+    )]
+    fn create_volume<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        dir: PathArg,
+        max_transfers: Num<u32>,
+        lease_ms: Option<Num<u64>>,
+        etcd: Option<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let domain = self.get()?;
+        permit::create_volume(
+            py,
+            &domain,
+            name,
+            dir,
+            max_transfers.0,
+            lease_ms.map(|n| n.0),
+            etcd,
+        )
+    }
+
+    /// The gateway volumes of the domain, sorted by name: dicts with the
+    /// keys `name`, `dir`, `max_transfers`, `lease_ms` and `etcd` (`None`
+    /// for a volume kept in this host's shared memory). A record that
+    /// cannot be read is left out, with a warning to the `mtipc` logger.
+    fn volumes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let domain = self.get()?;
+        permit::volumes(py, &domain)
+    }
+
+    /// Asks for a permit to transfer `path` (relative, inside the volume)
+    /// of volume `volume` in `mode` (`"read"` or `"write"`:
+    /// `mtipc.PERMIT_READ`, `mtipc.PERMIT_WRITE`); returns a `Permit`, a
+    /// context manager that releases it.
+    ///
+    /// A request that conflicts with a transfer in flight (a write
+    /// conflicts with any other transfer of the path; reads share), or
+    /// finds the volume's cap reached or earlier requests waiting, waits
+    /// with the GIL released, for at most `timeout` seconds (`None`: no
+    /// limit), and is granted in a fair order (round robin over processes,
+    /// first come first served within one). `timeout=0`: `DeferredError` at
+    /// once instead of waiting; `TimeoutError` when the timeout passes
+    /// (the request then leaves no trace). Signal handlers run at least
+    /// every 100 ms meanwhile; if one raises (Ctrl-C), the request is
+    /// given up: released as soon as it is granted.
+    ///
+    /// `NotFoundError`: no such volume; `InvalidError`: an absolute path,
+    /// `..`, an empty or oversized path, a bad mode; `UnavailableError`:
+    /// the volume's backend cannot be reached.
+    #[pyo3(signature = (volume, path, mode, timeout = None))]
+    fn permit(
+        &self,
+        py: Python<'_>,
+        volume: &str,
+        path: &str,
+        mode: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<permit::Permit> {
+        let (domain, volumes) = self.with_volumes()?;
+        permit::request(py, &domain, &volumes, volume, path, mode, timeout)
+    }
+
+    /// What the arbiter of volume `volume` holds and queues now (permits of
+    /// dead holders and run-out leases are reclaimed first): a dict with
+    /// `holders` (dicts: `instance`, `mode`, `path`, `token`,
+    /// `lease_left_ms`), `queue` (dicts: `instance`, `mode`, `path`; in the
+    /// order they will be granted), `grants` (dicts: `instance`, `grants`),
+    /// `reclaimed` (dicts: `instance`, `path`, `token`, `reason`: `"dead"`
+    /// or `"expired"`; oldest first), `last_token` and `lease_ms`. An
+    /// `instance` is a dict with `host` (empty: this host), `pid` and
+    /// `start` (its start time in clock ticks since boot).
+    fn permit_status<'py>(&self, py: Python<'py>, volume: &str) -> PyResult<Bound<'py, PyDict>> {
+        let (domain, volumes) = self.with_volumes()?;
+        permit::permit_status(py, &domain, &volumes, volume)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         match self.get() {
             Ok(d) => {
@@ -395,6 +506,7 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_class::<Domain>()?;
     session::add(m)?;
+    permit::add(m)?;
     m.add_class::<attach::Advertisement>()?;
     m.add_class::<attach::Conn>()?;
     m.add_class::<attach::TenantInfo>()?;

@@ -30,6 +30,7 @@ KINDS = [
     ("IoError", 11, "MT_ERR_IO"),
     ("PanicError", 12, "MT_ERR_PANIC"),
     ("UnavailableError", 13, "MT_ERR_UNAVAILABLE"),
+    ("FencedError", 14, "MT_ERR_FENCED"),
 ]
 
 

@@ -134,6 +134,68 @@ def test_the_attach_api_checks_strictly(tmp_path: Path) -> None:
     assert r.stdout.count("error:") == 5 and "Found 5 errors" in r.stdout, r.stdout
 
 
+def test_the_permit_api_checks_strictly(tmp_path: Path) -> None:
+    (tmp_path / "good.py").write_text(
+        textwrap.dedent(
+            """
+            import pathlib
+            import mtipc
+
+            def upload(d: mtipc.Domain, vol: pathlib.Path, src: pathlib.Path) -> int:
+                rec = d.create_volume("gw", vol, max_transfers=4, lease_ms=5000, etcd=None)
+                cap: int = rec["max_transfers"]
+                where: str = rec["dir"]
+                names = [v["name"] for v in d.volumes()]
+                print(cap, where, names)
+                try:
+                    d.permit("gw", "a.txt", mtipc.PERMIT_READ, timeout=0)
+                except mtipc.DeferredError:
+                    pass
+                with d.permit("gw", "a.txt", "write", timeout=1.5) as p:
+                    token: int = p.token
+                    p.renew()
+                    n: int = p.put(src) + p.get("out.txt")
+                    mode: str = p.mode
+                    print(token, mode, p.volume, p.path, p.lease_ms, p.released)
+                p.release()
+                st = d.permit_status("gw")
+                for h in st["holders"]:
+                    pid: int = h["instance"]["pid"]
+                    left: int = h["lease_left_ms"]
+                    print(pid, left, h["token"], h["path"], h["mode"])
+                for w in st["queue"]:
+                    print(w["instance"]["host"], w["path"])
+                for g in st["grants"]:
+                    print(g["instance"]["start"], g["grants"])
+                for r in st["reclaimed"]:
+                    reason: str = r["reason"]
+                    print(reason, r["token"])
+                return n + st["last_token"] + st["lease_ms"]
+            """
+        )
+    )
+    r = run_mypy(tmp_path, "mypy", "--strict", "good.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    (tmp_path / "bad.py").write_text(
+        textwrap.dedent(
+            """
+            import mtipc
+            d = mtipc.Domain()
+            d.permit("gw", "a", "append")
+            d.permit("gw", "a", "read", timeout="soon")
+            p = d.permit("gw", "a", "read")
+            x: str = p.token
+            d.create_volume("gw", "/srv", lease_ms="long")
+            d.permit_status("gw")["holder"]
+            """
+        )
+    )
+    r = run_mypy(tmp_path, "mypy", "--strict", "bad.py")
+    assert r.returncode == 1
+    assert r.stdout.count("error:") == 5 and "Found 5 errors" in r.stdout, r.stdout
+
+
 def test_the_examples_check_strictly(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[3] / "examples" / "py_tenant.py"
     r = run_mypy(tmp_path, "mypy", "--strict", str(example))

@@ -6,6 +6,9 @@
 //! mtipc ls [--json]                         the live advertised tenants
 //! mtipc attach TENANT [--send MSG]          attach; send stdin's lines, print replies
 //! mtipc sessions [--name NAME] [--json]     session tables, workers, closures
+//! mtipc volume add NAME DIR [--max-transfers N] [--lease-ms MS] [--etcd URLS]
+//! mtipc volume ls [--json]                  the gateway volumes
+//! mtipc permits [VOLUME] [--json]           holders, queue, grants, reclaimed permits
 //! ```
 //!
 //! Exit status: 0 on success, 1 on an error (message on stderr with its
@@ -13,6 +16,9 @@
 
 #[path = "mtipc/sessions.rs"]
 mod sessions;
+
+#[path = "mtipc/permits.rs"]
+mod permits;
 
 mod cli {
     use clap::{Parser, Subcommand};
@@ -90,6 +96,54 @@ mod cli {
             /// Only look: leave dead workers and dead submitters' slots.
             #[arg(long)]
             no_reap: bool,
+        },
+        /// Record or list the gateway volumes of the domain (directories
+        /// whose transfers need permits).
+        Volume {
+            #[command(subcommand)]
+            op: VolumeOp,
+        },
+        /// Show the permits of each volume (or of VOLUME): holders (instance,
+        /// mode, path, token, lease left), the queue in grant order, grants
+        /// per instance, reclaimed permits, last token, lease. Permits of
+        /// dead holders and run-out leases are reclaimed first.
+        Permits {
+            /// Only this volume.
+            volume: Option<String>,
+            /// Print one JSON object instead of text.
+            #[arg(long)]
+            json: bool,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum VolumeOp {
+        /// Record a gateway volume: its directory (owned by you, writable by
+        /// nobody else), its cap on concurrent transfers, its lease and
+        /// where its permits are kept. Prints what was recorded.
+        Add {
+            /// The volume's name.
+            name: String,
+            /// Its directory (a relative path is taken from the current
+            /// directory).
+            dir: PathBuf,
+            /// Cap on concurrent transfers (0: no cap).
+            #[arg(long, value_name = "N", default_value_t = 0)]
+            max_transfers: u32,
+            /// The lease of a permit, in milliseconds (default 30000).
+            #[arg(long, value_name = "MS")]
+            lease_ms: Option<u64>,
+            /// Keep the permits in etcd at these endpoints
+            /// (http://host:port, comma separated) instead of this host's
+            /// shared memory.
+            #[arg(long, value_name = "URLS")]
+            etcd: Option<String>,
+        },
+        /// List the volumes: directory, cap, lease, backend.
+        Ls {
+            /// Print a JSON array instead of a table.
+            #[arg(long)]
+            json: bool,
         },
     }
 
@@ -292,6 +346,20 @@ mod cli {
                 json,
                 no_reap,
             } => sessions(&domain, name, json, no_reap)?,
+            Cmd::Volume {
+                op:
+                    VolumeOp::Add {
+                        name,
+                        dir,
+                        max_transfers,
+                        lease_ms,
+                        etcd,
+                    },
+            } => crate::permits::add(&domain, &name, &dir, max_transfers, lease_ms, etcd)?,
+            Cmd::Volume {
+                op: VolumeOp::Ls { json },
+            } => crate::permits::ls(&domain, json)?,
+            Cmd::Permits { volume, json } => crate::permits::permits(&domain, volume, json)?,
         }
         Ok(())
     }

@@ -540,9 +540,12 @@ impl<'a> Locked<'a> {
             .store(((n + 1) % self.arb.ring.len()) as u32, Ordering::Relaxed);
         let slot = &self.arb.ring[n];
         let owner = Holder(e.owner.load(Ordering::Relaxed));
+        // The record names the holder only while its generation is the
+        // holder's (a process that joined since may have claimed it).
         let (pid, start) = owner
             .record()
             .and_then(|r| self.arb.records.get(r as usize))
+            .filter(|r| r.gen() == owner.gen())
             .map_or((0, 0), |r| (r.pid(), r.start()));
         slot.pid.store(pid.max(1), Ordering::Relaxed);
         slot.start.store(start, Ordering::Relaxed);

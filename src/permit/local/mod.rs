@@ -186,11 +186,16 @@ mod real {
             if (a.dev(), a.ino()) != (b.dev(), b.ino()) || a.len() != REGION_SIZE as u64 {
                 return Err(err!(Corrupt, "{what}: replaced while being opened"));
             }
+            // Sparing the records of dead processes: a holder that died
+            // is reclaimed by the next sweep, which names it from its
+            // record (the reclaim history); joining must not overwrite that
+            // record first (`mtipc permits` run after a kill -9 would name
+            // itself).
             // SAFETY: the records lie inside the mapping (validated size),
             // which `Mapped` keeps alive longer than the membership (field
             // order), and the file is REGION_SIZE >= RECORDS bytes long.
             let member = unsafe {
-                Membership::join(
+                Membership::join_sparing_dead(
                     file,
                     region.as_ptr().add(RECORDS_OFF) as *const RecordSlot,
                     RECORDS as u32,
