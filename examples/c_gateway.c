@@ -7,7 +7,8 @@
  * the arbiter with requests) loops for SECONDS: it asks for a write permit
  * on "NAME/upload-<thread>.dat" and puts a local file of 256 KiB there, or
  * asks for a read permit on a file another instance uploaded and gets it;
- * either way it holds the permit for the transfer plus 5 ms. At the end it
+ * either way it holds the permit for the transfer plus 5 ms (one request
+ * in three puts a shared file the others read). At the end it
  * prints one line:
  *
  *     c_gateway NAME pid 4242: 37 grants (25 puts, 12 gets), 0 fenced, tokens 3..290
@@ -63,11 +64,13 @@ static void *run(void *p) {
     fclose(f);
     unsigned n = 0;
     while (now_s() < g_until) {
-        int upload = (n++ % 3) != 2;
-        if (upload)
+        /* Own file, a shared file (others read it), or a read of one. */
+        unsigned kind = n++ % 3;
+        int upload = kind != 2;
+        if (kind == 0)
             snprintf(path, sizeof path, "%s/upload-%d.dat", g_name, a->id);
         else
-            snprintf(path, sizeof path, "shared/common-%u.dat", n % 4);
+            snprintf(path, sizeof path, "shared/common-%u.dat", (n / 3) % 4);
         mt_permit *pm = NULL;
         mt_status st = mt_permit_request(a->d, g_volume, path,
                                          upload ? MT_PERMIT_WRITE : MT_PERMIT_READ, 5000, &pm);
@@ -80,10 +83,7 @@ static void *run(void *p) {
             st = mt_transfer_put(pm, src);
         } else {
             st = mt_transfer_get(pm, dst);
-            if (st == MT_ERR_NOT_FOUND) {
-                /* Nobody uploaded it yet: make it. A read permit cannot. */
-                st = MT_OK;
-            }
+            if (st == MT_ERR_NOT_FOUND) st = MT_OK; /* nobody uploaded it yet */
         }
         sleep_ms(5);
         mt_permit_free(pm);
