@@ -17,6 +17,8 @@
 //! - [`session`]: the shared-memory session table, request dispatch to
 //!   worker groups with worker failover (DESIGN.md section 2), and
 //!   [`closure`]: immutable values shared read-only with no copy;
+//! - [`ha`]: the HA hooks a supervised application calls, and (feature
+//!   `ha-config`) the HA configuration file (DESIGN.md section 4);
 //! - [`Error`], [`ErrorKind`] and [`Result`], and [`log`]: the library's
 //!   events, delivered to a logger the application installs.
 //!
@@ -48,6 +50,8 @@ pub mod closure;
 mod domain;
 #[cfg(not(loom))]
 mod ffi;
+#[cfg(not(loom))]
+pub mod ha;
 pub mod permit;
 pub mod session;
 mod shm;
