@@ -381,10 +381,9 @@ impl Config {
             );
         }
         for p in raw.process {
-            if let Some((p, deps)) = c.process(p) {
-                processes.push(p);
-                deps_at.push(deps);
-            }
+            let (p, deps) = c.process(p);
+            processes.push(p);
+            deps_at.push(deps);
         }
         let order = c.order(&processes, &deps_at);
         if !c.problems.is_empty() {
@@ -698,12 +697,13 @@ impl Checker<'_> {
         })
     }
 
-    /// Converts one process; `None` if something is wrong with it (the
-    /// problems are recorded). Also returns where its `depends_on`
-    /// entries are.
-    fn process(&mut self, raw: Spanned<RawProcess>) -> Option<(Process, DepSpans)> {
+    /// Converts one process, recording its problems; a bad value is
+    /// replaced by its default, so that the process still takes part in
+    /// the checks of names and dependencies (a dependent of a process
+    /// with a bad value is not told it depends on an unknown one). Also
+    /// returns where its `depends_on` entries are.
+    fn process(&mut self, raw: Spanned<RawProcess>) -> (Process, DepSpans) {
         use defaults as d;
-        let before = self.problems.len();
         let line = self.lines.of(raw.span().start);
         let p = raw.into_inner();
         self.name("process name", &p.name);
@@ -920,10 +920,7 @@ impl Checker<'_> {
             .number("log_keep", &p.log_keep, 0, limits::MAX_LOG_KEEP)
             .map_or(d::LOG_KEEP, |n| n as u32);
 
-        if self.problems.len() != before {
-            return None;
-        }
-        Some((
+        (
             Process {
                 name: p.name.into_inner(),
                 line,
@@ -955,7 +952,7 @@ impl Checker<'_> {
                 log_keep,
             },
             dep_spans,
-        ))
+        )
     }
 
     /// The start order (indices into `ps`): duplicate names, unknown
@@ -963,8 +960,10 @@ impl Checker<'_> {
     /// ready set ordered by (priority, name).
     fn order(&mut self, ps: &[Process], dep_spans: &[DepSpans]) -> Vec<usize> {
         let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut known = true;
         for (i, p) in ps.iter().enumerate() {
             if let Some(&first) = index.get(p.name.as_str()) {
+                known = false;
                 self.problems.push(Problem {
                     line: p.line,
                     reason: format!(
@@ -977,7 +976,6 @@ impl Checker<'_> {
                 index.insert(&p.name, i);
             }
         }
-        let mut known = true;
         for (p, spans) in ps.iter().zip(dep_spans) {
             for (dep, &at) in p.depends_on.iter().zip(spans) {
                 if !index.contains_key(dep.as_str()) {
@@ -993,7 +991,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if !known || !self.problems.is_empty() {
+        if !known {
             return Vec::new();
         }
         // dependents[i]: the processes that depend on i.

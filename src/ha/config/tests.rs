@@ -332,10 +332,10 @@ fn duplicate_names_and_unknown_dependencies() {
     );
     assert_refused(
         &format!(
-            "{NODE}[[process]]\nname = \"x\"\ncommand = [\"/b\"]\ndepends_on = [\"x\", \"x\"]\n"
+            "{NODE}[[process]]\nname = \"x\"\ncommand = [\"/b\"]\ndepends_on = [\"y\", \"y\"]\n[[process]]\nname = \"y\"\ncommand = [\"/b\"]\n"
         ),
         6,
-        "depends_on names \"x\" twice",
+        "depends_on names \"y\" twice",
     );
 }
 
@@ -466,4 +466,24 @@ fn files_are_read_with_their_name_in_messages() {
     let err = e.into_error();
     assert_eq!(err.kind(), crate::ErrorKind::Invalid);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_value_does_not_hide_its_process_from_the_others() {
+    // The dependent of a process with a bad value is not told that it
+    // depends on an unknown process, and a cycle is still found.
+    let e = parse(&format!(
+        "{NODE}[[process]]\nname = \"db\"\ncommand = [\"/b\"]\nmonitor_ms = 1\n\
+         [[process]]\nname = \"web\"\ncommand = [\"/b\"]\ndepends_on = [\"db\", \"web\"]\n"
+    ))
+    .unwrap_err();
+    let got: Vec<(usize, &str)> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.reason.as_str()))
+        .collect();
+    assert_eq!(got.len(), 2, "{e}");
+    assert_eq!(got[0].0, 6);
+    assert!(got[0].1.starts_with("monitor_ms = 1"), "{e}");
+    assert_eq!(got[1], (10, "dependency cycle: web -> web"));
 }
