@@ -86,6 +86,14 @@ pub mod permit {
     pub use crate::permit::local::{validate, MAGIC, REGION_SIZE};
 }
 
+/// HA: the Monitor's side of the hooks and the protocol's messages.
+pub mod ha {
+    // The Monitor's socket: tests/ha_hooks, the HA Monitor (mtipc-ha).
+    pub use crate::ha::endpoint::{ConnId, Endpoint, Event, HELLO_TIMEOUT};
+    // The messages: fuzz/ha_message, tests/parsers.
+    pub use crate::ha::proto::{parse, Health, Message, MAX_MESSAGE};
+}
+
 /// The region header of every shared-memory file.
 pub mod shm {
     // fuzz/region_header, tests/parsers, cli/tests/multiprocess (the

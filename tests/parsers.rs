@@ -3,7 +3,8 @@
 //! every truncation of them, and many random mutations, and must never panic
 //! or accept anything but the canonical form: the layout file, a region
 //! header, an advertisement, an attach response, a relay hello, a session
-//! table region and a request area. (`make fuzz` runs the real
+//! table region, a request area, a volume record, the permit arbiter
+//! region and an HA hooks message. (`make fuzz` runs the real
 //! coverage-guided fuzzers.)
 
 use mtipc::internals::attach::files::{Advert, Response, Role, DAEMON_ID};
@@ -513,4 +514,58 @@ fn arbiter_region_survives_mutations() {
         let _ = validate_arbiter(&m);
         let _ = validate_arbiter(&m[..rng.next() as usize % REGION_SIZE]);
     }
+}
+
+/// The HA hooks' message parser (fuzz target `ha_message`): each message,
+/// every truncation and many mutations of it never panic, a refusal is
+/// one line, and what is accepted is the canonical encoding of what it
+/// returns, within the size limit.
+#[test]
+fn ha_message_parser_survives_mutations() {
+    use mtipc::ha::Role as HaRole;
+    use mtipc::internals::ha::{parse, Health, Message, MAX_MESSAGE};
+    let all = [
+        Message::Hello {
+            pid: 4242,
+            start: 123_456_789,
+        },
+        Message::Ready,
+        Message::Heartbeat,
+        Message::Health {
+            seq: 17,
+            health: Health::Fail,
+        },
+        Message::Role {
+            role: HaRole::Standby,
+            epoch: 99,
+        },
+        Message::HealthPoll { seq: 18 },
+    ];
+    let check = |bytes: &[u8]| match parse(bytes) {
+        Ok(m) => {
+            assert_eq!(m.encode().as_bytes(), bytes);
+            assert!(bytes.len() <= MAX_MESSAGE);
+            true
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Corrupt);
+            assert!(!e.message().contains('\n'), "{e}");
+            false
+        }
+    };
+    let mut rng = Rng(0x5eed_0013);
+    let mut accepted = 0;
+    for m in all {
+        let good = m.encode().into_bytes();
+        assert_eq!(parse(&good).unwrap(), m);
+        for n in 0..good.len() {
+            check(&good[..n]);
+        }
+        for _ in 0..10_000 {
+            if check(&mutate_text(&mut rng, &good)) {
+                accepted += 1;
+            }
+        }
+    }
+    assert!(accepted > 0, "some mutations are still messages");
 }

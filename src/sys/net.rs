@@ -43,6 +43,60 @@ pub fn recv(fd: impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize
     retry(|| rustix::net::recv(&fd, &mut *buf, flags).map(|(n, _)| n))
 }
 
+/// `recv(2)` of one packet of a `SOCK_SEQPACKET` socket into `buf`:
+/// `(bytes copied, the packet's real length)`. A packet longer than `buf`
+/// is cut, and its real length says so (`MSG_TRUNC`); `(0, 0)` is the end
+/// of the connection (or an empty packet). `EINTR` is retried.
+pub fn recv_packet(fd: impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Result<(usize, usize)> {
+    retry(|| rustix::net::recv(&fd, &mut *buf, flags | RecvFlags::TRUNC))
+}
+
+/// `send(2)` with `MSG_NOSIGNAL | MSG_DONTWAIT`: never blocks (a full
+/// socket buffer is `WouldBlock`) and never raises `SIGPIPE`.
+pub fn send_nowait(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    use rustix::net::SendFlags;
+    retry(|| rustix::net::send(&fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT))
+}
+
+/// A `SOCK_SEQPACKET` UNIX socket bound to `path` and listening
+/// (non-blocking, close-on-exec). The caller removes a stale file first
+/// and sets the file's mode.
+pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// A `SOCK_SEQPACKET` UNIX socket connected to `path` (blocking,
+/// close-on-exec).
+pub fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    retry(|| rustix::net::connect(&fd, &addr))?;
+    Ok(fd)
+}
+
+/// `accept(2)` on a listening socket: the connection, non-blocking and
+/// close-on-exec. `EINTR` is retried; nothing waiting is `WouldBlock`.
+pub fn accept(fd: impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::net::SocketFlags;
+    retry(|| rustix::net::accept_with(&fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK))
+}
+
 /// `shutdown(2)`; errors (the socket already shut down or disconnected) are
 /// of no interest to a caller that is closing anyway.
 pub fn shutdown(fd: impl AsFd, how: Shutdown) {
@@ -181,5 +235,44 @@ mod tests {
         let e = send(&a, b"x").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(Errno::PIPE.raw_os_error()));
         shutdown(&a, Shutdown::Both);
+    }
+
+    #[test]
+    fn seqpacket_keeps_packets_apart() {
+        let dir = std::env::temp_dir().join(format!("mtipc-sys-seq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = seqpacket_listen(&path, 4).unwrap();
+        assert_eq!(
+            accept(&l).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        let c = seqpacket_connect(&path).unwrap();
+        assert!(wait_ready(&l, Events::IN, None).unwrap());
+        let s = accept(&l).unwrap();
+        assert_eq!(peer_cred(&s).unwrap().pid, std::process::id());
+        assert_eq!(send_nowait(&c, b"one").unwrap(), 3);
+        assert_eq!(send_nowait(&c, b"second").unwrap(), 6);
+        let mut buf = [0u8; 4];
+        assert!(wait_ready(&s, Events::IN, None).unwrap());
+        assert_eq!(
+            recv_packet(&s, &mut buf, RecvFlags::empty()).unwrap(),
+            (3, 3)
+        );
+        assert_eq!(&buf[..3], b"one");
+        // Longer than the buffer: cut, and the real length says so.
+        assert_eq!(
+            recv_packet(&s, &mut buf, RecvFlags::empty()).unwrap(),
+            (4, 6)
+        );
+        drop(c);
+        assert_eq!(
+            recv_packet(&s, &mut buf, RecvFlags::empty()).unwrap(),
+            (0, 0)
+        );
+        let long = dir.join("x".repeat(200));
+        assert!(seqpacket_listen(&long, 1).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

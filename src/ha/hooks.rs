@@ -1,0 +1,536 @@
+//! The application's side of the HA hooks (`docs/ha.md` "The hooks").
+//!
+//! Outside supervision (`$MTIPC_HA_SOCKET` unset or empty) every hook
+//! returns `Ok` and does nothing: nothing is kept, no thread is started,
+//! [`role`] is `(Role::None, 0)` and [`on_role`] calls nothing.
+//!
+//! Under supervision the first hook called connects to the Monitor's
+//! socket (`SOCK_SEQPACKET`), checks that the listener runs as this uid or
+//! root (`SO_PEERCRED`), says `hello 1 <pid> <start>` and waits (at most
+//! [`HANDSHAKE_TIMEOUT`]) for the Monitor's answer, the node's role. The
+//! connection is kept, and one thread of the library (`mtipc-ha`) reads
+//! it: it answers the Monitor's health polls by calling the health
+//! callback, delivers role changes to the role callback, and when the
+//! connection ends reconnects (every 20 ms at first, backing off to
+//! every 250 ms) to whatever Monitor listens at the path then, replaying
+//! `ready` if the application had said it. While there is no connection,
+//! the hooks that need one return `Unavailable` at once; the role learned
+//! last stays until a Monitor says otherwise.
+
+use super::proto::{self, Health, Message, MAX_MESSAGE};
+use super::{Role, SOCKET_ENV};
+use crate::error::{err, Error, Result};
+use crate::log::{debug, error, info, warn};
+use crate::sys::net::{self as sys, Events, RecvFlags, Shutdown};
+use crate::sys::ProcId;
+use std::cell::Cell;
+use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long the first connection (or a reconnection) waits for the
+/// Monitor's answer to `hello`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first delay between two reconnection attempts; it doubles up to
+/// [`RECONNECT_MAX`].
+const RECONNECT_MIN: Duration = Duration::from_millis(20);
+/// The longest delay between two reconnection attempts.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// A health callback: `true` when the application is healthy. Called on
+/// the library's thread each time the Monitor polls (every `monitor_ms`).
+pub type HealthFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A role callback: the node's role and its fencing epoch. Called on the
+/// library's thread (or, at registration, on the caller's), never twice at
+/// once, in the order the roles came.
+pub type RoleFn = Arc<dyn Fn(Role, u64) + Send + Sync>;
+
+/// One connection to the Monitor.
+struct Conn {
+    fd: OwnedFd,
+    /// Which connection of this process it is (1, 2, ...).
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// The process this state belongs to: a child forked from the
+    /// application starts afresh (its parent's connection is not its own).
+    pid: u32,
+    conn: Option<Arc<Conn>>,
+    generations: u64,
+    /// A connection was attempted (by a hook or by the thread).
+    attempted: bool,
+    /// `ready` was said (replayed on every new connection).
+    ready: bool,
+    health: Option<HealthFn>,
+    /// The role the last Monitor said, if any did.
+    role: Option<(Role, u64)>,
+    /// The reading thread runs.
+    thread: bool,
+    /// Health polls answered (for the tests' curiosity: logged).
+    polls: u64,
+}
+
+/// The role callback and what it was last given.
+#[derive(Default)]
+struct Delivery {
+    f: Option<RoleFn>,
+    last: Option<(Role, u64)>,
+}
+
+struct Hooks {
+    state: Mutex<State>,
+    /// Wakes the thread when a hook made a connection.
+    wake: Condvar,
+    /// One connection attempt at a time.
+    connecting: Mutex<()>,
+    delivery: Mutex<Delivery>,
+}
+
+thread_local! {
+    /// This thread is inside a role callback (where `on_role` would
+    /// deadlock).
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every value under these locks is consistent at all times.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn hooks() -> &'static Hooks {
+    static HOOKS: OnceLock<Hooks> = OnceLock::new();
+    HOOKS.get_or_init(|| Hooks {
+        state: Mutex::new(State::default()),
+        wake: Condvar::new(),
+        connecting: Mutex::new(()),
+        delivery: Mutex::new(Delivery::default()),
+    })
+}
+
+/// The Monitor's socket, if this process is supervised.
+fn socket_path() -> Option<PathBuf> {
+    std::env::var_os(SOCKET_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Whether this process runs under the HA supervisor: `$MTIPC_HA_SOCKET`
+/// is set and not empty.
+pub fn supervised() -> bool {
+    socket_path().is_some()
+}
+
+/// Says that the application is ready (the `notify` readiness of its
+/// `ready` key). Kept and said again to every Monitor the library connects
+/// to later. `Unavailable` if no Monitor is connected now (the library
+/// says it once one is). Outside supervision: `Ok`, nothing done.
+pub fn ready() -> Result<()> {
+    let Some(path) = socket_path() else {
+        return Ok(());
+    };
+    let h = hooks();
+    h.state().ready = true;
+    let conn = h.connection(&path)?;
+    h.send(&conn, &Message::Ready, &path)
+}
+
+/// Tells the Monitor that the application is alive (its `watchdog_ms`).
+/// `Unavailable` if no Monitor is connected now. Outside supervision:
+/// `Ok`, nothing done.
+pub fn heartbeat() -> Result<()> {
+    let Some(path) = socket_path() else {
+        return Ok(());
+    };
+    let h = hooks();
+    let conn = h.connection(&path)?;
+    h.send(&conn, &Message::Heartbeat, &path)
+}
+
+/// Registers the health callback the Monitor polls (every `monitor_ms`),
+/// replacing any other; `None` removes it (polls are then answered
+/// `none`, which the Monitor takes as healthy). The callback runs on the
+/// library's thread and should return quickly; a panic in it counts as
+/// unhealthy. Kept across reconnections; `Unavailable` (kept all the
+/// same) if no Monitor is connected now. Outside supervision: `Ok`,
+/// nothing kept.
+pub fn set_health(f: Option<HealthFn>) -> Result<()> {
+    let Some(path) = socket_path() else {
+        return Ok(());
+    };
+    let h = hooks();
+    h.state().health = f;
+    h.connection(&path).map(drop)
+}
+
+/// Registers the role callback, replacing any other (`None` removes it).
+/// It is called at once, on the calling thread, with the current role and
+/// epoch, then on the library's thread at every change, never twice at
+/// once and never with an older role after a newer one. If no Monitor has
+/// ever answered, the callback is kept and first called when one does,
+/// and this returns `Unavailable`. Calling `on_role` from inside a role
+/// callback is `Invalid`. Outside supervision: `Ok`, nothing kept and
+/// nothing called.
+pub fn on_role(f: Option<RoleFn>) -> Result<()> {
+    let Some(path) = socket_path() else {
+        return Ok(());
+    };
+    if DELIVERING.with(Cell::get) {
+        return Err(err!(
+            Invalid,
+            "mt_ha_on_role was called from inside a role callback"
+        ));
+    }
+    let h = hooks();
+    {
+        let mut d = lock(&h.delivery);
+        d.f = f;
+        d.last = None;
+    }
+    let r = h.connection(&path).map(drop);
+    h.deliver();
+    r
+}
+
+/// The node's role and epoch as the Monitor last said them. The first
+/// call connects if no hook has yet (`Unavailable` if no Monitor
+/// answers); after that the role learned last is kept while the Monitor
+/// is away. Outside supervision: `(Role::None, 0)`.
+pub fn role() -> Result<(Role, u64)> {
+    let Some(path) = socket_path() else {
+        return Ok((Role::None, 0));
+    };
+    let h = hooks();
+    if let Some(r) = h.state().role {
+        return Ok(r);
+    }
+    h.connection(&path)?;
+    h.state()
+        .role
+        .ok_or_else(|| unavailable(&path, "no role received"))
+}
+
+fn unavailable(path: &Path, why: &str) -> Error {
+    err!(
+        Unavailable,
+        "the HA Monitor at {} is not connected: {why}",
+        path.display()
+    )
+}
+
+impl Hooks {
+    /// The state, reset first in a child forked from the process that
+    /// made it.
+    fn state(&self) -> MutexGuard<'_, State> {
+        let mut st = lock(&self.state);
+        let me = std::process::id();
+        if st.pid != me {
+            // The parent's connection is not ours: close our copy of it
+            // (without shutdown, which would end the parent's too). The
+            // callbacks stay; the role and readiness are the parent's.
+            let health = st.health.take();
+            *st = State {
+                pid: me,
+                health,
+                ..State::default()
+            };
+        }
+        st
+    }
+
+    /// The current connection; the first time, a new one (made here, on
+    /// the caller's thread). Starts the reading thread.
+    fn connection(&'static self, path: &Path) -> Result<Arc<Conn>> {
+        self.start_thread();
+        if let Some(c) = &self.state().conn {
+            return Ok(Arc::clone(c));
+        }
+        let _one = lock(&self.connecting);
+        if let Some(c) = &self.state().conn {
+            return Ok(Arc::clone(c));
+        }
+        if self.state().attempted {
+            return Err(unavailable(path, "the connection was lost; reconnecting"));
+        }
+        let r = self.open(path);
+        self.state().attempted = true;
+        let c = r?;
+        drop(_one);
+        self.deliver();
+        Ok(c)
+    }
+
+    fn start_thread(&'static self) {
+        let mut st = self.state();
+        if st.thread {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("mtipc-ha".into())
+            .spawn(move || {
+                crate::log::quiet_panics(|| self.run());
+            });
+        match spawned {
+            Ok(_) => st.thread = true,
+            Err(e) => error!(error = %e, "ha: cannot start the hooks thread"),
+        }
+    }
+
+    /// Connects to the Monitor at `path`, says hello, reads its role, and
+    /// installs the connection (saying `ready` again if it was said).
+    /// The caller holds `connecting`.
+    fn open(&self, path: &Path) -> Result<Arc<Conn>> {
+        let shown = path.display();
+        let fd = sys::seqpacket_connect(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                unavailable(path, &e.to_string())
+            }
+            _ if e.raw_os_error() == Some(libc::ENAMETOOLONG)
+                || e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                err!(
+                    Invalid,
+                    "{SOCKET_ENV}={shown}: not a usable socket path ({e})"
+                )
+            }
+            _ => Error::io(format_args!("HA Monitor socket {shown}"), e),
+        })?;
+        let cred = sys::peer_cred(&fd)
+            .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?;
+        let me = crate::sys::euid();
+        if cred.uid != me && cred.uid != 0 {
+            return Err(err!(
+                Denied,
+                "the listener at {shown} (pid {}) runs as uid {}, neither this process's uid {me} \
+                 nor root: nothing sent",
+                cred.pid,
+                cred.uid
+            ));
+        }
+        let proc = ProcId::current()?;
+        let hello = Message::Hello {
+            pid: proc.pid,
+            start: proc.start,
+        };
+        sys::send_nowait(&fd, hello.encode().as_bytes())
+            .map_err(|e| unavailable(path, &format!("hello not sent: {e}")))?;
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        if !sys::wait_ready(&fd, Events::IN, Some(deadline))
+            .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?
+        {
+            return Err(unavailable(
+                path,
+                &format!("no answer to hello within {HANDSHAKE_TIMEOUT:?}"),
+            ));
+        }
+        let role = match read_message(&fd) {
+            Ok(Some(Message::Role { role, epoch })) => (role, epoch),
+            Ok(Some(m)) => {
+                return Err(err!(
+                    Corrupt,
+                    "the HA Monitor at {shown} answered hello with \"{m}\", not its role"
+                ))
+            }
+            Ok(None) => return Err(unavailable(path, "the Monitor closed the connection")),
+            Err(e) => return Err(e),
+        };
+        let (conn, ready) = {
+            let mut st = self.state();
+            st.generations += 1;
+            let conn = Arc::new(Conn {
+                fd,
+                generation: st.generations,
+            });
+            st.conn = Some(Arc::clone(&conn));
+            st.role = Some(role);
+            (conn, st.ready)
+        };
+        info!(
+            path = %shown,
+            generation = conn.generation,
+            role = %role.0,
+            epoch = role.1,
+            "ha: connected to the Monitor"
+        );
+        self.wake.notify_all();
+        if ready {
+            self.send(&conn, &Message::Ready, path)?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends `m` on `conn`. A connection that fails is dropped (the thread
+    /// reconnects): `Unavailable`.
+    fn send(&self, conn: &Arc<Conn>, m: &Message, path: &Path) -> Result<()> {
+        match sys::send_nowait(&conn.fd, m.encode().as_bytes()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(unavailable(
+                path,
+                "the Monitor does not read its socket (its buffer is full)",
+            )),
+            Err(e) => {
+                self.lost(conn, &e.to_string());
+                Err(unavailable(path, &e.to_string()))
+            }
+        }
+    }
+
+    /// Forgets `conn` if it is still the current connection, and wakes the
+    /// thread blocked reading it.
+    fn lost(&self, conn: &Conn, why: &str) {
+        let mut st = self.state();
+        if st
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == conn.generation)
+        {
+            st.conn = None;
+            sys::shutdown(&conn.fd, Shutdown::Both);
+            info!(
+                generation = conn.generation,
+                why, "ha: connection to the Monitor lost"
+            );
+        }
+    }
+
+    /// Gives the role callback the current role if it has not had it.
+    fn deliver(&self) {
+        let mut d = lock(&self.delivery);
+        let Some(now) = self.state().role else {
+            return;
+        };
+        if d.last == Some(now) {
+            return;
+        }
+        d.last = Some(now);
+        let Some(f) = d.f.clone() else {
+            return;
+        };
+        DELIVERING.with(|c| c.set(true));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            crate::log::quiet_panics(|| f(now.0, now.1))
+        }));
+        DELIVERING.with(|c| c.set(false));
+        if r.is_err() {
+            error!(role = %now.0, epoch = now.1, "ha: the role callback panicked");
+        }
+    }
+
+    /// The thread: reads the current connection, reconnects when it ends.
+    fn run(&'static self) {
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            let Some(path) = socket_path() else {
+                // The environment changed under us: nothing to supervise.
+                std::thread::sleep(RECONNECT_MAX);
+                continue;
+            };
+            let current = {
+                let st = self.state();
+                let st = if st.conn.is_none() {
+                    self.wake
+                        .wait_timeout(st, backoff)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                } else {
+                    st
+                };
+                st.conn.clone()
+            };
+            let conn = match current {
+                Some(c) => c,
+                None => {
+                    let one = lock(&self.connecting);
+                    if self.state().conn.is_some() {
+                        continue;
+                    }
+                    let r = self.open(&path);
+                    self.state().attempted = true;
+                    drop(one);
+                    match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            debug!(error = %e, "ha: reconnection failed");
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                            continue;
+                        }
+                    }
+                }
+            };
+            backoff = RECONNECT_MIN;
+            self.deliver();
+            self.read(&conn, &path);
+        }
+    }
+
+    /// Serves `conn` until it ends.
+    fn read(&self, conn: &Arc<Conn>, path: &Path) {
+        loop {
+            let m = match read_message(&conn.fd) {
+                Ok(Some(m)) => m,
+                Ok(None) => return self.lost(conn, "the Monitor closed the connection"),
+                Err(e) => {
+                    warn!(error = %e, "ha: bad message from the Monitor; dropping the connection");
+                    return self.lost(conn, e.message());
+                }
+            };
+            match m {
+                Message::Role { role, epoch } => {
+                    self.state().role = Some((role, epoch));
+                    debug!(role = %role, epoch, "ha: role from the Monitor");
+                    self.deliver();
+                }
+                Message::HealthPoll { seq } => {
+                    let f = {
+                        let mut st = self.state();
+                        st.polls += 1;
+                        st.health.clone()
+                    };
+                    let health = match f {
+                        None => Health::None,
+                        Some(f) => {
+                            match catch_unwind(AssertUnwindSafe(|| {
+                                crate::log::quiet_panics(|| f())
+                            })) {
+                                Ok(true) => Health::Ok,
+                                Ok(false) => Health::Fail,
+                                Err(_) => {
+                                    error!("ha: the health callback panicked: answered fail");
+                                    Health::Fail
+                                }
+                            }
+                        }
+                    };
+                    let _ = self.send(conn, &Message::Health { seq, health }, path);
+                }
+                other => {
+                    warn!(message = %other, "ha: the Monitor sent an application's message; dropping the connection");
+                    return self.lost(conn, "protocol error");
+                }
+            }
+        }
+    }
+}
+
+/// Reads one packet (blocking) and parses it: `None` at the end of the
+/// connection.
+fn read_message(fd: &OwnedFd) -> Result<Option<Message>> {
+    let mut buf = [0u8; MAX_MESSAGE + 1];
+    let (n, real) = sys::recv_packet(fd, &mut buf, RecvFlags::empty())
+        .map_err(|e| Error::io("HA Monitor socket", e))?;
+    if real == 0 {
+        return Ok(None);
+    }
+    if real > MAX_MESSAGE {
+        return Err(err!(
+            Corrupt,
+            "HA message of {real} bytes (at most {MAX_MESSAGE})"
+        ));
+    }
+    proto::parse(&buf[..n]).map(Some)
+}
