@@ -171,6 +171,37 @@ typedef uint32_t mt_value_kind;
 #endif // __cplusplus
 
 /**
+ * The role of the node a supervised process runs on.
+ */
+enum mt_ha_role
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No role: outside supervision (`mt_ha_supervised()` is 0), or a node
+   * that has not taken one.
+   */
+  MT_HA_NONE = 0,
+  /**
+   * The active node: it serves. A node that is not paired is active
+   * with epoch 1.
+   */
+  MT_HA_ACTIVE = 1,
+  /**
+   * The standby node of a duplex pair.
+   */
+  MT_HA_STANDBY = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mt_ha_role mt_ha_role;
+#else
+typedef uint32_t mt_ha_role;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * How much an event matters. A logger installed with `mt_log_set`
  * receives the events up to its `max_level`.
  */
@@ -454,6 +485,25 @@ typedef struct mt_value {
    */
   mt_value_kind kind;
 } mt_value;
+
+/**
+ * A health callback: returns 0 when the application is healthy, anything
+ * else when it is not. Called with the `user` given to
+ * `mt_ha_set_health` on a thread of the library, each time the Monitor
+ * polls (every `monitor_ms` of the process's configuration); it should
+ * return quickly (the Monitor waits for the answer).
+ */
+typedef int (*mt_ha_health_fn)(void *user);
+
+/**
+ * A role callback: the node's role and the fencing epoch of its term.
+ * Called with the `user` given to `mt_ha_on_role`: once inside
+ * `mt_ha_on_role` on the calling thread, then on a thread of the library
+ * at every change; never twice at once, never with an older role after a
+ * newer one. It must not call `mt_ha_on_role` (that returns
+ * `MT_ERR_INVALID`); other mtipc calls are fine.
+ */
+typedef void (*mt_ha_role_fn)(void *user, mt_ha_role role, uint64_t epoch);
 
 /**
  * A log callback: `user` as given to `mt_log_set`, the event's level, its
@@ -1084,6 +1134,80 @@ mt_status mt_sem_reset(const struct mt_domain *d, uint32_t *previous);
  * `d` is a live handle; `value` is valid for a write.
  */
 mt_status mt_sem_value(const struct mt_domain *d, uint32_t *value);
+
+/**
+ * 1 if this process runs under the HA supervisor (`$MTIPC_HA_SOCKET` is
+ * set and not empty), else 0. Cannot fail.
+ */
+int mt_ha_supervised(void);
+
+/**
+ * Tells the Monitor that the application is ready (its `ready = "notify"`
+ * readiness). The library remembers it and tells every Monitor it
+ * connects to later. `MT_ERR_UNAVAILABLE` if no Monitor is connected now
+ * (the library keeps reconnecting and says it then); `MT_ERR_DENIED` if
+ * the socket's listener runs as another uid (and is not root).
+ * Outside supervision: `MT_OK`, nothing done.
+ *
+ * The first hook called under supervision connects to the Monitor (at
+ * most 2 s); later calls never block on it.
+ */
+mt_status mt_ha_ready(void);
+
+/**
+ * Tells the Monitor that the application is alive; a process whose
+ * configuration has `watchdog_ms` must call it at least that often.
+ * `MT_ERR_UNAVAILABLE` if no Monitor is connected now. Outside
+ * supervision: `MT_OK`, nothing done.
+ */
+mt_status mt_ha_heartbeat(void);
+
+/**
+ * Registers the health callback the Monitor polls (see `mt_ha_health_fn`),
+ * replacing any other; `fn` NULL removes it (polls are then answered
+ * "no callback", which the Monitor takes as healthy). Kept across
+ * reconnections; `MT_ERR_UNAVAILABLE` (and kept all the same) if no
+ * Monitor is connected now. Outside supervision: `MT_OK`, nothing kept.
+ *
+ * # Safety
+ * `fn`, if not NULL, may be called with `user` from a thread of the
+ * library until it is replaced or removed (and during a poll that began
+ * before).
+ */
+mt_status mt_ha_set_health(mt_ha_health_fn f, void *user);
+
+/**
+ * Registers the role callback (see `mt_ha_role_fn`), replacing any other;
+ * `fn` NULL removes it. Under supervision it is called at once, before
+ * this returns, with the current role (`MT_HA_ACTIVE` with epoch 1 on a
+ * node that is not paired), then at every change. If no Monitor has ever
+ * answered, it is kept, first called once one does, and this returns
+ * `MT_ERR_UNAVAILABLE`. Called from inside a role callback:
+ * `MT_ERR_INVALID`. Outside supervision: `MT_OK`; nothing is kept and
+ * the callback is never called (`mt_ha_role_get` gives `MT_HA_NONE`, 0).
+ *
+ * # Safety
+ * `fn`, if not NULL, may be called with `user` (from this thread or one
+ * of the library's) until it is replaced or removed.
+ */
+mt_status mt_ha_on_role(mt_ha_role_fn f, void *user);
+
+/**
+ * Stores the node's role and epoch as the Monitor last said them in
+ * `*role` and `*epoch`. The first hook called under supervision connects
+ * (`MT_ERR_UNAVAILABLE` if no Monitor answers); after that the role
+ * learned last is kept while the Monitor is away. Outside supervision:
+ * `MT_HA_NONE` and 0. NULL pointers are `MT_ERR_INVALID`.
+ *
+ * (DESIGN.md calls it `mt_ha_role`, which C cannot declare beside the
+ * type `mt_ha_role`.)
+ *
+ * If this returns an error code, `*role` and `*epoch` are unchanged.
+ *
+ * # Safety
+ * `role` and `epoch` are valid for writes.
+ */
+mt_status mt_ha_role_get(mt_ha_role *role, uint64_t *epoch);
 
 /**
  * Installs `callback` as the library's log callback: from now on, every

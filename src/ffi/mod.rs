@@ -19,6 +19,7 @@ pub mod log;
 pub mod attach;
 pub mod closure;
 pub mod domain;
+pub mod ha;
 pub mod permit;
 pub mod session;
 

@@ -173,7 +173,8 @@ pub fn set_health(f: Option<HealthFn>) -> Result<()> {
 /// epoch, then on the library's thread at every change, never twice at
 /// once and never with an older role after a newer one. If no Monitor has
 /// ever answered, the callback is kept and first called when one does,
-/// and this returns `Unavailable`. Calling `on_role` from inside a role
+/// and this returns `Unavailable`; if one did and is away now, the role
+/// learned last is delivered and this returns `Ok`. Calling `on_role` from inside a role
 /// callback is `Invalid`. Outside supervision: `Ok`, nothing kept and
 /// nothing called.
 pub fn on_role(f: Option<RoleFn>) -> Result<()> {
@@ -194,6 +195,10 @@ pub fn on_role(f: Option<RoleFn>) -> Result<()> {
     }
     let r = h.connection(&path).map(drop);
     h.deliver();
+    // A role learned from an earlier Monitor was delivered: registered.
+    if h.state().role.is_some() {
+        return Ok(());
+    }
     r
 }
 
