@@ -72,6 +72,10 @@ struct State {
     role: Option<(Role, u64)>,
     /// The reading thread runs.
     thread: bool,
+    /// The socket the last hook call named: the thread reconnects to it
+    /// (it never reads the environment itself, which the application may
+    /// change with `setenv` at any time, unsafely for a concurrent reader).
+    path: Option<PathBuf>,
     /// Health polls answered (for the tests' curiosity: logged).
     polls: u64,
 }
@@ -251,6 +255,7 @@ impl Hooks {
     /// The current connection; the first time, a new one (made here, on
     /// the caller's thread). Starts the reading thread.
     fn connection(&'static self, path: &Path) -> Result<Arc<Conn>> {
+        self.state().path = Some(path.to_path_buf());
         self.start_thread();
         if let Some(c) = &self.state().conn {
             return Ok(Arc::clone(c));
@@ -430,8 +435,7 @@ impl Hooks {
     fn run(&'static self) {
         let mut backoff = RECONNECT_MIN;
         loop {
-            let Some(path) = socket_path() else {
-                // The environment changed under us: nothing to supervise.
+            let Some(path) = self.state().path.clone() else {
                 std::thread::sleep(RECONNECT_MAX);
                 continue;
             };
