@@ -30,6 +30,10 @@
  *     // ... and a submitter (another process).
  *     std::string answer = t.submit(t.create_session("acme"), 0, "hi").get();
  *
+ *     // HA hooks, in a process that mtipc-ha supervises (no-ops otherwise).
+ *     mtipc::ha::on_role([](mt_ha_role r, std::uint64_t epoch) { ... });
+ *     mtipc::ha::ready();
+ *
  * Link with -lmtipc (pkg-config --cflags --libs mtipc).
  */
 
@@ -1515,6 +1519,161 @@ public:
 private:
     detail::Owned<mt_permit, mt_permit_free> h_;
 };
+
+/* ---------------------------------------------------------------------- */
+/* HA hooks of a supervised application (mt_ha_*)                         */
+/* ---------------------------------------------------------------------- */
+
+/**
+ * The HA hooks (docs/ha.md): how an application supervised by mtipc-ha
+ * tells the Monitor that it is ready, alive and healthy, and learns its
+ * node's role. Outside supervision (no $MTIPC_HA_SOCKET) every call
+ * succeeds and does nothing, and role() is {MT_HA_NONE, 0}.
+ *
+ *     mtipc::ha::on_role([](mt_ha_role r, std::uint64_t epoch) { serve(r == MT_HA_ACTIVE); });
+ *     mtipc::ha::set_health([] { return queue_depth() < 1000; });
+ *     mtipc::ha::ready();
+ *     for (;;) { work(); mtipc::ha::heartbeat(); }
+ *
+ * Calls that fail throw mtipc::Error: MT_ERR_UNAVAILABLE while no Monitor
+ * is connected (the library reconnects by itself), MT_ERR_DENIED for a
+ * socket of another uid. The callbacks run on a thread of the library.
+ */
+namespace ha {
+
+/** A health callback: true when the application is healthy. */
+using HealthFn = std::function<bool()>;
+
+/** A role callback: the node's role and the epoch of its term. */
+using RoleFn = std::function<void(mt_ha_role role, std::uint64_t epoch)>;
+
+namespace detail {
+
+/** The process's C++ callbacks; never destroyed (the library's thread may call them at exit). */
+struct Slots {
+    std::mutex mutex;
+    std::shared_ptr<const HealthFn> health;
+    std::shared_ptr<const RoleFn> role;
+
+    static Slots &get() {
+        static Slots *const slots = new Slots; // never freed: see above
+        return *slots;
+    }
+};
+
+/** The C health callback behind set_health: 0 healthy; an exception is unhealthy. */
+inline int health_trampoline(void *) noexcept {
+    std::shared_ptr<const HealthFn> fn;
+    {
+        Slots &s = Slots::get();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        fn = s.health;
+    }
+    if (!fn || !*fn) {
+        return 0;
+    }
+    try {
+        return (*fn)() ? 0 : 1;
+    } catch (...) {
+        return 1;
+    }
+}
+
+/** The C role callback behind on_role; an exception it lets out is dropped. */
+inline void role_trampoline(void *, mt_ha_role role, std::uint64_t epoch) noexcept {
+    std::shared_ptr<const RoleFn> fn;
+    {
+        Slots &s = Slots::get();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        fn = s.role;
+    }
+    if (!fn || !*fn) {
+        return;
+    }
+    try {
+        (*fn)(role, epoch);
+    } catch (...) {
+        // Nothing may unwind into C.
+    }
+}
+
+} // namespace detail
+
+/** Whether this process runs under the HA supervisor (mt_ha_supervised). */
+inline bool supervised() noexcept { return mt_ha_supervised() != 0; }
+
+/**
+ * Tells the Monitor that the application is ready (mt_ha_ready); kept and
+ * told again to a Monitor that restarts. Throws Error(MT_ERR_UNAVAILABLE)
+ * while no Monitor is connected.
+ */
+inline void ready() { check(mt_ha_ready()); }
+
+/** Tells the Monitor that the application is alive (mt_ha_heartbeat). Throws Error. */
+inline void heartbeat() { check(mt_ha_heartbeat()); }
+
+/**
+ * Registers the health callback the Monitor polls (mt_ha_set_health),
+ * replacing any other; an empty `fn` removes it. It returns true when
+ * healthy; an exception counts as unhealthy. Throws
+ * Error(MT_ERR_UNAVAILABLE) while no Monitor is connected (the callback is
+ * kept all the same).
+ */
+inline void set_health(HealthFn fn) {
+    detail::Slots &s = detail::Slots::get();
+    std::shared_ptr<const HealthFn> next;
+    if (fn) {
+        next = std::make_shared<const HealthFn>(std::move(fn));
+    }
+    const bool set = next != nullptr;
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        std::swap(s.health, next); // `next` now holds the old one, freed after the unlock
+    }
+    check(mt_ha_set_health(set ? detail::health_trampoline : nullptr, nullptr));
+}
+
+/**
+ * Registers the role callback (mt_ha_on_role), replacing any other; an
+ * empty `fn` removes it. Under supervision it is called at once, before
+ * this returns, with the current role, then on every change (on the
+ * library's thread). Calling on_role from inside the callback throws
+ * Error(MT_ERR_INVALID) and changes nothing. Throws
+ * Error(MT_ERR_UNAVAILABLE) if no Monitor has ever answered (the callback
+ * is kept and called once one does).
+ */
+inline void on_role(RoleFn fn) {
+    detail::Slots &s = detail::Slots::get();
+    std::shared_ptr<const RoleFn> next;
+    if (fn) {
+        next = std::make_shared<const RoleFn>(std::move(fn));
+    }
+    const bool set = next != nullptr;
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        std::swap(s.role, next);
+    }
+    const mt_status st = mt_ha_on_role(set ? detail::role_trampoline : nullptr, nullptr);
+    if (st == MT_ERR_INVALID) {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        std::swap(s.role, next); // refused: the previous callback stays
+    }
+    check(st);
+}
+
+/**
+ * The node's role and epoch as the Monitor last said them
+ * (mt_ha_role_get); {MT_HA_NONE, 0} outside supervision. Throws
+ * Error(MT_ERR_UNAVAILABLE) if no Monitor has ever answered.
+ */
+inline std::pair<mt_ha_role, std::uint64_t> role() {
+    mt_ha_role r = MT_HA_NONE;
+    std::uint64_t epoch = 0;
+    check(mt_ha_role_get(&r, &epoch));
+    return {r, epoch};
+}
+
+} // namespace ha
 
 } // namespace mtipc
 
