@@ -36,6 +36,9 @@ the mtipc core library directly (not its C ABI):
   ``TimeoutError``, ...), each with the class attributes ``status`` (the C
   ``mt_status`` code) and ``status_name`` (``"MT_ERR_..."``).
 - ``version()`` and ``__version__``: the library's version.
+- ``mtipc.ha``: the HA hooks of a process that ``mtipc-ha`` supervises
+  (``ready()``, ``heartbeat()``, ``set_health(fn)``, ``on_role(fn)``,
+  ``role()``, ``supervised()``, ``Role``); no-ops outside supervision.
 
 The library's events (a stale advertisement removed, a bad file skipped, a
 panic inside the library) go to the ``logging`` logger ``mtipc``; nothing
@@ -120,8 +123,9 @@ __all__ = [
     "open_closure",
     "publish_closure",
     "version",
+    "ha",
 ]
 
-from . import _log
+from . import _log, ha
 
 _log.start()

@@ -50,6 +50,12 @@ __all__ = [
     "PanicError",
     "UnavailableError",
     "FencedError",
+    "_ha_supervised",
+    "_ha_ready",
+    "_ha_heartbeat",
+    "_ha_set_health",
+    "_ha_on_role",
+    "_ha_role",
     "_log_level",
     "_log_take",
     "_log_stop",
@@ -59,6 +65,24 @@ __version__: str
 
 def version() -> str:
     """The version of the mtipc library this module was built from."""
+
+def _ha_supervised() -> bool:
+    """Whether $MTIPC_HA_SOCKET names a Monitor (mtipc.ha.supervised)."""
+
+def _ha_ready() -> None:
+    """mt_ha_ready (mtipc.ha.ready)."""
+
+def _ha_heartbeat() -> None:
+    """mt_ha_heartbeat (mtipc.ha.heartbeat)."""
+
+def _ha_set_health(callback: Callable[[], object] | None) -> None:
+    """mt_ha_set_health (mtipc.ha.set_health)."""
+
+def _ha_on_role(callback: Callable[[int, int], object] | None) -> None:
+    """mt_ha_on_role with the role as an int (mtipc.ha.on_role)."""
+
+def _ha_role() -> tuple[int, int]:
+    """mt_ha_role_get: (role as an int, epoch) (mtipc.ha.role)."""
 
 def _log_level(level: int) -> None:
     """Delivers the core's events up to this ``logging`` level (above 40: none)."""

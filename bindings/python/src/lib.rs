@@ -12,13 +12,16 @@
 //! [`closure`]; sessions and request dispatch (`SessionTable`, `Worker`,
 //! `Request`, `Ticket`) in [`session`]; permits for gateway volumes
 //! (`Domain.permit`, `Permit`, `Domain.create_volume`, `.volumes`,
-//! `.permit_status`) in [`permit`].
+//! `.permit_status`) in [`permit`]; the HA hooks (`_ha_*`, wrapped by
+//! `mtipc/ha.py`) in [`ha`].
 //!
 //! The stubs `mtipc/_mtipc.pyi` describe this module; `mypy.stubtest` checks
 //! that they match (see `tests/test_stubs.py`).
 
 mod attach;
 mod closure;
+/// The HA hooks (`mtipc.ha`).
+mod ha;
 /// The library's events, queued for the `logging` logger `mtipc`.
 mod log;
 mod permit;
@@ -519,6 +522,12 @@ fn _mtipc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(closure::publish_closure, m)?)?;
     m.add_function(wrap_pyfunction!(closure::open_closure, m)?)?;
     closure::register(py)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_supervised, m)?)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_ready, m)?)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_heartbeat, m)?)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_set_health, m)?)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_on_role, m)?)?;
+    m.add_function(wrap_pyfunction!(ha::_ha_role, m)?)?;
     m.add_function(wrap_pyfunction!(log::_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log::_log_take, m)?)?;
     m.add_function(wrap_pyfunction!(log::_log_stop, m)?)?;
