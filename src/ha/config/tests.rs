@@ -429,7 +429,7 @@ fn a_deep_chain_and_a_wide_fan_order_as_expected() {
             vec![]
         };
         let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
-        text += &proc_(&format!("p{i}"), &deps, -(i as i32), None);
+        text += &proc_(&format!("p{i}"), &deps, -i, None);
     }
     let c = good(&text);
     let want: Vec<String> = (0..50).rev().map(|i| format!("p{i}")).collect();
