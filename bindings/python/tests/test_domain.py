@@ -220,4 +220,6 @@ def test_exceptions_pickle() -> None:
 
 def test_all_is_complete() -> None:
     public = {n for n in dir(mtipc._mtipc) if not n.startswith("_")} | {"__version__"}
+    # ... and the pure-Python submodules.
+    public |= {"ha"}
     assert set(mtipc.__all__) == public
