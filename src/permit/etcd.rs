@@ -18,14 +18,18 @@
 //! Every value is a small text record (`mtipc-permit 1`, then `key value`
 //! lines), parsed as hostile input.
 //!
-//! A request reads the volume's keys (a linearizable range), decides with
-//! the fair-order rule ([`pass`]) whether it is the first request this
-//! pass grants, and if so grants itself with a transaction guarded by
-//! "no key of the volume was written since my read": any concurrent grant,
-//! enqueue or release-with-put makes it fail, and it reads again. A request
-//! that must wait puts its queue key (on the process's session lease, so a
-//! dead waiter's keys vanish), watches the volume's keys and re-evaluates
-//! on each change.
+//! A request takes the volume's keys as this process last saw them (the
+//! read inside its last grant or release transaction; a linearizable range
+//! the first time), decides with the fair-order rule ([`pass`]) whether it
+//! is the first request this pass grants, and if so grants itself with a
+//! transaction guarded by "no key of the volume was written since that
+//! revision": any concurrent grant or enqueue makes it fail, and it reads
+//! etcd and decides again. A view that is stale only by deletions (a
+//! release, a lease that ran out) can make it wait or defer where it need
+//! not, never grant what conflicts; so a request reads etcd afresh before
+//! it defers or queues. A request that must wait puts its queue key (on
+//! the process's session lease, so a dead waiter's keys vanish), watches
+//! the volume's keys and re-evaluates on each change.
 //!
 //! The client is async (tokio); the library runs one runtime per process,
 //! started on first use, with one worker thread (`mtipc-etcd`), and blocks
@@ -119,18 +123,17 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     }
 }
 
-/// Runs `fut` on the runtime and waits for it: on the calling thread when
-/// it is not itself inside a tokio runtime, else on the runtime's worker
-/// (the caller's thread blocks either way).
+/// Runs `fut` on the runtime's worker and waits for it (the calling thread
+/// blocks). The whole call runs on the worker, where the client's
+/// connection tasks run too: one hand-over to the worker and one back per
+/// call, instead of two per round trip were the caller's thread to poll it
+/// (`Runtime::block_on`). Works from inside another tokio runtime too.
 fn block<F>(fut: F) -> Result<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let rt = runtime()?;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Ok(rt.block_on(fut));
-    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
         let _ = tx.send(fut.await);
@@ -522,6 +525,12 @@ struct Shared {
     client: Mutex<Option<Client>>,
     session: tokio::sync::Mutex<Option<Session>>,
     pool: Mutex<Vec<Lease>>,
+    /// The volume's keys as this process last saw them (a read, or the
+    /// read inside its last grant or release transaction): a request
+    /// decides on it first, its transaction's guard catching any change
+    /// since, and reads etcd only when the guard fails or the decision is
+    /// to wait.
+    cache: Mutex<Option<Arc<State>>>,
     /// The TTL etcd last granted a permit lease, in ms (0: none yet).
     granted_ttl_ms: AtomicU64,
 }
@@ -543,6 +552,8 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 enum Fail {
     /// The transaction's guard did not hold (someone wrote first).
     Raced,
+    /// The permit lease it used has lapsed: take another.
+    LeaseGone,
     /// Something else.
     Err(Error),
 }
@@ -636,7 +647,7 @@ impl Shared {
     }
 
     /// The volume's keys now (a linearizable read).
-    async fn read(&self, client: &Client, deadline: Instant) -> Result<State> {
+    async fn read(&self, client: &Client, deadline: Instant) -> Result<Arc<State>> {
         let mut kv = client.kv_client();
         let resp = self
             .call(
@@ -646,7 +657,42 @@ impl Shared {
             )
             .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        State::parse(&self.prefix, rev, resp.kvs())
+        let st = Arc::new(State::parse(&self.prefix, rev, resp.kvs())?);
+        self.remember(&st);
+        Ok(st)
+    }
+
+    /// Keeps `st` as the latest view of the volume, unless a later one is
+    /// kept already.
+    fn remember(&self, st: &Arc<State>) {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = match c.as_ref() {
+            Some(old) => old.rev < st.rev,
+            None => true,
+        };
+        if newer {
+            *c = Some(Arc::clone(st));
+        }
+    }
+
+    fn cached(&self) -> Option<Arc<State>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The view of the volume a transaction's `get` of the prefix (its
+    /// last op response) gave, at the transaction's revision.
+    fn remember_txn(&self, resp: &etcd_client::TxnResponse) {
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if let Some(etcd_client::TxnOpResponse::Get(g)) = resp.op_responses().pop() {
+            if let Ok(st) = State::parse(&self.prefix, rev, g.kvs()) {
+                self.remember(&Arc::new(st));
+            }
+        }
+    }
+
+    /// The op that reads the whole volume inside a transaction.
+    fn get_all(&self) -> TxnOp {
+        TxnOp::get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
     }
 
     /// This process's session lease (queue keys and grant counters live on
@@ -680,43 +726,18 @@ impl Shared {
         Ok(r.id())
     }
 
-    /// A lease for a new permit: an idle one of the pool, renewed (its TTL
-    /// starts again), else a new one.
+    /// A lease for a new permit: an idle one of the pool (no call: the
+    /// grant transaction renews it), else a new one.
     async fn permit_lease(&self, client: &Client, deadline: Instant) -> Result<Lease> {
-        let mut lc = client.lease_client();
         loop {
             let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut l) = pooled else { break };
+            let Some(l) = pooled else { break };
             // One that may lapse before etcd sees our keep-alive: let it go.
-            if l.confirmed + l.ttl <= Instant::now() + Duration::from_millis(100) {
-                continue;
-            }
-            let sent = Instant::now();
-            match tokio::time::timeout(left(deadline), lc.keep_alive(l.id)).await {
-                Ok(Ok(_)) => {
-                    l.confirmed = sent;
-                    return Ok(l);
-                }
-                Ok(Err(e)) if lease_not_found(&e) => continue,
-                Ok(Err(e)) => {
-                    self.pool_return(l);
-                    return Err(err!(
-                        Unavailable,
-                        "volume {} on etcd {}: lease keep-alive: {e}",
-                        self.name,
-                        self.urls.join(",")
-                    ));
-                }
-                Err(_) => {
-                    return Err(err!(
-                        Unavailable,
-                        "volume {} on etcd {}: lease keep-alive: no answer in time",
-                        self.name,
-                        self.urls.join(",")
-                    ))
-                }
+            if l.confirmed + l.ttl > Instant::now() + Duration::from_millis(200) {
+                return Ok(l);
             }
         }
+        let mut lc = client.lease_client();
         let sent = Instant::now();
         let r = self
             .call(deadline, "lease grant", lc.grant(self.ask_ttl, None))
@@ -775,13 +796,15 @@ impl Shared {
     /// Grants `entry` to this process on lease `lease`, if no key of the
     /// volume was written since `state` was read (and, for a queued
     /// request, its queue key `queued` is still there; it is removed).
+    /// Unless etcd granted the lease just now, a keep-alive of it goes with
+    /// the transaction, so that the permit starts with its whole TTL.
     /// Returns the token.
     #[allow(clippy::too_many_arguments)]
     async fn try_grant(
         &self,
         client: &Client,
         state: &State,
-        lease: &Lease,
+        lease: &mut Lease,
         session: i64,
         entry: &Entry,
         queued: Option<(&[u8], i64)>,
@@ -811,31 +834,49 @@ impl Shared {
             when.push(Compare::create_revision(key, CompareOp::Equal, arrival));
             ops.push(TxnOp::delete(key, None));
         }
+        ops.push(self.get_all());
         let txn = Txn::new().when(when).and_then(ops);
-        let mut kv = client.kv_client();
-        let resp = match tokio::time::timeout(left(deadline), kv.txn(txn)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) if lease_not_found(&e) => return Err(Fail::Raced),
-            Ok(Err(e)) => {
-                return Err(Fail::Err(err!(
-                    Unavailable,
-                    "volume {} on etcd {}: grant: {e}",
-                    self.name,
-                    self.urls.join(",")
-                )))
-            }
-            Err(_) => {
-                return Err(Fail::Err(err!(
-                    Unavailable,
-                    "volume {} on etcd {}: grant: no answer in time",
-                    self.name,
-                    self.urls.join(",")
-                )))
+        let (mut kv, mut lc) = (client.kv_client(), client.lease_client());
+        let renew = lease.confirmed.elapsed() >= Duration::from_millis(50);
+        let sent = Instant::now();
+        let keep_alive = async {
+            if renew {
+                Some(lc.keep_alive(lease.id).await.map(|_| ()))
+            } else {
+                None
             }
         };
+        let both = async { tokio::join!(kv.txn(txn), keep_alive) };
+        let unavailable = |what: String| {
+            Fail::Err(err!(
+                Unavailable,
+                "volume {} on etcd {}: grant: {what}",
+                self.name,
+                self.urls.join(",")
+            ))
+        };
+        let (txn, kept) = match tokio::time::timeout(left(deadline), both).await {
+            Ok(r) => r,
+            Err(_) => return Err(unavailable("no answer in time".into())),
+        };
+        let lapsed = matches!(&kept, Some(Err(e)) if lease_not_found(e));
+        let resp = match txn {
+            Ok(r) => r,
+            Err(e) if lease_not_found(&e) => return Err(Fail::LeaseGone),
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        if lapsed {
+            // Granted on a lease that lapsed at once: the holder key went
+            // with it; the shadow left is recorded as reclaimed later.
+            return Err(Fail::LeaseGone);
+        }
         if !resp.succeeded() {
             return Err(Fail::Raced);
         }
+        if matches!(kept, Some(Ok(()))) {
+            lease.confirmed = sent;
+        }
+        self.remember_txn(&resp);
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0) as u64)
     }
 
@@ -1003,6 +1044,7 @@ impl EtcdArbiter {
                 client: Mutex::new(None),
                 session: tokio::sync::Mutex::new(None),
                 pool: Mutex::new(Vec::new()),
+                cache: Mutex::new(None),
                 granted_ttl_ms: AtomicU64::new(0),
             }),
         })
@@ -1053,9 +1095,19 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
     let deadline = start + wait;
     let first_deadline = deadline.max(start + MIN_RPC);
     let client = sh.client(first_deadline).await?;
+    // The view this process has of the volume if any (the guard of the
+    // grant catches what changed since), else a read.
+    let cached = sh.cached();
+    let fresh = cached.is_none();
+    let view = async {
+        match cached {
+            Some(st) => Ok(st),
+            None => sh.read(&client, first_deadline).await,
+        }
+    };
     let (lease, state, session) = tokio::join!(
         sh.permit_lease(&client, first_deadline),
-        sh.read(&client, first_deadline),
+        view,
         sh.session(&client, first_deadline)
     );
     let mut lease = lease?;
@@ -1066,12 +1118,11 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
             return Err(e);
         }
     };
-    if state.orphans().next().is_some() {
-        let (sh2, c2) = (Arc::clone(&sh), client.clone());
+    let mut fresh = fresh;
+    if fresh && state.orphans().next().is_some() {
+        let (sh2, c2, st2) = (Arc::clone(&sh), client.clone(), Arc::clone(&state));
         spawn(async move {
-            if let Ok(st) = sh2.read(&c2, Instant::now() + RPC_TIMEOUT).await {
-                let _ = sh2.reclaim(&c2, &st, Instant::now() + RPC_TIMEOUT).await;
-            }
+            let _ = sh2.reclaim(&c2, &st2, Instant::now() + RPC_TIMEOUT).await;
         });
     }
     let mut entry = Entry {
@@ -1085,40 +1136,41 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
     loop {
         entry.tag = state.next_tag(&sh.me);
         let newcomer = Some((mode, entry.path.as_str(), entry.tag));
-        if state.first(sh.cap, newcomer) != Some(state.queue.len()) {
+        if state.first(sh.cap, newcomer) == Some(state.queue.len()) {
+            match sh
+                .try_grant(
+                    &client,
+                    &state,
+                    &mut lease,
+                    session,
+                    &entry,
+                    None,
+                    first_deadline,
+                )
+                .await
+            {
+                Ok(token) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
+                Err(Fail::Raced) => {}
+                Err(Fail::LeaseGone) => {
+                    lease = sh.permit_lease(&client, first_deadline).await?;
+                }
+                Err(Fail::Err(e)) => {
+                    sh.forget(&client, lease);
+                    return Err(e);
+                }
+            }
+        } else if fresh {
             break;
         }
-        match sh
-            .try_grant(
-                &client,
-                &state,
-                &lease,
-                session,
-                &entry,
-                None,
-                first_deadline,
-            )
-            .await
-        {
-            Ok(token) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
-            Err(Fail::Raced) => {}
-            Err(Fail::Err(e)) => {
-                sh.forget(&client, lease);
-                return Err(e);
-            }
-        }
-        let (l, st) = tokio::join!(
-            refresh(&sh, &client, lease, first_deadline),
-            sh.read(&client, first_deadline)
-        );
-        lease = l?;
-        state = match st {
+        // A view that was stale, or a race: read etcd.
+        state = match sh.read(&client, first_deadline).await {
             Ok(st) => st,
             Err(e) => {
                 sh.pool_return(lease);
                 return Err(e);
             }
         };
+        fresh = true;
     }
     if wait.is_zero() {
         sh.pool_return(lease);
@@ -1200,16 +1252,6 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
     }
 }
 
-/// Renews `lease` if a third of its TTL has passed since it was last
-/// confirmed (a request that waited), or gets another if it lapsed.
-async fn refresh(sh: &Shared, client: &Client, lease: Lease, deadline: Instant) -> Result<Lease> {
-    if lease.confirmed.elapsed() < lease.ttl / 3 {
-        return Ok(lease);
-    }
-    sh.pool_return(lease);
-    sh.permit_lease(client, deadline).await
-}
-
 /// Waits, watching the volume's keys, until the queued request `qkey`
 /// is the first the pass grants, and grants it. `Timeout` at `deadline`.
 #[allow(clippy::too_many_arguments)]
@@ -1245,17 +1287,12 @@ async fn wait_queued(
         if Instant::now() >= deadline {
             return Err(last_err.unwrap_or_else(timeout));
         }
-        let (l, st) = tokio::join!(
-            refresh(sh, client, *lease, deadline),
-            sh.read(client, deadline)
-        );
-        let state = match (l, st) {
-            (Ok(l), Ok(st)) => {
-                *lease = l;
+        let state = match sh.read(client, deadline).await {
+            Ok(st) => {
                 last_err = None;
                 st
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 last_err = Some(e);
                 tokio::time::sleep(Duration::from_millis(100).min(left(deadline))).await;
                 continue;
@@ -1284,6 +1321,10 @@ async fn wait_queued(
             {
                 Ok(token) => return Ok(token),
                 Err(Fail::Raced) => continue,
+                Err(Fail::LeaseGone) => {
+                    *lease = sh.permit_lease(client, deadline).await?;
+                    continue;
+                }
                 Err(Fail::Err(e)) => return Err(e),
             }
         }
@@ -1373,8 +1414,8 @@ async fn status(sh: Arc<Shared>) -> Result<Status> {
                 path: q.entry.path.clone(),
             })
             .collect(),
-        grants: state.grants,
-        reclaimed: state.reclaimed.into_iter().map(|(_, r)| r).collect(),
+        grants: state.grants.clone(),
+        reclaimed: state.reclaimed.iter().map(|(_, r)| r.clone()).collect(),
         last_token: state.last_token,
         lease_ms,
     })
@@ -1644,11 +1685,13 @@ impl Grant for EtcdGrant {
                 .and_then([
                     TxnOp::delete(holder.as_str(), None),
                     TxnOp::delete(shadow.as_str(), None),
+                    sh.get_all(),
                 ]);
             let mut kv = client.kv_client();
             let deadline = Instant::now() + RPC_TIMEOUT;
             match sh.call(deadline, "release", kv.txn(txn)).await {
                 Ok(r) if r.succeeded() => {
+                    sh.remember_txn(&r);
                     sh.pool_return(lease);
                     Ok(())
                 }
