@@ -62,7 +62,8 @@ test-loom:
 demo: build python c-examples
 	@scripts/demo.sh
 
-# attach_latency starts the release mtipcd (from the mtipc-cli crate).
+# attach_latency starts the release mtipcd (from the mtipc-cli crate);
+# permit_etcd starts an etcd (Debian's etcd-server, from ensure-deps).
 bench: deps
 	$(CARGO) build --release --bins
 	$(CARGO) bench --bench wake_latency
@@ -70,6 +71,7 @@ bench: deps
 	$(CARGO) bench --bench closure_read
 	$(CARGO) bench --bench session_rtt
 	$(CARGO) bench --bench session_table
+	$(CARGO) bench --bench permit_etcd
 
 clean:
 	$(CARGO) clean
