@@ -83,7 +83,7 @@ include mk/python.mk
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure
+FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure etcd_record
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

@@ -265,6 +265,13 @@ impl Entry {
     }
 }
 
+/// For the fuzz target `etcd_record`: parses a permit record as read from
+/// etcd (hostile input) and gives the canonical text of what it accepted.
+#[doc(hidden)]
+pub fn fuzz_record(bytes: &[u8]) -> Option<String> {
+    Entry::decode(bytes, false).ok().map(|e| e.encode())
+}
+
 /// The instance record of this process (`g/` keys).
 fn instance_record(i: &Instance) -> String {
     format!(

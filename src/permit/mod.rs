@@ -38,6 +38,11 @@ use std::time::Duration;
 
 pub use volume::{VolumeOpts, VolumeRecord, DEFAULT_LEASE};
 
+/// The etcd backend's record parser, for the fuzz target `etcd_record`.
+#[cfg(feature = "etcd")]
+#[doc(hidden)]
+pub use etcd::fuzz_record as fuzz_etcd_record;
+
 /// What a permit allows: reading a file of the volume, or writing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
