@@ -63,7 +63,8 @@ test-loom:
 demo: build python c-examples
 	@scripts/demo.sh
 
-# attach_latency starts the release mtipcd (from the mtipc-cli crate).
+# attach_latency starts the release mtipcd (from the mtipc-cli crate);
+# permit_etcd starts an etcd (Debian's etcd-server, from ensure-deps).
 bench: deps
 	$(CARGO) build --release --bins
 	$(CARGO) bench --bench wake_latency
@@ -72,6 +73,7 @@ bench: deps
 	$(CARGO) bench --bench session_rtt
 	$(CARGO) bench --bench session_table
 	$(CARGO) bench --bench permit
+	$(CARGO) bench --bench permit_etcd
 
 clean:
 	$(CARGO) clean
@@ -90,7 +92,7 @@ soak-permit: deps
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure volume arbiter_region ha_message
+FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure volume arbiter_region etcd_record ha_message
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mtipc's build and tests need, when missing:
 # pkg-config and libssl-dev (the openssl crate links the system OpenSSL),
-# python3-venv unless the interpreter can make a venv on its own.
+# protobuf-compiler (protoc: the etcd-client crate of the permit arbiter's
+# etcd backend generates its gRPC code at build time), etcd-server (the
+# etcd tests and benchmark start a real etcd on loopback), python3-venv
+# unless the interpreter can make a venv on its own.
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
 need=()
-for pkg in pkg-config libssl-dev python3-venv; do
+for pkg in pkg-config libssl-dev protobuf-compiler etcd-server python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # python3 -m venv must work for the interpreter we use (pyenv builds have it built in).

@@ -84,6 +84,9 @@ pub mod permit {
     // The arbiter region's layout and validation: fuzz/arbiter_region,
     // tests/parsers.
     pub use crate::permit::local::{validate, MAGIC, REGION_SIZE};
+    // The etcd backend's record parser: fuzz/etcd_record.
+    #[cfg(feature = "etcd")]
+    pub use crate::permit::etcd::fuzz_record as fuzz_etcd_record;
 }
 
 /// HA: the Monitor's side of the hooks and the protocol's messages.
@@ -114,6 +117,8 @@ pub mod domain {
 pub mod sys {
     // A process's pid and start time: tests/attach_relay.
     pub use crate::sys::ProcId;
+    // The host name a permit instance carries: tests/permit_etcd.
+    pub use crate::sys::host_name;
 }
 
 /// The loom shim's atomics and futex (`clippy.toml` forbids std's atomics

@@ -22,13 +22,11 @@
 
 mod common;
 
-use common::{kill9, role_command, say, Kids, Scratch};
+use common::{kill9, role_command, say, wait_said, Kids, Scratch};
 use mtipc::permit::{volume, Mode, ReclaimReason, Volume, VolumeOpts};
 use mtipc::{Domain, ErrorKind};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 const VAR: &str = "MTIPC_PERMIT";
@@ -42,23 +40,6 @@ fn setup(tag: &str, opts: &VolumeOpts) -> (Scratch, Domain, PathBuf) {
     std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
     volume::create(&d, "gw", &vol, opts).unwrap();
     (s, d, vol)
-}
-
-fn wait_line(child: &mut Child, want: &str) -> String {
-    let out = child.stdout.as_mut().unwrap();
-    let mut r = BufReader::new(out);
-    loop {
-        let mut line = String::new();
-        assert!(
-            r.read_line(&mut line).unwrap() > 0,
-            "child ended before {want:?}"
-        );
-        if let Some(l) = line.trim_end().strip_prefix("@@ ") {
-            if l.starts_with(want) {
-                return l.to_owned();
-            }
-        }
-    }
 }
 
 #[test]
@@ -351,7 +332,7 @@ fn dead_holder_is_reclaimed_at_once() {
     )
     .spawn()
     .unwrap();
-    wait_line(&mut c, "held");
+    wait_said(&mut c, "held");
     let pid = c.id();
     kids.0.push(c);
     let v = Volume::open(&d, "gw").unwrap();
@@ -378,7 +359,7 @@ fn newcomer_names_the_killed_holder() {
     )
     .spawn()
     .unwrap();
-    wait_line(&mut c, "held");
+    wait_said(&mut c, "held");
     let pid = c.id();
     kids.0.push(c);
     kill9(&mut kids.0[0]);
@@ -411,7 +392,7 @@ fn waiter_gets_the_permit_of_a_killed_holder() {
     )
     .spawn()
     .unwrap();
-    wait_line(&mut c, "held");
+    wait_said(&mut c, "held");
     let v = Volume::open(&d, "gw").unwrap();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
@@ -442,7 +423,7 @@ fn fair_order_across_processes() {
         let mut c = role_command(VAR, "queue", &[dom.clone(), n.into(), tag.into()])
             .spawn()
             .unwrap();
-        wait_line(&mut c, "queued");
+        wait_said(&mut c, "queued");
         kids.0.push(c);
     }
     // The queue as the arbiter will grant it.

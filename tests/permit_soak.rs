@@ -217,15 +217,7 @@ fn permits_survive_kill_9_and_stalls() {
         )
         .spawn()
         .unwrap();
-        let mut out = std::io::BufReader::new(c.stdout.as_mut().unwrap());
-        loop {
-            let mut line = String::new();
-            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-            assert!(n > 0, "instance {id} ended before it was up");
-            if line.contains("@@ up") {
-                break;
-            }
-        }
+        common::wait_said(&mut c, "up");
         (c, log_files.len() - 1)
     };
     let mut kids = Kids::default();

@@ -23,14 +23,13 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::{kill9, role_command, say, Kids, Scratch};
+use common::{kill9, role_command, say, wait_said, Kids, Scratch};
 use mtipc::permit::{volume, Mode, Volume, VolumeOpts};
 use mtipc::Domain;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const MTIPC: &str = env!("CARGO_BIN_EXE_mtipc");
@@ -122,23 +121,6 @@ fn permits_until(dom: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value 
         }
         assert!(Instant::now() < deadline, "not within 10 s: {what}: {v:#}");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Reads the child's stdout up to its line "@@ WANT...", and returns it.
-fn wait_line(child: &mut Child, want: &str) -> String {
-    let mut r = BufReader::new(child.stdout.as_mut().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(
-            r.read_line(&mut line).unwrap() > 0,
-            "child ended before {want:?}"
-        );
-        if let Some(l) = line.trim_end().strip_prefix("@@ ") {
-            if l.starts_with(want) {
-                return l.to_owned();
-            }
-        }
     }
 }
 
@@ -481,7 +463,7 @@ fn permits_show_the_queue_in_grant_order() {
         .into_iter()
         .map(|t| t.join().unwrap().unwrap())
         .collect();
-    let line = wait_line(&mut kids.0[0], "granted");
+    let line = wait_said(&mut kids.0[0], "granted");
     granted.push((line["granted ".len()..].parse().unwrap(), "b-0".into()));
     assert!(kids.0[0].wait().unwrap().success());
     // The tokens (2 to 5, the gate had 1) follow the order shown.
@@ -513,7 +495,7 @@ fn permits_show_a_killed_holder_reclaimed() {
             .spawn()
             .unwrap(),
     );
-    let line = wait_line(&mut kids.0[0], "held");
+    let line = wait_said(&mut kids.0[0], "held");
     let token: u64 = line["held ".len()..].parse().unwrap();
     let pid = u64::from(kids.0[0].id());
 

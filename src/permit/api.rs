@@ -160,11 +160,15 @@ pub trait Grant: Send + Sync + fmt::Debug {
     /// Extends the lease by its length from now. `Fenced` if the permit is
     /// no longer current (its lease ran out and it was reclaimed, or its
     /// backend says another may hold it); then it is never current again.
+    /// A remote backend (etcd) that cannot be reached: `Unavailable` while
+    /// the lease may still be alive, `Fenced` once it cannot be.
     fn renew(&self) -> Result<()>;
 
     /// Runs `commit` only while this permit is current for its path, such
     /// that no conflicting grant can be made between the check and the end
-    /// of `commit`. `Fenced` without running it otherwise.
+    /// of `commit`. `Fenced` without running it otherwise (`Unavailable`,
+    /// also without running it, when a remote backend cannot be reached
+    /// but the permit may still be current: see [`Grant::renew`]).
     fn commit(&self, commit: &mut dyn FnMut() -> Result<()>) -> Result<()>;
 
     /// Gives the permit back (idempotent; dropping it does the same).

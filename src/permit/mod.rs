@@ -23,6 +23,8 @@
 
 #[cfg(not(loom))]
 mod api;
+#[cfg(all(feature = "etcd", not(loom)))]
+pub(crate) mod etcd;
 pub(crate) mod local;
 #[cfg(not(loom))]
 pub mod paths;

@@ -1,9 +1,9 @@
-//! The foundation every capability builds on: process identity, names,
-//! files opened without following links, atomic publish and replace,
-//! `flock`, and the socket calls (`poll`, `send` without `SIGPIPE`, peer
-//! credentials). Each mechanism lives here once; the capabilities
-//! (`attach`, `session`, `closure`, and those to come) use it and never
-//! each other's internals.
+//! The foundation every capability builds on: process identity (and the
+//! host's name), names, files opened without following links, atomic
+//! publish and replace, `flock`, and the socket calls (`poll`, `send`
+//! without `SIGPIPE`, peer credentials). Each mechanism lives here once;
+//! the capabilities (`attach`, `session`, `closure`, and those to come) use
+//! it and never each other's internals.
 //!
 //! System calls go through `rustix` (io-safe descriptors as std's, `flock`
 //! on a borrowed descriptor, the `*at` calls, `poll`, `MSG_NOSIGNAL`,
@@ -18,7 +18,7 @@ pub mod proc;
 pub use dir::{Dir, FileId, Stamp};
 pub use fs::{check_owner, make_dir, LockFile};
 pub use name::{check_name, name_problem, shown, MAX_NAME};
-pub use proc::{euid, ProcId};
+pub use proc::{euid, host_name, ProcId};
 
 /// Runs the system call `f` until it does not fail with `EINTR`; its error
 /// as a `std::io::Error`.

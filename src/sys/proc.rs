@@ -15,6 +15,18 @@ pub struct ProcId {
     pub start: u64,
 }
 
+/// This host's name (the `nodename` of uname(2)), with control characters
+/// replaced by `?`: it names the host of a permit's instance in a status
+/// report, and goes into records other hosts read.
+pub fn host_name() -> String {
+    let uts = rustix::system::uname();
+    uts.nodename()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The effective uid of this process.
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -136,5 +148,12 @@ mod tests {
         .is_alive());
         assert_eq!(ProcId::of(0).unwrap(), None);
         assert_eq!(ProcId::of(u32::MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn host_name_is_printable() {
+        let h = host_name();
+        assert!(!h.is_empty());
+        assert!(!h.chars().any(char::is_control));
     }
 }

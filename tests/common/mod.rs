@@ -156,6 +156,27 @@ pub fn say(line: &str) {
     out.flush().unwrap();
 }
 
+/// In the parent: reads `child`'s stdout up to its protocol line
+/// "@@ WANT..." (see [`say`]) and returns that line without the "@@ ".
+/// Fails if the child's stdout ends first. Lines read past it stay in a
+/// buffer dropped here: use it for a child that says nothing more until
+/// the parent acts.
+#[allow(dead_code)]
+pub fn wait_said(child: &mut Child, want: &str) -> String {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"));
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(n > 0, "child ended before saying {want:?}");
+        if let Some(l) = line.trim_end().strip_prefix("@@ ") {
+            if l.starts_with(want) {
+                return l.to_owned();
+            }
+        }
+    }
+}
+
 /// Kills `child` with SIGKILL, reaps it and checks that SIGKILL ended it.
 #[allow(dead_code)]
 pub fn kill9(child: &mut Child) {

@@ -288,7 +288,33 @@ mod real {
                 if !slice.is_zero() {
                     entry.state.wait(WAITING, Some(slice));
                 }
-                g = lock(m, &cx, Some(deadline))?;
+                g = match lock(m, &cx, Some(deadline)) {
+                    Ok(g) => g,
+                    Err(e) if e.kind() == crate::ErrorKind::Timeout => {
+                        // The lock is held by a live process for longer
+                        // than LOCK_WAIT (a rename stuck in the file
+                        // system?). The request must not stay queued behind
+                        // the caller's back: wait for the lock to withdraw
+                        // it, then report the wait as run out.
+                        crate::log::warn!(
+                            "permit arbiter {}: its lock was held too long; withdrawing a {mode} request on {path} once it is free",
+                            m.region.path().display()
+                        );
+                        let g = loop {
+                            match lock(m, &cx, None) {
+                                Ok(g) => break g,
+                                Err(again) if again.kind() == crate::ErrorKind::Timeout => {}
+                                Err(other) => return Err(other),
+                            }
+                        };
+                        if let Some(t) = token_if_mine(&g, &cx, i) {
+                            return Ok(self.grant(i, t));
+                        }
+                        g.withdraw(&cx, i, crate::sys::monotonic_ns());
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
                 now = crate::sys::monotonic_ns();
                 if let Some(t) = token_if_mine(&g, &cx, i) {
                     return Ok(self.grant(i, t));

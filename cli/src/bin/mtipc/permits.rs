@@ -140,28 +140,43 @@ pub fn ls(domain: &Domain, json: bool) -> mtipc::Result<()> {
         .into_iter()
         .map(|(name, rec)| VolumeReport::of(name, &rec))
         .collect();
+    emit(json, list.as_slice(), print_volumes)?;
+    let errors = list.iter().map(|v| (v.name.as_str(), v.error.as_ref()));
+    report_errors(errors, "some volume records could not be read (see above)")
+}
+
+/// Writes `value` to stdout as one line of JSON, or as text by `print`.
+fn emit<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    print: impl FnOnce(&T, &mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> mtipc::Result<()> {
     let mut out = std::io::stdout().lock();
     let written = if json {
-        serde_json::to_writer(&mut out, &list)
+        serde_json::to_writer(&mut out, value)
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
     } else {
-        print_volumes(&list, &mut out)
+        print(value, &mut out)
     };
-    written.map_err(|e| Error::io("stdout", e))?;
-    drop(out);
+    written.map_err(|e| Error::io("stdout", e))
+}
+
+/// Says on stderr which volumes could not be read; an error of the first
+/// one's kind (so the exit status is 1) if any could not.
+fn report_errors<'a>(
+    volumes: impl Iterator<Item = (&'a str, Option<&'a ErrorReport>)>,
+    summary: &str,
+) -> mtipc::Result<()> {
     let mut failed = None;
-    for v in &list {
-        if let Some(e) = &v.error {
-            eprintln!("mtipc: volume {}: {} ({})", v.name, e.message, e.kind);
+    for (name, e) in volumes {
+        if let Some(e) = e {
+            eprintln!("mtipc: volume {name}: {} ({})", e.message, e.kind);
             failed.get_or_insert(e.kind);
         }
     }
     match failed {
-        Some(kind) => Err(Error::new(
-            kind_named(kind),
-            "some volume records could not be read (see above)",
-        )),
+        Some(kind) => Err(Error::new(kind_named(kind), summary)),
         None => Ok(()),
     }
 }
@@ -273,30 +288,12 @@ pub fn permits(domain: &Domain, name: Option<String>, json: bool) -> mtipc::Resu
             .map(|(n, rec)| permits_of(domain, n, rec))
             .collect(),
     };
-    let mut out = std::io::stdout().lock();
-    let written = if json {
-        serde_json::to_writer(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-    } else {
-        print_permits(&report, &mut out)
-    };
-    written.map_err(|e| Error::io("stdout", e))?;
-    drop(out);
-    let mut failed = None;
-    for v in &report.volumes {
-        if let Some(e) = &v.error {
-            eprintln!("mtipc: volume {}: {} ({})", v.name, e.message, e.kind);
-            failed.get_or_insert(e.kind);
-        }
-    }
-    match failed {
-        Some(kind) => Err(Error::new(
-            kind_named(kind),
-            "some volumes could not be read (see above)",
-        )),
-        None => Ok(()),
-    }
+    emit(json, &report, print_permits)?;
+    let errors = report
+        .volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.error.as_ref()));
+    report_errors(errors, "some volumes could not be read (see above)")
 }
 
 fn kind_named(name: &str) -> ErrorKind {
