@@ -111,6 +111,9 @@ pub mod domain {
     pub use crate::domain::{layout_text, parse_layout};
     // This process's effective uid: tests/attach_files.
     pub use crate::sys::euid;
+    // The default domain (as mt_domain_open(NULL)): mtipc-ha run, for a
+    // configuration without `domain`.
+    pub use crate::domain::default_path;
 }
 
 /// Process identity.
@@ -119,6 +122,9 @@ pub mod sys {
     pub use crate::sys::ProcId;
     // The host name a permit instance carries: tests/permit_etcd.
     pub use crate::sys::host_name;
+    // Atomic, durable replace of a file and an owner-only directory: the HA
+    // supervisor's status file and its directories (cli/src/ha).
+    pub use crate::sys::fs::{make_dir, replace};
 }
 
 /// The loom shim's atomics and futex (`clippy.toml` forbids std's atomics

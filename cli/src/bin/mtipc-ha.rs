@@ -3,18 +3,29 @@
 //!
 //! ```text
 //! mtipc-ha check CONFIG     check a configuration file; print its start order
+//! mtipc-ha run CONFIG       supervise the node's processes in the foreground
 //! ```
 //!
-//! The five roles (`mtipc-ha up CONFIG` and the Server, Monitor, Spawner,
-//! Master and Master Watcher it starts) are not built yet.
+//! `run` is one process doing the work of the roles to come (the engine is
+//! `mtipc_cli::ha`); the five roles (`mtipc-ha up CONFIG` and the Server,
+//! Monitor, Spawner, Master and Master Watcher it starts) are not built yet.
 //!
-//! Exit status: 0 on success; 1 when the file is refused (one line per
-//! problem on stderr: `CONFIG:LINE: reason`); 2 on bad usage.
+//! Exit status: 0 on success (`run`: stopped by SIGTERM or SIGINT, every
+//! process stopped in order); 1 when the file is refused (one line per
+//! problem on stderr: `CONFIG:LINE: reason`) or `run` cannot set up
+//! (domain, socket); 2 on bad usage.
 
 use clap::{Parser, Subcommand};
 use mtipc::ha::config::Config;
-use std::path::PathBuf;
+use mtipc::ha::Role;
+use mtipc::internals::ha::Endpoint;
+use mtipc::internals::sync::Flag;
+use mtipc::log::Level;
+use mtipc_cli::ha::spawn;
+use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Supervise the processes of an mtipc node.
 #[derive(Parser)]
@@ -34,12 +45,179 @@ enum Cmd {
         /// The configuration file (TOML).
         config: PathBuf,
     },
+    /// Supervise the node's processes in the foreground (fits systemd):
+    /// start them in dependency order, restart them by their policy,
+    /// watch them at their monitor_ms; SIGTERM or SIGINT stops them in
+    /// reverse order and exits 0. State changes are log lines on stderr;
+    /// the table is kept in a JSON status file (docs/ha.md).
+    Run {
+        /// The configuration file (TOML).
+        config: PathBuf,
+        /// Where to write the status (default: DOMAIN/ha/status.json).
+        #[arg(long)]
+        status_file: Option<PathBuf>,
+        /// Log level: error, warn, info, debug, trace or off (default
+        /// $MTIPC_LOG, else info).
+        #[arg(long)]
+        log: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => check(&config),
+        Cmd::Run {
+            config,
+            status_file,
+            log,
+        } => run(&config, status_file, log.as_deref()),
+    }
+}
+
+/// Set by SIGTERM and SIGINT: the node stops.
+static STOP: Flag = Flag::new();
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // An atomic store: async-signal-safe.
+    STOP.set();
+}
+
+fn install_stop_handlers() -> std::io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: sigaction is plain data; the handler only stores an
+        // atomic. SA_RESTART keeps other calls from failing with EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fatal(msg: &str) -> ExitCode {
+    eprintln!("mtipc-ha run: {msg}");
+    ExitCode::FAILURE
+}
+
+fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode {
+    match mtipc_cli::log_level(log, Level::Info) {
+        Ok(l) => mtipc_cli::log_to_stderr(l),
+        Err(e) => {
+            eprintln!("mtipc-ha run: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let domain = c
+        .node
+        .domain
+        .clone()
+        .unwrap_or_else(mtipc::internals::domain::default_path);
+    for d in [domain.clone(), domain.join("ha"), domain.join("ha/log")] {
+        if let Err(e) = mtipc::internals::sys::make_dir(&d) {
+            return fatal(&e.to_string());
+        }
+    }
+    let socket = supervisor::socket_path(&domain);
+    // A socket that answers belongs to a supervisor that runs: refused
+    // rather than taken from it.
+    if seqpacket_answers(&socket) {
+        return fatal(&format!(
+            "{} answers: another supervisor runs this domain",
+            socket.display()
+        ));
+    }
+    let endpoint = match Endpoint::bind(&socket, Role::Active, 1) {
+        Ok(ep) => ep,
+        Err(e) => return fatal(&e.to_string()),
+    };
+    if let Err(e) = install_stop_handlers() {
+        return fatal(&format!("signal handlers: {e}"));
+    }
+    if let Err(e) = spawn::become_subreaper() {
+        return fatal(&format!("PR_SET_CHILD_SUBREAPER: {e}"));
+    }
+    let status_file = status_file.unwrap_or_else(|| supervisor::status_path(&domain));
+    let mut sup = Supervisor::new(
+        &c,
+        Options {
+            endpoint: Some(endpoint),
+            status_file: Some(status_file),
+            domain,
+        },
+    );
+    mtipc::log::emit(
+        Level::Info,
+        "mtipc-ha",
+        &format!(
+            "node {}: supervising {} processes (pid {})",
+            c.node.name,
+            c.processes.len(),
+            std::process::id()
+        ),
+    );
+    sup.start_all();
+    let mut stopping = false;
+    loop {
+        sup.step(Duration::from_millis(10));
+        if STOP.is_set() && !stopping {
+            stopping = true;
+            mtipc::log::emit(
+                Level::Info,
+                "mtipc-ha",
+                "stop signal: stopping every process in reverse order",
+            );
+            sup.stop_all();
+            continue;
+        }
+        if stopping && sup.all_exited() {
+            break;
+        }
+    }
+    // Stragglers of the groups (orphans reparented here) are reaped.
+    while spawn::reap().is_some() {}
+    sup.flush_status();
+    mtipc::log::emit(Level::Info, "mtipc-ha", "node stopped");
+    ExitCode::SUCCESS
+}
+
+/// Whether a `SOCK_SEQPACKET` listener answers at `path`.
+fn seqpacket_answers(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a socket, a sockaddr_un filled within its bounds, a close.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = c.as_bytes();
+        if bytes.len() >= addr.sun_path.len() {
+            libc::close(fd);
+            return false;
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let ok = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) == 0;
+        libc::close(fd);
+        ok
     }
 }
 
