@@ -6,9 +6,10 @@
 //! reaping (`waitpid(-1)`, the supervisor being the subreaper of whatever
 //! its children leave behind).
 //!
-//! Every descriptor the supervisor holds is close-on-exec (std's files,
-//! the library's sockets, the pipes made here), so a child gets exactly
-//! 0, 1 and 2.
+//! Every descriptor the supervisor opens is close-on-exec (std's files,
+//! the library's sockets, the pipes made here), and those it inherited
+//! are marked so in the child before exec, so a child gets exactly 0, 1
+//! and 2.
 
 use mtipc::ha::config::Process;
 use std::fs::{File, OpenOptions};
@@ -113,13 +114,14 @@ pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, 
         // std drops the supplementary groups (setgroups) when it switches.
         cmd.uid(uid).gid(gid);
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the
-    // parent; it is all the closure does between fork and exec.
+    // SAFETY: the closure makes system calls only (setsid, close_range or
+    // fcntl, getrlimit): async-signal-safe, no allocation, no lock.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() == -1 {
                 return Err(std::io::Error::last_os_error());
             }
+            cloexec_from_3();
             Ok(())
         });
     }
@@ -157,6 +159,39 @@ pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, 
         })
         .map_err(|e| format!("log thread: {e}"))?;
     Ok(Spawned { pid, start })
+}
+
+/// Marks every descriptor from 3 up close-on-exec, in the child between
+/// fork and exec: what the supervisor inherited from whoever started it
+/// without close-on-exec (a shell's, a service manager's) does not reach
+/// the process. Marked, not closed: std's pipe that reports the exec error
+/// must stay open until the exec. `close_range(2)` (Linux 5.11), else
+/// `fcntl` on each descriptor below the limit (at most 65536).
+fn cloexec_from_3() {
+    // SAFETY: system calls on integers only.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..max {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// Sends `sig` to the process group `pgid`. `false` if there is no such
@@ -277,13 +312,29 @@ impl LogWriter {
         })
     }
 
-    /// Appends `bytes`, rotating first if they would take the file past
-    /// its limit (a write larger than the limit goes whole into a fresh
-    /// file).
-    pub fn write(&mut self, bytes: &[u8]) {
-        if self.size > 0 && self.size + bytes.len() as u64 > self.max {
+    /// Appends `bytes`, rotating whenever the file would pass its limit:
+    /// what does not fit is cut after its last newline that fits (in the
+    /// middle of a line only when a line is longer than the room left in
+    /// a fresh file), so no file grows beyond the limit.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = usize::try_from(self.max.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            if bytes.len() <= room {
+                self.append(bytes);
+                return;
+            }
+            let cut = match bytes[..room].iter().rposition(|&b| b == b'\n') {
+                Some(k) => k + 1,
+                None if self.size == 0 => room,
+                None => 0,
+            };
+            self.append(&bytes[..cut]);
+            bytes = &bytes[cut..];
             self.rotate();
         }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
         if let Some(f) = &mut self.file {
             if f.write_all(bytes).is_ok() {
                 self.size += bytes.len() as u64;

@@ -1,0 +1,621 @@
+//! `mtipc-ha run CONFIG`, the real program supervising real processes
+//! (shell scripts, and this test binary re-executed as an application
+//! that uses the hooks of `mtipc::ha`): dependency order and priority,
+//! `notify` readiness gating dependents, the environment, working
+//! directory and descriptors a process gets, its log rotated by size, a
+//! crash loop held to its cap with a growing backoff, the watchdog, a stop
+//! signal ignored until SIGKILL, a command that cannot be executed, and
+//! SIGTERM stopping everything in reverse order with nothing left behind
+//! (checked through `/proc`). The state is read from the status file.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD: &str = "MTIPC_HA_RUN_CHILD";
+
+/// The application side, when this binary runs under `mtipc-ha`:
+/// `$MTIPC_HA_RUN_CHILD` is `MODE FILE [MS]`.
+#[test]
+fn child_entry() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let file = Path::new(parts[1]);
+    let ms = |k: usize| Duration::from_millis(parts[k].parse().unwrap());
+    match parts[0] {
+        // Says ready MS after it starts; stamps both.
+        "notify" => {
+            stamp(file, "start");
+            std::thread::sleep(ms(2));
+            stamp(file, "ready");
+            mtipc::ha::ready().unwrap();
+            std::thread::sleep(Duration::from_secs(1000));
+        }
+        // Heartbeats every 20 ms for MS, then stops heartbeating.
+        "heartbeat" => {
+            stamp(file, "start");
+            let until = Instant::now() + ms(2);
+            while Instant::now() < until {
+                mtipc::ha::heartbeat().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            mtipc::ha::heartbeat().unwrap();
+            stamp(file, "last-heartbeat");
+            std::thread::sleep(Duration::from_secs(1000));
+        }
+        m => panic!("unknown mode {m}"),
+    }
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Appends `WHAT NS PID` to `file`.
+fn stamp(file: &Path, what: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    writeln!(f, "{what} {} {}", now_ns(), std::process::id()).unwrap();
+}
+
+/// The lines of a stamp file: (what, ns, pid).
+fn stamps(file: &Path) -> Vec<(String, u128, u32)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (
+                w[0].to_string(),
+                w[1].parse().unwrap(),
+                w[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A scratch directory, also the node's domain.
+struct Scratch(PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> Scratch {
+    let d = PathBuf::from(format!("/tmp/mtipc-harun-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir(&d).unwrap();
+    Scratch(d)
+}
+
+/// A node running `mtipc-ha run` over the processes in `body`.
+struct Node {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(dir: &Path, body: &str) -> Node {
+        let config = dir.join("node.toml");
+        let text = format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
+            dir.join("dom").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+            .arg("run")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Node {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let text = std::fs::read(self.dir.join("dom/ha/status.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn process(&self, name: &str) -> Option<Value> {
+        let s = self.status()?;
+        s["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+    }
+
+    /// Waits until `name`'s entry satisfies `pred`; the entry.
+    fn wait(&self, name: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(p) = self.process(name) {
+                if pred(&p) {
+                    return p;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "{name} never got there: {:?}\n--- mtipc-ha's log:\n{}",
+                self.process(name),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
+        self.wait(name, within, |p| p["state"] == state)
+    }
+
+    /// SIGTERM, then waits for the exit (within `within`); its status.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let end = Instant::now() + within;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "mtipc-ha did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A shell command as a TOML array.
+fn sh(script: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", {}]", toml_str(script))
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// This test binary as an application in `mode`.
+fn app(mode: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    format!(
+        "[{}, \"child_entry\", \"--exact\", \"--nocapture\", \"--test-threads=1\", \"-q\"]\nenv = {{ {CHILD} = {} }}",
+        toml_str(&exe.display().to_string()),
+        toml_str(mode)
+    )
+}
+
+/// Whether `pid` exists at all (a zombie does).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn dependency_order_priority_notify_environment() {
+    let d = scratch("order");
+    let f = |name: &str| d.0.join(format!("stamps-{name}"));
+    // b and c have no dependencies: b first (priority 1 < 5); a after
+    // both are ready; n (ready 300 ms after it starts) after a; z after n
+    // is ready. The dependencies are `notify` applications that stamp
+    // before they say ready, so their dependents' stamps must come later.
+    let body = format!(
+        r#"
+[[process]]
+name = "z"
+command = {z}
+depends_on = ["n"]
+
+[[process]]
+name = "n"
+command = {n}
+depends_on = ["a"]
+ready = "notify"
+
+[[process]]
+name = "a"
+command = {a}
+depends_on = ["b", "c"]
+ready = "notify"
+
+[[process]]
+name = "c"
+command = {c}
+priority = 5
+ready = "notify"
+
+[[process]]
+name = "b"
+command = {b}
+priority = 1
+ready = "notify"
+
+[[process]]
+name = "e"
+command = {e}
+env = {{ GREETING = "hello there" }}
+cwd = "{cwd}"
+"#,
+        z = sh(&format!(
+            "echo start $(date +%s%N) $$ >> {}; exec sleep 1000",
+            f("z").display()
+        )),
+        n = app(&format!("notify {} 300", f("n").display())),
+        a = app(&format!("notify {} 0", f("a").display())),
+        c = app(&format!("notify {} 0", f("c").display())),
+        b = app(&format!("notify {} 0", f("b").display())),
+        e = sh(&format!(
+            "echo \"$GREETING|$MTIPC_HA_SOCKET|$(pwd)\" > {env}; echo $$ > {pid}; exec sleep 1000",
+            env = d.0.join("env").display(),
+            pid = d.0.join("pid").display(),
+        )),
+        cwd = d.0.display(),
+    );
+    let mut node = Node::start(&d.0, &body);
+    node.wait_state("z", "up", Duration::from_secs(20));
+    assert_eq!(node.process("n").unwrap()["state"], "ready");
+    let at = |name: &str, what: &str| {
+        stamps(&f(name))
+            .into_iter()
+            .find(|x| x.0 == what)
+            .unwrap_or_else(|| panic!("{name} has no {what} stamp"))
+    };
+    // Priority among b and c, started in the same round: b was spawned
+    // first, so it has the lower pid (their own stamps may race).
+    assert!(
+        at("b", "start").2 < at("c", "start").2,
+        "b (priority 1) spawned before c (5)"
+    );
+    let a = at("a", "start").1;
+    assert!(
+        a > at("b", "ready").1 && a > at("c", "ready").1,
+        "a after b and c are ready"
+    );
+    assert!(
+        at("n", "start").1 > at("a", "ready").1,
+        "n after a is ready"
+    );
+    let (nstart, nready) = (at("n", "start").1, at("n", "ready").1);
+    assert!(nready - nstart >= 300_000_000);
+    let z = at("z", "start").1;
+    assert!(
+        z > nready,
+        "z starts only after n said ready: z {z} ready {nready}"
+    );
+    // The environment, working directory and descriptors e gets.
+    let env = std::fs::read_to_string(d.0.join("env")).unwrap();
+    let sock = d.0.join("dom/ha/monitor.sock");
+    assert_eq!(
+        env.trim(),
+        format!("hello there|{}|{}", sock.display(), d.0.display())
+    );
+    // Its descriptors, once it runs sleep: only stdin, stdout, stderr
+    // (everything of the supervisor's is close-on-exec).
+    let pid = std::fs::read_to_string(d.0.join("pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|p| p.to_string_lossy().contains("sleep"))
+    {
+        assert!(Instant::now() < end, "e never ran sleep");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"], "only stdin, stdout, stderr inherited");
+    // Its own session and process group.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[2], pid, "pgid is its pid");
+    assert_eq!(fields[3], pid, "sid is its pid");
+    assert!(node.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn crash_loop_is_capped_and_backs_off() {
+    let d = scratch("crash");
+    let s = d.0.join("stamps");
+    let body = format!(
+        r#"
+[[process]]
+name = "crash"
+command = {}
+restart_backoff_ms = 50
+restart_backoff_max_ms = 300
+restart_max = 4
+restart_window_ms = 60000
+
+[[process]]
+name = "after"
+command = ["/bin/sleep", "1000"]
+depends_on = ["crash"]
+"#,
+        sh(&format!(
+            "echo x $(date +%s%N) $$ >> {}; exit 7",
+            s.display()
+        ))
+    );
+    let node = Node::start(&d.0, &body);
+    let p = node.wait_state("crash", "failed", Duration::from_secs(10));
+    let reason = p["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exit 7") && reason.contains("restart_max"),
+        "{reason}"
+    );
+    assert_eq!(p["restarts"], 4);
+    // Nothing more: the cap holds.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = stamps(&s);
+    assert_eq!(st.len(), 5, "1 start + 4 restarts: {st:?}");
+    let gaps: Vec<u128> = st
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1) / 1_000_000)
+        .collect();
+    // 50, 100, 200, 300 ms (doubling, capped), each plus the run time.
+    for (g, want) in gaps.iter().zip([50, 100, 200, 300]) {
+        assert!(*g >= want, "gap {g} ms < backoff {want} ms: {gaps:?}");
+    }
+    assert!(gaps[2] > gaps[0] + 80, "the backoff grows: {gaps:?}");
+    // Its dependent (started while crash was up, between crashes) ...
+    let after = node.process("after").unwrap();
+    assert!(
+        after["state"] == "up" || after["state"] == "held",
+        "{after}"
+    );
+}
+
+#[test]
+fn watchdog_restarts_a_silent_process() {
+    let d = scratch("watchdog");
+    let f = d.0.join("stamps");
+    let body = format!(
+        r#"
+[[process]]
+name = "w"
+command = {}
+watchdog_ms = 200
+monitor_ms = 50
+restart_backoff_ms = 10
+stop_timeout_ms = 1000
+"#,
+        app(&format!("heartbeat {} 300", f.display()))
+    );
+    let node = Node::start(&d.0, &body);
+    node.wait("w", Duration::from_secs(10), |p| {
+        p["restarts"].as_u64() >= Some(1) && p["state"] == "up"
+    });
+    let end = Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        let st = stamps(&f);
+        if st.iter().filter(|x| x.0 == "start").count() >= 2 || Instant::now() > end {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let last = st.iter().find(|x| x.0 == "last-heartbeat").unwrap().1;
+    let again = st.iter().filter(|x| x.0 == "start").nth(1).unwrap().1;
+    let ms = (again - last) / 1_000_000;
+    // watchdog_ms + monitor_ms, plus the 10 ms backoff and the time to
+    // stop and exec again (this test binary starting).
+    assert!(ms >= 200, "restarted before the watchdog expired: {ms} ms");
+    assert!(
+        ms <= 200 + 50 + 10 + 250,
+        "restarted {ms} ms after the last heartbeat"
+    );
+    let p = node.process("w").unwrap();
+    assert!(p["last_exit"].as_str().unwrap().contains("watchdog"), "{p}");
+}
+
+#[test]
+fn ignored_stop_signal_gets_sigkill() {
+    let d = scratch("stopkill");
+    let body = format!(
+        r#"
+[[process]]
+name = "stubborn"
+command = {}
+stop_timeout_ms = 400
+"#,
+        sh(&format!(
+            "trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+            d.0.join("pid").display()
+        ))
+    );
+    let mut node = Node::start(&d.0, &body);
+    node.wait_state("stubborn", "up", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert!(node.terminate(Duration::from_secs(10)).success());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
+        "stopped in {took:?}"
+    );
+    let p = node.process("stubborn").unwrap();
+    assert_eq!(p["state"], "stopped");
+    assert_eq!(p["last_exit"], "signal SIGKILL");
+    let pid: u32 = std::fs::read_to_string(d.0.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!exists(pid), "killed and reaped");
+    assert!(node.log().contains("sent SIGKILL to the group"));
+}
+
+#[test]
+fn command_that_cannot_execute_fails_with_its_reason() {
+    let d = scratch("exec");
+    let body = r#"
+[[process]]
+name = "bad"
+command = ["/nonexistent/program", "x"]
+restart_backoff_ms = 100
+restart_max = 2
+
+[[process]]
+name = "user"
+command = ["/bin/sleep", "1000"]
+depends_on = ["bad"]
+"#;
+    let t = Instant::now();
+    let node = Node::start(&d.0, body);
+    let p = node.wait("bad", Duration::from_secs(10), |p| {
+        p["state"] == "failed" && p["reason"].as_str().unwrap_or("").contains("restart_max")
+    });
+    // Two retries, 100 then 200 ms apart: not faster than the backoff.
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let reason = p["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot execute \"/nonexistent/program\"")
+            && reason.contains("No such file or directory"),
+        "{reason}"
+    );
+    assert_eq!(p["restarts"], 2);
+    let u = node.process("user").unwrap();
+    assert_eq!(u["state"], "held");
+    assert_eq!(u["reason"], "dependency bad failed");
+    let log = node.log();
+    assert_eq!(log.matches("bad: ").filter(|_| true).count(), 3, "{log}");
+}
+
+#[test]
+fn sigterm_stops_in_reverse_order_and_leaves_nothing() {
+    let d = scratch("term");
+    let dir = d.0.display().to_string();
+    // Each records its pid and a background child's (same group), then
+    // stamps the moment its stop signal arrives.
+    let script = |name: &str| {
+        sh(&format!(
+            "sleep 1000 & echo $$ $! > {dir}/pids-{name}; \
+             trap 'echo {name} $(date +%s%N) $$ >> {dir}/stopped; exit 0' TERM; \
+             sleep 1000 & wait"
+        ))
+    };
+    let body = format!(
+        r#"
+[[process]]
+name = "a"
+command = {}
+
+[[process]]
+name = "b"
+command = {}
+depends_on = ["a"]
+tenant_group = "g"
+
+[[process]]
+name = "c"
+command = {}
+depends_on = ["b"]
+tenant_group = "g"
+
+[[process]]
+name = "chatty"
+command = {}
+log_max_bytes = 4096
+log_keep = 2
+"#,
+        script("a"),
+        script("b"),
+        script("c"),
+        sh("i=0; while [ $i -lt 60 ]; do printf '%0499d\\n' $i; i=$((i+1)); done; exec sleep 1000"),
+    );
+    let mut node = Node::start(&d.0, &body);
+    node.wait_state("c", "up", Duration::from_secs(10));
+    let log = d.0.join("dom/ha/log/chatty.log");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !PathBuf::from(format!("{}.2", log.display())).exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut pids = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    for name in ["a", "b", "c"] {
+        let f = d.0.join(format!("pids-{name}"));
+        while !f.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for p in std::fs::read_to_string(&f).unwrap().split_whitespace() {
+            pids.push(p.parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(pids.len(), 6);
+    assert!(pids.iter().all(|&p| exists(p)));
+    let chatty = node.process("chatty").unwrap()["pid"].as_u64().unwrap() as u32;
+    let sup = node.pid();
+    let st = node.terminate(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}\n{}", node.log());
+    let stopped = stamps(&d.0.join("stopped"));
+    let order: Vec<&str> = stopped.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(order, ["c", "b", "a"], "reverse order");
+    for p in pids.iter().chain([&chatty, &sup]) {
+        assert!(!exists(*p), "pid {p} is left (orphan or zombie)");
+    }
+    let s = node.status().unwrap();
+    for p in s["processes"].as_array().unwrap() {
+        assert_eq!(p["state"], "stopped", "{p}");
+    }
+    // The log was rotated: chatty.log, .1 and .2, nothing beyond, each at
+    // most its limit (a single write may take a fresh file whole).
+    let size = |k: &str| std::fs::metadata(format!("{}{k}", log.display())).map(|m| m.len());
+    assert!(size("").is_ok() && size(".1").is_ok() && size(".2").is_ok());
+    assert!(size(".3").is_err());
+    assert!(size(".1").unwrap() <= 4096, "{:?}", size(".1"));
+}
