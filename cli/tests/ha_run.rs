@@ -46,6 +46,13 @@ fn child_entry() {
             stamp(file, "last-heartbeat");
             std::thread::sleep(Duration::from_secs(1000));
         }
+        // Ready; healthy while FILE does not exist.
+        "health" => {
+            let sick = file.to_path_buf();
+            mtipc::ha::set_health(Some(std::sync::Arc::new(move || !sick.exists()))).unwrap();
+            mtipc::ha::ready().unwrap();
+            std::thread::sleep(Duration::from_secs(1000));
+        }
         m => panic!("unknown mode {m}"),
     }
 }
@@ -618,4 +625,30 @@ log_keep = 2
     assert!(size("").is_ok() && size(".1").is_ok() && size(".2").is_ok());
     assert!(size(".3").is_err());
     assert!(size(".1").unwrap() <= 4096, "{:?}", size(".1"));
+}
+
+#[test]
+fn health_callback_makes_unhealthy_and_back() {
+    let d = scratch("health");
+    let sick = d.0.join("sick");
+    let body = format!(
+        r#"
+[[process]]
+name = "h"
+command = {}
+ready = "notify"
+monitor_ms = 50
+"#,
+        app(&format!("health {}", sick.display()))
+    );
+    let node = Node::start(&d.0, &body);
+    let p = node.wait_state("h", "ready", Duration::from_secs(10));
+    std::fs::write(&sick, "").unwrap();
+    let q = node.wait_state("h", "unhealthy", Duration::from_secs(5));
+    assert_eq!(q["reason"], "the health callback said fail");
+    assert_eq!(q["pid"], p["pid"], "unhealthy is not restarted");
+    std::fs::remove_file(&sick).unwrap();
+    let r = node.wait_state("h", "ready", Duration::from_secs(5));
+    assert_eq!(r["pid"], p["pid"]);
+    assert_eq!(r["restarts"], 0);
 }

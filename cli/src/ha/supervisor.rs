@@ -884,3 +884,123 @@ pub fn socket_path(domain: &Path) -> PathBuf {
 pub fn status_path(domain: &Path) -> PathBuf {
     domain.join("ha").join("status.json")
 }
+
+#[cfg(test)]
+mod tests {
+    //! The Server's calls on a table, in process: tenant groups started
+    //! and stopped in order, other groups untouched. (This test binary
+    //! reaps with waitpid(-1): no other test here starts children.)
+    use super::*;
+
+    fn stamps(f: &Path) -> Vec<String> {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn run_until(sup: &mut Supervisor, what: &str, done: impl Fn(&Supervisor) -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !done(sup) {
+            assert!(Instant::now() < end, "{what}: {:?}", sup.status());
+            sup.step(Duration::from_millis(10));
+        }
+    }
+
+    fn state(sup: &Supervisor, name: &str) -> State {
+        sup.entries
+            .iter()
+            .find(|e| e.cfg.name == name)
+            .unwrap()
+            .state
+    }
+
+    #[test]
+    fn groups_start_and_stop_in_order_alone() {
+        let dir = std::env::temp_dir().join(format!("mtipc-ha-groups-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        let log = dir.join("events");
+        let proc = |name: &str, extra: &str| {
+            format!(
+                "[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"echo start {name} >> {log}; trap 'echo stop {name} >> {log}; exit 0' TERM; sleep 1000 & wait\"]\n{extra}\n",
+                log = log.display()
+            )
+        };
+        let text = format!(
+            "[node]\nname = \"n\"\ndomain = \"{}\"\n\n{}{}{}{}",
+            dir.display(),
+            proc("x1", "tenant_group = \"x\""),
+            proc("x2", "tenant_group = \"x\"\ndepends_on = [\"x1\"]"),
+            proc("x3", "tenant_group = \"x\"\ndepends_on = [\"x2\"]"),
+            proc("y1", "tenant_group = \"y\""),
+        );
+        let config = Config::parse(&text, Path::new("groups.toml")).unwrap();
+        let mut sup = Supervisor::new(
+            &config,
+            Options {
+                endpoint: None,
+                status_file: None,
+                domain: dir.clone(),
+            },
+        );
+        sup.start_all();
+        run_until(&mut sup, "all up", |s| {
+            ["x1", "x2", "x3", "y1"]
+                .iter()
+                .all(|n| state(s, n) == State::Up)
+        });
+        let y1 = sup
+            .status()
+            .processes
+            .iter()
+            .find(|p| p.name == "y1")
+            .unwrap()
+            .pid;
+        // Wait for the traps to be set before signalling.
+        let end = Instant::now() + Duration::from_secs(5);
+        while stamps(&log).len() < 4 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&log, "").unwrap();
+        sup.stop_group("x").unwrap();
+        run_until(&mut sup, "x stopped", |s| {
+            ["x1", "x2", "x3"]
+                .iter()
+                .all(|n| state(s, n) == State::Stopped)
+        });
+        assert_eq!(stamps(&log), ["stop x3", "stop x2", "stop x1"]);
+        assert_eq!(state(&sup, "y1"), State::Up);
+        sup.start_group("x").unwrap();
+        run_until(&mut sup, "x up again", |s| {
+            ["x1", "x2", "x3"].iter().all(|n| state(s, n) == State::Up)
+        });
+        // Spawned in order (x2 once x1 is up: at once, as both are
+        // `ready = "started"`): increasing pids.
+        let pids: Vec<u32> = sup
+            .status()
+            .processes
+            .iter()
+            .filter(|p| p.group.as_deref() == Some("x"))
+            .map(|p| p.pid.unwrap())
+            .collect();
+        assert!(pids.windows(2).all(|w| w[0] < w[1]), "{pids:?}");
+        let y1_now = sup
+            .status()
+            .processes
+            .iter()
+            .find(|p| p.name == "y1")
+            .unwrap()
+            .pid;
+        assert_eq!(y1, y1_now, "the other group was left alone");
+        assert!(sup
+            .stop_group("nope")
+            .unwrap_err()
+            .contains("no tenant group"));
+        sup.stop_all();
+        run_until(&mut sup, "all stopped", Supervisor::all_exited);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
