@@ -303,11 +303,16 @@ cwd = "{cwd}"
     let mut node = Node::start(&d.0, &body);
     node.wait_state("z", "up", Duration::from_secs(20));
     assert_eq!(node.process("n").unwrap()["state"], "ready");
+    // "up" is the exec; the stamp follows shortly.
     let at = |name: &str, what: &str| {
-        stamps(&f(name))
-            .into_iter()
-            .find(|x| x.0 == what)
-            .unwrap_or_else(|| panic!("{name} has no {what} stamp"))
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(x) = stamps(&f(name)).into_iter().find(|x| x.0 == what) {
+                return x;
+            }
+            assert!(Instant::now() < end, "{name} has no {what} stamp");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     };
     // Priority among b and c, started in the same round: b was spawned
     // first, so it has the lower pid (their own stamps may race).
@@ -482,7 +487,12 @@ stop_timeout_ms = 400
     );
     let mut node = Node::start(&d.0, &body);
     node.wait_state("stubborn", "up", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(100));
+    // Its pid is written once the trap is set.
+    let end = Instant::now() + Duration::from_secs(5);
+    while !d.0.join("pid").exists() {
+        assert!(Instant::now() < end, "no pid file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let t = Instant::now();
     assert!(node.terminate(Duration::from_secs(10)).success());
     let took = t.elapsed();
@@ -550,9 +560,9 @@ fn sigterm_stops_in_reverse_order_and_leaves_nothing() {
     // stamps the moment its stop signal arrives.
     let script = |name: &str| {
         sh(&format!(
-            "sleep 1000 & echo $$ $! > {dir}/pids-{name}; \
-             trap 'echo {name} $(date +%s%N) $$ >> {dir}/stopped; exit 0' TERM; \
-             sleep 1000 & wait"
+            "trap 'echo {name} $(date +%s%N) $$ >> {dir}/stopped; exit 0' TERM; \
+             sleep 1000 & echo $$ $! > {dir}/pids-{name}.tmp; \
+             mv {dir}/pids-{name}.tmp {dir}/pids-{name}; sleep 1000 & wait"
         ))
     };
     let body = format!(
@@ -598,7 +608,6 @@ log_keep = 2
         while !f.exists() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(20));
         for p in std::fs::read_to_string(&f).unwrap().split_whitespace() {
             pids.push(p.parse::<u32>().unwrap());
         }

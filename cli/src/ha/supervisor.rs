@@ -924,7 +924,7 @@ mod tests {
         let log = dir.join("events");
         let proc = |name: &str, extra: &str| {
             format!(
-                "[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"echo start {name} >> {log}; trap 'echo stop {name} >> {log}; exit 0' TERM; sleep 1000 & wait\"]\n{extra}\n",
+                "[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; sleep 1000 & wait\"]\n{extra}\n",
                 log = log.display()
             )
         };
@@ -958,12 +958,11 @@ mod tests {
             .find(|p| p.name == "y1")
             .unwrap()
             .pid;
-        // Wait for the traps to be set before signalling.
+        // The traps are set once the starts are written.
         let end = Instant::now() + Duration::from_secs(5);
         while stamps(&log).len() < 4 && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(50));
         std::fs::write(&log, "").unwrap();
         sup.stop_group("x").unwrap();
         run_until(&mut sup, "x stopped", |s| {
