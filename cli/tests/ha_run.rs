@@ -661,3 +661,83 @@ monitor_ms = 50
     assert_eq!(r["pid"], p["pid"]);
     assert_eq!(r["restarts"], 0);
 }
+
+/// The uid a running process has (`/proc/<pid>/status`, real uid).
+fn uid_of(pid: u64) -> u32 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = st.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn user_is_switched_by_root_and_refused_otherwise() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (switching users)");
+        return;
+    }
+    let d = scratch("user");
+    // As root: the process runs as nobody (uid 65534).
+    let body = r#"
+[[process]]
+name = "n"
+command = ["/bin/sleep", "1000"]
+user = "65534"
+"#;
+    let mut node = Node::start(&d.0, body);
+    let p = node.wait_state("n", "up", Duration::from_secs(10));
+    assert_eq!(uid_of(p["pid"].as_u64().unwrap()), 65534);
+    assert!(node.terminate(Duration::from_secs(10)).success());
+    drop(node);
+    // As nobody: switching to root is refused with the reason.
+    let d2 = scratch("user2");
+    std::os::unix::fs::chown(&d2.0, Some(65534), Some(65534)).unwrap();
+    let config = d2.0.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"r\"\ncommand = [\"/bin/sleep\", \"1000\"]\nuser = \"root\"\nrestart = \"never\"\n",
+            d2.0.join("dom").display()
+        ),
+    )
+    .unwrap();
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+            .arg("run")
+            .arg(&config)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let node = Node {
+        dir: d2.0.clone(),
+        child: None,
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        if let Some(p) = node.process("r") {
+            if p["state"] == "failed" {
+                break p["reason"].as_str().unwrap().to_string();
+            }
+        }
+        if Instant::now() > end || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("skipped: mtipc-ha could not run as uid 65534 here (its binary or /tmp not reachable)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        reason.contains("user \"root\" (uid 0): mtipc-ha runs as uid 65534, not root"),
+        "{reason}"
+    );
+}
