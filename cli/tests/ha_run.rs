@@ -741,3 +741,38 @@ user = "65534"
         "{reason}"
     );
 }
+
+#[test]
+fn what_a_dead_leader_leaves_in_its_group_is_killed_and_reaped() {
+    let d = scratch("leftover");
+    let bg = d.0.join("bg");
+    let body = format!(
+        r#"
+[[process]]
+name = "leader"
+command = {}
+restart = "never"
+"#,
+        sh(&format!(
+            "sleep 1000 & echo $! > {b}.tmp; mv {b}.tmp {b}; exit 1",
+            b = bg.display()
+        ))
+    );
+    let node = Node::start(&d.0, &body);
+    let p = node.wait_state("leader", "failed", Duration::from_secs(10));
+    assert_eq!(p["reason"], "exit 1; restart policy");
+    let pid: u32 = std::fs::read_to_string(&bg)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while exists(pid) {
+        assert!(
+            Instant::now() < end,
+            "the leader's background child {pid} is left: {}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -187,7 +187,7 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
         }
     }
     // Stragglers of the groups (orphans reparented here) are reaped.
-    while spawn::reap().is_some() {}
+    while spawn::reap(|_| {}).is_some() {}
     sup.flush_status();
     mtipc::log::emit(Level::Info, "mtipc-ha", "node stopped");
     ExitCode::SUCCESS

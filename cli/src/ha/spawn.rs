@@ -254,24 +254,47 @@ pub fn signal_name(s: i32) -> String {
 }
 
 /// Reaps one child that has ended, without waiting: its pid and how it
-/// ended; `None` when none has (or there are no children).
-pub fn reap() -> Option<(u32, Exit)> {
-    let mut status: libc::c_int = 0;
+/// ended; `None` when none has (or there are no children). `before` is
+/// called with the pid while the child is still a zombie (`waitid` with
+/// `WNOWAIT`), so that its pid, and its process group's id, cannot have
+/// been reused yet: the moment to SIGKILL what is left of its group.
+pub fn reap(mut before: impl FnMut(u32)) -> Option<(u32, Exit)> {
     loop {
-        // SAFETY: status is a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            let exit = if libc::WIFSIGNALED(status) {
-                Exit::Signal(libc::WTERMSIG(status))
-            } else {
-                Exit::Code(libc::WEXITSTATUS(status))
-            };
-            return Some((pid as u32, exit));
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid out-pointer.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc == -1 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
         }
-        if pid == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        // SAFETY: waitid filled info (si_pid 0: no child has ended).
+        let pid = unsafe { info.si_pid() };
+        if pid <= 0 {
+            return None;
+        }
+        before(pid as u32);
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out-pointer; pid is a zombie child.
+        let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if got != pid {
             continue;
         }
-        return None;
+        let exit = if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        };
+        return Some((pid as u32, exit));
     }
 }
 

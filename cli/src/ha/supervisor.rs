@@ -435,7 +435,16 @@ impl Supervisor {
     }
 
     fn reap(&mut self) {
-        while let Some((pid, exit)) = spawn::reap() {
+        loop {
+            let ours = |pid: u32| self.entries.iter().any(|e| e.pid == Some(pid));
+            // Whatever a leader left in its group goes with it, killed
+            // while the leader is a zombie (its group id not reusable).
+            let reaped = spawn::reap(|pid| {
+                if ours(pid) {
+                    spawn::signal_group(pid, libc::SIGKILL);
+                }
+            });
+            let Some((pid, exit)) = reaped else { break };
             if let Some(i) = self.entries.iter().position(|e| e.pid == Some(pid)) {
                 self.exited(i, exit);
             }
@@ -449,10 +458,7 @@ impl Supervisor {
         let cause = self.entries[i].stopping.take().map(|s| s.cause);
         {
             let e = &mut self.entries[i];
-            // Whatever the leader left in its group goes with it.
-            if let Some(pid) = e.pid.take() {
-                spawn::signal_group(pid, libc::SIGKILL);
-            }
+            e.pid = None;
             if let Some(c) = e.conn.take() {
                 if let Some(ep) = &mut self.endpoint {
                     ep.close(c);
