@@ -8,6 +8,9 @@
 //! SIGTERM stopping everything in reverse order with nothing left behind
 //! (checked through `/proc`). The state is read from the status file.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -673,7 +676,10 @@ fn uid_of(pid: u64) -> u32 {
 fn user_is_switched_by_root_and_refused_otherwise() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (switching users)");
+        common::skip(
+            "user_is_switched_by_root_and_refused_otherwise",
+            "needs root (switching users)",
+        );
         return;
     }
     let d = scratch("user");
@@ -701,9 +707,13 @@ user = "65534"
         ),
     )
     .unwrap();
-    let mut child = {
+    let child = {
         use std::os::unix::process::CommandExt;
-        Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+        // A copy of the program in the scratch directory: the checkout
+        // may be where uid 65534 cannot go (/root).
+        let exe = d2.0.join("mtipc-ha");
+        std::fs::copy(env!("CARGO_BIN_EXE_mtipc-ha"), &exe).unwrap();
+        Command::new(&exe)
             .arg("run")
             .arg(&config)
             .uid(65534)
@@ -712,7 +722,15 @@ user = "65534"
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+    };
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return common::skip(
+                "user_is_switched_by_root_and_refused_otherwise",
+                &format!("mtipc-ha cannot be run as uid 65534 from a copy in /tmp: {e}"),
+            )
+        }
     };
     let node = Node {
         dir: d2.0.clone(),
@@ -728,7 +746,10 @@ user = "65534"
         if Instant::now() > end || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("skipped: mtipc-ha could not run as uid 65534 here (its binary or /tmp not reachable)");
+            common::skip(
+                "user_is_switched_by_root_and_refused_otherwise",
+                "mtipc-ha could not run as uid 65534 from a copy in /tmp (noexec?)",
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
