@@ -419,7 +419,7 @@ impl Supervisor {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for e in &self.entries {
-            if let Some(t) = e.retry_at {
+            if let (true, Some(t)) = (e.want, e.retry_at) {
                 at(t);
             }
             if let Some(s) = &e.stopping {
@@ -577,11 +577,15 @@ impl Supervisor {
             }
             self.spawn(i, now);
         }
-        // Processes no longer wanted that are not running are stopped.
+        // Processes no longer wanted that are not running are stopped (a
+        // failed one stays failed, its retry called off).
         for i in 0..self.entries.len() {
-            let e = &self.entries[i];
-            if !e.want && !e.running() && matches!(e.state, State::Held | State::Backoff) {
-                self.entries[i].retry_at = None;
+            let e = &mut self.entries[i];
+            if e.want || e.running() {
+                continue;
+            }
+            e.retry_at = None;
+            if matches!(e.state, State::Held | State::Backoff) {
                 self.set_state(i, State::Stopped, None);
             }
         }
@@ -895,8 +899,15 @@ pub fn status_path(domain: &Path) -> PathBuf {
 mod tests {
     //! The Server's calls on a table, in process: tenant groups started
     //! and stopped in order, other groups untouched. (This test binary
-    //! reaps with waitpid(-1): no other test here starts children.)
+    //! reaps with waitpid(-1): the tests that start children take
+    //! `serial()`, and no other test here starts any.)
     use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    fn serial() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn stamps(f: &Path) -> Vec<String> {
         std::fs::read_to_string(f)
@@ -924,6 +935,7 @@ mod tests {
 
     #[test]
     fn groups_start_and_stop_in_order_alone() {
+        let _serial = serial();
         let dir = std::env::temp_dir().join(format!("mtipc-ha-groups-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("ha/log")).unwrap();
@@ -1004,6 +1016,68 @@ mod tests {
             .stop_group("nope")
             .unwrap_err()
             .contains("no tenant group"));
+        sup.stop_all();
+        run_until(&mut sup, "all stopped", Supervisor::all_exited);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn restart_asked_and_a_failed_process_stopped_and_started() {
+        let _serial = serial();
+        let dir = std::env::temp_dir().join(format!("mtipc-ha-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        let text = format!(
+            "[node]\nname = \"n\"\ndomain = \"{}\"\n\n\
+             [[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n\n\
+             [[process]]\nname = \"bad\"\ncommand = [\"/nonexistent\"]\ntenant_group = \"z\"\nrestart_backoff_ms = 60000\n",
+            dir.display()
+        );
+        let config = Config::parse(&text, Path::new("restart.toml")).unwrap();
+        let mut sup = Supervisor::new(
+            &config,
+            Options {
+                endpoint: None,
+                status_file: None,
+                domain: dir.clone(),
+            },
+        );
+        sup.start_all();
+        run_until(&mut sup, "s up, bad failed", |s| {
+            state(s, "s") == State::Up && state(s, "bad") == State::Failed
+        });
+        // restart(s): a new process, not counted as a policy restart.
+        let entry = |s: &Supervisor, n: &str| {
+            s.status()
+                .processes
+                .into_iter()
+                .find(|p| p.name == n)
+                .unwrap()
+        };
+        let pid = |s: &Supervisor| entry(s, "s").pid;
+        let before = pid(&sup).unwrap();
+        sup.restart("s").unwrap();
+        run_until(&mut sup, "s restarted", |s| {
+            state(s, "s") == State::Up && pid(s).is_some_and(|p| p != before)
+        });
+        assert_eq!(entry(&sup, "s").restarts, 0);
+        assert!(entry(&sup, "s")
+            .last_exit
+            .as_deref()
+            .is_some_and(|x| x == "signal SIGTERM"));
+        // A failed process whose retry is a minute away: stopping its
+        // group calls the retry off (no timer left to wake for).
+        sup.stop_group("z").unwrap();
+        sup.step(Duration::from_millis(1));
+        assert_eq!(state(&sup, "bad"), State::Failed);
+        assert!(sup.until_next_deadline() > Duration::from_millis(100));
+        // Started again on request: a fresh attempt at once.
+        sup.start_group("z").unwrap();
+        sup.step(Duration::from_millis(1));
+        let bad = sup.entries.iter().find(|e| e.cfg.name == "bad").unwrap();
+        assert_eq!(bad.state, State::Failed);
+        assert_eq!(bad.recent.len(), 1, "a fresh window: one retry booked");
+        assert!(sup.restart("nope").unwrap_err().contains("no process"));
         sup.stop_all();
         run_until(&mut sup, "all stopped", Supervisor::all_exited);
         let _ = std::fs::remove_dir_all(&dir);
