@@ -797,3 +797,54 @@ restart = "never"
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_refused_file_starts_nothing() {
+    let d = scratch("refused");
+    let config = d.0.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\ndepends_on = [\"nope\"]\n",
+            d.0.join("dom").display(),
+            d.0.join("ran").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+        .arg("run")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:8: ", config.display())) && err.contains("nope"),
+        "{err}"
+    );
+    assert!(!d.0.join("dom").exists(), "nothing set up");
+    assert!(!d.0.join("ran").exists(), "nothing started");
+}
+
+#[test]
+fn a_second_supervisor_of_the_domain_is_refused() {
+    let d = scratch("second");
+    let node = Node::start(
+        &d.0,
+        "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let first = node.wait_state("s", "up", Duration::from_secs(10));
+    let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+        .arg("run")
+        .arg(d.0.join("node.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another supervisor runs this domain"), "{err}");
+    // The first one is untouched.
+    std::thread::sleep(Duration::from_millis(50));
+    let now = node.process("s").unwrap();
+    assert_eq!(now["pid"], first["pid"]);
+    assert_eq!(now["state"], "up");
+}

@@ -532,7 +532,8 @@ impl Supervisor {
         Ok(delay)
     }
 
-    /// Why `i` cannot start yet (`Some((reason, failed))`), or `None`.
+    /// Why `i` cannot start yet (a dependency not up: waiting, or failed),
+    /// or `None`.
     fn blocked(&self, i: usize) -> Option<String> {
         for d in &self.entries[i].cfg.depends_on {
             let Some(dep) = self.entries.iter().find(|e| &e.cfg.name == d) else {
