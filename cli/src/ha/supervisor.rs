@@ -254,9 +254,9 @@ impl Supervisor {
 
     fn set_want(&mut self, i: usize, want: bool) {
         let e = &mut self.entries[i];
-        if want && !e.want {
-            // Asked for: a failed process gets a fresh window.
-            if e.state == State::Failed {
+        if want {
+            // Asked for: a failed process gets a fresh window, at once.
+            if e.state == State::Failed && !e.running() {
                 e.recent.clear();
                 e.retry_at = None;
                 e.reason = None;
@@ -1066,6 +1066,14 @@ mod tests {
             .last_exit
             .as_deref()
             .is_some_and(|x| x == "signal SIGTERM"));
+        // start(bad) while it is failed and wanted, its retry a minute
+        // away: a fresh window and an attempt at once.
+        assert_eq!(entry(&sup, "bad").restarts, 1);
+        sup.start("bad").unwrap();
+        sup.step(Duration::from_millis(1));
+        assert_eq!(entry(&sup, "bad").restarts, 2);
+        let bad = sup.entries.iter().find(|e| e.cfg.name == "bad").unwrap();
+        assert_eq!(bad.recent.len(), 1);
         // A failed process whose retry is a minute away: stopping its
         // group calls the retry off (no timer left to wake for).
         sup.stop_group("z").unwrap();
