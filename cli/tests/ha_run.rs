@@ -848,3 +848,36 @@ fn a_second_supervisor_of_the_domain_is_refused() {
     assert_eq!(now["pid"], first["pid"]);
     assert_eq!(now["state"], "up");
 }
+
+#[test]
+fn a_second_sigterm_kills_at_once() {
+    let d = scratch("twice");
+    let body = format!(
+        r#"
+[[process]]
+name = "stubborn"
+command = {}
+stop_timeout_ms = 20000
+"#,
+        sh(&format!(
+            "trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+            d.0.join("pid").display()
+        ))
+    );
+    let mut node = Node::start(&d.0, &body);
+    node.wait_state("stubborn", "up", Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !d.0.join("pid").exists() {
+        assert!(Instant::now() < end, "no pid file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(node.pid() as i32, libc::SIGTERM) };
+    node.wait_state("stubborn", "stopping", Duration::from_secs(5));
+    let t = Instant::now();
+    assert!(node.terminate(Duration::from_secs(5)).success());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let p = node.process("stubborn").unwrap();
+    assert_eq!(p["last_exit"], "signal SIGKILL");
+    assert!(node.log().contains("second stop signal"));
+}

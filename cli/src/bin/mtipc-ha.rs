@@ -19,7 +19,8 @@ use clap::{Parser, Subcommand};
 use mtipc::ha::config::Config;
 use mtipc::ha::Role;
 use mtipc::internals::ha::Endpoint;
-use mtipc::internals::sync::Flag;
+use mtipc::internals::sync::local::AtomicU32;
+use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use mtipc_cli::ha::spawn;
 use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
@@ -48,7 +49,8 @@ enum Cmd {
     /// Supervise the node's processes in the foreground (fits systemd):
     /// start them in dependency order, restart them by their policy,
     /// watch them at their monitor_ms; SIGTERM or SIGINT stops them in
-    /// reverse order and exits 0. State changes are log lines on stderr;
+    /// reverse order and exits 0 (a second one: SIGKILL to every process
+    /// group at once). State changes are log lines on stderr;
     /// the table is kept in a JSON status file (docs/ha.md).
     Run {
         /// The configuration file (TOML).
@@ -75,12 +77,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Set by SIGTERM and SIGINT: the node stops.
-static STOP: Flag = Flag::new();
+/// Counted by SIGTERM and SIGINT: the first stops the node in order, a
+/// second kills what still runs at once.
+static STOPS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
-    // An atomic store: async-signal-safe.
-    STOP.set();
+    // A lock-free atomic add: async-signal-safe.
+    STOPS.fetch_add(1, Ordering::AcqRel);
 }
 
 fn install_stop_handlers() -> std::io::Result<()> {
@@ -169,20 +172,31 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
         ),
     );
     sup.start_all();
-    let mut stopping = false;
+    let mut seen = 0;
     loop {
         sup.step(Duration::from_millis(10));
-        if STOP.is_set() && !stopping {
-            stopping = true;
-            mtipc::log::emit(
-                Level::Info,
-                "mtipc-ha",
-                "stop signal: stopping every process in reverse order",
-            );
-            sup.stop_all();
+        let stops = STOPS.load(Ordering::Acquire);
+        if stops > seen {
+            if seen == 0 {
+                mtipc::log::emit(
+                    Level::Info,
+                    "mtipc-ha",
+                    "stop signal: stopping every process in reverse order (again: SIGKILL)",
+                );
+                sup.stop_all();
+            }
+            if stops >= 2 && seen < 2 {
+                mtipc::log::emit(
+                    Level::Warn,
+                    "mtipc-ha",
+                    "second stop signal: SIGKILL to every process group",
+                );
+                sup.kill_all();
+            }
+            seen = stops;
             continue;
         }
-        if stopping && sup.all_exited() {
+        if seen > 0 && sup.all_exited() {
             break;
         }
     }

@@ -285,6 +285,24 @@ impl Supervisor {
         }
     }
 
+    /// Stops every process now: nothing is wanted, and every running
+    /// process group gets SIGKILL at once, without order or timeout (an
+    /// operator who cannot wait).
+    pub fn kill_all(&mut self) {
+        self.stop_all();
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            let Some(pid) = e.pid else { continue };
+            spawn::signal_group(pid, libc::SIGKILL);
+            e.stopping = Some(Stopping {
+                cause: Cause::Asked,
+                kill_at: Instant::now(),
+                killed: true,
+            });
+            self.set_state(i, State::Stopping, Some("sent SIGKILL to the group".into()));
+        }
+    }
+
     /// Wants the process `name`.
     pub fn start(&mut self, name: &str) -> Result<(), String> {
         let i = self.index(name)?;
