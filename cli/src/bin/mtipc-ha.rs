@@ -24,6 +24,7 @@ use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use mtipc_cli::ha::spawn;
 use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -81,26 +82,73 @@ fn main() -> ExitCode {
 /// second kills what still runs at once.
 static STOPS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // A lock-free atomic add: async-signal-safe.
-    STOPS.fetch_add(1, Ordering::AcqRel);
+/// The write end of the pipe that wakes the supervisor's wait (the
+/// endpoint's `poll`) when a signal comes; `u32::MAX` before it exists.
+static WAKE_FD: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Writes one byte to the wake pipe (non-blocking: a full pipe already
+/// wakes). Only async-signal-safe calls; errno is kept.
+fn wake() {
+    let fd = WAKE_FD.load(Ordering::Acquire);
+    if fd == u32::MAX {
+        return;
+    }
+    // SAFETY: errno is this thread's; write on a descriptor this process
+    // keeps open for its whole life.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let _ = libc::write(fd as libc::c_int, b"x".as_ptr().cast(), 1);
+        *libc::__errno_location() = saved;
+    }
 }
 
-fn install_stop_handlers() -> std::io::Result<()> {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: sigaction is plain data; the handler only stores an
-        // atomic. SA_RESTART keeps other calls from failing with EINTR.
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // A lock-free atomic add and a write: async-signal-safe.
+    STOPS.fetch_add(1, Ordering::AcqRel);
+    wake();
+}
+
+extern "C" fn on_child(_: libc::c_int) {
+    wake();
+}
+
+/// SIGTERM and SIGINT count stops; SIGCHLD wakes the loop, so that a
+/// process's end is handled at once, not at the next timer. Returns the
+/// read end of the wake pipe, for the endpoint's wait.
+fn install_handlers() -> std::io::Result<OwnedFd> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 made two descriptors nothing else owns; the write end
+    // stays open for the life of the process (the handlers use it).
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    WAKE_FD.store(fds[1] as u32, Ordering::Release);
+    let handlers: [(libc::c_int, extern "C" fn(libc::c_int), libc::c_int); 3] = [
+        (libc::SIGTERM, on_stop_signal, libc::SA_RESTART),
+        (libc::SIGINT, on_stop_signal, libc::SA_RESTART),
+        (
+            libc::SIGCHLD,
+            on_child,
+            libc::SA_RESTART | libc::SA_NOCLDSTOP,
+        ),
+    ];
+    for (sig, handler, flags) in handlers {
+        // SAFETY: sigaction is plain data; the handlers only use atomics
+        // and write(2). SA_RESTART keeps other calls from failing with
+        // EINTR.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESTART;
+            sa.sa_sigaction = handler as libc::sighandler_t;
+            sa.sa_flags = flags;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
         }
     }
-    Ok(())
+    Ok(read)
 }
 
 fn fatal(msg: &str) -> ExitCode {
@@ -142,12 +190,13 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
             socket.display()
         ));
     }
-    let endpoint = match Endpoint::bind(&socket, Role::Active, 1) {
+    let mut endpoint = match Endpoint::bind(&socket, Role::Active, 1) {
         Ok(ep) => ep,
         Err(e) => return fatal(&e.to_string()),
     };
-    if let Err(e) = install_stop_handlers() {
-        return fatal(&format!("signal handlers: {e}"));
+    match install_handlers() {
+        Ok(wake) => endpoint.set_wake(wake),
+        Err(e) => return fatal(&format!("signal handlers: {e}")),
     }
     if let Err(e) = spawn::become_subreaper() {
         return fatal(&format!("PR_SET_CHILD_SUBREAPER: {e}"));
@@ -174,14 +223,13 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
     sup.start_all();
     let mut seen = 0;
     loop {
-        sup.step(Duration::from_millis(10));
         let stops = STOPS.load(Ordering::Acquire);
         if stops > seen {
             if seen == 0 {
                 mtipc::log::emit(
                     Level::Info,
                     "mtipc-ha",
-                    "stop signal: stopping every process in reverse order (again: SIGKILL)",
+                    "stop signal: stopping every process in reverse order (a second one: SIGKILL at once)",
                 );
                 sup.stop_all();
             }
@@ -194,13 +242,17 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
                 sup.kill_all();
             }
             seen = stops;
-            continue;
         }
         if seen > 0 && sup.all_exited() {
             break;
         }
+        // Woken by a hooks message, a signal (a child's end, a stop) or
+        // the table's next timer.
+        sup.step(Duration::from_secs(1));
     }
-    // Stragglers of the groups (orphans reparented here) are reaped.
+    // A last round settles the table (backoff and held become stopped);
+    // stragglers of the groups (orphans reparented here) are reaped.
+    sup.step(Duration::ZERO);
     while spawn::reap(|_| {}).is_some() {}
     sup.flush_status();
     mtipc::log::emit(Level::Info, "mtipc-ha", "node stopped");

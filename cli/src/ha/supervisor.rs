@@ -415,14 +415,20 @@ impl Supervisor {
         log(level, &line);
     }
 
-    /// Does one round: reaps what ended, handles the endpoint's events
-    /// (waiting for them at most `wait`), starts what can start, stops
-    /// what must stop, kills what outlived its stop timeout, monitors
-    /// what is due, and writes the status file if anything changed.
+    /// Does one round: acts on what is wanted and due, then waits for
+    /// the endpoint's events (at most `wait`, or until the next timer, or
+    /// until the endpoint's wake descriptor is poked), handles them and
+    /// acts again. Acting is: reap what ended, start what can start, stop
+    /// what must stop, kill what outlived its stop timeout, monitor what is
+    /// due, and write the status file if anything changed.
     pub fn step(&mut self, wait: Duration) {
-        self.reap();
+        self.act();
         let wait = wait.min(self.until_next_deadline());
         self.endpoint_events(wait);
+        self.act();
+    }
+
+    fn act(&mut self) {
         self.reap();
         let now = Instant::now();
         self.start_ready(now);
