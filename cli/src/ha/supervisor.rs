@@ -934,6 +934,30 @@ mod tests {
         LOCK.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A supervisor that kills what it runs when the test ends, even by a
+    /// failed assertion (no process left behind).
+    struct Guard(Supervisor);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.kill_all();
+            let end = Instant::now() + Duration::from_secs(5);
+            while !self.0.all_exited() && Instant::now() < end {
+                self.0.step(Duration::from_millis(10));
+            }
+        }
+    }
+    impl std::ops::Deref for Guard {
+        type Target = Supervisor;
+        fn deref(&self) -> &Supervisor {
+            &self.0
+        }
+    }
+    impl std::ops::DerefMut for Guard {
+        fn deref_mut(&mut self) -> &mut Supervisor {
+            &mut self.0
+        }
+    }
+
     fn stamps(f: &Path) -> Vec<String> {
         std::fs::read_to_string(f)
             .unwrap_or_default()
@@ -980,14 +1004,14 @@ mod tests {
             proc("y1", "tenant_group = \"y\""),
         );
         let config = Config::parse(&text, Path::new("groups.toml")).unwrap();
-        let mut sup = Supervisor::new(
+        let mut sup = Guard(Supervisor::new(
             &config,
             Options {
                 endpoint: None,
                 status_file: None,
                 domain: dir.clone(),
             },
-        );
+        ));
         sup.start_all();
         run_until(&mut sup, "all up", |s| {
             ["x1", "x2", "x3", "y1"]
@@ -1059,14 +1083,14 @@ mod tests {
             dir.display()
         );
         let config = Config::parse(&text, Path::new("restart.toml")).unwrap();
-        let mut sup = Supervisor::new(
+        let mut sup = Guard(Supervisor::new(
             &config,
             Options {
                 endpoint: None,
                 status_file: None,
                 domain: dir.clone(),
             },
-        );
+        ));
         sup.start_all();
         run_until(&mut sup, "s up, bad failed", |s| {
             state(s, "s") == State::Up && state(s, "bad") == State::Failed
