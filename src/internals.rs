@@ -122,9 +122,10 @@ pub mod sys {
     pub use crate::sys::ProcId;
     // The host name a permit instance carries: tests/permit_etcd.
     pub use crate::sys::host_name;
-    // Atomic, durable replace of a file and an owner-only directory: the HA
-    // supervisor's status file and its directories (cli/src/ha).
-    pub use crate::sys::fs::{make_dir, replace};
+    // Atomic, durable replace of a file, an owner-only directory and a
+    // lock file with its note: the HA supervisor's status file, its
+    // directories and its run.lock (cli/src/ha, mtipc-ha run).
+    pub use crate::sys::fs::{make_dir, read_note, replace, LockFile};
 }
 
 /// The loom shim's atomics and futex (`clippy.toml` forbids std's atomics

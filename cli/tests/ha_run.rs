@@ -841,7 +841,13 @@ fn a_second_supervisor_of_the_domain_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another supervisor runs this domain"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another supervisor runs this domain (pid {} holds",
+            node.pid()
+        )),
+        "{err}"
+    );
     // The first one is untouched.
     std::thread::sleep(Duration::from_millis(50));
     let now = node.process("s").unwrap();

@@ -21,6 +21,7 @@ use mtipc::ha::Role;
 use mtipc::internals::ha::Endpoint;
 use mtipc::internals::sync::local::AtomicU32;
 use mtipc::internals::sync::Ordering;
+use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
 use mtipc_cli::ha::spawn;
 use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
@@ -181,15 +182,25 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
             return fatal(&e.to_string());
         }
     }
+    // One supervisor per domain: run.lock, held for the life of the
+    // process (the kernel releases it however the process ends), with the
+    // holder's pid as its note.
+    let lock_path = domain.join("ha/run.lock");
+    let _lock = match LockFile::try_acquire(&lock_path) {
+        Ok(Some(mut l)) => {
+            let _ = l.write_note(&std::process::id().to_string());
+            l
+        }
+        Ok(None) => {
+            let holder = read_note(&lock_path).unwrap_or_else(|| "?".into());
+            return fatal(&format!(
+                "another supervisor runs this domain (pid {holder} holds {})",
+                lock_path.display()
+            ));
+        }
+        Err(e) => return fatal(&e.to_string()),
+    };
     let socket = supervisor::socket_path(&domain);
-    // A socket that answers belongs to a supervisor that runs: refused
-    // rather than taken from it.
-    if seqpacket_answers(&socket) {
-        return fatal(&format!(
-            "{} answers: another supervisor runs this domain",
-            socket.display()
-        ));
-    }
     let mut endpoint = match Endpoint::bind(&socket, Role::Active, 1) {
         Ok(ep) => ep,
         Err(e) => return fatal(&e.to_string()),
@@ -257,34 +268,6 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
     sup.flush_status();
     mtipc::log::emit(Level::Info, "mtipc-ha", "node stopped");
     ExitCode::SUCCESS
-}
-
-/// Whether a `SOCK_SEQPACKET` listener answers at `path`.
-fn seqpacket_answers(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: a socket, a sockaddr_un filled within its bounds, a close.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return false;
-        }
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let bytes = c.as_bytes();
-        if bytes.len() >= addr.sun_path.len() {
-            libc::close(fd);
-            return false;
-        }
-        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        let ok = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) == 0;
-        libc::close(fd);
-        ok
-    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
