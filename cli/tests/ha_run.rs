@@ -887,3 +887,84 @@ stop_timeout_ms = 20000
     assert_eq!(p["last_exit"], "signal SIGKILL");
     assert!(node.log().contains("second stop signal"));
 }
+
+#[test]
+fn restart_policies() {
+    let d = scratch("policies");
+    let count = |name: &str| {
+        sh(&format!(
+            "echo x 0 $$ >> {}; {}",
+            d.0.join(name).display(),
+            if name.ends_with("ok") {
+                "exit 0"
+            } else {
+                "exit 2"
+            }
+        ))
+    };
+    let body = format!(
+        r#"
+[[process]]
+name = "onfail-ok"
+command = {}
+restart = "on-failure"
+restart_backoff_ms = 10
+
+[[process]]
+name = "onfail-bad"
+command = {}
+restart = "on-failure"
+restart_backoff_ms = 10
+restart_max = 2
+
+[[process]]
+name = "always-ok"
+command = {}
+restart = "always"
+restart_backoff_ms = 10
+restart_max = 2
+
+[[process]]
+name = "never-ok"
+command = {}
+restart = "never"
+"#,
+        count("onfail-ok"),
+        count("onfail-bad"),
+        count("always-ok"),
+        count("never-ok"),
+    );
+    let node = Node::start(&d.0, &body);
+    let p = node.wait_state("onfail-ok", "stopped", Duration::from_secs(10));
+    assert_eq!(p["reason"], "exited (exit 0)");
+    let p = node.wait_state("onfail-bad", "failed", Duration::from_secs(10));
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit 2; 2 restarts"),
+        "{p}"
+    );
+    // always restarts a clean exit too, up to its cap.
+    let p = node.wait_state("always-ok", "failed", Duration::from_secs(10));
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit 0; 2 restarts"),
+        "{p}"
+    );
+    let p = node.wait_state("never-ok", "stopped", Duration::from_secs(10));
+    assert_eq!(p["reason"], "exited (exit 0)");
+    std::thread::sleep(Duration::from_millis(100));
+    let runs = |n: &str| stamps(&d.0.join(n)).len();
+    assert_eq!(
+        [
+            runs("onfail-ok"),
+            runs("onfail-bad"),
+            runs("always-ok"),
+            runs("never-ok")
+        ],
+        [1, 3, 3, 1]
+    );
+}

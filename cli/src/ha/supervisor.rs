@@ -506,6 +506,9 @@ impl Supervisor {
             Restart::Never => false,
         };
         if !again {
+            // Done by its policy: no longer wanted (else the next round
+            // would start it again at once); start(name) brings it back.
+            self.entries[i].want = false;
             return if failed {
                 self.set_state(i, State::Failed, Some(format!("{shown}; restart policy")))
             } else {
