@@ -937,6 +937,20 @@ mod tests {
         LOCK.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A scratch directory (a domain), removed when the test ends.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn scratch(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mtipc-ha-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        Scratch(dir)
+    }
+
     /// A supervisor that kills what it runs when the test ends, even by a
     /// failed assertion (no process left behind).
     struct Guard(Supervisor);
@@ -988,9 +1002,8 @@ mod tests {
     #[test]
     fn groups_start_and_stop_in_order_alone() {
         let _serial = serial();
-        let dir = std::env::temp_dir().join(format!("mtipc-ha-groups-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        let tmp = scratch("groups");
+        let dir = tmp.0.clone();
         let log = dir.join("events");
         let proc = |name: &str, extra: &str| {
             format!(
@@ -1070,15 +1083,13 @@ mod tests {
             .contains("no tenant group"));
         sup.stop_all();
         run_until(&mut sup, "all stopped", Supervisor::all_exited);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn restart_asked_and_a_failed_process_stopped_and_started() {
         let _serial = serial();
-        let dir = std::env::temp_dir().join(format!("mtipc-ha-restart-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        let tmp = scratch("restart");
+        let dir = tmp.0.clone();
         let text = format!(
             "[node]\nname = \"n\"\ndomain = \"{}\"\n\n\
              [[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n\n\
@@ -1140,6 +1151,5 @@ mod tests {
         assert!(sup.restart("nope").unwrap_err().contains("no process"));
         sup.stop_all();
         run_until(&mut sup, "all stopped", Supervisor::all_exited);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
