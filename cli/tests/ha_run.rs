@@ -375,6 +375,20 @@ cwd = "{cwd}"
         .collect();
     assert_eq!(fields[2], pid, "pgid is its pid");
     assert_eq!(fields[3], pid, "sid is its pid");
+    // Owner-only: the directories, the socket, the status file, the logs.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(d.0.join("dom").join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ha"), 0o700);
+    assert_eq!(mode("ha/log"), 0o700);
+    assert_eq!(mode("ha/monitor.sock"), 0o600);
+    assert_eq!(mode("ha/status.json"), 0o600);
+    assert_eq!(mode("ha/log/e.log"), 0o600);
     assert!(node.terminate(Duration::from_secs(10)).success());
 }
 
