@@ -111,6 +111,9 @@ pub mod domain {
     pub use crate::domain::{layout_text, parse_layout};
     // This process's effective uid: tests/attach_files.
     pub use crate::sys::euid;
+    // The default domain (as mt_domain_open(NULL)): mtipc-ha run, for a
+    // configuration without `domain`.
+    pub use crate::domain::default_path;
 }
 
 /// Process identity.
@@ -119,6 +122,10 @@ pub mod sys {
     pub use crate::sys::ProcId;
     // The host name a permit instance carries: tests/permit_etcd.
     pub use crate::sys::host_name;
+    // Atomic, durable replace of a file, an owner-only directory and a
+    // lock file with its note: the HA supervisor's status file, its
+    // directories and its run.lock (cli/src/ha, mtipc-ha run).
+    pub use crate::sys::fs::{make_dir, read_note, replace, LockFile};
 }
 
 /// The loom shim's atomics and futex (`clippy.toml` forbids std's atomics

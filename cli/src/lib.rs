@@ -1,5 +1,8 @@
-//! What the programs `mtipc` and `mtipcd` share: printing the library's
-//! events (and their own) on stderr.
+//! What the programs `mtipc`, `mtipcd` and `mtipc-ha` share: printing the
+//! library's events (and their own) on stderr, and the HA supervisor's
+//! engine ([`ha`]).
+
+pub mod ha;
 
 use mtipc::log::Level;
 use std::io::Write;

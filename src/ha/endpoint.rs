@@ -113,6 +113,8 @@ pub struct Endpoint {
     next_conn: u64,
     next_seq: u64,
     events: VecDeque<Event>,
+    /// See [`Endpoint::set_wake`].
+    wake: Option<OwnedFd>,
 }
 
 impl Endpoint {
@@ -164,7 +166,17 @@ impl Endpoint {
             next_conn: 1,
             next_seq: 1,
             events: VecDeque::new(),
+            wake: None,
         })
+    }
+
+    /// Gives the endpoint a descriptor (the read end of a non-blocking
+    /// pipe) that ends a wait of [`Endpoint::next_event`] when it becomes
+    /// readable: it is drained and `next_event` returns `Ok(None)`. The
+    /// Monitor's signal handlers (`SIGCHLD`, a stop signal) write to the
+    /// other end, so one `poll` waits for hooks messages and signals.
+    pub fn set_wake(&mut self, fd: OwnedFd) {
+        self.wake = Some(fd);
     }
 
     /// The socket's path (what `$MTIPC_HA_SOCKET` names).
@@ -286,17 +298,27 @@ impl Endpoint {
                 .min()
                 .map_or(deadline, |d| d.min(deadline));
             let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-            let ready: Vec<bool> = {
-                let mut fds = Vec::with_capacity(ids.len() + 1);
+            let (ready, woken): (Vec<bool>, bool) = {
+                let mut fds = Vec::with_capacity(ids.len() + 2);
                 fds.push(sys::watch(&self.listener, Events::IN));
                 for id in &ids {
                     fds.push(sys::watch(&self.conns[id].fd, Events::IN));
                 }
+                if let Some(w) = &self.wake {
+                    fds.push(sys::watch(w, Events::IN));
+                }
                 sys::poll(&mut fds, Some(wake)).map_err(|e| {
                     Error::io(format_args!("poll HA socket {}", self.path.display()), e)
                 })?;
-                fds.iter().map(|f| !f.revents().is_empty()).collect()
+                let mut ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+                let woken = self.wake.is_some() && ready.pop() == Some(true);
+                (ready, woken)
             };
+            if woken {
+                if let Some(w) = &self.wake {
+                    sys::drain(w);
+                }
+            }
             if ready[0] {
                 self.accept_all();
             }
@@ -304,6 +326,9 @@ impl Endpoint {
                 if ready[k + 1] {
                     self.read(id);
                 }
+            }
+            if woken && self.events.is_empty() {
+                return Ok(None);
             }
         }
     }
@@ -554,6 +579,22 @@ mod tests {
         assert!(ep.next_event(Duration::from_millis(20)).unwrap().is_none());
         drop(ep);
         assert!(!path.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn a_wake_descriptor_ends_the_wait() {
+        let d = dir("wake");
+        let mut ep = Endpoint::bind(&d.0.join("ha.sock"), Role::Active, 1).unwrap();
+        let (r, w) = sys::pipe().unwrap();
+        ep.set_wake(r);
+        sys::poke(&w);
+        let t = Instant::now();
+        assert_eq!(ep.next_event(Duration::from_secs(5)).unwrap(), None);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Drained: the next wait lasts its timeout.
+        let t = Instant::now();
+        assert_eq!(ep.next_event(Duration::from_millis(100)).unwrap(), None);
+        assert!(t.elapsed() >= Duration::from_millis(100));
     }
 
     #[test]

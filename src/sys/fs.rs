@@ -108,9 +108,8 @@ pub fn publish_bytes(path: &Path, bytes: &[u8]) -> Result<bool> {
 /// A reader never sees a partly written file under `path`. Returns whether
 /// the file was renamed into place (`commit` said no: `Ok(false)`, nothing
 /// changed). The temporary file is removed on every way out.
-// The foundation's fsync + rename (DESIGN.md, "Layout"): no capability
-// replaces a file yet; kept, and tested below, for those to come.
-#[allow(dead_code)]
+// The foundation's fsync + rename (DESIGN.md, "Layout"): the HA
+// supervisor's status file (cli/src/ha) uses it through internals.
 pub fn replace(
     path: &Path,
     fill: impl FnOnce(&mut File) -> Result<()>,
@@ -136,8 +135,6 @@ pub fn replace(
 
 /// `fsync` of the directory that holds `path`, so that a rename or link in
 /// it survives a crash.
-// Used by `replace` only (see there).
-#[allow(dead_code)]
 pub fn sync_parent(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -1,0 +1,396 @@
+//! Starting and stopping one configured process (the HA Spawner's
+//! mechanism): fork and exec with its argv, `env`, `cwd` and `user`, in a
+//! session and process group of its own, stdin from `/dev/null`, stdout
+//! and stderr into a pipe that a thread of the supervisor copies into the
+//! log file with size rotation; signals to its whole process group; and
+//! reaping (`waitpid(-1)`, the supervisor being the subreaper of whatever
+//! its children leave behind).
+//!
+//! Every descriptor the supervisor opens is close-on-exec (std's files,
+//! the library's sockets, the pipes made here), and those it inherited
+//! are marked so in the child before exec, so a child gets exactly 0, 1
+//! and 2.
+
+use mtipc::ha::config::Process;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A process just started.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid (also its process group and session id).
+    pub pid: u32,
+    /// Its start time (`/proc/<pid>/stat` field 22), 0 if it already
+    /// vanished.
+    pub start: u64,
+}
+
+/// The uid and gid a process runs as, resolved from `user` (a name or a
+/// number) when it starts: `None` for "as the supervisor". Switching to
+/// another user needs root: refused with the reason otherwise.
+fn resolve_user(user: &str) -> Result<Option<(u32, u32)>, String> {
+    let euid = mtipc::internals::domain::euid();
+    let (uid, gid) = match lookup_user(user) {
+        Some(ids) => ids,
+        None => match user.parse::<u32>() {
+            Ok(uid) => (uid, uid),
+            Err(_) => return Err(format!("user {user:?}: no such user")),
+        },
+    };
+    if uid == euid {
+        return Ok(None);
+    }
+    if euid != 0 {
+        return Err(format!(
+            "user {user:?} (uid {uid}): mtipc-ha runs as uid {euid}, not root, and cannot switch user"
+        ));
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// The uid and gid of the user named `name` (`getpwnam_r`).
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; all-zero is a valid value.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf's length is given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc != 0 || out.is_null() {
+        return None;
+    }
+    Some((pw.pw_uid, pw.pw_gid))
+}
+
+/// A pipe (read end, write end), both close-on-exec and blocking.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Starts `p`: its log opened (created mode 0600, appended), then fork and
+/// exec. `socket` is the Monitor's socket, passed in `MTIPC_HA_SOCKET`.
+/// `Err` is the reason it could not start, one line (the exec error
+/// included: std reports it from the child through a close-on-exec pipe).
+pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, String> {
+    let ids = match &p.user {
+        Some(u) => resolve_user(u)?,
+        None => None,
+    };
+    let mut writer = LogWriter::open(log, p.log_max_bytes, p.log_keep)?;
+    let (rd, wr) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let wr2 = wr.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let mut cmd = Command::new(&p.command[0]);
+    cmd.args(&p.command[1..])
+        .envs(&p.env)
+        .current_dir(&p.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(wr))
+        .stderr(Stdio::from(wr2));
+    match socket {
+        Some(s) => cmd.env(mtipc::ha::SOCKET_ENV, s),
+        None => cmd.env_remove(mtipc::ha::SOCKET_ENV),
+    };
+    if let Some((uid, gid)) = ids {
+        // std drops the supplementary groups (setgroups) when it switches.
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: the closure makes system calls only (setsid, close_range or
+    // fcntl, getrlimit): async-signal-safe, no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            cloexec_from_3();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot execute {:?} (cwd {}): {e}",
+            p.command[0],
+            p.cwd.display()
+        )
+    })?;
+    // The command's copies of the write end are gone with `cmd`; the child
+    // holds the only ones, so the reader sees EOF when its group is gone.
+    drop(cmd);
+    let pid = child.id();
+    // std's Child is not waited on: the supervisor reaps with waitpid(-1).
+    drop(child);
+    let start = mtipc::internals::sys::ProcId::of(pid)
+        .ok()
+        .flatten()
+        .map_or(0, |id| id.start);
+    let name = format!("mtipc-ha-log-{}", p.name);
+    let mut rd = File::from(rd);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match rd.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => writer.write(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .map_err(|e| format!("log thread: {e}"))?;
+    Ok(Spawned { pid, start })
+}
+
+/// Marks every descriptor from 3 up close-on-exec, in the child between
+/// fork and exec: what the supervisor inherited from whoever started it
+/// without close-on-exec (a shell's, a service manager's) does not reach
+/// the process. Marked, not closed: std's pipe that reports the exec error
+/// must stay open until the exec. `close_range(2)` (Linux 5.11), else
+/// `fcntl` on each descriptor below the limit (at most 65536).
+fn cloexec_from_3() {
+    // SAFETY: system calls on integers only.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..max {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Sends `sig` to the process group `pgid`. `false` if there is no such
+/// group any more.
+pub fn signal_group(pgid: u32, sig: i32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: kill has no memory effects; a negative pid names a group.
+    unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Whether it counts as a failure (`on-failure`): a non-zero code or a
+    /// signal.
+    pub fn failed(self) -> bool {
+        self != Exit::Code(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit {c}"),
+            Exit::Signal(s) => write!(f, "signal {}", signal_name(*s)),
+        }
+    }
+}
+
+/// `SIGTERM` for 15, and so on; `SIG<n>` for the others.
+pub fn signal_name(s: i32) -> String {
+    let name = match s {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGWINCH => "SIGWINCH",
+        _ => return format!("SIG{s}"),
+    };
+    name.to_string()
+}
+
+/// Reaps one child that has ended, without waiting: its pid and how it
+/// ended; `None` when none has (or there are no children). `before` is
+/// called with the pid while the child is still a zombie (`waitid` with
+/// `WNOWAIT`), so that its pid, and its process group's id, cannot have
+/// been reused yet: the moment to SIGKILL what is left of its group.
+pub fn reap(mut before: impl FnMut(u32)) -> Option<(u32, Exit)> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid out-pointer.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc == -1 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+        // SAFETY: waitid filled info (si_pid 0: no child has ended).
+        let pid = unsafe { info.si_pid() };
+        if pid <= 0 {
+            return None;
+        }
+        before(pid as u32);
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out-pointer; pid is a zombie child.
+        let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if got != pid {
+            continue;
+        }
+        let exit = if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        };
+        return Some((pid as u32, exit));
+    }
+}
+
+/// Makes this process the reaper of the orphans of its descendants
+/// (`PR_SET_CHILD_SUBREAPER`), so that what a supervised process leaves
+/// behind is reaped here, not left as a zombie elsewhere.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A process's log: appended, rotated by size (`NAME.log` renamed to
+/// `NAME.log.1`, `.1` to `.2`, ..., the oldest beyond `keep` removed; with
+/// `keep` 0 the file is simply started afresh). Write errors are dropped:
+/// a full disk must not block the process (its pipe keeps being drained).
+pub struct LogWriter {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max: u64,
+    keep: u32,
+}
+
+impl LogWriter {
+    /// Opens (creates, mode 0600) `path` for appending.
+    pub fn open(path: &Path, max: u64, keep: u32) -> Result<LogWriter, String> {
+        let file = open_log(path).map_err(|e| format!("log {}: {e}", path.display()))?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max,
+            keep,
+        })
+    }
+
+    /// Appends `bytes`, rotating whenever the file would pass its limit:
+    /// what does not fit is cut after its last newline that fits (in the
+    /// middle of a line only when a line is longer than the room left in
+    /// a fresh file), so no file grows beyond the limit.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = usize::try_from(self.max.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            if bytes.len() <= room {
+                self.append(bytes);
+                return;
+            }
+            let cut = match bytes[..room].iter().rposition(|&b| b == b'\n') {
+                Some(k) => k + 1,
+                None if self.size == 0 => room,
+                None => 0,
+            };
+            self.append(&bytes[..cut]);
+            bytes = &bytes[cut..];
+            self.rotate();
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if let Some(f) = &mut self.file {
+            if f.write_all(bytes).is_ok() {
+                self.size += bytes.len() as u64;
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let numbered = |k: u32| {
+            let mut s = self.path.clone().into_os_string();
+            s.push(format!(".{k}"));
+            PathBuf::from(s)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(numbered(self.keep));
+            for k in (1..self.keep).rev() {
+                let _ = std::fs::rename(numbered(k), numbered(k + 1));
+            }
+            let _ = std::fs::rename(&self.path, numbered(1));
+        }
+        self.file = open_log(&self.path).ok();
+        self.size = 0;
+    }
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}

@@ -1,0 +1,1155 @@
+//! The life cycle of a node's supervised processes (docs/ha.md "The life
+//! cycle"): the state table, ordered start and stop, the restart policy
+//! with its backoff and cap, and the monitoring at each process's
+//! `monitor_ms` (liveness, `notify` readiness, watchdog heartbeats, the
+//! health callback) through the hooks' [`Endpoint`].
+//!
+//! One [`Supervisor`] owns the table and is driven by one thread calling
+//! [`Supervisor::step`]. What operators and the roles ask for goes through
+//! [`Supervisor::start`], [`Supervisor::stop`], [`Supervisor::restart`],
+//! [`Supervisor::start_group`], [`Supervisor::stop_group`],
+//! [`Supervisor::start_all`] and [`Supervisor::stop_all`]: each only says
+//! what is *wanted*; `step` does it in order. [`Supervisor::status`] is
+//! the table as the status file gives it.
+//!
+//! Every state change is a log event (target `mtipc-ha`) and, when a
+//! status file is set, rewrites it atomically.
+
+use super::spawn::{self, Exit};
+use mtipc::ha::config::{Config, Process, Ready, Restart};
+use mtipc::internals::ha::{ConnId, Endpoint, Event, Health};
+use mtipc::log::Level;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A supervised process's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not running and not wanted (or exited cleanly under its policy).
+    Stopped,
+    /// Wanted, but held back: a dependency is not up yet, or failed (the
+    /// reason says which).
+    Held,
+    /// Started (`ready = "notify"`): waiting for its `mt_ha_ready`.
+    Starting,
+    /// Running (`ready = "started"`).
+    Up,
+    /// Running and said ready (`ready = "notify"`).
+    Ready,
+    /// Running, but its health callback said `fail` (or did not answer).
+    Unhealthy,
+    /// Sent its stop signal; waiting for its group to exit.
+    Stopping,
+    /// Ended; restarts when its backoff is over.
+    Backoff,
+    /// Will not run again by itself: it could not be executed (retried
+    /// after its backoff while its policy allows), exited under
+    /// `restart = "never"` or `on-failure` with a failure, or restarted
+    /// more than `restart_max` times within `restart_window_ms`.
+    Failed,
+}
+
+impl State {
+    /// The state's word, as in the status file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Held => "held",
+            State::Starting => "starting",
+            State::Up => "up",
+            State::Ready => "ready",
+            State::Unhealthy => "unhealthy",
+            State::Stopping => "stopping",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a running process is being stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// Asked for (stop, restart, the node stopping): its exit is no failure.
+    Asked,
+    /// Its watchdog expired: its exit counts as a failure.
+    Watchdog,
+}
+
+struct Stopping {
+    cause: Cause,
+    kill_at: Instant,
+    killed: bool,
+}
+
+struct Entry {
+    cfg: Process,
+    log: PathBuf,
+    want: bool,
+    state: State,
+    reason: Option<String>,
+    pid: Option<u32>,
+    start: u64,
+    started_at: Option<SystemTime>,
+    started: Instant,
+    restarts: u64,
+    /// When the restarts within the current window happened.
+    recent: VecDeque<Instant>,
+    last_exit: Option<String>,
+    conn: Option<ConnId>,
+    said_ready: bool,
+    stopping: Option<Stopping>,
+    /// When a process in backoff (or failed to execute) is started again.
+    retry_at: Option<Instant>,
+    next_monitor: Instant,
+    heartbeat: Instant,
+    health_poll: Option<u64>,
+}
+
+impl Entry {
+    fn running(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    /// Up for its dependents: running, and ready if it is `notify`.
+    fn is_up(&self) -> bool {
+        self.running()
+            && self.stopping.is_none()
+            && matches!(self.state, State::Up | State::Ready | State::Unhealthy)
+            && (self.cfg.ready == Ready::Started || self.said_ready)
+    }
+}
+
+/// One process in the status file.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessStatus {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: State,
+    /// Why (held back, failed, backoff, unhealthy), else null.
+    pub reason: Option<String>,
+    /// Its pid while it runs.
+    pub pid: Option<u32>,
+    /// Its start time (`/proc/<pid>/stat` field 22) while it runs.
+    pub start: Option<u64>,
+    /// When it started (ms since the epoch) while it runs.
+    pub started_unix_ms: Option<u64>,
+    /// How long it has run, in ms, while it runs.
+    pub uptime_ms: Option<u64>,
+    /// Restarts by the policy (not those asked for) since the supervisor
+    /// started.
+    pub restarts: u64,
+    /// How it ended last: `exit N` or `signal SIGNAME`, with ` (watchdog)`
+    /// when the watchdog stopped it.
+    pub last_exit: Option<String>,
+    /// Its tenant group.
+    pub group: Option<String>,
+    /// Whether it is wanted (started, or to be started).
+    pub wanted: bool,
+}
+
+/// The status file (`<domain>/ha/status.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Format version: 1.
+    pub version: u32,
+    /// The node's name.
+    pub node: String,
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+    /// When this was written (ms since the epoch).
+    pub updated_unix_ms: u64,
+    /// Whether the node is stopping (everything stops, in order).
+    pub stopping: bool,
+    /// The processes, in start order.
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// Options of a supervisor.
+pub struct Options {
+    /// The hooks' endpoint (`MTIPC_HA_SOCKET` names its path); without it
+    /// `notify` processes never become ready and watchdogs and health
+    /// polls have nothing to go by.
+    pub endpoint: Option<Endpoint>,
+    /// Where to write the status on every change.
+    pub status_file: Option<PathBuf>,
+    /// The node's domain (default log files are under it).
+    pub domain: PathBuf,
+}
+
+/// The engine. See the module documentation.
+pub struct Supervisor {
+    node: String,
+    entries: Vec<Entry>,
+    endpoint: Option<Endpoint>,
+    status_file: Option<PathBuf>,
+    node_stopping: bool,
+    dirty: bool,
+}
+
+const TARGET: &str = "mtipc-ha";
+
+fn log(level: Level, msg: &str) {
+    mtipc::log::emit(level, TARGET, msg);
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Supervisor {
+    /// A supervisor of `config`'s processes, none started yet.
+    pub fn new(config: &Config, opts: Options) -> Supervisor {
+        let now = Instant::now();
+        let entries = config
+            .start_order()
+            .map(|p| Entry {
+                log: p.log_file(&opts.domain),
+                cfg: p.clone(),
+                want: false,
+                state: State::Stopped,
+                reason: None,
+                pid: None,
+                start: 0,
+                started_at: None,
+                started: now,
+                restarts: 0,
+                recent: VecDeque::new(),
+                last_exit: None,
+                conn: None,
+                said_ready: false,
+                stopping: None,
+                retry_at: None,
+                next_monitor: now,
+                heartbeat: now,
+                health_poll: None,
+            })
+            .collect();
+        Supervisor {
+            node: config.node.name.clone(),
+            entries,
+            endpoint: opts.endpoint,
+            status_file: opts.status_file,
+            node_stopping: false,
+            dirty: true,
+        }
+    }
+
+    fn index(&self, name: &str) -> Result<usize, String> {
+        self.entries
+            .iter()
+            .position(|e| e.cfg.name == name)
+            .ok_or_else(|| format!("no process {name:?}"))
+    }
+
+    fn set_want(&mut self, i: usize, want: bool) {
+        let e = &mut self.entries[i];
+        if want {
+            // Asked for: a failed process gets a fresh window, at once.
+            if e.state == State::Failed && !e.running() {
+                e.recent.clear();
+                e.retry_at = None;
+                e.reason = None;
+                e.state = State::Stopped;
+                self.dirty = true;
+            }
+        }
+        e.want = want;
+    }
+
+    /// Wants every process (each starts once its dependencies are up).
+    pub fn start_all(&mut self) {
+        self.node_stopping = false;
+        for i in 0..self.entries.len() {
+            self.set_want(i, true);
+        }
+    }
+
+    /// Stops every process, in reverse order (each once its dependents
+    /// have exited).
+    pub fn stop_all(&mut self) {
+        self.node_stopping = true;
+        self.dirty = true;
+        for i in 0..self.entries.len() {
+            self.set_want(i, false);
+        }
+    }
+
+    /// Stops every process now: nothing is wanted, and every running
+    /// process group gets SIGKILL at once, without order or timeout (an
+    /// operator who cannot wait).
+    pub fn kill_all(&mut self) {
+        self.stop_all();
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            let Some(pid) = e.pid else { continue };
+            spawn::signal_group(pid, libc::SIGKILL);
+            e.stopping = Some(Stopping {
+                cause: Cause::Asked,
+                kill_at: Instant::now(),
+                killed: true,
+            });
+            self.set_state(i, State::Stopping, Some("sent SIGKILL to the group".into()));
+        }
+    }
+
+    /// Wants the process `name`.
+    pub fn start(&mut self, name: &str) -> Result<(), String> {
+        let i = self.index(name)?;
+        self.set_want(i, true);
+        Ok(())
+    }
+
+    /// Stops the process `name` (after its dependents that are stopping).
+    pub fn stop(&mut self, name: &str) -> Result<(), String> {
+        let i = self.index(name)?;
+        self.set_want(i, false);
+        Ok(())
+    }
+
+    /// Stops `name` if it runs, then starts it again.
+    pub fn restart(&mut self, name: &str) -> Result<(), String> {
+        let i = self.index(name)?;
+        self.set_want(i, true);
+        if self.entries[i].running() && self.entries[i].stopping.is_none() {
+            self.send_stop(i, Cause::Asked);
+        }
+        Ok(())
+    }
+
+    /// The members of the tenant group `group`, or an error if it has none.
+    fn group(&self, group: &str) -> Result<Vec<usize>, String> {
+        let v: Vec<usize> = (0..self.entries.len())
+            .filter(|&i| self.entries[i].cfg.tenant_group.as_deref() == Some(group))
+            .collect();
+        if v.is_empty() {
+            return Err(format!("no tenant group {group:?}"));
+        }
+        Ok(v)
+    }
+
+    /// Starts the members of a tenant group, in order; other groups are
+    /// left alone.
+    pub fn start_group(&mut self, group: &str) -> Result<(), String> {
+        for i in self.group(group)? {
+            self.set_want(i, true);
+        }
+        Ok(())
+    }
+
+    /// Stops the members of a tenant group, in reverse order; other
+    /// groups are left alone.
+    pub fn stop_group(&mut self, group: &str) -> Result<(), String> {
+        for i in self.group(group)? {
+            self.set_want(i, false);
+        }
+        Ok(())
+    }
+
+    /// Whether nothing runs any more (after [`Supervisor::stop_all`]: the
+    /// node is stopped).
+    pub fn all_exited(&self) -> bool {
+        self.entries.iter().all(|e| !e.running())
+    }
+
+    /// The table, as the status file gives it.
+    pub fn status(&self) -> Status {
+        let now = SystemTime::now();
+        Status {
+            version: 1,
+            node: self.node.clone(),
+            supervisor_pid: std::process::id(),
+            updated_unix_ms: unix_ms(now),
+            stopping: self.node_stopping,
+            processes: self
+                .entries
+                .iter()
+                .map(|e| ProcessStatus {
+                    name: e.cfg.name.clone(),
+                    state: e.state,
+                    reason: e.reason.clone(),
+                    pid: e.pid,
+                    start: e.pid.map(|_| e.start),
+                    started_unix_ms: e.pid.and(e.started_at).map(unix_ms),
+                    uptime_ms: e.pid.map(|_| {
+                        u64::try_from(e.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                    }),
+                    restarts: e.restarts,
+                    last_exit: e.last_exit.clone(),
+                    group: e.cfg.tenant_group.clone(),
+                    wanted: e.want,
+                })
+                .collect(),
+        }
+    }
+
+    fn set_state(&mut self, i: usize, state: State, reason: Option<String>) {
+        let e = &mut self.entries[i];
+        if e.state == state && e.reason == reason {
+            return;
+        }
+        let mut line = format!("{}: {} -> {state}", e.cfg.name, e.state);
+        if let Some(pid) = e.pid {
+            line += &format!(" (pid {pid})");
+        }
+        if let Some(r) = &reason {
+            line += &format!(": {r}");
+        }
+        let level = match state {
+            State::Failed | State::Unhealthy => Level::Warn,
+            _ => Level::Info,
+        };
+        e.state = state;
+        e.reason = reason;
+        self.dirty = true;
+        log(level, &line);
+    }
+
+    /// Does one round: acts on what is wanted and due, then waits for
+    /// the endpoint's events (at most `wait`, or until the next timer, or
+    /// until the endpoint's wake descriptor is poked), handles them and
+    /// acts again. Acting is: reap what ended, start what can start, stop
+    /// what must stop, kill what outlived its stop timeout, monitor what is
+    /// due, and write the status file if anything changed.
+    pub fn step(&mut self, wait: Duration) {
+        self.act();
+        let wait = wait.min(self.until_next_deadline());
+        self.endpoint_events(wait);
+        self.act();
+    }
+
+    fn act(&mut self) {
+        self.reap();
+        let now = Instant::now();
+        self.start_ready(now);
+        self.stop_due(now);
+        self.monitor(now);
+        self.write_status();
+    }
+
+    /// Time until the earliest timer of the table.
+    fn until_next_deadline(&self) -> Duration {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for e in &self.entries {
+            if let (true, Some(t)) = (e.want, e.retry_at) {
+                at(t);
+            }
+            if let Some(s) = &e.stopping {
+                if !s.killed {
+                    at(s.kill_at);
+                }
+            }
+            if e.running() {
+                at(e.next_monitor);
+            }
+        }
+        next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let ours = |pid: u32| self.entries.iter().any(|e| e.pid == Some(pid));
+            // Whatever a leader left in its group goes with it, killed
+            // while the leader is a zombie (its group id not reusable).
+            let reaped = spawn::reap(|pid| {
+                if ours(pid) {
+                    spawn::signal_group(pid, libc::SIGKILL);
+                }
+            });
+            let Some((pid, exit)) = reaped else { break };
+            if let Some(i) = self.entries.iter().position(|e| e.pid == Some(pid)) {
+                self.exited(i, exit);
+            }
+            // Otherwise: an orphan of a supervised process, reparented to
+            // this subreaper; reaped, nothing else to do.
+        }
+    }
+
+    fn exited(&mut self, i: usize, exit: Exit) {
+        let now = Instant::now();
+        let cause = self.entries[i].stopping.take().map(|s| s.cause);
+        {
+            let e = &mut self.entries[i];
+            e.pid = None;
+            if let Some(c) = e.conn.take() {
+                if let Some(ep) = &mut self.endpoint {
+                    ep.close(c);
+                }
+            }
+            e.said_ready = false;
+            e.health_poll = None;
+            e.last_exit = Some(match cause {
+                Some(Cause::Watchdog) => format!("{exit} (watchdog)"),
+                _ => exit.to_string(),
+            });
+        }
+        let shown = self.entries[i].last_exit.clone().unwrap_or_default();
+        if cause == Some(Cause::Asked) || !self.entries[i].want {
+            return self.set_state(i, State::Stopped, Some(format!("stopped ({shown})")));
+        }
+        let failed = cause == Some(Cause::Watchdog) || exit.failed();
+        let again = match self.entries[i].cfg.restart {
+            Restart::Always => true,
+            Restart::OnFailure => failed,
+            Restart::Never => false,
+        };
+        if !again {
+            // Done by its policy: no longer wanted (else the next round
+            // would start it again at once); start(name) brings it back.
+            self.entries[i].want = false;
+            return if failed {
+                self.set_state(i, State::Failed, Some(format!("{shown}; restart policy")))
+            } else {
+                self.set_state(i, State::Stopped, Some(format!("exited ({shown})")))
+            };
+        }
+        match self.schedule_retry(i, now) {
+            Ok(delay) => self.set_state(
+                i,
+                State::Backoff,
+                Some(format!("{shown}; restart in {} ms", delay.as_millis())),
+            ),
+            Err(why) => self.set_state(i, State::Failed, Some(format!("{shown}; {why}"))),
+        }
+    }
+
+    /// Books a restart: the delay before it, or why there is none (the
+    /// cap is reached). The delay is `restart_backoff_ms` doubled for each
+    /// restart already in the window, at most `restart_backoff_max_ms`.
+    fn schedule_retry(&mut self, i: usize, now: Instant) -> Result<Duration, String> {
+        let e = &mut self.entries[i];
+        let window = Duration::from_millis(e.cfg.restart_window_ms);
+        while e
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= window)
+        {
+            e.recent.pop_front();
+        }
+        if e.recent.len() >= e.cfg.restart_max as usize {
+            e.retry_at = None;
+            return Err(format!(
+                "{} restarts within {} ms (restart_max)",
+                e.recent.len(),
+                e.cfg.restart_window_ms
+            ));
+        }
+        let shift = u32::try_from(e.recent.len()).unwrap_or(u32::MAX).min(40);
+        let ms = e
+            .cfg
+            .restart_backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(e.cfg.restart_backoff_max_ms);
+        e.recent.push_back(now);
+        e.restarts += 1;
+        let delay = Duration::from_millis(ms);
+        e.retry_at = Some(now + delay);
+        Ok(delay)
+    }
+
+    /// Why `i` cannot start yet (a dependency not up: waiting, or failed),
+    /// or `None`.
+    fn blocked(&self, i: usize) -> Option<String> {
+        for d in &self.entries[i].cfg.depends_on {
+            let Some(dep) = self.entries.iter().find(|e| &e.cfg.name == d) else {
+                continue;
+            };
+            if dep.is_up() {
+                continue;
+            }
+            return Some(match dep.state {
+                State::Failed => format!("dependency {d} failed"),
+                State::Held if dep.reason.as_deref().is_some_and(|r| r.contains("failed")) => {
+                    format!(
+                        "dependency {d} is held back ({})",
+                        dep.reason.as_deref().unwrap_or("")
+                    )
+                }
+                s => format!("waiting for {d} ({s})"),
+            });
+        }
+        None
+    }
+
+    fn start_ready(&mut self, now: Instant) {
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if !e.want || e.running() {
+                continue;
+            }
+            match e.state {
+                State::Stopped | State::Held => {}
+                State::Backoff | State::Failed => match e.retry_at {
+                    Some(t) if t <= now => {}
+                    _ => continue,
+                },
+                _ => continue,
+            }
+            if let Some(why) = self.blocked(i) {
+                // A retry that is due waits for its dependencies as held.
+                self.entries[i].retry_at = None;
+                self.set_state(i, State::Held, Some(why));
+                continue;
+            }
+            self.spawn(i, now);
+        }
+        // Processes no longer wanted that are not running are stopped (a
+        // failed one stays failed, its retry called off).
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            if e.want || e.running() {
+                continue;
+            }
+            e.retry_at = None;
+            if matches!(e.state, State::Held | State::Backoff) {
+                self.set_state(i, State::Stopped, None);
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize, now: Instant) {
+        let socket = self.endpoint.as_ref().map(|ep| ep.path().to_path_buf());
+        let result = spawn::spawn(
+            &self.entries[i].cfg,
+            &self.entries[i].log,
+            socket.as_deref(),
+        );
+        match result {
+            Ok(s) => {
+                let e = &mut self.entries[i];
+                e.pid = Some(s.pid);
+                e.start = s.start;
+                e.started_at = Some(SystemTime::now());
+                e.started = now;
+                e.retry_at = None;
+                e.said_ready = false;
+                e.heartbeat = now;
+                e.health_poll = None;
+                e.next_monitor = now + Duration::from_millis(e.cfg.monitor_ms);
+                let state = match e.cfg.ready {
+                    Ready::Started => State::Up,
+                    Ready::Notify => State::Starting,
+                };
+                self.set_state(i, state, None);
+            }
+            Err(why) => {
+                let e = &mut self.entries[i];
+                e.last_exit = None;
+                let retry = match e.cfg.restart {
+                    Restart::Never => Err("restart policy never".to_string()),
+                    _ => self
+                        .schedule_retry(i, now)
+                        .map(|d| format!("retry in {} ms", d.as_millis())),
+                };
+                let then = match retry {
+                    Ok(s) | Err(s) => s,
+                };
+                self.set_state(i, State::Failed, Some(format!("{why}; {then}")));
+            }
+        }
+    }
+
+    fn send_stop(&mut self, i: usize, cause: Cause) {
+        let e = &mut self.entries[i];
+        let Some(pid) = e.pid else { return };
+        let sig = e.cfg.stop_signal;
+        spawn::signal_group(pid, sig.number);
+        // SIGCONT, so that a stopped (SIGSTOP) group can take its signal.
+        spawn::signal_group(pid, libc::SIGCONT);
+        e.stopping = Some(Stopping {
+            cause,
+            kill_at: Instant::now() + Duration::from_millis(e.cfg.stop_timeout_ms),
+            killed: false,
+        });
+        let why = match cause {
+            Cause::Asked => format!("sent SIG{}", sig.name),
+            Cause::Watchdog => format!(
+                "no heartbeat within watchdog_ms {}; sent SIG{}",
+                e.cfg.watchdog_ms, sig.name
+            ),
+        };
+        self.set_state(i, State::Stopping, Some(why));
+    }
+
+    fn stop_due(&mut self, now: Instant) {
+        // In stop order: a process stops once no dependent that is
+        // stopping too still runs.
+        for i in (0..self.entries.len()).rev() {
+            let e = &self.entries[i];
+            if e.want || !e.running() || e.stopping.is_some() {
+                continue;
+            }
+            let name = &e.cfg.name;
+            let waiting = self
+                .entries
+                .iter()
+                .any(|d| !d.want && d.running() && d.cfg.depends_on.contains(name));
+            if !waiting {
+                self.send_stop(i, Cause::Asked);
+            }
+        }
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            let (Some(pid), Some(s)) = (e.pid, &mut e.stopping) else {
+                continue;
+            };
+            if !s.killed && now >= s.kill_at {
+                s.killed = true;
+                spawn::signal_group(pid, libc::SIGKILL);
+                let line = format!(
+                    "stop timeout {} ms passed; sent SIGKILL to the group",
+                    e.cfg.stop_timeout_ms
+                );
+                self.set_state(i, State::Stopping, Some(line));
+            }
+        }
+    }
+
+    fn monitor(&mut self, now: Instant) {
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            let Some(pid) = e.pid else { continue };
+            if e.stopping.is_some() || now < e.next_monitor {
+                continue;
+            }
+            let period = Duration::from_millis(e.cfg.monitor_ms);
+            e.next_monitor = (e.next_monitor + period).max(now);
+            // Liveness: the pid is still the process started (waitpid
+            // reports its end; this catches a table that lost track).
+            let alive = mtipc::internals::sys::ProcId::of(pid)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.start == e.start);
+            if !alive {
+                log(
+                    Level::Warn,
+                    &format!("{}: pid {pid} is not the process started", e.cfg.name),
+                );
+                continue;
+            }
+            if e.cfg.watchdog_ms > 0
+                && now.duration_since(e.heartbeat) > Duration::from_millis(e.cfg.watchdog_ms)
+            {
+                self.send_stop(i, Cause::Watchdog);
+                continue;
+            }
+            let Some(conn) = e.conn else { continue };
+            if e.health_poll.take().is_some() && e.state != State::Unhealthy {
+                // The last poll is still unanswered a period later.
+                self.set_state(
+                    i,
+                    State::Unhealthy,
+                    Some("no answer to the health poll".into()),
+                );
+            }
+            let Some(ep) = &mut self.endpoint else {
+                continue;
+            };
+            if let Ok(seq) = ep.poll_health(conn) {
+                self.entries[i].health_poll = Some(seq);
+            }
+        }
+    }
+
+    fn by_conn(&self, conn: ConnId) -> Option<usize> {
+        self.entries.iter().position(|e| e.conn == Some(conn))
+    }
+
+    fn endpoint_events(&mut self, wait: Duration) {
+        let Some(ep) = &mut self.endpoint else {
+            std::thread::sleep(wait);
+            return;
+        };
+        let mut wait = wait;
+        let mut events = Vec::new();
+        loop {
+            match ep.next_event(wait) {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    log(Level::Error, &format!("ha endpoint: {e}"));
+                    std::thread::sleep(wait);
+                    break;
+                }
+            }
+            // Once something came, take what else is there at once.
+            wait = Duration::from_millis(1);
+            if events.len() >= 256 {
+                break;
+            }
+        }
+        for ev in events {
+            self.event(ev);
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Connected { conn, proc } => {
+                let i = self
+                    .entries
+                    .iter()
+                    .position(|e| e.pid == Some(proc.pid) && e.start == proc.start);
+                match i {
+                    Some(i) => self.entries[i].conn = Some(conn),
+                    None => {
+                        // Not a process of this table (a child of one, or
+                        // a stranger of the same uid): not listened to.
+                        log(
+                            Level::Warn,
+                            &format!(
+                                "ha endpoint: pid {} is not a supervised process; closed",
+                                proc.pid
+                            ),
+                        );
+                        if let Some(ep) = &mut self.endpoint {
+                            ep.close(conn);
+                        }
+                    }
+                }
+            }
+            Event::Ready { conn } => {
+                let Some(i) = self.by_conn(conn) else { return };
+                let e = &mut self.entries[i];
+                e.said_ready = true;
+                if e.cfg.ready == Ready::Notify && e.state == State::Starting {
+                    self.set_state(i, State::Ready, None);
+                }
+            }
+            Event::Heartbeat { conn } => {
+                if let Some(i) = self.by_conn(conn) {
+                    self.entries[i].heartbeat = Instant::now();
+                }
+            }
+            Event::Health { conn, seq, health } => {
+                let Some(i) = self.by_conn(conn) else { return };
+                let e = &mut self.entries[i];
+                if e.health_poll == Some(seq) {
+                    e.health_poll = None;
+                }
+                match health {
+                    Health::Fail => {
+                        if e.stopping.is_none() {
+                            self.set_state(
+                                i,
+                                State::Unhealthy,
+                                Some("the health callback said fail".into()),
+                            );
+                        }
+                    }
+                    Health::Ok | Health::None => {
+                        if e.state == State::Unhealthy {
+                            let back = if e.cfg.ready == Ready::Started {
+                                State::Up
+                            } else if e.said_ready {
+                                State::Ready
+                            } else {
+                                State::Starting
+                            };
+                            self.set_state(i, back, None);
+                        }
+                    }
+                }
+            }
+            Event::Closed { conn, .. } => {
+                if let Some(i) = self.by_conn(conn) {
+                    self.entries[i].conn = None;
+                    self.entries[i].health_poll = None;
+                }
+            }
+            Event::Refused { pid, uid, reason } => log(
+                Level::Warn,
+                &format!("ha endpoint: refused pid {pid} (uid {uid}): {reason}"),
+            ),
+        }
+    }
+
+    fn write_status(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        let mut text = match serde_json::to_vec_pretty(&self.status()) {
+            Ok(t) => t,
+            Err(e) => return log(Level::Error, &format!("status: {e}")),
+        };
+        text.push(b'\n');
+        let r = mtipc::internals::sys::replace(
+            path,
+            |f| {
+                use std::io::Write;
+                f.write_all(&text)
+                    .map_err(|e| mtipc::Error::io(path.display(), e))
+            },
+            || Ok(true),
+        );
+        if let Err(e) = r {
+            log(
+                Level::Error,
+                &format!("status file {}: {e}", path.display()),
+            );
+        }
+    }
+
+    /// Writes the status file now (when the run ends, say).
+    pub fn flush_status(&mut self) {
+        self.dirty = true;
+        self.write_status();
+    }
+}
+
+/// The path of the Monitor's socket under a domain.
+pub fn socket_path(domain: &Path) -> PathBuf {
+    domain.join("ha").join("monitor.sock")
+}
+
+/// The default status file under a domain.
+pub fn status_path(domain: &Path) -> PathBuf {
+    domain.join("ha").join("status.json")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Server's calls on a table, in process: tenant groups started
+    //! and stopped in order, other groups untouched. (This test binary
+    //! reaps with waitpid(-1): the tests that start children take
+    //! `serial()`, and no other test here starts any.)
+    use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    fn serial() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A scratch directory (a domain), removed when the test ends.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn scratch(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mtipc-ha-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ha/log")).unwrap();
+        Scratch(dir)
+    }
+
+    /// A supervisor that kills what it runs when the test ends, even by a
+    /// failed assertion (no process left behind).
+    struct Guard(Supervisor);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.kill_all();
+            let end = Instant::now() + Duration::from_secs(5);
+            while !self.0.all_exited() && Instant::now() < end {
+                self.0.step(Duration::from_millis(10));
+            }
+        }
+    }
+    impl std::ops::Deref for Guard {
+        type Target = Supervisor;
+        fn deref(&self) -> &Supervisor {
+            &self.0
+        }
+    }
+    impl std::ops::DerefMut for Guard {
+        fn deref_mut(&mut self) -> &mut Supervisor {
+            &mut self.0
+        }
+    }
+
+    fn stamps(f: &Path) -> Vec<String> {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn run_until(sup: &mut Supervisor, what: &str, done: impl Fn(&Supervisor) -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !done(sup) {
+            assert!(Instant::now() < end, "{what}: {:?}", sup.status());
+            sup.step(Duration::from_millis(10));
+        }
+    }
+
+    fn state(sup: &Supervisor, name: &str) -> State {
+        sup.entries
+            .iter()
+            .find(|e| e.cfg.name == name)
+            .unwrap()
+            .state
+    }
+
+    #[test]
+    fn groups_start_and_stop_in_order_alone() {
+        let _serial = serial();
+        let tmp = scratch("groups");
+        let dir = tmp.0.clone();
+        let log = dir.join("events");
+        let proc = |name: &str, extra: &str| {
+            format!(
+                "[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; sleep 1000 & wait\"]\n{extra}\n",
+                log = log.display()
+            )
+        };
+        let text = format!(
+            "[node]\nname = \"n\"\ndomain = \"{}\"\n\n{}{}{}{}",
+            dir.display(),
+            proc("x1", "tenant_group = \"x\""),
+            proc("x2", "tenant_group = \"x\"\ndepends_on = [\"x1\"]"),
+            proc("x3", "tenant_group = \"x\"\ndepends_on = [\"x2\"]"),
+            proc("y1", "tenant_group = \"y\""),
+        );
+        let config = Config::parse(&text, Path::new("groups.toml")).unwrap();
+        let mut sup = Guard(Supervisor::new(
+            &config,
+            Options {
+                endpoint: None,
+                status_file: None,
+                domain: dir.clone(),
+            },
+        ));
+        sup.start_all();
+        run_until(&mut sup, "all up", |s| {
+            ["x1", "x2", "x3", "y1"]
+                .iter()
+                .all(|n| state(s, n) == State::Up)
+        });
+        let y1 = sup
+            .status()
+            .processes
+            .iter()
+            .find(|p| p.name == "y1")
+            .unwrap()
+            .pid;
+        // The traps are set once the starts are written.
+        let end = Instant::now() + Duration::from_secs(5);
+        while stamps(&log).len() < 4 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::write(&log, "").unwrap();
+        sup.stop_group("x").unwrap();
+        run_until(&mut sup, "x stopped", |s| {
+            ["x1", "x2", "x3"]
+                .iter()
+                .all(|n| state(s, n) == State::Stopped)
+        });
+        assert_eq!(stamps(&log), ["stop x3", "stop x2", "stop x1"]);
+        assert_eq!(state(&sup, "y1"), State::Up);
+        sup.start_group("x").unwrap();
+        run_until(&mut sup, "x up again", |s| {
+            ["x1", "x2", "x3"].iter().all(|n| state(s, n) == State::Up)
+        });
+        // Spawned in order (x2 once x1 is up: at once, as both are
+        // `ready = "started"`): increasing pids.
+        let pids: Vec<u32> = sup
+            .status()
+            .processes
+            .iter()
+            .filter(|p| p.group.as_deref() == Some("x"))
+            .map(|p| p.pid.unwrap())
+            .collect();
+        assert!(pids.windows(2).all(|w| w[0] < w[1]), "{pids:?}");
+        let y1_now = sup
+            .status()
+            .processes
+            .iter()
+            .find(|p| p.name == "y1")
+            .unwrap()
+            .pid;
+        assert_eq!(y1, y1_now, "the other group was left alone");
+        assert!(sup
+            .stop_group("nope")
+            .unwrap_err()
+            .contains("no tenant group"));
+        sup.stop_all();
+        run_until(&mut sup, "all stopped", Supervisor::all_exited);
+    }
+
+    #[test]
+    fn restart_asked_and_a_failed_process_stopped_and_started() {
+        let _serial = serial();
+        let tmp = scratch("restart");
+        let dir = tmp.0.clone();
+        let text = format!(
+            "[node]\nname = \"n\"\ndomain = \"{}\"\n\n\
+             [[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n\n\
+             [[process]]\nname = \"bad\"\ncommand = [\"/nonexistent\"]\ntenant_group = \"z\"\nrestart_backoff_ms = 60000\n",
+            dir.display()
+        );
+        let config = Config::parse(&text, Path::new("restart.toml")).unwrap();
+        let mut sup = Guard(Supervisor::new(
+            &config,
+            Options {
+                endpoint: None,
+                status_file: None,
+                domain: dir.clone(),
+            },
+        ));
+        sup.start_all();
+        run_until(&mut sup, "s up, bad failed", |s| {
+            state(s, "s") == State::Up && state(s, "bad") == State::Failed
+        });
+        // restart(s): a new process, not counted as a policy restart.
+        let entry = |s: &Supervisor, n: &str| {
+            s.status()
+                .processes
+                .into_iter()
+                .find(|p| p.name == n)
+                .unwrap()
+        };
+        let pid = |s: &Supervisor| entry(s, "s").pid;
+        let before = pid(&sup).unwrap();
+        sup.restart("s").unwrap();
+        run_until(&mut sup, "s restarted", |s| {
+            state(s, "s") == State::Up && pid(s).is_some_and(|p| p != before)
+        });
+        assert_eq!(entry(&sup, "s").restarts, 0);
+        assert!(entry(&sup, "s")
+            .last_exit
+            .as_deref()
+            .is_some_and(|x| x == "signal SIGTERM"));
+        // start(bad) while it is failed and wanted, its retry a minute
+        // away: a fresh window and an attempt at once.
+        assert_eq!(entry(&sup, "bad").restarts, 1);
+        sup.start("bad").unwrap();
+        sup.step(Duration::from_millis(1));
+        assert_eq!(entry(&sup, "bad").restarts, 2);
+        let bad = sup.entries.iter().find(|e| e.cfg.name == "bad").unwrap();
+        assert_eq!(bad.recent.len(), 1);
+        // A failed process whose retry is a minute away: stopping its
+        // group calls the retry off (no timer left to wake for).
+        sup.stop_group("z").unwrap();
+        sup.step(Duration::from_millis(1));
+        assert_eq!(state(&sup, "bad"), State::Failed);
+        assert!(sup.until_next_deadline() > Duration::from_millis(100));
+        // Started again on request: a fresh attempt at once.
+        sup.start_group("z").unwrap();
+        sup.step(Duration::from_millis(1));
+        let bad = sup.entries.iter().find(|e| e.cfg.name == "bad").unwrap();
+        assert_eq!(bad.state, State::Failed);
+        assert_eq!(bad.recent.len(), 1, "a fresh window: one retry booked");
+        assert!(sup.restart("nope").unwrap_err().contains("no process"));
+        sup.stop_all();
+        run_until(&mut sup, "all stopped", Supervisor::all_exited);
+    }
+}
