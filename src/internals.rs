@@ -126,6 +126,11 @@ pub mod sys {
     // lock file with its note: the HA supervisor's status file, its
     // directories and its run.lock (cli/src/ha, mtipc-ha run).
     pub use crate::sys::fs::{make_dir, read_note, replace, LockFile};
+    // A connected UNIX socket's peer (SO_PEERCRED): the HA supervisor's
+    // control socket and `mtipc ha` (cli/src/ha/control.rs).
+    pub use crate::sys::net::{peer_cred, PeerCred};
+    // The effective uid: the same checks.
+    pub use crate::sys::euid;
 }
 
 /// The loom shim's atomics and futex (`clippy.toml` forbids std's atomics

@@ -6,6 +6,10 @@
 //! mtipc-ha run CONFIG       supervise the node's processes in the foreground
 //! ```
 //!
+//! While `run` runs, `mtipc ha status|start|stop|restart|log` reach it
+//! through its control socket, `<domain>/ha/control.sock`
+//! (`mtipc_cli::ha::control`).
+//!
 //! `run` is one process doing the work of the roles to come (the engine is
 //! `mtipc_cli::ha`); the five roles (`mtipc-ha up CONFIG` and the Server,
 //! Monitor, Spawner, Master and Master Watcher it starts) are not built yet.
@@ -23,6 +27,7 @@ use mtipc::internals::sync::local::AtomicU32;
 use mtipc::internals::sync::Ordering;
 use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
+use mtipc_cli::ha::control::{self, Control};
 use mtipc_cli::ha::spawn;
 use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -209,6 +214,12 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
         Ok(wake) => endpoint.set_wake(wake),
         Err(e) => return fatal(&format!("signal handlers: {e}")),
     }
+    // The operator's commands (mtipc ha): served by a thread that hands
+    // each request to this loop and pokes the wake pipe.
+    let control = match Control::bind(&control::control_path(&domain), wake) {
+        Ok(c) => c,
+        Err(e) => return fatal(&format!("control socket: {e}")),
+    };
     if let Err(e) = spawn::become_subreaper() {
         return fatal(&format!("PR_SET_CHILD_SUBREAPER: {e}"));
     }
@@ -260,7 +271,9 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
         // Woken by a hooks message, a signal (a child's end, a stop) or
         // the table's next timer.
         sup.step(Duration::from_secs(1));
+        control.serve(&mut sup, seen > 0);
     }
+    drop(control);
     // A last round settles the table (backoff and held become stopped);
     // stragglers of the groups (orphans reparented here) are reaped.
     sup.step(Duration::ZERO);

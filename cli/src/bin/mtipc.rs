@@ -9,6 +9,9 @@
 //! mtipc volume add NAME DIR [--max-transfers N] [--lease-ms MS] [--etcd URLS]
 //! mtipc volume ls [--json]                  the gateway volumes
 //! mtipc permits [VOLUME] [--json]           holders, queue, grants, reclaimed permits
+//! mtipc ha status [--json]                  the HA supervisor's processes
+//! mtipc ha start|stop|restart NAME|@GROUP [--timeout-ms MS]
+//! mtipc ha log NAME [--lines N]             a supervised process's recent output
 //! ```
 //!
 //! Exit status: 0 on success, 1 on an error (message on stderr with its
@@ -19,6 +22,9 @@ mod sessions;
 
 #[path = "mtipc/permits.rs"]
 mod permits;
+
+#[path = "mtipc/ha.rs"]
+mod ha;
 
 mod cli {
     use clap::{Parser, Subcommand};
@@ -113,6 +119,59 @@ mod cli {
             /// Print one JSON object instead of text.
             #[arg(long)]
             json: bool,
+        },
+        /// Ask the node's HA supervisor (mtipc-ha run on this domain): the
+        /// processes' status, start, stop, restart, a process's log.
+        Ha {
+            #[command(subcommand)]
+            op: HaOp,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum HaOp {
+        /// Show the supervised processes: state (and why), pid, uptime,
+        /// restarts, last exit, tenant group; and the supervisor's pid.
+        Status {
+            /// Print one JSON object (the status file's, plus `roles`).
+            #[arg(long)]
+            json: bool,
+        },
+        /// Start a process, or a tenant group's members in order (@GROUP);
+        /// wait until they run (ready, for notify processes).
+        Start {
+            /// NAME or @GROUP.
+            target: String,
+            /// Give up waiting after this many milliseconds (exit 3).
+            #[arg(long, value_name = "MS", default_value_t = 60000)]
+            timeout_ms: u64,
+        },
+        /// Stop a process, or a tenant group's members in reverse order
+        /// (@GROUP), leaving other groups alone; wait until they exited.
+        Stop {
+            /// NAME or @GROUP.
+            target: String,
+            /// Give up waiting after this many milliseconds (exit 3).
+            #[arg(long, value_name = "MS", default_value_t = 60000)]
+            timeout_ms: u64,
+        },
+        /// Restart a process (a new one runs when this returns); @GROUP:
+        /// stop the group in reverse order, then start it in order.
+        Restart {
+            /// NAME or @GROUP.
+            target: String,
+            /// Give up waiting after this many milliseconds (exit 3).
+            #[arg(long, value_name = "MS", default_value_t = 60000)]
+            timeout_ms: u64,
+        },
+        /// Print a process's recent output (its log file; the rotated .1
+        /// too when the current file has fewer lines).
+        Log {
+            /// The process's name.
+            name: String,
+            /// How many lines.
+            #[arg(long, value_name = "N", default_value_t = 50)]
+            lines: usize,
         },
     }
 
@@ -283,7 +342,24 @@ mod cli {
         Ok(())
     }
 
+    /// `mtipc ha ...`: the domain's directory only (the supervisor has
+    /// made it), not the domain opened.
+    fn ha(domain: Option<PathBuf>, op: HaOp) -> mtipc::Result<()> {
+        use crate::ha::{act, log, status, Action};
+        let d = domain.unwrap_or_else(mtipc::internals::domain::default_path);
+        match op {
+            HaOp::Status { json } => status(&d, json),
+            HaOp::Start { target, timeout_ms } => act(&d, Action::Start, &target, timeout_ms),
+            HaOp::Stop { target, timeout_ms } => act(&d, Action::Stop, &target, timeout_ms),
+            HaOp::Restart { target, timeout_ms } => act(&d, Action::Restart, &target, timeout_ms),
+            HaOp::Log { name, lines } => log(&d, &name, lines),
+        }
+    }
+
     fn run(cli: Cli) -> mtipc::Result<()> {
+        if let Cmd::Ha { op } = cli.cmd {
+            return ha(cli.domain, op);
+        }
         let domain = Domain::open(cli.domain.as_deref())?;
         match cli.cmd {
             Cmd::Info { json } => {
@@ -360,6 +436,7 @@ mod cli {
                 op: VolumeOp::Ls { json },
             } => crate::permits::ls(&domain, json)?,
             Cmd::Permits { volume, json } => crate::permits::permits(&domain, volume, json)?,
+            Cmd::Ha { .. } => unreachable!("handled above"),
         }
         Ok(())
     }

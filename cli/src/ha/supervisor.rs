@@ -155,6 +155,8 @@ pub struct ProcessStatus {
     pub group: Option<String>,
     /// Whether it is wanted (started, or to be started).
     pub wanted: bool,
+    /// Its log file (`log`, default `<domain>/ha/log/<name>.log`).
+    pub log: PathBuf,
 }
 
 /// The status file (`<domain>/ha/status.json`).
@@ -388,6 +390,7 @@ impl Supervisor {
                     last_exit: e.last_exit.clone(),
                     group: e.cfg.tenant_group.clone(),
                     wanted: e.want,
+                    log: e.log.clone(),
                 })
                 .collect(),
         }
