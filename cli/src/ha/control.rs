@@ -498,10 +498,17 @@ impl Client {
 
     /// Sends `line` (a newline is added) and reads one answer.
     pub fn raw(&mut self, line: &str) -> Result<Value, String> {
-        writeln!(self.out, "{line}").map_err(|e| format!("control socket: {e}"))?;
+        // A refused connection may be closed before the request is
+        // written (EPIPE): the refusal's line is still there to read.
+        let sent = writeln!(self.out, "{line}");
         let mut answer = String::new();
         match self.reader.read_line(&mut answer) {
-            Ok(0) => return Err("the supervisor closed the connection".into()),
+            Ok(0) => {
+                return Err(match sent {
+                    Err(e) => format!("control socket: {e}"),
+                    Ok(()) => "the supervisor closed the connection".into(),
+                })
+            }
             Ok(_) => {}
             Err(e) => return Err(format!("control socket: {e}")),
         }

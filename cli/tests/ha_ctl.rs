@@ -1,0 +1,540 @@
+//! `mtipc ha status|start|stop|restart|log`, the real `mtipc` program
+//! against the real `mtipc-ha run` supervising real processes (shell
+//! scripts that stamp their start and their stop signal): the status as a
+//! table and as JSON; one process stopped and started (a new pid, the
+//! others keep theirs); a tenant group stopped in reverse order and
+//! started in order while the other group runs on untouched; restart; an
+//! unknown name or group; a process's log, rotated; no supervisor; another
+//! uid refused (as root).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch directory, also the node's domain's parent.
+struct Scratch(PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> Scratch {
+    let d = PathBuf::from(format!("/tmp/mtipc-hactl-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir(&d).unwrap();
+    Scratch(d)
+}
+
+/// `mtipc-ha run` over the processes in `body`, its domain `DIR/dom`.
+struct Node {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(dir: &Path, body: &str) -> Node {
+        let config = dir.join("node.toml");
+        let text = format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
+            dir.join("dom").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+            .arg("run")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let node = Node {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        // Serving once its control socket is there.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !node.domain().join("ha/control.sock").exists() {
+            assert!(Instant::now() < end, "no control socket:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        node
+    }
+
+    fn domain(&self) -> PathBuf {
+        self.dir.join("dom")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// `mtipc --domain DOM ha ARGS`.
+    fn mtipc(&self, args: &[&str]) -> Output {
+        mtipc(&self.domain(), args)
+    }
+
+    /// `mtipc ha ARGS`, which must succeed: its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.mtipc(args);
+        assert!(
+            o.status.success(),
+            "mtipc ha {args:?}: {:?}\nstdout: {}\nstderr: {}\n--- mtipc-ha's log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `mtipc ha status --json`.
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    /// name -> pid, from `mtipc ha status --json`.
+    fn pids(&self) -> Vec<(String, Option<u64>)> {
+        self.status()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["pid"].as_u64()))
+            .collect()
+    }
+
+    fn process(&self, name: &str) -> Value {
+        self.status()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn mtipc(domain: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtipc"))
+        .arg("--domain")
+        .arg(domain)
+        .arg("ha")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// A process that stamps `start NAME NS` into `DIR/stamps` once its
+/// TERM trap is set, `stop NAME NS` when its stop signal comes, and says
+/// hello on its output.
+fn stamper(dir: &Path, name: &str, extra: &str) -> String {
+    let f = dir.join("stamps").display().to_string();
+    let script = format!(
+        "trap 'echo stop {name} $(date +%s%N) >> {f}; exit 0' TERM; \
+         echo hello from {name}; echo start {name} $(date +%s%N) >> {f}; sleep 1000 & wait"
+    );
+    format!(
+        "[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", {}]\n{extra}\n\n",
+        toml_str(&script)
+    )
+}
+
+/// The stamps: (what, name, ns).
+fn stamps(dir: &Path) -> Vec<(String, String, u128)> {
+    std::fs::read_to_string(dir.join("stamps"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[0].to_string(), w[1].to_string(), w[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Waits until `n` stamps are there (the traps set); returns them sorted
+/// by time, then empties the file.
+fn take_stamps(dir: &Path, n: usize) -> Vec<(String, String)> {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = stamps(dir);
+    while s.len() < n {
+        assert!(Instant::now() < end, "only {s:?}, want {n}");
+        std::thread::sleep(Duration::from_millis(10));
+        s = stamps(dir);
+    }
+    std::fs::write(dir.join("stamps"), "").unwrap();
+    s.sort_by_key(|x| x.2);
+    s.into_iter().map(|(w, n, _)| (w, n)).collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+/// x1, x2 and x3 were spawned in that order: their pids increase (pids
+/// are handed out in increasing order, barring a wrap of pid_max, which
+/// a test run does not meet).
+fn assert_spawned_in_order(pids: &[(String, Option<u64>)]) {
+    let x: Vec<u64> = ["x1", "x2", "x3"]
+        .iter()
+        .map(|n| pid_of(pids, n).unwrap())
+        .collect();
+    assert!(x.windows(2).all(|w| w[0] < w[1]), "{x:?}");
+}
+
+fn pid_of(pids: &[(String, Option<u64>)], name: &str) -> Option<u64> {
+    pids.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn status_start_stop_restart_and_groups() {
+    let d = scratch("ops");
+    let dir = d.0.clone();
+    let body = format!(
+        "{}{}{}{}",
+        stamper(&dir, "x1", "tenant_group = \"x\""),
+        stamper(&dir, "x2", "tenant_group = \"x\"\ndepends_on = [\"x1\"]"),
+        stamper(&dir, "x3", "tenant_group = \"x\"\ndepends_on = [\"x2\"]"),
+        stamper(&dir, "y1", "tenant_group = \"y\""),
+    );
+    let node = Node::start(&dir, &body);
+    take_stamps(&dir, 4);
+
+    // Status as JSON: every process up, the supervisor's pid, the roles
+    // not split (no role pids invented).
+    let s = node.status();
+    assert_eq!(s["supervisor_pid"], node.pid());
+    assert_eq!(s["node"], "t");
+    assert_eq!(s["roles"]["split"], false);
+    assert_eq!(s["roles"]["supervisor_pid"], node.pid());
+    let ps = s["processes"].as_array().unwrap();
+    let names: Vec<&str> = ps.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["x1", "x2", "x3", "y1"]);
+    for p in ps {
+        assert_eq!(p["state"], "up", "{p}");
+        assert!(p["pid"].as_u64().is_some());
+        assert_eq!(p["restarts"], 0);
+        assert!(p["uptime_ms"].as_u64().is_some());
+    }
+    assert_eq!(ps[3]["group"], "y");
+
+    // As a table: a header, one row per process with its state, pid and
+    // group, and the supervisor's pid.
+    let text = node.ok(&["status"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains(&format!("supervisor mtipc-ha run, pid {}", node.pid())),
+        "{text}"
+    );
+    assert!(lines[1].contains("roles: not split yet"), "{text}");
+    let head: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        head,
+        ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST", "EXIT", "GROUP", "WHY"]
+    );
+    for (row, p) in lines[3..].iter().zip(ps) {
+        let w: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(w[0], p["name"].as_str().unwrap(), "{text}");
+        assert_eq!(w[1], "up", "{text}");
+        assert_eq!(w[2], p["pid"].as_u64().unwrap().to_string(), "{text}");
+        assert_eq!(w[4], "0", "{text}");
+        assert_eq!(w[6], p["group"].as_str().unwrap(), "{text}");
+    }
+    assert_eq!(lines.len(), 7, "{text}");
+
+    // One process stopped, then started: a new pid; the others keep theirs.
+    let before = node.pids();
+    let out = node.ok(&["stop", "y1"]);
+    assert!(out.lines().nth(1).unwrap().starts_with("y1 "), "{out}");
+    assert!(out.contains("stopped"), "{out}");
+    let y1 = node.process("y1");
+    assert_eq!(y1["state"], "stopped");
+    assert!(y1["pid"].is_null());
+    assert_eq!(take_stamps(&dir, 1), pairs(&[("stop", "y1")]));
+    let out = node.ok(&["start", "y1"]);
+    assert!(out.contains(" up "), "{out}");
+    take_stamps(&dir, 1);
+    let after = node.pids();
+    assert_ne!(pid_of(&after, "y1"), pid_of(&before, "y1"));
+    assert!(pid_of(&after, "y1").is_some());
+    for n in ["x1", "x2", "x3"] {
+        assert_eq!(pid_of(&after, n), pid_of(&before, n), "{n}");
+    }
+
+    // A tenant group stopped: its members in reverse order, from the
+    // stamps; the other group's process keeps its pid.
+    let before = node.pids();
+    node.ok(&["stop", "@x"]);
+    assert_eq!(
+        take_stamps(&dir, 3),
+        pairs(&[("stop", "x3"), ("stop", "x2"), ("stop", "x1")])
+    );
+    let mid = node.pids();
+    for n in ["x1", "x2", "x3"] {
+        assert_eq!(pid_of(&mid, n), None, "{n}");
+    }
+    assert_eq!(pid_of(&mid, "y1"), pid_of(&before, "y1"));
+    // Started again, in order: spawned one after the other (each
+    // `ready = "started"` is up at its exec, so all three may start in one
+    // round and their own stamps race): increasing pids.
+    node.ok(&["start", "@x"]);
+    assert_eq!(
+        sorted(take_stamps(&dir, 3)),
+        pairs(&[("start", "x1"), ("start", "x2"), ("start", "x3")])
+    );
+    let after = node.pids();
+    assert_spawned_in_order(&after);
+    assert_eq!(pid_of(&after, "y1"), pid_of(&before, "y1"));
+    for n in ["x1", "x2", "x3"] {
+        assert!(pid_of(&after, n).is_some(), "{n}");
+        assert_ne!(pid_of(&after, n), pid_of(&before, n), "{n}");
+    }
+
+    // restart NAME: a new pid when it returns, the others untouched, not
+    // counted as a policy restart.
+    let before = node.pids();
+    let out = node.ok(&["restart", "x2"]);
+    assert!(out.contains(" up "), "{out}");
+    let after = node.pids();
+    assert!(pid_of(&after, "x2").is_some());
+    assert_ne!(pid_of(&after, "x2"), pid_of(&before, "x2"));
+    for n in ["x1", "x3", "y1"] {
+        assert_eq!(pid_of(&after, n), pid_of(&before, n), "{n}");
+    }
+    assert_eq!(node.process("x2")["restarts"], 0);
+    assert_eq!(
+        take_stamps(&dir, 2),
+        pairs(&[("stop", "x2"), ("start", "x2")])
+    );
+
+    // restart @GROUP: stopped in reverse order, then started in order.
+    node.ok(&["restart", "@x"]);
+    let s = take_stamps(&dir, 6);
+    assert_eq!(
+        s[..3],
+        pairs(&[("stop", "x3"), ("stop", "x2"), ("stop", "x1")])
+    );
+    assert_eq!(
+        sorted(s[3..].to_vec()),
+        pairs(&[("start", "x1"), ("start", "x2"), ("start", "x3")])
+    );
+    let after = node.pids();
+    assert_spawned_in_order(&after);
+    assert_eq!(pid_of(&after, "y1"), pid_of(&before, "y1"));
+
+    // Unknown names and groups, bad names: exit 1 with the reason, and
+    // nothing changed.
+    let before = node.pids();
+    for (args, why) in [
+        (&["stop", "nope"][..], "no process \"nope\""),
+        (&["restart", "nope"][..], "no process \"nope\""),
+        (&["start", "@nope"][..], "no tenant group \"nope\""),
+        (&["stop", "../x"][..], "bad process name"),
+        (&["log", "nope"][..], "no process \"nope\""),
+    ] {
+        let o = node.mtipc(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(node.pids(), before);
+
+    // The log: the process's output.
+    let out = node.ok(&["log", "y1"]);
+    assert_eq!(out, "hello from y1\nhello from y1\n");
+    assert_eq!(node.ok(&["log", "y1", "--lines", "1"]), "hello from y1\n");
+    assert_eq!(node.ok(&["log", "x2", "--lines", "0"]), "");
+}
+
+#[test]
+fn log_reads_the_current_file_then_the_rotated_one() {
+    let d = scratch("log");
+    let dir = d.0.clone();
+    // 1000 numbered lines of 10 bytes each, in files of at most 4096
+    // bytes: p.log.2, p.log.1 and p.log.
+    let body = format!(
+        "[[process]]\nname = \"p\"\ncommand = [\"/bin/sh\", \"-c\", {}]\nlog_max_bytes = 4096\nlog_keep = 2\nrestart = \"never\"\n",
+        toml_str("i=1000; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; sleep 1000")
+    );
+    let node = Node::start(&dir, &body);
+    let end = Instant::now() + Duration::from_secs(10);
+    let log = node.domain().join("ha/log/p.log");
+    // Written once the file holds the last line (the log thread may lag
+    // the process).
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .ends_with("line 1999\n")
+    {
+        assert!(Instant::now() < end, "{}", node.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let current = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(current < 410 && current > 10, "{current}");
+    assert!(node.domain().join("ha/log/p.log.1").exists());
+    let want = |n: usize| -> String { (2000 - n..2000).map(|i| format!("line {i}\n")).collect() };
+    assert_eq!(node.ok(&["log", "p"]), want(50));
+    assert_eq!(node.ok(&["log", "p", "--lines", "3"]), want(3));
+    // More than the current file holds: the rotated .1 before it.
+    assert_eq!(
+        node.ok(&["log", "p", "--lines", &(current + 5).to_string()]),
+        want(current + 5)
+    );
+    assert_eq!(
+        node.ok(&["log", "p", "--lines", &current.to_string()]),
+        want(current)
+    );
+}
+
+#[test]
+fn no_supervisor_is_an_error() {
+    let d = scratch("none");
+    let dom = d.0.join("dom");
+    // No domain at all; then a domain whose supervisor is gone but left a
+    // socket file behind (nothing listens).
+    for stale in [false, true] {
+        if stale {
+            std::fs::create_dir_all(dom.join("ha")).unwrap();
+            let l = std::os::unix::net::UnixListener::bind(dom.join("ha/control.sock")).unwrap();
+            drop(l);
+        }
+        for args in [
+            &["status"][..],
+            &["stop", "x"][..],
+            &["status", "--json"][..],
+        ] {
+            let o = mtipc(&dom, args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?} {stale}: {err}");
+            assert!(
+                err.contains("no HA supervisor runs on this domain"),
+                "{args:?}: {err}"
+            );
+            assert!(o.stdout.is_empty());
+        }
+    }
+    // After a supervisor stopped: its socket is gone with it, and the log
+    // is still found through the status file it left.
+    let d2 = scratch("gone");
+    let mut node = Node::start(
+        &d2.0,
+        "[[process]]\nname = \"e\"\ncommand = [\"/bin/sh\", \"-c\", \"echo bye; sleep 1000\"]\n",
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while node.ok(&["log", "e"]) != "bye\n" {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = node.child.take().unwrap();
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!node.domain().join("ha/control.sock").exists());
+    let o = node.mtipc(&["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no HA supervisor runs"));
+    assert_eq!(node.ok(&["log", "e"]), "bye\n");
+}
+
+#[test]
+fn another_uid_is_refused() {
+    const TEST: &str = "another_uid_is_refused";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip(TEST, "needs root (a client switched to uid 65534)");
+        return;
+    }
+    let d = scratch("uid");
+    let dir = d.0.clone();
+    let node = Node::start(
+        &dir,
+        "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    // A copy of mtipc where uid 65534 can run it (the checkout may be
+    // where it cannot go).
+    let exe = dir.join("mtipc");
+    std::fs::copy(env!("CARGO_BIN_EXE_mtipc"), &exe).unwrap();
+    let as_nobody = |args: &[&str]| -> std::io::Result<Output> {
+        use std::os::unix::process::CommandExt;
+        Command::new(&exe)
+            .arg("--domain")
+            .arg(node.domain())
+            .arg("ha")
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let pid_before = node.process("s")["pid"].clone();
+    // The modes as the supervisor made them: the owner-only directory
+    // keeps uid 65534 out.
+    let o = match as_nobody(&["status"]) {
+        Ok(o) => o,
+        Err(e) => return common::skip(TEST, &format!("cannot run a copy of mtipc as 65534: {e}")),
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // The modes loosened (as a careless operator might): the peer check
+    // still refuses uid 65534, for status and for a stop.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: PathBuf, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(dir.clone(), 0o755);
+    mode(node.domain(), 0o755);
+    mode(node.domain().join("ha"), 0o755);
+    mode(node.domain().join("ha/control.sock"), 0o666);
+    for args in [&["status"][..], &["stop", "s"][..]] {
+        let o = as_nobody(args).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("refused: uid 65534 is neither the supervisor's uid 0 nor root"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        node.log().contains("control: refused pid"),
+        "{}",
+        node.log()
+    );
+    let s = node.process("s");
+    assert_eq!(s["state"], "up");
+    assert_eq!(s["pid"], pid_before);
+}
