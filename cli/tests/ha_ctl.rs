@@ -538,3 +538,162 @@ fn another_uid_is_refused() {
     assert_eq!(s["state"], "up");
     assert_eq!(s["pid"], pid_before);
 }
+
+#[test]
+fn waits_show_progress_time_out_and_report_failures() {
+    let d = scratch("wait");
+    let dir = d.0.clone();
+    // slow ignores its stop signal (and so does its sleep, which inherits
+    // the ignored signal): it goes with SIGKILL 2500 ms later.
+    let body = r#"
+[[process]]
+name = "slow"
+command = ["/bin/sh", "-c", "trap '' TERM; sleep 1000"]
+stop_timeout_ms = 2500
+
+[[process]]
+name = "bad"
+command = ["/nonexistent/program"]
+restart = "never"
+
+[[process]]
+name = "dep"
+command = ["/bin/sleep", "1000"]
+depends_on = ["bad"]
+"#;
+    let node = Node::start(&dir, body);
+    let end = Instant::now() + Duration::from_secs(10);
+    while node.process("slow")["state"] != "up" || node.process("dep")["state"] != "held" {
+        assert!(Instant::now() < end, "{}", node.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past --timeout-ms: exit 3, the states on stderr.
+    let t0 = Instant::now();
+    let o = node.mtipc(&["stop", "slow", "--timeout-ms", "300"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(t0.elapsed() < Duration::from_millis(2000));
+    assert!(err.contains("stop slow: not done within 300 ms"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("slow ") && l.contains("stopping")),
+        "{err}"
+    );
+    // Waiting on: a progress line once a second, then done (SIGKILL).
+    let o = node.mtipc(&["stop", "slow"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("stop slow: waiting 1 s for slow (stopping)"),
+        "{err}"
+    );
+    assert!(out.contains("signal SIGKILL"), "{out}");
+    assert!(t0.elapsed() >= Duration::from_millis(2400));
+    assert_eq!(node.process("slow")["state"], "stopped");
+    // A start that cannot take effect: exit 1 with the reason.
+    let o = node.mtipc(&["start", "bad"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad is failed: cannot execute"), "{err}");
+    let o = node.mtipc(&["start", "dep"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("dep is held: dependency bad failed"), "{err}");
+    // While the node stops (slow holds it up): starts are refused, the
+    // status says so.
+    node.ok(&["start", "slow"]);
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(node.pid() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(2);
+    while node.status()["stopping"] != true {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = node.mtipc(&["start", "bad"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the node is stopping"), "{err}");
+    assert!(node
+        .ok(&["status"])
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("(stopping)"));
+}
+
+#[test]
+fn hostile_requests_on_the_wire() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let d = scratch("wire");
+    let node = Node::start(
+        &d.0,
+        "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let sock = node.domain().join("ha/control.sock");
+    let answer = |r: &mut BufReader<UnixStream>| -> Option<Value> {
+        let mut line = String::new();
+        match r.read_line(&mut line).unwrap() {
+            0 => None,
+            _ => Some(serde_json::from_str(&line).unwrap()),
+        }
+    };
+    let c = UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // Refused with a reason, the connection kept.
+    for (line, why) in [
+        (&b"status x\n"[..], "wrong number of arguments"),
+        (b"\xff\xfe\n", "not printable ASCII"),
+        (b"start s\0\n", "not printable ASCII"),
+        (b"\n", "empty"),
+        (b"delete s\n", "unknown request"),
+        (b"stop @../x\n", "bad tenant group"),
+        (b"restart @g\n", "stop @g, then start @g"),
+    ] {
+        w.write_all(line).unwrap();
+        let a = answer(&mut r).unwrap();
+        assert_eq!(a["ok"], false, "{a}");
+        assert!(a["error"].as_str().unwrap().contains(why), "{a}");
+    }
+    w.write_all(b"status\n").unwrap();
+    let a = answer(&mut r).unwrap();
+    assert_eq!(a["ok"], true);
+    assert_eq!(a["status"]["processes"][0]["name"], "s");
+    // Pipelined requests: one answer each, in order.
+    w.write_all(b"status\nstop nope\nstatus\n").unwrap();
+    assert_eq!(answer(&mut r).unwrap()["ok"], true);
+    assert_eq!(answer(&mut r).unwrap()["ok"], false);
+    assert_eq!(answer(&mut r).unwrap()["ok"], true);
+    // A line too long: an error, then the connection is closed.
+    w.write_all(&[b'a'; 5000]).unwrap();
+    let a = answer(&mut r).unwrap();
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1023 bytes"),
+        "{a}"
+    );
+    assert!(answer(&mut r).is_none());
+    // A connection that ends mid-line; one that says nothing.
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.write_all(b"stat").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut r = BufReader::new(c);
+    let a = answer(&mut r).unwrap();
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("not ended by a newline"),
+        "{a}"
+    );
+    drop(UnixStream::connect(&sock).unwrap());
+    // The supervisor serves on, its process untouched.
+    let s = node.process("s");
+    assert_eq!(s["state"], "up");
+    assert_eq!(s["restarts"], 0);
+}
