@@ -234,6 +234,11 @@ fn status_start_stop_restart_and_groups() {
     );
     let node = Node::start(&dir, &body);
     take_stamps(&dir, 4);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(node.domain().join("ha/control.sock")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
 
     // Status as JSON: every process up, the supervisor's pid, the roles
     // not split (no role pids invented).
@@ -696,4 +701,76 @@ fn hostile_requests_on_the_wire() {
     let s = node.process("s");
     assert_eq!(s["state"], "up");
     assert_eq!(s["restarts"], 0);
+}
+
+#[test]
+fn root_may_ask_a_supervisor_of_another_uid() {
+    const TEST: &str = "root_may_ask_a_supervisor_of_another_uid";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip(TEST, "needs root (a supervisor run as uid 65534)");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let d = scratch("nobody");
+    let dir = d.0.clone();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+            dir.join("dom").display()
+        ),
+    )
+    .unwrap();
+    // Copies of the programs where uid 65534 can run them.
+    let ha = dir.join("mtipc-ha");
+    let ctl = dir.join("mtipc");
+    std::fs::copy(env!("CARGO_BIN_EXE_mtipc-ha"), &ha).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_mtipc"), &ctl).unwrap();
+    let child = Command::new(&ha)
+        .arg("run")
+        .arg(&config)
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return common::skip(TEST, &format!("cannot run mtipc-ha as 65534: {e}")),
+    };
+    let node = Node {
+        dir: dir.clone(),
+        child: Some(child),
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !node.domain().join("ha/control.sock").exists() {
+        if Instant::now() > end {
+            return common::skip(TEST, "mtipc-ha did not come up as uid 65534 (noexec /tmp?)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Root asks it (its peer check lets root in; root trusts it).
+    let s = node.status();
+    assert_eq!(s["supervisor_pid"], node.pid());
+    let pid = node.process("s")["pid"].as_u64();
+    // Its own uid too, through the copy.
+    let o = Command::new(&ctl)
+        .arg("--domain")
+        .arg(node.domain())
+        .args(["ha", "restart", "s"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let now = node.process("s");
+    assert_eq!(now["state"], "up");
+    assert_ne!(now["pid"].as_u64(), pid);
+    node.ok(&["stop", "s"]);
+    assert_eq!(node.process("s")["state"], "stopped");
 }
