@@ -428,9 +428,14 @@ fn connection(stream: UnixStream, tx: &SyncSender<Pending>, wake: fn()) {
                     return;
                 }
                 wake();
-                answer
-                    .recv_timeout(ANSWER_TIMEOUT)
-                    .unwrap_or_else(|_| error_answer("the supervisor did not answer within 10 s"))
+                answer.recv_timeout(ANSWER_TIMEOUT).unwrap_or_else(|e| {
+                    error_answer(match e {
+                        mpsc::RecvTimeoutError::Timeout => {
+                            "the supervisor did not answer within 10 s"
+                        }
+                        mpsc::RecvTimeoutError::Disconnected => "the supervisor is exiting",
+                    })
+                })
             }
         };
         if writeln!(out, "{answer}").is_err() {

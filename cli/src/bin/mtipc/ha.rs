@@ -211,10 +211,13 @@ pub fn act(domain: &Path, action: Action, target: &str, timeout_ms: u64) -> Resu
     let mut failures = Vec::new();
     for (a, request) in steps {
         let v = ask(&mut c, &request).map_err(|e| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!("{}: {}", request.line(), e.message()),
-            )
+            let m = e.message();
+            let kind = if m.starts_with("no process") || m.starts_with("no tenant group") {
+                ErrorKind::NotFound
+            } else {
+                e.kind()
+            };
+            Error::new(kind, format!("{}: {m}", request.line()))
         })?;
         names = v["names"]
             .as_array()
