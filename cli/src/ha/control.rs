@@ -600,6 +600,38 @@ mod tests {
         assert!(parse_request(format!("start {}", "x".repeat(64)).as_bytes()).is_ok());
     }
 
+    /// Random lines (bytes from a small alphabet that makes valid
+    /// requests likely, and any byte): never a panic, and whatever is
+    /// accepted is exactly its canonical line.
+    #[test]
+    fn random_lines_never_panic_and_accepted_ones_are_canonical() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: [&[u8]; 10] = [
+            b"status", b"start", b"stop", b"restart", b" ", b"@", b"db", b"-", b"\xff", b"\n",
+        ];
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut line = Vec::new();
+            for _ in 0..next() % 6 {
+                match next() % 4 {
+                    0 => line.push((next() % 256) as u8),
+                    _ => line.extend_from_slice(words[(next() % 10) as usize]),
+                }
+            }
+            if let Ok(r) = parse_request(&line) {
+                accepted += 1;
+                assert_eq!(r.line().as_bytes(), &line[..]);
+            }
+        }
+        assert!(accepted > 100, "{accepted}");
+    }
+
     #[test]
     fn only_the_same_uid_or_root() {
         assert!(allowed(1000, 1000));
