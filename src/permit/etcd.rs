@@ -79,6 +79,17 @@ pub const RECLAIMED_KEEP: usize = 32;
 /// serves the next request: one lease grant less on etcd's log).
 const POOL_MAX: usize = 8;
 
+/// A permit lease confirmed less than this long ago is not kept alive
+/// again by a grant: so a permit's lease was confirmed at most this long
+/// before its grant transaction was sent (and lives at least its TTL less
+/// this from the moment it was requested).
+const RENEW_AFTER: Duration = Duration::from_millis(50);
+
+/// The least time a permit lease must have left, by this process's
+/// account, to be used for a grant: its keep-alive, sent with the grant
+/// transaction, must reach etcd before the lease ends.
+const LEASE_SPARE: Duration = Duration::from_millis(200);
+
 /// Bound on the removal of a timed-out request's queue key.
 const WITHDRAW_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -506,6 +517,13 @@ struct Lease {
     confirmed: Instant,
 }
 
+impl Lease {
+    /// Whether the lease surely lives [`LEASE_SPARE`] longer.
+    fn spare(&self) -> bool {
+        self.confirmed + self.ttl > Instant::now() + LEASE_SPARE
+    }
+}
+
 struct Session {
     id: i64,
     dead: Arc<Flag>,
@@ -559,8 +577,14 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 enum Fail {
     /// The transaction's guard did not hold (someone wrote first).
     Raced,
-    /// The permit lease it used has lapsed: take another.
+    /// The permit lease it used has lapsed, or may lapse before etcd sees
+    /// its keep-alive: nothing was written; take another.
     LeaseGone,
+    /// The grant landed, on a lease that lapsed at once (or whose
+    /// keep-alive etcd did not confirm: it is revoked): the permit is lost
+    /// (its shadow is recorded as reclaimed later), and a queued request's
+    /// queue key went with the grant: take another lease and ask again.
+    Lapsed,
     /// Something else.
     Err(Error),
 }
@@ -740,7 +764,7 @@ impl Shared {
             let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(l) = pooled else { break };
             // One that may lapse before etcd sees our keep-alive: let it go.
-            if l.confirmed + l.ttl > Instant::now() + Duration::from_millis(200) {
+            if l.spare() {
                 return Ok(l);
             }
         }
@@ -803,9 +827,10 @@ impl Shared {
     /// Grants `entry` to this process on lease `lease`, if no key of the
     /// volume was written since `state` was read (and, for a queued
     /// request, its queue key `queued` is still there; it is removed).
-    /// Unless etcd granted the lease just now, a keep-alive of it goes with
-    /// the transaction, so that the permit starts with its whole TTL.
-    /// Returns the token.
+    /// Unless etcd confirmed the lease less than [`RENEW_AFTER`] ago, a
+    /// keep-alive of it goes with the transaction, so that the permit
+    /// starts with its whole TTL (less that at most). A lease that may lapse before etcd sees that keep-alive (a waiter's,
+    /// idle while it waited) is not used: `LeaseGone`. Returns the token.
     #[allow(clippy::too_many_arguments)]
     async fn try_grant(
         &self,
@@ -817,6 +842,9 @@ impl Shared {
         queued: Option<(&[u8], i64)>,
         deadline: Instant,
     ) -> std::result::Result<u64, Fail> {
+        if !lease.spare() {
+            return Err(Fail::LeaseGone);
+        }
         let mut when =
             vec![
                 Compare::mod_revision(self.prefix.as_str(), CompareOp::Less, state.rev + 1)
@@ -844,7 +872,7 @@ impl Shared {
         ops.push(self.get_all());
         let txn = Txn::new().when(when).and_then(ops);
         let (mut kv, mut lc) = (client.kv_client(), client.lease_client());
-        let renew = lease.confirmed.elapsed() >= Duration::from_millis(50);
+        let renew = lease.confirmed.elapsed() >= RENEW_AFTER;
         let sent = Instant::now();
         let keep_alive = async {
             if renew {
@@ -873,15 +901,29 @@ impl Shared {
             Err(e) => return Err(unavailable(e.to_string())),
         };
         if lapsed {
-            // Granted on a lease that lapsed at once: the holder key went
-            // with it; the shadow left is recorded as reclaimed later.
-            return Err(Fail::LeaseGone);
+            if !resp.succeeded() {
+                return Err(Fail::LeaseGone);
+            }
+            // Granted on a lease that lapsed at once (etcd revokes an
+            // expired lease some time after its end; the transaction came
+            // in between): the holder key went with it, and the queue key
+            // with the grant; the shadow left is recorded as reclaimed
+            // later.
+            return Err(Fail::Lapsed);
         }
         if !resp.succeeded() {
             return Err(Fail::Raced);
         }
-        if matches!(kept, Some(Ok(()))) {
-            lease.confirmed = sent;
+        match kept {
+            Some(Ok(())) => lease.confirmed = sent,
+            // Granted, but etcd did not confirm the keep-alive: the lease
+            // may end sooner than a whole TTL from now. Give that permit
+            // up (its shadow is recorded as reclaimed) and ask again.
+            Some(Err(_)) => {
+                self.forget(client, *lease);
+                return Err(Fail::Lapsed);
+            }
+            None => {}
         }
         self.remember_txn(&resp);
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0) as u64)
@@ -1139,128 +1181,153 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
         tag: 0,
         reason: None,
     };
-    // Granted at once if the pass would grant this request first.
     loop {
-        entry.tag = state.next_tag(&sh.me);
-        let newcomer = Some((mode, entry.path.as_str(), entry.tag));
-        if state.first(sh.cap, newcomer) == Some(state.queue.len()) {
-            match sh
-                .try_grant(
-                    &client,
-                    &state,
-                    &mut lease,
-                    session,
-                    &entry,
-                    None,
-                    first_deadline,
-                )
-                .await
-            {
-                Ok(token) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
-                Err(Fail::Raced) => {}
-                Err(Fail::LeaseGone) => {
-                    lease = sh.permit_lease(&client, first_deadline).await?;
+        // Granted at once if the pass would grant this request first.
+        loop {
+            entry.tag = state.next_tag(&sh.me);
+            let newcomer = Some((mode, entry.path.as_str(), entry.tag));
+            if state.first(sh.cap, newcomer) == Some(state.queue.len()) {
+                match sh
+                    .try_grant(
+                        &client,
+                        &state,
+                        &mut lease,
+                        session,
+                        &entry,
+                        None,
+                        first_deadline,
+                    )
+                    .await
+                {
+                    Ok(token) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
+                    Err(Fail::Raced) => {}
+                    Err(Fail::LeaseGone | Fail::Lapsed) => {
+                        lease = sh.permit_lease(&client, first_deadline).await?;
+                    }
+                    Err(Fail::Err(e)) => {
+                        sh.forget(&client, lease);
+                        return Err(e);
+                    }
                 }
-                Err(Fail::Err(e)) => {
-                    sh.forget(&client, lease);
+            } else if fresh {
+                break;
+            }
+            // A view that was stale, or a race: read etcd.
+            state = match sh.read(&client, first_deadline).await {
+                Ok(st) => st,
+                Err(e) => {
+                    sh.pool_return(lease);
+                    return Err(e);
+                }
+            };
+            fresh = true;
+        }
+        if wait.is_zero() {
+            sh.pool_return(lease);
+            return Err(err!(
+                Deferred,
+                "volume {}: {} {}: a transfer in flight or an earlier request conflicts (etcd)",
+                sh.name,
+                mode,
+                entry.path
+            ));
+        }
+        // Queue: put the queue key with its tag, unless the vtime or this
+        // instance's queued requests changed since the read.
+        let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
+        let qkey = sh
+            .key(&format!("q/{}/{nonce:016x}", sh.me_key))
+            .into_bytes();
+        let arrival = loop {
+            entry.tag = state.next_tag(&sh.me);
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(sh.key("vtime"), CompareOp::Less, state.rev + 1),
+                    Compare::mod_revision(sh.own_queue_prefix(), CompareOp::Less, state.rev + 1)
+                        .with_prefix(),
+                ])
+                .and_then([TxnOp::put(
+                    qkey.clone(),
+                    entry.encode(),
+                    Some(PutOptions::new().with_lease(session)),
+                )]);
+            let mut kv = client.kv_client();
+            match sh.call(first_deadline, "queue", kv.txn(txn)).await {
+                Ok(r) if r.succeeded() => break r.header().map(|h| h.revision()).unwrap_or(0),
+                Ok(_) => {}
+                Err(e) => {
+                    sh.withdraw_later(&client, qkey);
+                    sh.pool_return(lease);
                     return Err(e);
                 }
             }
-        } else if fresh {
-            break;
-        }
-        // A view that was stale, or a race: read etcd.
-        state = match sh.read(&client, first_deadline).await {
-            Ok(st) => st,
-            Err(e) => {
-                sh.pool_return(lease);
-                return Err(e);
-            }
-        };
-        fresh = true;
-    }
-    if wait.is_zero() {
-        sh.pool_return(lease);
-        return Err(err!(
-            Deferred,
-            "volume {}: {} {}: a transfer in flight or an earlier request conflicts (etcd)",
-            sh.name,
-            mode,
-            entry.path
-        ));
-    }
-    // Queue: put the queue key with its tag, unless the vtime or this
-    // instance's queued requests changed since the read.
-    let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
-    let qkey = sh
-        .key(&format!("q/{}/{nonce:016x}", sh.me_key))
-        .into_bytes();
-    let arrival = loop {
-        entry.tag = state.next_tag(&sh.me);
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(sh.key("vtime"), CompareOp::Less, state.rev + 1),
-                Compare::mod_revision(sh.own_queue_prefix(), CompareOp::Less, state.rev + 1)
-                    .with_prefix(),
-            ])
-            .and_then([TxnOp::put(
-                qkey.clone(),
-                entry.encode(),
-                Some(PutOptions::new().with_lease(session)),
-            )]);
-        let mut kv = client.kv_client();
-        match sh.call(first_deadline, "queue", kv.txn(txn)).await {
-            Ok(r) if r.succeeded() => break r.header().map(|h| h.revision()).unwrap_or(0),
-            Ok(_) => {}
-            Err(e) => {
-                sh.withdraw_later(&client, qkey);
-                sh.pool_return(lease);
-                return Err(e);
-            }
-        }
-        state = match sh.read(&client, first_deadline).await {
-            Ok(st) => st,
-            Err(e) => {
-                sh.pool_return(lease);
-                return Err(e);
-            }
-        };
-    };
-    match wait_queued(
-        &sh, &client, &mut lease, session, &entry, &qkey, arrival, deadline,
-    )
-    .await
-    {
-        Ok(token) => Ok(EtcdGrant::new(&sh, lease, token, entry)),
-        Err(e) => {
-            // Leave no trace: take the request out of the queue.
-            let mut kv = client.kv_client();
-            let gone = tokio::time::timeout(WITHDRAW_TIMEOUT, kv.delete(qkey.clone(), None)).await;
-            if !matches!(gone, Ok(Ok(_))) {
-                sh.withdraw_later(&client, qkey);
-                if e.kind() == crate::ErrorKind::Timeout {
+            state = match sh.read(&client, first_deadline).await {
+                Ok(st) => st,
+                Err(e) => {
                     sh.pool_return(lease);
+                    return Err(e);
+                }
+            };
+        };
+        let e = match wait_queued(
+            &sh, &client, &mut lease, session, &entry, &qkey, arrival, deadline,
+        )
+        .await
+        {
+            Ok(Some(token)) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
+            Ok(None) => {
+                // Granted on a lease that lapsed at once, which took the
+                // queue key: ask again, on another lease.
+                if Instant::now() >= deadline {
                     return Err(err!(
-                        Unavailable,
-                        "volume {}: {}; and etcd did not answer the withdrawal of the request \
-                         (it will go with this process's session)",
+                        Timeout,
+                        "volume {}: {} {}: still deferred after the wait",
                         sh.name,
-                        e.message()
+                        entry.mode,
+                        entry.path
                     ));
                 }
+                lease = sh.permit_lease(&client, deadline).await?;
+                state = match sh.read(&client, deadline).await {
+                    Ok(st) => st,
+                    Err(e) => {
+                        sh.pool_return(lease);
+                        return Err(e);
+                    }
+                };
+                continue;
             }
-            match e.kind() {
-                // A grant whose outcome is unknown: make sure it holds nothing.
-                crate::ErrorKind::Unavailable => sh.forget(&client, lease),
-                _ => sh.pool_return(lease),
+            Err(e) => e,
+        };
+        // Leave no trace: take the request out of the queue.
+        let mut kv = client.kv_client();
+        let gone = tokio::time::timeout(WITHDRAW_TIMEOUT, kv.delete(qkey.clone(), None)).await;
+        if !matches!(gone, Ok(Ok(_))) {
+            sh.withdraw_later(&client, qkey);
+            if e.kind() == crate::ErrorKind::Timeout {
+                sh.pool_return(lease);
+                return Err(err!(
+                    Unavailable,
+                    "volume {}: {}; and etcd did not answer the withdrawal of the request \
+                     (it will go with this process's session)",
+                    sh.name,
+                    e.message()
+                ));
             }
-            Err(e)
         }
+        match e.kind() {
+            // A grant whose outcome is unknown: make sure it holds nothing.
+            crate::ErrorKind::Unavailable => sh.forget(&client, lease),
+            _ => sh.pool_return(lease),
+        }
+        return Err(e);
     }
 }
 
 /// Waits, watching the volume's keys, until the queued request `qkey`
-/// is the first the pass grants, and grants it. `Timeout` at `deadline`.
+/// is the first the pass grants, and grants it: its token. `None` if the
+/// grant landed on a lease that lapsed at once (its queue key went with
+/// it: the request must ask again). `Timeout` at `deadline`.
 #[allow(clippy::too_many_arguments)]
 async fn wait_queued(
     sh: &Shared,
@@ -1271,7 +1338,7 @@ async fn wait_queued(
     qkey: &[u8],
     arrival: i64,
     deadline: Instant,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
     let timeout = || {
         err!(
             Timeout,
@@ -1326,12 +1393,13 @@ async fn wait_queued(
                 )
                 .await
             {
-                Ok(token) => return Ok(token),
+                Ok(token) => return Ok(Some(token)),
                 Err(Fail::Raced) => continue,
                 Err(Fail::LeaseGone) => {
                     *lease = sh.permit_lease(client, deadline).await?;
                     continue;
                 }
+                Err(Fail::Lapsed) => return Ok(None),
                 Err(Fail::Err(e)) => return Err(e),
             }
         }
