@@ -9,7 +9,7 @@
 //! | key | lease | what |
 //! |---|---|---|
 //! | `h/<lease>` | the permit's | a permit held; its create revision is the fencing token |
-//! | `a/<lease>` | none | its shadow, created and deleted with it: a shadow without its holder key is a permit whose lease ran out |
+//! | `h/<lease>.shadow` | none | its shadow, created and deleted with it: a shadow without its holder key is a permit whose lease ran out |
 //! | `q/<instance>/<n>` | the process's session | a deferred request, with its tag; its create revision is its arrival |
 //! | `vtime` | none | the tag of the last grant; its mod revision is the last token |
 //! | `g/<instance>` | the process's session | put once per grant: its version counts the instance's grants |
@@ -18,9 +18,9 @@
 //! Every value is a small text record (`mtipc-permit 1`, then `key value`
 //! lines), parsed as hostile input.
 //!
-//! A request takes the volume's keys as this process last saw them (the
-//! read inside its last grant or release transaction; a linearizable range
-//! the first time), decides with the fair-order rule ([`pass`]) whether it
+//! A request takes the volume's keys as this process last saw them (its
+//! last read, or its last grant's or release's view of them: see
+//! [`State::after_grant`]; a linearizable range the first time), decides with the fair-order rule ([`pass`]) whether it
 //! is the first request this pass grants, and if so grants itself with a
 //! transaction guarded by "no key of the volume was written since that
 //! revision": any concurrent grant or enqueue makes it fail, and it reads
@@ -45,8 +45,8 @@ use crate::error::{err, Error, Result};
 use crate::sync::local::AtomicU64;
 use crate::sync::{Flag, Ordering};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
+    Txn, TxnOp, WatchOptions,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -99,6 +99,11 @@ const LEASE_SPARE: Duration = Duration::from_millis(200);
 const WITHDRAW_TIMEOUT: Duration = Duration::from_millis(300);
 
 const RECORD_MAGIC: &str = "mtipc-permit 1";
+
+/// A permit's shadow key is its holder key with this after it: one range
+/// (the holder key as a prefix: lease ids have 16 digits) holds both, so
+/// that the release deletes both with one delete.
+const SHADOW_SUFFIX: &str = ".shadow";
 
 // ---------------------------------------------------------------------------
 // The runtime.
@@ -442,21 +447,21 @@ fn pass(held: &[(Mode, &str)], queue: &[(Mode, &str)], cap: u32) -> Vec<usize> {
 // ---------------------------------------------------------------------------
 // The volume's keys as read.
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Held {
     entry: Entry,
     lease: i64,
     token: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Queued {
     key: Vec<u8>,
     entry: Entry,
     arrival: i64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Shadow {
     key: Vec<u8>,
     entry: Entry,
@@ -465,9 +470,11 @@ struct Shadow {
     lease: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
-    /// The revision the read saw.
+    /// The revision the read saw: every key of the volume written up to
+    /// it is here (a key deleted since may be here still), and none
+    /// written after it.
     rev: i64,
     holders: Vec<Held>,
     /// In grant order.
@@ -494,7 +501,17 @@ impl State {
             let bad =
                 |why: String| err!(Corrupt, "etcd key {}: {why}", crate::sys::shown(&shown()));
             let entry = |instance_only| Entry::decode(kv.value(), instance_only).map_err(bad);
-            if let Some(l) = rest.strip_prefix(b"h/") {
+            if let Some(l) = rest
+                .strip_prefix(b"h/")
+                .and_then(|l| l.strip_suffix(SHADOW_SUFFIX.as_bytes()))
+            {
+                st.shadows.push(Shadow {
+                    key: kv.key().to_vec(),
+                    entry: entry(false)?,
+                    token: kv.create_revision() as u64,
+                    lease: String::from_utf8_lossy(l).into_owned(),
+                });
+            } else if let Some(l) = rest.strip_prefix(b"h/") {
                 let lease = std::str::from_utf8(l)
                     .ok()
                     .and_then(|l| i64::from_str_radix(l, 16).ok())
@@ -503,13 +520,6 @@ impl State {
                     entry: entry(false)?,
                     lease,
                     token: kv.create_revision() as u64,
-                });
-            } else if let Some(l) = rest.strip_prefix(b"a/") {
-                st.shadows.push(Shadow {
-                    key: kv.key().to_vec(),
-                    entry: entry(false)?,
-                    token: kv.create_revision() as u64,
-                    lease: String::from_utf8_lossy(l).into_owned(),
                 });
             } else if rest.starts_with(b"q/") {
                 st.queue.push(Queued {
@@ -593,6 +603,66 @@ impl State {
             })
             .collect();
         pass(&held, &reqs, cap).first().map(|&k| order[k].1)
+    }
+
+    /// The volume's keys after this process's grant transaction `rev`,
+    /// which this view guarded (no key written since it: so nothing but
+    /// the grant's own writes came in between, deletions aside): `entry`
+    /// held on `lease` with token `rev`, its shadow `shadow_key`, the
+    /// vtime its tag, `queued` (its queue key, if it was queued) gone,
+    /// one more grant for `me`. Made here instead of read back in the
+    /// transaction.
+    fn after_grant(
+        &self,
+        rev: i64,
+        lease: i64,
+        entry: &Entry,
+        shadow_key: Vec<u8>,
+        queued: Option<&[u8]>,
+        me: &Instance,
+    ) -> State {
+        let mut st = self.clone();
+        st.rev = rev;
+        let token = rev as u64;
+        st.holders.push(Held {
+            entry: entry.clone(),
+            lease,
+            token,
+        });
+        st.shadows.push(Shadow {
+            key: shadow_key,
+            entry: entry.clone(),
+            token,
+            lease: format!("{lease:016x}"),
+        });
+        st.vtime = entry.tag;
+        st.last_token = token;
+        if let Some(k) = queued {
+            st.queue.retain(|q| q.key != k);
+        }
+        match st.grants.iter_mut().find(|(i, _)| i == me) {
+            Some((_, n)) => *n += 1,
+            None => st.grants.push((me.clone(), 1)),
+        }
+        st
+    }
+
+    /// The volume's keys after this process's release of the permit on
+    /// `lease` (its holder and shadow keys deleted), as far as this view
+    /// knows: its revision stays, since others may have written between
+    /// it and the release.
+    fn after_release(&self, lease: i64) -> State {
+        let mut st = self.clone();
+        let hex = format!("{lease:016x}");
+        st.holders.retain(|h| h.lease != lease);
+        st.shadows.retain(|s| s.lease != hex);
+        st
+    }
+
+    /// Whether this view shows nobody but `me` using the volume: no
+    /// permit held by another instance, no request queued.
+    fn quiet_for(&self, me: &Instance) -> bool {
+        self.queue.is_empty() && self.holders.iter().all(|h| h.entry.instance == *me)
     }
 
     /// Shadows whose holder key is gone: permits whose lease ran out.
@@ -748,7 +818,7 @@ impl Shared {
     }
 
     fn shadow_key(&self, lease: i64) -> String {
-        self.key(&format!("a/{lease:016x}"))
+        self.key(&format!("h/{lease:016x}{SHADOW_SUFFIX}"))
     }
 
     fn grants_key(&self) -> String {
@@ -853,11 +923,12 @@ impl Shared {
     }
 
     /// Keeps `st` as the latest view of the volume, unless a later one is
-    /// kept already.
+    /// kept already (one of the same revision is replaced: `st` may know
+    /// of a deletion since).
     fn remember(&self, st: &Arc<State>) {
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let newer = match c.as_ref() {
-            Some(old) => old.rev < st.rev,
+            Some(old) => old.rev <= st.rev,
             None => true,
         };
         if newer {
@@ -1032,7 +1103,6 @@ impl Shared {
             when.push(Compare::create_revision(key, CompareOp::Equal, arrival));
             ops.push(TxnOp::delete(key, None));
         }
-        ops.push(self.get_all());
         let txn = Txn::new().when(when).and_then(ops);
         let (mut kv, mut lc) = (client.kv_client(), client.lease_client());
         let renew = lease.confirmed.elapsed() >= RENEW_AFTER;
@@ -1088,8 +1158,16 @@ impl Shared {
             }
             None => {}
         }
-        self.remember_txn(&resp);
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0) as u64)
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        self.remember(&Arc::new(state.after_grant(
+            rev,
+            lease.id,
+            entry,
+            self.shadow_key(lease.id).into_bytes(),
+            queued.map(|(k, _)| k),
+            &self.me,
+        )));
+        Ok(rev as u64)
     }
 
     /// Records the permits whose lease ran out (shadows without a holder)
@@ -1148,11 +1226,23 @@ impl Shared {
         reason: ReclaimReason,
         deadline: Instant,
     ) -> Result<bool> {
+        let txn = self.reclaim_txn(key, token, entry, reason);
+        let mut kv = client.kv_client();
+        let r = self.call(deadline, "record reclaimed", kv.txn(txn)).await?;
+        if r.succeeded() {
+            self.log_reclaimed(token, entry, reason);
+        }
+        Ok(r.succeeded())
+    }
+
+    /// The transaction that turns the shadow `key` (token `token`) into a
+    /// reclaimed record, unless somebody did already.
+    fn reclaim_txn(&self, key: &[u8], token: u64, entry: &Entry, reason: ReclaimReason) -> Txn {
         let rec = Entry {
             reason: Some(reason),
             ..entry.clone()
         };
-        let txn = Txn::new()
+        Txn::new()
             .when([Compare::create_revision(
                 key,
                 CompareOp::Equal,
@@ -1161,20 +1251,18 @@ impl Shared {
             .and_then([
                 TxnOp::delete(key, None),
                 TxnOp::put(self.key(&format!("r/{token:020}")), rec.encode(), None),
-            ]);
-        let mut kv = client.kv_client();
-        let r = self.call(deadline, "record reclaimed", kv.txn(txn)).await?;
-        if r.succeeded() {
-            crate::log::info!(
-                volume = %self.name,
-                token,
-                holder = %entry.instance,
-                path = %entry.path,
-                reason = ?reason,
-                "etcd permit reclaimed"
-            );
-        }
-        Ok(r.succeeded())
+            ])
+    }
+
+    fn log_reclaimed(&self, token: u64, entry: &Entry, reason: ReclaimReason) {
+        crate::log::info!(
+            volume = %self.name,
+            token,
+            holder = %entry.instance,
+            path = %entry.path,
+            reason = ?reason,
+            "etcd permit reclaimed"
+        );
     }
 }
 
@@ -1936,23 +2024,33 @@ impl Grant for EtcdGrant {
             let client = sh.client(deadline).await?;
             let holder = sh.holder_key(lease.id);
             let shadow = sh.shadow_key(lease.id);
+            // Holder and shadow: one range. Read the volume back only if
+            // others use it (their changes are what a next request would
+            // need); else the view is this process's, less this permit.
+            let cached = sh.cached();
+            let quiet = cached.as_ref().is_some_and(|v| v.quiet_for(&sh.me));
+            let mut then = vec![TxnOp::delete(
+                holder.as_str(),
+                Some(DeleteOptions::new().with_prefix()),
+            )];
+            if !quiet {
+                then.push(sh.get_all());
+            }
             let txn = Txn::new()
                 .when([Compare::create_revision(
                     holder.as_str(),
                     CompareOp::Equal,
                     g.token as i64,
                 )])
-                .and_then([
-                    TxnOp::delete(holder.as_str(), None),
-                    TxnOp::delete(shadow.as_str(), None),
-                    sh.get_all(),
-                ]);
+                .and_then(then);
             let mut kv = client.kv_client();
             match sh.call(deadline, "release", kv.txn(txn)).await {
                 Ok(r) if r.succeeded() => {
-                    sh.remember_txn(&r);
+                    match cached {
+                        Some(v) if quiet => sh.remember(&Arc::new(v.after_release(lease.id))),
+                        _ => sh.remember_txn(&r),
+                    }
                     sh.pool_return(lease);
-                    Ok(())
                 }
                 Ok(_) => {
                     // Its lease ran out: record it as reclaimed.
@@ -1964,14 +2062,14 @@ impl Grant for EtcdGrant {
                         ReclaimReason::Expired,
                         deadline,
                     )
-                    .await
-                    .map(|_| ())
+                    .await?;
                 }
                 Err(e) => {
                     sh.forget(lease);
-                    Err(e)
+                    return Err(e);
                 }
             }
+            Ok(())
         });
         if let Err(e) | Ok(Err(e)) = r {
             crate::log::warn!(
@@ -2069,6 +2167,46 @@ mod tests {
             },
             arrival,
         }
+    }
+
+    #[test]
+    fn views_after_a_grant_and_a_release() {
+        let me = inst(1);
+        let mut st = State {
+            rev: 10,
+            vtime: 4,
+            queue: vec![queued(1, 5, 9, "f"), queued(2, 5, 10, "g")],
+            grants: vec![(inst(2), 3)],
+            ..State::default()
+        };
+        st.holders.push(Held {
+            entry: st.queue[1].entry.clone(),
+            lease: 7,
+            token: 8,
+        });
+        assert!(!st.quiet_for(&me));
+        let entry = st.queue[0].entry.clone();
+        let key = st.queue[0].key.clone();
+        let g = st.after_grant(12, 0x2a, &entry, b"h/2a.shadow".to_vec(), Some(&key), &me);
+        assert_eq!((g.rev, g.vtime, g.last_token), (12, 5, 12));
+        assert_eq!(g.queue.len(), 1);
+        assert_eq!(g.queue[0].entry.instance, inst(2));
+        let h = g.holders.iter().find(|h| h.lease == 0x2a).unwrap();
+        assert_eq!((h.token, &h.entry), (12, &entry));
+        assert_eq!(g.orphans().count(), 0, "its shadow has its holder");
+        assert_eq!(g.grants, vec![(inst(2), 3), (me.clone(), 1)]);
+        let r = g.after_release(0x2a);
+        assert_eq!(r.rev, 12, "a release keeps the view's revision");
+        assert_eq!(r.holders.len(), 1);
+        assert!(r.shadows.is_empty());
+        // Only this instance's permits, nothing queued: quiet.
+        let mut q = r.clone();
+        q.queue.clear();
+        q.holders.clear();
+        assert!(q.quiet_for(&me));
+        q.holders.push(h.clone());
+        assert!(q.quiet_for(&me));
+        assert!(!q.quiet_for(&inst(2)));
     }
 
     #[test]
