@@ -176,8 +176,24 @@ fn spawn(fut: impl Future<Output = ()> + Send + 'static) -> Option<tokio::task::
 struct Local {
     pid: u32,
     rt: tokio::runtime::Runtime,
-    clients: RefCell<HashMap<Vec<String>, (Client, Instant)>>,
+    clients: RefCell<HashMap<Vec<String>, Conn>>,
 }
+
+/// A thread's connection to an etcd cluster.
+struct Conn {
+    client: Client,
+    used: Instant,
+    /// Keep-alive streams by lease, kept open for the next keep-alive of
+    /// the same lease (a pooled lease is kept alive again by later
+    /// grants): one message each way instead of a new gRPC stream each
+    /// time. At most [`KEEPERS_MAX`].
+    keepers: HashMap<i64, Keeper>,
+}
+
+type Keeper = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+
+/// Keep-alive streams a thread keeps open per connection.
+const KEEPERS_MAX: usize = 16;
 
 thread_local! {
     static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
@@ -231,18 +247,82 @@ impl Local {
     /// [`LOCAL_IDLE`]) if need be, by `deadline`.
     async fn client(&self, sh: &Shared, deadline: Instant) -> Result<Client> {
         let now = Instant::now();
-        if let Some((c, used)) = self.clients.borrow_mut().get_mut(&sh.urls) {
-            if now.duration_since(*used) < LOCAL_IDLE {
-                *used = now;
-                return Ok(c.clone());
+        if let Some(conn) = self.clients.borrow_mut().get_mut(&sh.urls) {
+            if now.duration_since(conn.used) < LOCAL_IDLE {
+                conn.used = now;
+                return Ok(conn.client.clone());
             }
         }
         let c = sh.connect(deadline).await?;
-        self.clients
-            .borrow_mut()
-            .insert(sh.urls.clone(), (c.clone(), Instant::now()));
+        let conn = Conn {
+            client: c.clone(),
+            used: Instant::now(),
+            keepers: HashMap::new(),
+        };
+        self.clients.borrow_mut().insert(sh.urls.clone(), conn);
         Ok(c)
     }
+}
+
+/// Keeps the lease `lease` alive once, on `client` (of the etcd at
+/// `urls`): on a keep-alive stream the calling thread kept open for it if
+/// any (see [`Conn::keepers`]), else on a new one, kept for the next time
+/// when the call runs on the thread's connection. A lease that etcd no
+/// longer has: `LeaseKeepAliveError("lease not found")`.
+async fn keep_alive(
+    client: &Client,
+    urls: &[String],
+    lease: i64,
+) -> std::result::Result<(), etcd_client::Error> {
+    let on_thread = LOCAL_CLIENT.try_with(|_| ()).is_ok();
+    let with_conn = |f: &mut dyn FnMut(&mut Conn)| {
+        if on_thread {
+            let _ = LOCAL.try_with(|slot| {
+                if let Some(l) = slot.borrow().as_ref() {
+                    if let Some(conn) = l.clients.borrow_mut().get_mut(urls) {
+                        f(conn);
+                    }
+                }
+            });
+        }
+    };
+    let mut kept: Option<Keeper> = None;
+    with_conn(&mut |c| kept = c.keepers.remove(&lease));
+    if let Some((mut keeper, mut stream)) = kept {
+        let answer = match keeper.keep_alive().await {
+            Ok(()) => stream.message().await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(Some(r)) if r.ttl() > 0 => {
+                let mut back = Some((keeper, stream));
+                with_conn(&mut |c| {
+                    if let Some(k) = back.take() {
+                        c.keepers.insert(lease, k);
+                    }
+                });
+                return Ok(());
+            }
+            Ok(Some(_)) => {
+                return Err(etcd_client::Error::LeaseKeepAliveError(
+                    "lease not found".into(),
+                ))
+            }
+            // The stream broke: a new one below.
+            _ => {}
+        }
+    }
+    let k = client.lease_client().keep_alive(lease).await?;
+    let mut back = Some(k);
+    with_conn(&mut |c| {
+        if c.keepers.len() >= KEEPERS_MAX {
+            c.keepers.clear();
+        }
+        if let Some(k) = back.take() {
+            c.keepers.insert(lease, k);
+        }
+    });
+    Ok(())
 }
 
 /// Runs `fut`, a call of the arbiter `sh`, and waits for it: on the
@@ -1104,12 +1184,12 @@ impl Shared {
             ops.push(TxnOp::delete(key, None));
         }
         let txn = Txn::new().when(when).and_then(ops);
-        let (mut kv, mut lc) = (client.kv_client(), client.lease_client());
+        let mut kv = client.kv_client();
         let renew = lease.confirmed.elapsed() >= RENEW_AFTER;
         let sent = Instant::now();
         let keep_alive = async {
             if renew {
-                Some(lc.keep_alive(lease.id).await.map(|_| ()))
+                Some(keep_alive(client, &self.urls, lease.id).await)
             } else {
                 None
             }
@@ -1848,11 +1928,11 @@ impl EtcdGrant {
                 Ok(c) => c,
                 Err(e) => return Check::Unreachable(e.message().to_owned()),
             };
-            let (mut lc, mut kv) = (client.lease_client(), client.kv_client());
+            let mut kv = client.kv_client();
             let sent = Instant::now();
             let both = async {
                 tokio::join!(
-                    lc.keep_alive(lease),
+                    keep_alive(&client, &g.shared.urls, lease),
                     kv.get(g.shared.holder_key(lease), None)
                 )
             };
