@@ -82,9 +82,10 @@ clean:
 include mk/c.mk
 include mk/python.mk
 
-# The permit fault campaign at full length (tests/permit_soak.rs: 8 instances,
-# random kill -9 and restarts, stalled holders, 60 s); `make test` runs it for
-# 6 s. PERMIT_SOAK_SECONDS overrides the length.
+# The permit fault campaign at full length, on each backend in turn
+# (tests/permit_soak.rs: 8 instances, random kill -9 and restarts, stalled
+# holders; shared memory, then a real etcd with two "hosts"), 60 s each;
+# `make test` runs 6 s and 10 s. PERMIT_SOAK_SECONDS overrides the length.
 PERMIT_SOAK_SECONDS ?= 60
 soak-permit: deps
 	PERMIT_SOAK_SECONDS=$(PERMIT_SOAK_SECONDS) $(CARGO) test -p mtipc --release --test permit_soak -- --nocapture

@@ -13,7 +13,8 @@
 //! - a holder whose lease ran out is fenced (renew and put), and the volume
 //!   is unchanged; a holder killed with `kill -9` is reclaimed when its
 //!   lease runs out, and a waiter gets the permit; a waiter killed with
-//!   `kill -9` leaves the queue;
+//!   `kill -9` leaves the queue; a waiter whose idle lease ran out while
+//!   it waited is still granted;
 //! - etcd killed while a request waits: `Unavailable` or `Timeout` within
 //!   the wait; renew with etcd gone: `Unavailable` while the lease may live,
 //!   then `Fenced`.
@@ -443,6 +444,51 @@ fn expired_holder_is_fenced() {
             .iter()
             .any(|r| r.token == p.token() && r.reason == ReclaimReason::Expired)
     });
+}
+
+/// A waiter whose permit lease ran out while it waited (an idle lease is
+/// not kept alive) is still granted when its turn comes. etcd revokes an
+/// expired lease some time after its end (its lessor looks every 500 ms),
+/// so a grant transaction sent in between lands on the lapsed lease, takes
+/// the request out of the queue, and then loses its holder key with the
+/// lease. The request used to find its queue key gone and return
+/// `Unavailable`; each round releases the holder at another moment after
+/// the waiter's lease ended, to land in that window.
+#[test]
+fn waiter_whose_lease_lapsed_is_granted() {
+    let _s = serial();
+    let env = Env::new("lapsed");
+    let holder = env.volume("gw", 1000, 0);
+    for round in 0..5u32 {
+        let h = holder.request("f", Mode::Write, Duration::ZERO).unwrap();
+        // The waiter's own arbiter: an empty pool, so its request takes a
+        // new lease (1 s) when it starts.
+        let w = Volume::open(&env.domain, "gw").unwrap();
+        let t0 = Instant::now();
+        let waiter = std::thread::spawn(move || {
+            w.request("f", Mode::Write, Duration::from_secs(10))
+                .map(|p| p.token())
+        });
+        until(Duration::from_secs(5), "the request queued", || {
+            holder.status().unwrap().queue.len() == 1
+        });
+        let release_at = Duration::from_millis(1040 + 70 * u64::from(round));
+        while t0.elapsed() < release_at {
+            h.renew().unwrap();
+            std::thread::sleep(
+                Duration::from_millis(200).min(release_at.saturating_sub(t0.elapsed())),
+            );
+        }
+        let held = h.token();
+        drop(h);
+        let token = waiter
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(token > held);
+        let st = holder.status().unwrap();
+        assert!(st.queue.is_empty(), "{st:?}");
+    }
 }
 
 #[test]
