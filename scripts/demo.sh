@@ -254,7 +254,7 @@ sleep 1.5
 echo "Half way: the holder, and the queue in grant order (round robin over instances, FIFO within one):"
 run "$MTIPC" --domain "$S" permits gw
 for p in "${GW[@]}"; do wait "$p"; done
-echo "c1 queued ten times more requests than anyone, and was granted about as many as each of the others."
+echo "c1 queued ten times more requests than anyone, and was granted about as many as each of the others (grants after the 3 s are not counted)."
 
 step "19. kill -9 a holder in the middle of a put: its permit is reclaimed by the next process that looks, and no half-written file appears"
 "$PY" -u examples/py_gateway.py "$S" gw p9 0 --hold --size $((512 << 20)) > "$WORK/p9.log" 2>&1 & P9=$!; PIDS+=($P9)
