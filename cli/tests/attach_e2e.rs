@@ -393,9 +393,20 @@ fn round_marker(dom: &Path) -> u32 {
 }
 
 /// Stops process `pid` (SIGSTOP) and waits until the kernel shows it
-/// stopped. False if it had exited already (a zombie: nothing to stop).
+/// stopped. False if it had exited already: a zombie, or already reaped
+/// (the caller's `try_wait` reaps an attacher that finished before its
+/// round was seen; the signal then finds no process).
 fn stop_process(pid: u32) -> bool {
-    signal(pid, libc::SIGSTOP);
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ESRCH),
+            "kill({pid}, SIGSTOP): {e}"
+        );
+        return false;
+    }
     let t0 = Instant::now();
     loop {
         let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -474,7 +485,14 @@ fn fault_attacher_killed_mid_round() {
         let mut cli = cli_attach(&s.dom(), "y1", "maybe", &[]);
         let pid = cli.id();
         let t0 = Instant::now();
-        while round_marker(&s.dom()) == 0 && cli.try_wait().unwrap().is_none() {
+        let mut reaped = false;
+        while round_marker(&s.dom()) == 0 {
+            if cli.try_wait().unwrap().is_some() {
+                // Finished before its round was seen (and reaped now: its
+                // pid must not be signalled any more).
+                reaped = true;
+                break;
+            }
             assert!(t0.elapsed() < Duration::from_secs(10), "no round began");
             std::hint::spin_loop();
         }
@@ -483,7 +501,7 @@ fn fault_attacher_killed_mid_round() {
         while t1.elapsed() < delay {
             std::hint::spin_loop();
         }
-        let stopped = stop_process(pid);
+        let stopped = !reaped && stop_process(pid);
         let mid = stopped && round_marker(&s.dom()) != 0;
         cli.kill().expect("kill the attacher");
         let st = cli.wait().unwrap();
