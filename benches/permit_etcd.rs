@@ -7,7 +7,8 @@
 //! a domain with a volume on it, and alternates sample by sample:
 //!
 //! - permit: `Volume::request("f", Write, 5 s)` then dropping the permit
-//!   (release), from this thread (the library blocks on its own runtime);
+//!   (release), from this thread (the library runs the calls on this
+//!   thread's own current-thread runtime and connection);
 //! - lock: `lock("mtipc-bench", lease)` then `unlock(key)` on a client of
 //!   the bench's own current-thread tokio runtime, with one lease granted
 //!   before the run (how a lock user holds a session), the most favourable

@@ -339,6 +339,10 @@ where
 {
     // The process's runtime: for that work, and the fork check.
     runtime()?;
+    // On the heap once: a call's future is large (a request's, 17 KB
+    // before its wait was boxed too), and every hand-over below would move
+    // it (memmove was 2 % of the bench's client time).
+    let fut = Box::pin(fut);
     match local() {
         Some(l) => l.rt.block_on(async {
             let client = l.client(sh, deadline).await?;
@@ -1074,16 +1078,28 @@ impl Shared {
         Ok(r.id())
     }
 
+    /// This process's session lease, if it has a live one now.
+    fn live_session(&self) -> Option<i64> {
+        let s = self.session.try_lock().ok()?;
+        s.as_ref().filter(|s| !s.dead.is_set()).map(|s| s.id)
+    }
+
+    /// An idle lease of the pool that will not lapse before etcd sees our
+    /// keep-alive, if any (the others are let go).
+    fn pooled_lease(&self) -> Option<Lease> {
+        loop {
+            let l = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if l.spare() {
+                return Some(l);
+            }
+        }
+    }
+
     /// A lease for a new permit: an idle one of the pool (no call: the
     /// grant transaction renews it), else a new one.
     async fn permit_lease(&self, client: &Client, deadline: Instant) -> Result<Lease> {
-        loop {
-            let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(l) = pooled else { break };
-            // One that may lapse before etcd sees our keep-alive: let it go.
-            if l.spare() {
-                return Ok(l);
-            }
+        if let Some(l) = self.pooled_lease() {
+            return Ok(l);
         }
         let mut lc = client.lease_client();
         let sent = Instant::now();
@@ -1187,14 +1203,18 @@ impl Shared {
         let mut kv = client.kv_client();
         let renew = lease.confirmed.elapsed() >= RENEW_AFTER;
         let sent = Instant::now();
-        let keep_alive = async {
+        // The keep-alive beside the transaction, boxed: its future would
+        // double the size of every grant's.
+        let both = async {
             if renew {
-                Some(keep_alive(client, &self.urls, lease.id).await)
+                let both =
+                    async { tokio::join!(kv.txn(txn), keep_alive(client, &self.urls, lease.id)) };
+                let (t, k) = Box::pin(both).await;
+                (t, Some(k))
             } else {
-                None
+                (kv.txn(txn).await, None)
             }
         };
-        let both = async { tokio::join!(kv.txn(txn), keep_alive) };
         let unavailable = |what: String| {
             Fail::Err(err!(
                 Unavailable,
@@ -1493,29 +1513,18 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
     let first_deadline = deadline.max(start + MIN_RPC);
     let client = sh.client(first_deadline).await?;
     // The view this process has of the volume if any (the guard of the
-    // grant catches what changed since), else a read.
-    let cached = sh.cached();
-    let fresh = cached.is_none();
-    let view = async {
-        match cached {
-            Some(st) => Ok(st),
-            None => sh.read(&client, first_deadline).await,
-        }
+    // grant catches what changed since), a live session and an idle
+    // lease: nothing to ask etcd before the grant. Else (boxed: those
+    // calls' futures would make every request's several times larger)
+    // they are made at once.
+    let quick = match (sh.cached(), sh.live_session()) {
+        (Some(st), Some(s)) => sh.pooled_lease().map(|l| (l, st, s)),
+        _ => None,
     };
-    let (lease, state, session) = tokio::join!(
-        sh.permit_lease(&client, first_deadline),
-        view,
-        sh.session(&client, first_deadline)
-    );
-    let mut lease = lease?;
-    let (mut state, session) = match (state, session) {
-        (Ok(st), Ok(s)) => (st, s),
-        (Err(e), _) | (_, Err(e)) => {
-            sh.pool_return(lease);
-            return Err(e);
-        }
+    let (mut lease, mut state, session, mut fresh) = match quick {
+        Some((l, st, s)) => (l, st, s, false),
+        None => Box::pin(setup(&sh, &client, first_deadline)).await?,
     };
-    let mut fresh = fresh;
     if fresh && state.orphans().next().is_some() {
         let (sh2, st2) = (Arc::clone(&sh), Arc::clone(&state));
         sh.background(move |c| async move {
@@ -1550,7 +1559,7 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                     Ok(token) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
                     Err(Fail::Raced) => {}
                     Err(Fail::LeaseGone | Fail::Lapsed) => {
-                        lease = sh.permit_lease(&client, first_deadline).await?;
+                        lease = Box::pin(sh.permit_lease(&client, first_deadline)).await?;
                     }
                     Err(Fail::Err(e)) => {
                         sh.forget(lease);
@@ -1561,7 +1570,7 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                 break;
             }
             // A view that was stale, or a race: read etcd.
-            state = match sh.read(&client, first_deadline).await {
+            state = match Box::pin(sh.read(&client, first_deadline)).await {
                 Ok(st) => st,
                 Err(e) => {
                     sh.pool_return(lease);
@@ -1600,7 +1609,7 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                     Some(PutOptions::new().with_lease(session)),
                 )]);
             let mut kv = client.kv_client();
-            match sh.call(first_deadline, "queue", kv.txn(txn)).await {
+            match Box::pin(sh.call(first_deadline, "queue", kv.txn(txn))).await {
                 Ok(r) if r.succeeded() => break r.header().map(|h| h.revision()).unwrap_or(0),
                 Ok(_) => {}
                 Err(e) => {
@@ -1609,7 +1618,7 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                     return Err(e);
                 }
             }
-            state = match sh.read(&client, first_deadline).await {
+            state = match Box::pin(sh.read(&client, first_deadline)).await {
                 Ok(st) => st,
                 Err(e) => {
                     sh.pool_return(lease);
@@ -1617,9 +1626,11 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                 }
             };
         };
-        let e = match wait_queued(
+        // Boxed: the wait's state would otherwise make every request's
+        // future several times larger.
+        let e = match Box::pin(wait_queued(
             &sh, &client, &mut lease, session, &entry, &qkey, arrival, deadline,
-        )
+        ))
         .await
         {
             Ok(Some(token)) => return Ok(EtcdGrant::new(&sh, lease, token, entry)),
@@ -1635,8 +1646,8 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
                         entry.path
                     ));
                 }
-                lease = sh.permit_lease(&client, deadline).await?;
-                state = match sh.read(&client, deadline).await {
+                lease = Box::pin(sh.permit_lease(&client, deadline)).await?;
+                state = match Box::pin(sh.read(&client, deadline)).await {
                     Ok(st) => st,
                     Err(e) => {
                         sh.pool_return(lease);
@@ -1649,7 +1660,11 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
         };
         // Leave no trace: take the request out of the queue.
         let mut kv = client.kv_client();
-        let gone = tokio::time::timeout(WITHDRAW_TIMEOUT, kv.delete(qkey.clone(), None)).await;
+        let gone = Box::pin(tokio::time::timeout(
+            WITHDRAW_TIMEOUT,
+            kv.delete(qkey.clone(), None),
+        ))
+        .await;
         if !matches!(gone, Ok(Ok(_))) {
             sh.withdraw_later(qkey);
             if e.kind() == crate::ErrorKind::Timeout {
@@ -1669,6 +1684,36 @@ async fn request(sh: Arc<Shared>, path: String, mode: Mode, wait: Duration) -> R
             _ => sh.pool_return(lease),
         }
         return Err(e);
+    }
+}
+
+/// A request's permit lease, view and session, asked of etcd at once where
+/// this process has none: a new lease, a read (then `fresh`), a session.
+async fn setup(
+    sh: &Arc<Shared>,
+    client: &Client,
+    deadline: Instant,
+) -> Result<(Lease, Arc<State>, i64, bool)> {
+    let cached = sh.cached();
+    let fresh = cached.is_none();
+    let view = async {
+        match cached {
+            Some(st) => Ok(st),
+            None => sh.read(client, deadline).await,
+        }
+    };
+    let (lease, state, session) = tokio::join!(
+        sh.permit_lease(client, deadline),
+        view,
+        sh.session(client, deadline)
+    );
+    let lease = lease?;
+    match (state, session) {
+        (Ok(st), Ok(s)) => Ok((lease, st, s, fresh)),
+        (Err(e), _) | (_, Err(e)) => {
+            sh.pool_return(lease);
+            Err(e)
+        }
     }
 }
 
