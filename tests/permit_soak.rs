@@ -12,20 +12,21 @@
 //!   are inside the true ones (from after the grant returned to the
 //!   release, the kill, or the earliest moment the lease could run out,
 //!   whichever is first), so an overlap found is a real one;
-//! - no commit by a fenced permit landed: every stalled put was `Fenced`,
+//! - no commit by a fenced permit landed: every stalled put was `Fenced`
+//!   (at least one was, or the run proves nothing),
 //!   and each file's final content carries the token of a permitted write
 //!   that was never fenced (nor refused), at least the last logged
 //!   commit's;
 //! - every file read during the run and every file left at the end is
 //!   whole (its checksum holds);
-//! - nothing waited forever: no request ran out of its 10 s wait; and no
-//!   call failed in any other way (a child's panic is logged and fails the
-//!   test).
+//! - nothing waited forever: no request ran out of its wait (10 s; 20 s on
+//!   etcd); and no call failed in any other way (a child's panic is logged
+//!   and fails the test).
 //!
 //! The backends:
 //!
 //! - shared memory (`permits_survive_kill_9_and_stalls`): one domain, a
-//!   500 ms lease, a kill every 50–300 ms;
+//!   500 ms lease, a kill every 50–300 ms, one write in 50 stalled;
 //! - etcd (`etcd_permits_survive_kill_9_and_stalls`): a real etcd started by
 //!   the test (tests/common/etcd.rs), two "hosts": instances 0–3 in one
 //!   domain, 4–7 in another, each domain recording the volume under the
@@ -35,10 +36,11 @@
 //!   and a killed waiter stays queued until its session lease does (2 s),
 //!   holding back every request behind it (each waiter grants itself only
 //!   when it is the first its pass would grant); at a kill every 0.4–1.2 s
-//!   the volume made 3–5 grants a second. It also checks that the volume
-//!   empties once every instance is dead, and the reclaimed permits it
-//!   reports (the last 32): each is a permit of one of our processes, and
-//!   of the path and process its log says.
+//!   the volume made 3–5 grants a second. One write in 50 stalls, and each
+//!   process's first (a short run has fewer grants). It also checks that
+//!   the volume empties once every instance is dead, and the reclaimed
+//!   permits it reports (the last 32): each is a permit of one of our
+//!   processes, and of the path and process its log says.
 //!
 //! The etcd backend's lease bound: a permit's etcd lease was confirmed
 //! (granted or kept alive) at most `RENEW_AFTER` (50 ms) before the grant
@@ -132,6 +134,11 @@ fn child_entry() {
     let args_var = std::env::var(format!("{VAR}_ARGS")).unwrap();
     let a: Vec<&str> = args_var.split('\u{1f}').collect();
     let (dom, threads, log, seed, work) = (a[0], a[1], a[2], a[3], a[4]);
+    let how = How {
+        stall_one_in: a[5].parse().unwrap(),
+        stall_first: a[6] == "1",
+        wait: Duration::from_secs(a[7].parse().unwrap()),
+    };
     let log = Log::open(log);
     log.line(format!("I {}", std::process::id()));
     // A panic (an unexpected error) fails the campaign: say it in the log,
@@ -154,7 +161,13 @@ fn child_entry() {
             let (v, log) = (v.clone(), log.clone());
             let work = PathBuf::from(work).join(format!("t{t}"));
             std::fs::create_dir_all(&work).unwrap();
-            std::thread::spawn(move || instance_thread(&v, &log, &work, seed ^ (t + 1) << 32))
+            let seed = seed ^ (t + 1) << 32;
+            // Thread 0 may stall its first write (see `How`).
+            let how = How {
+                stall_first: how.stall_first && t == 0,
+                ..how
+            };
+            std::thread::spawn(move || instance_thread(&v, &log, &work, seed, how))
         })
         .collect();
     say("up");
@@ -163,14 +176,27 @@ fn child_entry() {
     }
 }
 
-fn instance_thread(v: &Arc<Volume>, log: &Log, work: &Path, seed: u64) {
+/// How an instance behaves (the campaign's settings that the children
+/// need).
+#[derive(Clone, Copy)]
+struct How {
+    /// One write in this many stalls past its lease before its put.
+    stall_one_in: u64,
+    /// The first write stalls too (so that a short run has stalls).
+    stall_first: bool,
+    /// Each request's wait.
+    wait: Duration,
+}
+
+fn instance_thread(v: &Arc<Volume>, log: &Log, work: &Path, seed: u64, how: How) {
     let mut rng = Rng(seed | 1);
+    let mut first_write = how.stall_first;
     loop {
         let path = PATHS[rng.below(PATHS.len() as u64) as usize];
         let write = rng.below(3) != 0;
         let mode = if write { Mode::Write } else { Mode::Read };
         let asked = common::mono_ns();
-        let p = match v.request(path, mode, Duration::from_secs(10)) {
+        let p = match v.request(path, mode, how.wait) {
             Ok(p) => p,
             Err(e) if e.kind() == ErrorKind::Timeout => {
                 log.line(format!("T {path} {asked}"));
@@ -191,7 +217,7 @@ fn instance_thread(v: &Arc<Volume>, log: &Log, work: &Path, seed: u64) {
         // must not be the one found in the file.
         let refused = |e: &mtipc::Error| e.kind() == ErrorKind::Unavailable;
         if write {
-            let stall = rng.below(50) == 0;
+            let stall = rng.below(how.stall_one_in) == 0 || std::mem::take(&mut first_write);
             let src = work.join("src");
             std::fs::write(&src, content(tok, &mut rng)).unwrap();
             if stall {
@@ -236,6 +262,7 @@ struct Campaign {
     lease_slack_ms: u64,
     /// A kill every `kill_every.0 + [0, kill_every.1)` ms.
     kill_every: (u64, u64),
+    how: How,
     /// Length when `PERMIT_SOAK_SECONDS` is not set.
     default_secs: f64,
     /// Fewest grants the run must make per second.
@@ -392,6 +419,9 @@ impl Campaign {
                     log.display().to_string(),
                     rng.next().to_string(),
                     work.display().to_string(),
+                    self.how.stall_one_in.to_string(),
+                    if self.how.stall_first { "1" } else { "0" }.into(),
+                    self.how.wait.as_secs().to_string(),
                 ],
             )
             .spawn()
@@ -462,7 +492,11 @@ impl Campaign {
             grants as f64 > self.min_grants_per_s * secs,
             "only {grants} grants in {secs} s"
         );
-        assert_eq!(timeouts, 0, "requests that ran out of a 10 s wait");
+        assert_eq!(
+            timeouts, 0,
+            "requests that ran out of a {:?} wait",
+            self.how.wait
+        );
         assert_eq!(
             bad_reads, 0,
             "reads of files that were not whole ({reads} reads)"
@@ -478,6 +512,11 @@ impl Campaign {
         assert!(
             stalled.iter().all(|h| h.fenced || !h.released),
             "a stalled put that was not fenced"
+        );
+        assert!(
+            stalled.iter().any(|h| h.fenced),
+            "no stalled put was fenced in this run ({} stalled): the check did not happen",
+            stalled.len()
         );
         // A commit that overran the etcd backend's safety margin is the
         // limit of a lease (docs/permit.md): shown with a failure below.
@@ -520,11 +559,13 @@ impl Campaign {
         }
         assert!(files_checked > 0);
         let fenced = holds.values().filter(|h| h.fenced).count();
+        let longest = holds.values().map(|h| h.from - h.asked).max().unwrap_or(0);
         let mut report = format!(
-            "soak ({}): {ran:.1} s, {grants} grants, {} kills, {} stalled puts ({} fenced, the \
-             others killed while stalled), {fenced} fenced calls in all, {reads} reads, \
-             {files_checked} files whole, {} library warnings",
+            "soak ({}): {ran:.1} s, {grants} grants (longest wait {:.1} s), {} kills, {} \
+             stalled puts ({} fenced, the others killed while stalled), {fenced} fenced calls \
+             in all, {reads} reads, {files_checked} files whole, {} library warnings",
             self.name,
+            longest as f64 / 1e9,
             kills.len() - INSTANCES,
             stalled.len(),
             stalled.iter().filter(|h| h.fenced).count(),
@@ -623,6 +664,11 @@ fn permits_survive_kill_9_and_stalls() {
         lease_ms: 500,
         lease_slack_ms: 0,
         kill_every: (50, 250),
+        how: How {
+            stall_one_in: 50,
+            stall_first: false,
+            wait: Duration::from_secs(10),
+        },
         default_secs: 6.0,
         min_grants_per_s: 16.0,
         etcd: None,
@@ -641,6 +687,18 @@ fn etcd_permits_survive_kill_9_and_stalls() {
         lease_ms: 1000,
         lease_slack_ms: 50,
         kill_every: (1500, 2000),
+        // Fewer grants than on shared memory: each process's first write
+        // stalls too, so that a short run has stalls. A longer wait: a
+        // round of the fair order is slower here (a dead waiter holds
+        // every request back until its session runs out, a stalled holder
+        // keeps its path for its lease), and instance 0's tenth request
+        // waits ten rounds (at 1 write in 12 stalling, four requests of a
+        // 60 s run ran out of a 10 s wait).
+        how: How {
+            stall_one_in: 50,
+            stall_first: true,
+            wait: Duration::from_secs(20),
+        },
         default_secs: 10.0,
         min_grants_per_s: 5.0,
         etcd: Some(etcd.url()),
