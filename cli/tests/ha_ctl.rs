@@ -9,73 +9,26 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod ha_node;
 
+use common::Scratch;
+use ha_node::{toml_str, Node};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A scratch directory, also the node's domain's parent.
-struct Scratch(PathBuf);
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(tag: &str) -> Scratch {
-    let d = PathBuf::from(format!("/tmp/mtipc-hactl-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir(&d).unwrap();
-    Scratch(d)
-}
-
-/// `mtipc-ha run` over the processes in `body`, its domain `DIR/dom`.
-struct Node {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
 impl Node {
-    fn start(dir: &Path, body: &str) -> Node {
-        let config = dir.join("node.toml");
-        let text = format!(
-            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
-            dir.join("dom").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-            .arg("run")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let node = Node {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        };
-        // Serving once its control socket is there.
+    /// [`Node::start`], then waits until the supervisor serves its
+    /// control socket.
+    fn serving(dir: &Path, body: &str) -> Node {
+        let node = Node::start(dir, body);
         let end = Instant::now() + Duration::from_secs(10);
         while !node.domain().join("ha/control.sock").exists() {
             assert!(Instant::now() < end, "no control socket:\n{}", node.log());
             std::thread::sleep(Duration::from_millis(10));
         }
         node
-    }
-
-    fn domain(&self) -> PathBuf {
-        self.dir.join("dom")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
     /// `mtipc --domain DOM ha ARGS`.
@@ -123,21 +76,6 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().unwrap().is_none() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn mtipc(domain: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mtipc"))
         .arg("--domain")
@@ -147,10 +85,6 @@ fn mtipc(domain: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
 }
 
 /// A process that stamps `start NAME NS` into `DIR/stamps` once its
@@ -223,7 +157,7 @@ fn pid_of(pids: &[(String, Option<u64>)], name: &str) -> Option<u64> {
 
 #[test]
 fn status_start_stop_restart_and_groups() {
-    let d = scratch("ops");
+    let d = Scratch::create("ops");
     let dir = d.0.clone();
     let body = format!(
         "{}{}{}{}",
@@ -232,7 +166,7 @@ fn status_start_stop_restart_and_groups() {
         stamper(&dir, "x3", "tenant_group = \"x\"\ndepends_on = [\"x2\"]"),
         stamper(&dir, "y1", "tenant_group = \"y\""),
     );
-    let node = Node::start(&dir, &body);
+    let node = Node::serving(&dir, &body);
     take_stamps(&dir, 4);
     {
         use std::os::unix::fs::PermissionsExt;
@@ -388,7 +322,7 @@ fn status_start_stop_restart_and_groups() {
 
 #[test]
 fn log_reads_the_current_file_then_the_rotated_one() {
-    let d = scratch("log");
+    let d = Scratch::create("log");
     let dir = d.0.clone();
     // 1000 numbered lines of 10 bytes each, in files of at most 4096
     // bytes: p.log.2, p.log.1 and p.log.
@@ -396,7 +330,7 @@ fn log_reads_the_current_file_then_the_rotated_one() {
         "[[process]]\nname = \"p\"\ncommand = [\"/bin/sh\", \"-c\", {}]\nlog_max_bytes = 4096\nlog_keep = 2\nrestart = \"never\"\n",
         toml_str("i=1000; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; sleep 1000")
     );
-    let node = Node::start(&dir, &body);
+    let node = Node::serving(&dir, &body);
     let end = Instant::now() + Duration::from_secs(10);
     let log = node.domain().join("ha/log/p.log");
     // Written once the file holds the last line (the log thread may lag
@@ -427,7 +361,7 @@ fn log_reads_the_current_file_then_the_rotated_one() {
 
 #[test]
 fn no_supervisor_is_an_error() {
-    let d = scratch("none");
+    let d = Scratch::create("none");
     let dom = d.0.join("dom");
     // No domain at all; then a domain whose supervisor is gone but left a
     // socket file behind (nothing listens).
@@ -454,8 +388,8 @@ fn no_supervisor_is_an_error() {
     }
     // After a supervisor stopped: its socket is gone with it, and the log
     // is still found through the status file it left.
-    let d2 = scratch("gone");
-    let mut node = Node::start(
+    let d2 = Scratch::create("gone");
+    let mut node = Node::serving(
         &d2.0,
         "[[process]]\nname = \"e\"\ncommand = [\"/bin/sh\", \"-c\", \"echo bye; sleep 1000\"]\n",
     );
@@ -483,9 +417,9 @@ fn another_uid_is_refused() {
         common::skip(TEST, "needs root (a client switched to uid 65534)");
         return;
     }
-    let d = scratch("uid");
+    let d = Scratch::create("uid");
     let dir = d.0.clone();
-    let node = Node::start(
+    let node = Node::serving(
         &dir,
         "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
     );
@@ -546,7 +480,7 @@ fn another_uid_is_refused() {
 
 #[test]
 fn waits_show_progress_time_out_and_report_failures() {
-    let d = scratch("wait");
+    let d = Scratch::create("wait");
     let dir = d.0.clone();
     // slow ignores its stop signal (and so does its sleep, which inherits
     // the ignored signal): it goes with SIGKILL 2500 ms later.
@@ -566,7 +500,7 @@ name = "dep"
 command = ["/bin/sleep", "1000"]
 depends_on = ["bad"]
 "#;
-    let node = Node::start(&dir, body);
+    let node = Node::serving(&dir, body);
     let end = Instant::now() + Duration::from_secs(10);
     while node.process("slow")["state"] != "up" || node.process("dep")["state"] != "held" {
         assert!(Instant::now() < end, "{}", node.log());
@@ -631,8 +565,8 @@ depends_on = ["bad"]
 fn hostile_requests_on_the_wire() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
-    let d = scratch("wire");
-    let node = Node::start(
+    let d = Scratch::create("wire");
+    let node = Node::serving(
         &d.0,
         "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
     );
@@ -712,7 +646,7 @@ fn root_may_ask_a_supervisor_of_another_uid() {
         return;
     }
     use std::os::unix::process::CommandExt;
-    let d = scratch("nobody");
+    let d = Scratch::create("nobody");
     let dir = d.0.clone();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     let config = dir.join("node.toml");

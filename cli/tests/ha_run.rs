@@ -10,10 +10,13 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod ha_node;
 
+use common::Scratch;
+use ha_node::{toml_str, Node};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD: &str = "MTIPC_HA_RUN_CHILD";
@@ -94,58 +97,8 @@ fn stamps(file: &Path) -> Vec<(String, u128, u32)> {
         .collect()
 }
 
-/// A scratch directory, also the node's domain.
-struct Scratch(PathBuf);
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(tag: &str) -> Scratch {
-    let d = PathBuf::from(format!("/tmp/mtipc-harun-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir(&d).unwrap();
-    Scratch(d)
-}
-
-/// A node running `mtipc-ha run` over the processes in `body`.
-struct Node {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
 impl Node {
-    fn start(dir: &Path, body: &str) -> Node {
-        let config = dir.join("node.toml");
-        let text = format!(
-            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
-            dir.join("dom").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-            .arg("run")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Node {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
-    }
-
+    /// The status file, if it is there and parses.
     fn status(&self) -> Option<Value> {
         let text = std::fs::read(self.dir.join("dom/ha/status.json")).ok()?;
         serde_json::from_slice(&text).ok()
@@ -204,28 +157,9 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().unwrap().is_none() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A shell command as a TOML array.
 fn sh(script: &str) -> String {
     format!("[\"/bin/sh\", \"-c\", {}]", toml_str(script))
-}
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
 }
 
 /// This test binary as an application in `mode`.
@@ -245,7 +179,7 @@ fn exists(pid: u32) -> bool {
 
 #[test]
 fn dependency_order_priority_notify_environment() {
-    let d = scratch("order");
+    let d = Scratch::create("order");
     let f = |name: &str| d.0.join(format!("stamps-{name}"));
     // b and c have no dependencies: b first (priority 1 < 5); a after
     // both are ready; n (ready 300 ms after it starts) after a; z after n
@@ -394,7 +328,7 @@ cwd = "{cwd}"
 
 #[test]
 fn crash_loop_is_capped_and_backs_off() {
-    let d = scratch("crash");
+    let d = Scratch::create("crash");
     let s = d.0.join("stamps");
     let body = format!(
         r#"
@@ -447,7 +381,7 @@ depends_on = ["crash"]
 
 #[test]
 fn watchdog_restarts_a_silent_process() {
-    let d = scratch("watchdog");
+    let d = Scratch::create("watchdog");
     let f = d.0.join("stamps");
     let body = format!(
         r#"
@@ -489,7 +423,7 @@ stop_timeout_ms = 1000
 
 #[test]
 fn ignored_stop_signal_gets_sigkill() {
-    let d = scratch("stopkill");
+    let d = Scratch::create("stopkill");
     let body = format!(
         r#"
 [[process]]
@@ -531,7 +465,7 @@ stop_timeout_ms = 400
 
 #[test]
 fn command_that_cannot_execute_fails_with_its_reason() {
-    let d = scratch("exec");
+    let d = Scratch::create("exec");
     let body = r#"
 [[process]]
 name = "bad"
@@ -571,7 +505,7 @@ depends_on = ["bad"]
 
 #[test]
 fn sigterm_stops_in_reverse_order_and_leaves_nothing() {
-    let d = scratch("term");
+    let d = Scratch::create("term");
     let dir = d.0.display().to_string();
     // Each records its pid and a background child's (same group), then
     // stamps the moment its stop signal arrives.
@@ -655,7 +589,7 @@ log_keep = 2
 
 #[test]
 fn health_callback_makes_unhealthy_and_back() {
-    let d = scratch("health");
+    let d = Scratch::create("health");
     let sick = d.0.join("sick");
     let body = format!(
         r#"
@@ -696,7 +630,7 @@ fn user_is_switched_by_root_and_refused_otherwise() {
         );
         return;
     }
-    let d = scratch("user");
+    let d = Scratch::create("user");
     // As root: the process runs as nobody (uid 65534).
     let body = r#"
 [[process]]
@@ -710,7 +644,7 @@ user = "65534"
     assert!(node.terminate(Duration::from_secs(10)).success());
     drop(node);
     // As nobody: switching to root is refused with the reason.
-    let d2 = scratch("user2");
+    let d2 = Scratch::create("user2");
     std::os::unix::fs::chown(&d2.0, Some(65534), Some(65534)).unwrap();
     let config = d2.0.join("node.toml");
     std::fs::write(
@@ -779,7 +713,7 @@ user = "65534"
 
 #[test]
 fn what_a_dead_leader_leaves_in_its_group_is_killed_and_reaped() {
-    let d = scratch("leftover");
+    let d = Scratch::create("leftover");
     let bg = d.0.join("bg");
     let body = format!(
         r#"
@@ -814,7 +748,7 @@ restart = "never"
 
 #[test]
 fn a_refused_file_starts_nothing() {
-    let d = scratch("refused");
+    let d = Scratch::create("refused");
     let config = d.0.join("node.toml");
     std::fs::write(
         &config,
@@ -842,7 +776,7 @@ fn a_refused_file_starts_nothing() {
 
 #[test]
 fn a_second_supervisor_of_the_domain_is_refused() {
-    let d = scratch("second");
+    let d = Scratch::create("second");
     let node = Node::start(
         &d.0,
         "[[process]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
@@ -871,7 +805,7 @@ fn a_second_supervisor_of_the_domain_is_refused() {
 
 #[test]
 fn a_second_sigterm_kills_at_once() {
-    let d = scratch("twice");
+    let d = Scratch::create("twice");
     let body = format!(
         r#"
 [[process]]
@@ -904,7 +838,7 @@ stop_timeout_ms = 20000
 
 #[test]
 fn restart_policies() {
-    let d = scratch("policies");
+    let d = Scratch::create("policies");
     let count = |name: &str| {
         sh(&format!(
             "echo x 0 $$ >> {}; {}",

@@ -1,0 +1,80 @@
+//! The node both HA test files run: `mtipc-ha run` over a configuration
+//! written into a scratch directory, its domain `DIR/dom`, its stderr in
+//! `DIR/stderr`; stopped (SIGTERM, then SIGKILL) when dropped. Each test
+//! file adds its own methods in an `impl Node` block of its own (the
+//! status read from the file, or asked of `mtipc ha`).
+//!
+//! Included with `mod ha_node;` (not every file uses every item).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node running `mtipc-ha run` over the processes in `body`.
+pub struct Node {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+#[allow(dead_code)]
+impl Node {
+    /// Writes `DIR/node.toml` (node "t", domain `DIR/dom`, then `body`)
+    /// and starts `mtipc-ha run` on it.
+    pub fn start(dir: &Path, body: &str) -> Node {
+        let config = dir.join("node.toml");
+        let text = format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
+            dir.join("dom").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+            .arg("run")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Node {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    /// The node's domain.
+    pub fn domain(&self) -> PathBuf {
+        self.dir.join("dom")
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// What the supervisor wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A string as a TOML string (JSON's quoting is valid TOML).
+#[allow(dead_code)]
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
