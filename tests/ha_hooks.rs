@@ -22,14 +22,9 @@ const VAR: &str = "MTIPC_HA_TEST";
 /// The child's side: `<VAR>_ROLE` says which.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(format!("{VAR}_ROLE")) else {
+    let Some((role, args)) = common::child_role(VAR) else {
         return;
     };
-    let args: Vec<String> = std::env::var(format!("{VAR}_ARGS"))
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(String::from)
-        .collect();
     match role.as_str() {
         "app" => app(Path::new(&args[0])),
         "outside" => outside(),

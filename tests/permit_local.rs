@@ -44,11 +44,10 @@ fn setup(tag: &str, opts: &VolumeOpts) -> (Scratch, Domain, PathBuf) {
 
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(format!("{VAR}_ROLE")) else {
+    let Some((role, args)) = common::child_role(VAR) else {
         return;
     };
-    let args_var = std::env::var(format!("{VAR}_ARGS")).unwrap_or_default();
-    let args: Vec<&str> = args_var.split('\u{1f}').collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Domain::open(Some(args[0].as_ref())).unwrap();
     let v = Volume::open(&d, "gw").unwrap();
     match role.as_str() {

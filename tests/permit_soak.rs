@@ -127,12 +127,11 @@ impl Log {
 /// `MTIPC_SOAK_ROLE` it does nothing.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(format!("{VAR}_ROLE")) else {
+    let Some((role, args)) = common::child_role(VAR) else {
         return;
     };
     assert_eq!(role, "instance");
-    let args_var = std::env::var(format!("{VAR}_ARGS")).unwrap();
-    let a: Vec<&str> = args_var.split('\u{1f}').collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let (dom, threads, log, seed, work) = (a[0], a[1], a[2], a[3], a[4]);
     let how = How {
         stall_one_in: a[5].parse().unwrap(),

@@ -127,11 +127,10 @@ fn permits_until(dom: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value 
 /// Not a test of its own: the entry point of the child processes.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(format!("{VAR}_ROLE")) else {
+    let Some((role, args)) = common::child_role(VAR) else {
         return;
     };
-    let args_var = std::env::var(format!("{VAR}_ARGS")).unwrap_or_default();
-    let args: Vec<&str> = args_var.split('\u{1f}').collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Domain::open(Some(args[0].as_ref())).unwrap();
     let v = Volume::open(&d, "gw").unwrap();
     match role.as_str() {

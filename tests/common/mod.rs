@@ -128,6 +128,15 @@ pub fn role_command(var: &str, role: &str, args: &[String]) -> Command {
     role_command_at(&std::env::current_exe().unwrap(), var, role, args)
 }
 
+/// In a child made by [`role_command`]: its role and arguments (from
+/// `<var>_ROLE` and `<var>_ARGS`); `None` in the test process itself.
+#[allow(dead_code)]
+pub fn child_role(var: &str) -> Option<(String, Vec<String>)> {
+    let role = std::env::var(format!("{var}_ROLE")).ok()?;
+    let args = std::env::var(format!("{var}_ARGS")).unwrap_or_default();
+    Some((role, args.split('\u{1f}').map(str::to_owned).collect()))
+}
+
 /// [`role_command`] with this test binary at another path `exe` (a copy
 /// or a link of it).
 #[allow(dead_code)]
