@@ -200,7 +200,7 @@ fn status_start_stop_restart_and_groups() {
         lines[0].contains(&format!("supervisor mtipc-ha run, pid {}", node.pid())),
         "{text}"
     );
-    assert!(lines[1].contains("roles: not split yet"), "{text}");
+    assert!(lines[1].contains("roles: not split"), "{text}");
     let head: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
         head,

@@ -29,7 +29,7 @@ use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
 use mtipc_cli::ha::control::{self, Control};
 use mtipc_cli::ha::spawn;
-use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
+use mtipc_cli::ha::supervisor::{self, Local, Options, Supervisor};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -226,8 +226,8 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
     let status_file = status_file.unwrap_or_else(|| supervisor::status_path(&domain));
     let mut sup = Supervisor::new(
         &c,
+        Box::new(Local::new(Some(endpoint))),
         Options {
-            endpoint: Some(endpoint),
             status_file: Some(status_file),
             domain,
         },

@@ -188,17 +188,20 @@ pub fn error_answer(why: &str) -> String {
     json!({ "ok": false, "error": why }).to_string()
 }
 
-/// The status as the control socket gives it: the status file's object
-/// plus `roles` (the roles are not split yet: one process does their work).
+/// The status as the control socket gives it: the status file's object,
+/// with `roles` (the five roles' pids under `mtipc-ha up`; under
+/// `mtipc-ha run`, that one process does their work).
 pub fn status_value(sup: &Supervisor) -> Value {
     let status = sup.status();
     let pid = status.supervisor_pid;
     let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
-    v["roles"] = json!({
-        "split": false,
-        "supervisor_pid": pid,
-        "note": "the five roles are not split yet: one process, mtipc-ha run, does their work",
-    });
+    if v.get("roles").is_none() {
+        v["roles"] = json!({
+            "split": false,
+            "supervisor_pid": pid,
+            "note": "mtipc-ha run: one process does the work of the five roles",
+        });
+    }
     v
 }
 

@@ -18,5 +18,6 @@
 //! owns the endpoint and the monitoring half of `step`.
 
 pub mod control;
+pub mod monitor;
 pub mod spawn;
 pub mod supervisor;

@@ -121,17 +121,32 @@ pub fn status(domain: &Path, json: bool) -> Result<()> {
         println!("{s}");
         return Ok(());
     }
-    let pid = text(&s["supervisor_pid"]);
-    println!(
-        "node {}: supervisor mtipc-ha run, pid {pid}{}",
-        text(&s["node"]),
-        if s["stopping"] == true {
-            " (stopping)"
-        } else {
-            ""
-        }
-    );
-    println!("roles: not split yet (one process, pid {pid}, does the work of the five roles)");
+    let stopping = if s["stopping"] == true {
+        " (stopping)"
+    } else {
+        ""
+    };
+    let roles = &s["roles"];
+    if roles["split"] == true {
+        println!(
+            "node {}: mtipc-ha up, pid {}{stopping}",
+            text(&s["node"]),
+            text(&roles["node_pid"])
+        );
+        let names = ["server", "monitor", "spawner", "master", "watcher"];
+        let shown: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} {}", text(&roles[*n])))
+            .collect();
+        println!("roles: {}", shown.join(", "));
+    } else {
+        let pid = text(&s["supervisor_pid"]);
+        println!(
+            "node {}: supervisor mtipc-ha run, pid {pid}{stopping}",
+            text(&s["node"])
+        );
+        println!("roles: not split (mtipc-ha run: one process, pid {pid}, does the work of the five roles)");
+    }
     print!("{}", table(s, None));
     Ok(())
 }
