@@ -839,7 +839,7 @@ impl Checker<'_> {
                         crate::sys::shown(name)
                     ),
                 );
-            } else if name == crate::ha::SOCKET_ENV {
+            } else if name == crate::ha::SOCKET_ENV || name == "MTIPC_HA_PROCESS" {
                 self.at(
                     k.span().start,
                     format!("env must not set {name}: the Spawner sets it"),

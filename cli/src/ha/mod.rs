@@ -19,5 +19,6 @@
 
 pub mod control;
 pub mod monitor;
+pub mod roles;
 pub mod spawn;
 pub mod supervisor;

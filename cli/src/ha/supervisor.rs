@@ -367,6 +367,7 @@ impl Supervisor {
     pub fn set_roles(&mut self, roles: serde_json::Value) {
         if self.roles.as_ref() != Some(&roles) {
             self.roles = Some(roles);
+            self.dirty = true;
         }
     }
 
