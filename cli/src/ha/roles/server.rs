@@ -107,10 +107,18 @@ impl Remote {
                 .spawner
                 .as_mut()?
                 .wait_lines(end.saturating_duration_since(Instant::now()));
+            // Every line of the batch is taken (an end may follow the
+            // answer in it); the first the caller wants is the answer.
+            let mut answer = None;
             for l in lines {
-                if let Some(x) = self.spawner_line(&l).and_then(&want) {
-                    return Some(x);
+                if let Some(x) = self.spawner_line(&l) {
+                    if answer.is_none() {
+                        answer = want(x);
+                    }
                 }
+            }
+            if answer.is_some() {
+                return answer;
             }
             if self.spawner.as_ref().map_or(true, Conn::closed) {
                 return None;
