@@ -388,6 +388,9 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             break;
         }
         sup.step(Duration::from_secs(1));
+        // The roles' pids as they are now (a role restarted a moment ago
+        // shows its new pid in the next answer).
+        sup.set_roles(roles(&ctx));
         let stopping = sup.node_stopping();
         control.serve(&mut sup, stopping);
         if checked.elapsed() > Duration::from_millis(250) {
@@ -395,7 +398,6 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             if !ctx.node.alive() {
                 break;
             }
-            sup.set_roles(roles(&ctx));
         }
     }
     std::process::ExitCode::SUCCESS
