@@ -261,6 +261,11 @@ fn bad_values_are_refused_with_the_reason() {
         6,
         "the Spawner sets it",
     );
+    assert_refused(
+        &p("env = { MTIPC_HA_PROCESS = \"db\" }"),
+        6,
+        "env must not set MTIPC_HA_PROCESS: the Spawner sets it",
+    );
     assert_refused(&p("tenant_group = \"../g\""), 6, "tenant_group \"../g\"");
     assert_refused(
         &format!("{NODE}[[process]]\nname = \"x\"\ncommand = []\n"),
