@@ -562,11 +562,21 @@ log_keep = 2
     let chatty = node.process("chatty").unwrap()["pid"].as_u64().unwrap() as u32;
     let mut sup = vec![node.pid()];
     if ha_node::mode() == "up" {
-        // The five roles go too.
-        let s = node.status().unwrap();
-        for r in ["server", "monitor", "spawner", "master", "watcher"] {
-            sup.push(s["roles"][r].as_u64().unwrap() as u32);
-        }
+        // The five roles go too (the status file shows each once it runs).
+        let end = Instant::now() + Duration::from_secs(5);
+        let roles = loop {
+            let s = node.status().unwrap();
+            let r: Vec<Option<u64>> = ["server", "monitor", "spawner", "master", "watcher"]
+                .iter()
+                .map(|r| s["roles"][r].as_u64())
+                .collect();
+            if r.iter().all(Option::is_some) {
+                break r;
+            }
+            assert!(Instant::now() < end, "roles: {}", s["roles"]);
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        sup.extend(roles.into_iter().map(|p| p.unwrap() as u32));
     }
     let st = node.terminate(Duration::from_secs(10));
     assert!(st.success(), "{st:?}\n{}", node.log());

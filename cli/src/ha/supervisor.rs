@@ -985,16 +985,7 @@ impl Supervisor {
             Err(e) => return log(Level::Error, &format!("status: {e}")),
         };
         text.push(b'\n');
-        let r = mtipc::internals::sys::replace(
-            path,
-            |f| {
-                use std::io::Write;
-                f.write_all(&text)
-                    .map_err(|e| mtipc::Error::io(path.display(), e))
-            },
-            || Ok(true),
-        );
-        if let Err(e) = r {
+        if let Err(e) = super::replace_file(path, &text) {
             log(
                 Level::Error,
                 &format!("status file {}: {e}", path.display()),

@@ -93,7 +93,20 @@ fn stop_leftovers(domain: &Path, why: &str) -> usize {
             n += 1;
         }
     }
-    for role in Role::ALL {
+    n + kill_roles(domain)
+}
+
+/// SIGKILL to every role that holds its lock, the watchers first (so
+/// that nothing is restarted meanwhile); how many.
+fn kill_roles(domain: &Path) -> usize {
+    let mut n = 0;
+    for role in [
+        Role::Watcher,
+        Role::Master,
+        Role::Server,
+        Role::Monitor,
+        Role::Spawner,
+    ] {
         if let Some(p) = super::running(domain, role) {
             if p.pid != std::process::id() {
                 // SAFETY: kill has no memory effects.
@@ -206,7 +219,10 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
     let mut stopped_at: Option<Instant> = None;
     let mut guard_since: Option<Instant> = None;
     loop {
-        super::poll_read(&[wake.as_fd()], Duration::from_millis(100));
+        // SIGCHLD and the stop signals poke the pipe; the timeout only
+        // paces the checks of the markers and the Master's presence.
+        let pace = if seen > 0 { 20 } else { 250 };
+        super::poll_read(&[wake.as_fd()], Duration::from_millis(pace));
         super::drain(&wake);
         reap(&exits);
         let stops = super::STOPS.load(Ordering::Acquire);
@@ -227,10 +243,14 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
                     Level::Warn,
                     "second stop signal: SIGKILL to every process group and role",
                 );
+                // Nothing is restarted from now on.
+                let _ = std::fs::write(super::stopped_marker(&domain), b"");
                 stop_leftovers(&domain, "still running at the second stop signal");
                 let end = Instant::now() + Duration::from_secs(5);
                 while Instant::now() < end && has_children() {
                     reap(&exits);
+                    // A role started just before the marker: killed too.
+                    kill_roles(&domain);
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 break;

@@ -188,18 +188,9 @@ impl SpawnerState {
         }
     }
 
-    /// Writes it to `path` (temporary file, fsync, rename).
+    /// Writes it to `path` (a temporary file renamed over it).
     pub fn store(&self, path: &Path) {
-        let text = line(self);
-        let r = mtipc::internals::sys::replace(
-            path,
-            |f| {
-                f.write_all(&text)
-                    .map_err(|e| mtipc::Error::io(path.display(), e))
-            },
-            || Ok(true),
-        );
-        if let Err(e) = r {
+        if let Err(e) = crate::ha::replace_file(path, &line(self)) {
             super::log(
                 mtipc::log::Level::Error,
                 &format!("{}: {e}", path.display()),
