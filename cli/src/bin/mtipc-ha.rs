@@ -142,11 +142,7 @@ fn role_main(role: &str, config: PathBuf, node: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = roles::Ctx {
-        config,
-        domain,
-        node,
-    };
+    let ctx = roles::Ctx::new(config, domain, node);
     match role {
         roles::Role::Server => roles::server::run(ctx),
         roles::Role::Monitor => roles::monitor::run(ctx),

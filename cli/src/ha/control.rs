@@ -42,7 +42,6 @@ use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -281,8 +280,7 @@ impl Control {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = super::listen_at(path)?;
         let (tx, rx) = mpsc::sync_channel::<Pending>(64);
         let active = Arc::new(AtomicU32::new(0));
         std::thread::Builder::new()

@@ -51,7 +51,7 @@ pub fn run(ctx: Ctx, me: Role) -> std::process::ExitCode {
         .collect();
     let mut first = true;
     loop {
-        if super::STOPS.load(Ordering::Acquire) > 0 || !ctx.node.alive() {
+        if super::STOPS.load(Ordering::Acquire) > 0 || !ctx.node_alive() {
             break;
         }
         super::reap_children();

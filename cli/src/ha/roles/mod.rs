@@ -219,7 +219,7 @@ pub fn take_lock(domain: &Path, role: Role) -> Option<LockFile> {
 }
 
 /// How a role finds its node and configuration (its command line).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Ctx {
     /// The configuration file.
     pub config: PathBuf,
@@ -227,6 +227,29 @@ pub struct Ctx {
     pub domain: PathBuf,
     /// The node process (`mtipc-ha up`): when it is gone, every role ends.
     pub node: Pid,
+    /// Its pidfd (one `poll` tells whether it ended), if it could be opened.
+    pub node_fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Ctx {
+    /// The context of a role of the node `node`.
+    pub fn new(config: PathBuf, domain: PathBuf, node: Pid) -> Ctx {
+        Ctx {
+            config,
+            domain,
+            node,
+            node_fd: pidfd(node),
+        }
+    }
+
+    /// Whether the node process still runs.
+    pub fn node_alive(&self) -> bool {
+        use std::os::fd::AsFd;
+        match &self.node_fd {
+            Some(fd) => !crate::ha::readable_now(&[fd.as_fd()])[0],
+            None => self.node.alive(),
+        }
+    }
 }
 
 /// Starts `role` as a child of this process: `mtipc-ha role ROLE CONFIG
@@ -266,19 +289,9 @@ pub fn log(level: Level, msg: &str) {
     mtipc::log::emit(level, TARGET, msg);
 }
 
-/// A descriptor that becomes readable when `pid` ends (`pidfd_open`),
-/// if that pid is still `p`.
+/// A descriptor that becomes readable when `p` ends ([`crate::ha::pidfd`]).
 pub fn pidfd(p: Pid) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a system call with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::c_int, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: pidfd_open returned a new descriptor nothing else owns.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
-    // Opened after the check could have been a reuse: check again after.
-    p.alive().then_some(fd)
+    crate::ha::pidfd(p.pid, p.start)
 }
 
 /// Waits until one of `fds` is readable or `timeout` passes; the

@@ -81,7 +81,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         }
         if last_node_check.elapsed() > Duration::from_millis(200) {
             last_node_check = Instant::now();
-            if !ctx.node.alive() {
+            if !ctx.node_alive() {
                 break;
             }
         }

@@ -198,11 +198,7 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
             return fatal(&format!("node socket thread: {e}"));
         }
     }
-    let ctx = Ctx {
-        config,
-        domain: domain.clone(),
-        node: Pid::me(),
-    };
+    let ctx = Ctx::new(config, domain.clone(), Pid::me());
     log(
         Level::Info,
         &format!(

@@ -296,7 +296,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         if let Some(l) = remote.list() {
             break l;
         }
-        if !ctx.node.alive() || super::STOPS.load(Ordering::Acquire) > 1 {
+        if !ctx.node_alive() || super::STOPS.load(Ordering::Acquire) > 1 {
             return std::process::ExitCode::SUCCESS;
         }
         std::thread::sleep(RETRY);
@@ -395,7 +395,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         control.serve(&mut sup, stopping);
         if checked.elapsed() > Duration::from_millis(250) {
             checked = Instant::now();
-            if !ctx.node.alive() {
+            if !ctx.node_alive() {
                 break;
             }
         }

@@ -89,7 +89,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         }
         if last_node_check.elapsed() > Duration::from_millis(200) {
             last_node_check = Instant::now();
-            if !sp.ctx.node.alive() {
+            if !sp.ctx.node_alive() {
                 log(
                     Level::Warn,
                     "spawner: the node process is gone; SIGKILL to every process group",

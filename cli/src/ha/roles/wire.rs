@@ -246,7 +246,7 @@ pub fn peer_allowed(s: &UnixStream, what: &str) -> bool {
 /// Listens at `path` (mode 0600; a stale socket there is replaced: the
 /// caller holds its role's lock), non-blocking.
 pub fn listen(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::FileTypeExt;
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if !m.file_type().is_socket() {
             return Err(std::io::Error::new(
@@ -254,10 +254,8 @@ pub fn listen(path: &Path) -> std::io::Result<UnixListener> {
                 format!("{} exists and is not a socket", path.display()),
             ));
         }
-        std::fs::remove_file(path)?;
     }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let l = crate::ha::listen_at(path)?;
     l.set_nonblocking(true)?;
     Ok(l)
 }
