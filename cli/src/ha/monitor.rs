@@ -75,7 +75,14 @@ struct Watched {
     heartbeat: Instant,
     health_poll: Option<u64>,
     next_monitor: Instant,
+    /// The last health answer said there is no callback: polled only every
+    /// [`NO_CALLBACK_EVERY`]th check (one installed later is found then).
+    no_callback: bool,
+    checks: u64,
 }
+
+/// How rarely a process without a health callback is polled (in checks).
+pub const NO_CALLBACK_EVERY: u64 = 10;
 
 /// The watching. See the module documentation.
 pub struct Monitoring {
@@ -175,6 +182,8 @@ impl Monitoring {
                 heartbeat: now,
                 health_poll: None,
                 next_monitor: first,
+                no_callback: false,
+                checks: 0,
             },
         );
     }
@@ -318,6 +327,10 @@ impl Monitoring {
                 continue;
             }
             let Some(conn) = x.conn else { continue };
+            x.checks += 1;
+            if x.no_callback && x.checks % NO_CALLBACK_EVERY != 0 {
+                continue;
+            }
             if x.health_poll.take().is_some() && !x.unhealthy {
                 // The last poll is still unanswered a period later.
                 x.unhealthy = true;
@@ -352,8 +365,9 @@ impl Monitoring {
                     break;
                 }
             }
-            // Once something came, take what else is there at once.
-            wait = Duration::from_millis(1);
+            // Once something came, take what else the same poll read, at
+            // once (no second wait: a `ready` is acted on now).
+            wait = Duration::ZERO;
             if events.len() >= 256 {
                 break;
             }
@@ -411,6 +425,7 @@ impl Monitoring {
                 if x.health_poll == Some(seq) {
                     x.health_poll = None;
                 }
+                x.no_callback = health == Health::None;
                 match health {
                     Health::Fail => {
                         if !x.unhealthy {

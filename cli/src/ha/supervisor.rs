@@ -839,7 +839,19 @@ impl Supervisor {
             if let Some(why) = self.blocked(i) {
                 // A retry that is due waits for its dependencies as held.
                 self.entries[i].retry_at = None;
-                self.set_state(i, State::Held, Some(why));
+                // Still waiting, only for another state of the same wait
+                // (`waiting for db (held)`, then `(starting)`): no change
+                // worth a log line and a status write.
+                let e = &self.entries[i];
+                let same_wait = e.state == State::Held
+                    && why.starts_with("waiting for ")
+                    && e.reason.as_deref().is_some_and(|r| {
+                        r.starts_with("waiting for ")
+                            && r.split(' ').nth(2) == why.split(' ').nth(2)
+                    });
+                if !same_wait {
+                    self.set_state(i, State::Held, Some(why));
+                }
                 continue;
             }
             unavailable = self.spawn(i, now);

@@ -17,10 +17,32 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn connect(domain: &Path) -> Result<Client> {
-    Client::connect(&control_path(domain)).map_err(|e| match e {
-        ClientError::NotRunning(m) => Error::new(ErrorKind::Unavailable, m),
-        ClientError::Failed(m) => Error::new(ErrorKind::Denied, m),
-    })
+    // While a node runs (`mtipc-ha up` holds run.lock) but its Server is
+    // being restarted, the control socket is missing or refuses for a
+    // moment: wait for the new Server, up to 5 s.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Client::connect(&control_path(domain)) {
+            Ok(c) => return Ok(c),
+            Err(ClientError::NotRunning(m)) => {
+                if !node_runs(domain) || std::time::Instant::now() >= end {
+                    return Err(Error::new(ErrorKind::Unavailable, m));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(ClientError::Failed(m)) => return Err(Error::new(ErrorKind::Denied, m)),
+        }
+    }
+}
+
+/// Whether a supervisor holds the domain's `run.lock` (its note, a pid,
+/// names a running process).
+fn node_runs(domain: &Path) -> bool {
+    let lock = domain.join("ha").join("run.lock");
+    mtipc::internals::sys::read_note(&lock)
+        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|pid| mtipc::internals::sys::ProcId::of(pid).ok().flatten())
+        .is_some()
 }
 
 fn ask(client: &mut Client, request: &Request) -> Result<Value> {

@@ -400,17 +400,22 @@ impl Spawner {
         let socket = socket_path(&self.ctx.domain);
         let answer = match spawn::start(&p, &log_file, Some(&socket)) {
             Ok((s, rd, writer)) => {
-                drop(writer);
                 let sent = self
                     .node()
                     .map(|n| n.send_fd(&ToNode::Log { name: name.into() }, &rd));
-                if !matches!(sent, Some(Ok(()))) {
+                if matches!(sent, Some(Ok(()))) {
+                    drop(writer);
+                } else {
+                    // Copied here then (until this Spawner ends): a pipe
+                    // nobody reads would stop the process, or kill it with
+                    // SIGPIPE once the reader is gone.
                     log(
                         Level::Warn,
-                        &format!(
-                            "spawner: {name}: the node did not take its log pipe; output dropped"
-                        ),
+                        &format!("spawner: {name}: the node did not take its log pipe; this Spawner copies it"),
                     );
+                    if let Err(e) = spawn::copy_log(name, rd, writer) {
+                        log(Level::Error, &format!("spawner: {name}: log thread: {e}"));
+                    }
                 }
                 self.children.push(Running {
                     name: name.into(),
