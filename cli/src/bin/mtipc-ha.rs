@@ -23,15 +23,13 @@ use clap::{Parser, Subcommand};
 use mtipc::ha::config::Config;
 use mtipc::ha::Role;
 use mtipc::internals::ha::Endpoint;
-use mtipc::internals::sync::local::AtomicU32;
 use mtipc::internals::sync::Ordering;
-use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
 use mtipc_cli::ha::control::{self, Control};
 use mtipc_cli::ha::roles;
+use mtipc_cli::ha::signals;
 use mtipc_cli::ha::spawn;
 use mtipc_cli::ha::supervisor::{self, Local, Options, Supervisor};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -151,79 +149,6 @@ fn role_main(role: &str, config: PathBuf, node: &str) -> ExitCode {
     }
 }
 
-/// Counted by SIGTERM and SIGINT: the first stops the node in order, a
-/// second kills what still runs at once.
-static STOPS: AtomicU32 = AtomicU32::new(0);
-
-/// The write end of the pipe that wakes the supervisor's wait (the
-/// endpoint's `poll`) when a signal comes; `u32::MAX` before it exists.
-static WAKE_FD: AtomicU32 = AtomicU32::new(u32::MAX);
-
-/// Writes one byte to the wake pipe (non-blocking: a full pipe already
-/// wakes). Only async-signal-safe calls; errno is kept.
-fn wake() {
-    let fd = WAKE_FD.load(Ordering::Acquire);
-    if fd == u32::MAX {
-        return;
-    }
-    // SAFETY: errno is this thread's; write on a descriptor this process
-    // keeps open for its whole life.
-    unsafe {
-        let saved = *libc::__errno_location();
-        let _ = libc::write(fd as libc::c_int, b"x".as_ptr().cast(), 1);
-        *libc::__errno_location() = saved;
-    }
-}
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // A lock-free atomic add and a write: async-signal-safe.
-    STOPS.fetch_add(1, Ordering::AcqRel);
-    wake();
-}
-
-extern "C" fn on_child(_: libc::c_int) {
-    wake();
-}
-
-/// SIGTERM and SIGINT count stops; SIGCHLD wakes the loop, so that a
-/// process's end is handled at once, not at the next timer. Returns the
-/// read end of the wake pipe, for the endpoint's wait.
-fn install_handlers() -> std::io::Result<OwnedFd> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 made two descriptors nothing else owns; the write end
-    // stays open for the life of the process (the handlers use it).
-    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    WAKE_FD.store(fds[1] as u32, Ordering::Release);
-    let handlers: [(libc::c_int, extern "C" fn(libc::c_int), libc::c_int); 3] = [
-        (libc::SIGTERM, on_stop_signal, libc::SA_RESTART),
-        (libc::SIGINT, on_stop_signal, libc::SA_RESTART),
-        (
-            libc::SIGCHLD,
-            on_child,
-            libc::SA_RESTART | libc::SA_NOCLDSTOP,
-        ),
-    ];
-    for (sig, handler, flags) in handlers {
-        // SAFETY: sigaction is plain data; the handlers only use atomics
-        // and write(2). SA_RESTART keeps other calls from failing with
-        // EINTR.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as libc::sighandler_t;
-            sa.sa_flags = flags;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(read)
-}
-
 fn fatal(msg: &str) -> ExitCode {
     eprintln!("mtipc-ha run: {msg}");
     ExitCode::FAILURE
@@ -237,53 +162,22 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
             return ExitCode::from(2);
         }
     }
-    let c = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let domain = c
-        .node
-        .domain
-        .clone()
-        .unwrap_or_else(mtipc::internals::domain::default_path);
-    for d in [domain.clone(), domain.join("ha"), domain.join("ha/log")] {
-        if let Err(e) = mtipc::internals::sys::make_dir(&d) {
-            return fatal(&e.to_string());
-        }
-    }
-    // One supervisor per domain: run.lock, held for the life of the
-    // process (the kernel releases it however the process ends), with the
-    // holder's pid as its note.
-    let lock_path = domain.join("ha/run.lock");
-    let _lock = match LockFile::try_acquire(&lock_path) {
-        Ok(Some(mut l)) => {
-            let _ = l.write_note(&std::process::id().to_string());
-            l
-        }
-        Ok(None) => {
-            let holder = read_note(&lock_path).unwrap_or_else(|| "?".into());
-            return fatal(&format!(
-                "another supervisor runs this domain (pid {holder} holds {})",
-                lock_path.display()
-            ));
-        }
-        Err(e) => return fatal(&e.to_string()),
+    let (c, domain, _lock) = match mtipc_cli::ha::open_node(path, "mtipc-ha run") {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let socket = supervisor::socket_path(&domain);
     let mut endpoint = match Endpoint::bind(&socket, Role::Active, 1) {
         Ok(ep) => ep,
         Err(e) => return fatal(&e.to_string()),
     };
-    match install_handlers() {
+    match signals::install() {
         Ok(wake) => endpoint.set_wake(wake),
         Err(e) => return fatal(&format!("signal handlers: {e}")),
     }
     // The operator's commands (mtipc ha): served by a thread that hands
     // each request to this loop and pokes the wake pipe.
-    let control = match Control::bind(&control::control_path(&domain), wake) {
+    let control = match Control::bind(&control::control_path(&domain), signals::poke) {
         Ok(c) => c,
         Err(e) => return fatal(&format!("control socket: {e}")),
     };
@@ -312,7 +206,7 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
     sup.start_all();
     let mut seen = 0;
     loop {
-        let stops = STOPS.load(Ordering::Acquire);
+        let stops = signals::STOPS.load(Ordering::Acquire);
         if stops > seen {
             if seen == 0 {
                 mtipc::log::emit(

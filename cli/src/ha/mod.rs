@@ -20,6 +20,7 @@
 pub mod control;
 pub mod monitor;
 pub mod roles;
+pub mod signals;
 pub mod spawn;
 pub mod supervisor;
 
@@ -70,9 +71,9 @@ pub fn pidfd(pid: u32, start: u64) -> Option<std::os::fd::OwnedFd> {
     same.then_some(fd)
 }
 
-/// Which of `fds` are readable now (a pidfd: its process ended), in one
-/// `poll` without waiting.
-pub fn readable_now(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
+/// Waits at most `timeout` until one of `fds` is readable (a pidfd: its
+/// process ended); which are.
+pub fn poll_fds(fds: &[std::os::fd::BorrowedFd<'_>], timeout: std::time::Duration) -> Vec<bool> {
     use std::os::fd::AsRawFd;
     let mut p: Vec<libc::pollfd> = fds
         .iter()
@@ -82,12 +83,18 @@ pub fn readable_now(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
             revents: 0,
         })
         .collect();
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: p is a valid array of p.len() pollfd.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) };
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
     if n <= 0 {
         return vec![false; fds.len()];
     }
     p.iter().map(|x| x.revents != 0).collect()
+}
+
+/// Which of `fds` are readable now ([`poll_fds`] without waiting).
+pub fn readable_now(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
+    poll_fds(fds, std::time::Duration::ZERO)
 }
 
 /// Listens on a UNIX stream socket at `path`, mode 0600, made at a
@@ -109,4 +116,54 @@ pub fn listen_at(path: &std::path::Path) -> std::io::Result<std::os::unix::net::
         return Err(e);
     }
     Ok(l)
+}
+
+/// What `mtipc-ha run` and `mtipc-ha up` do first: read the configuration
+/// (refused: every problem on stderr, exit 1, nothing set up), make the
+/// domain and its `ha` and `ha/log` directories (0700), and take
+/// `<domain>/ha/run.lock` (one supervisor per domain; its pid as the
+/// note). `prog` names the program in the messages.
+pub fn open_node(
+    path: &std::path::Path,
+    prog: &str,
+) -> Result<
+    (
+        mtipc::ha::config::Config,
+        std::path::PathBuf,
+        mtipc::internals::sys::LockFile,
+    ),
+    std::process::ExitCode,
+> {
+    use mtipc::internals::sys::{read_note, LockFile};
+    let fatal = |msg: &str| {
+        eprintln!("{prog}: {msg}");
+        std::process::ExitCode::FAILURE
+    };
+    let c = mtipc::ha::config::Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        std::process::ExitCode::FAILURE
+    })?;
+    let domain = c
+        .node
+        .domain
+        .clone()
+        .unwrap_or_else(mtipc::internals::domain::default_path);
+    for d in [domain.clone(), domain.join("ha"), domain.join("ha/log")] {
+        mtipc::internals::sys::make_dir(&d).map_err(|e| fatal(&e.to_string()))?;
+    }
+    let lock_path = domain.join("ha/run.lock");
+    match LockFile::try_acquire(&lock_path) {
+        Ok(Some(mut l)) => {
+            let _ = l.write_note(&std::process::id().to_string());
+            Ok((c, domain, l))
+        }
+        Ok(None) => {
+            let holder = read_note(&lock_path).unwrap_or_else(|| "?".into());
+            Err(fatal(&format!(
+                "another supervisor runs this domain (pid {holder} holds {})",
+                lock_path.display()
+            )))
+        }
+        Err(e) => Err(fatal(&e.to_string())),
+    }
 }

@@ -26,16 +26,11 @@ struct Kept {
 
 /// The loop of the Master (`me` = Master) or of the Master Watcher.
 pub fn run(ctx: Ctx, me: Role) -> std::process::ExitCode {
-    let Some(_lock) = super::take_lock(&ctx.domain, me) else {
-        return std::process::ExitCode::SUCCESS;
+    let wake = match super::begin(&ctx, me) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
-    let wake = match super::signals() {
-        Ok(w) => w,
-        Err(e) => {
-            log(Level::Error, &format!("{me}: signals: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+    let (_lock, wake) = (wake.lock, wake.wake);
     let list: &[Role] = if me == Role::Master {
         &[Role::Spawner, Role::Monitor, Role::Server, Role::Watcher]
     } else {
@@ -110,7 +105,7 @@ pub fn run(ctx: Ctx, me: Role) -> std::process::ExitCode {
         } else {
             Duration::from_millis(500)
         };
-        super::poll_read(&fds, wait);
+        crate::ha::poll_fds(&fds, wait);
         super::drain(&wake);
     }
     std::process::ExitCode::SUCCESS

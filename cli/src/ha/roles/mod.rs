@@ -294,117 +294,34 @@ pub fn pidfd(p: Pid) -> Option<std::os::fd::OwnedFd> {
     crate::ha::pidfd(p.pid, p.start)
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes; the
-/// indices of the readable ones.
-pub fn poll_read(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Vec<usize> {
-    use std::os::fd::AsRawFd;
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|f| libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: p is a valid array of p.len() pollfd.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if n <= 0 {
-        return Vec::new();
-    }
-    p.iter()
-        .enumerate()
-        .filter(|(_, x)| x.revents != 0)
-        .map(|(i, _)| i)
-        .collect()
+pub use crate::ha::signals::{drain, install as signals, poke, STOPS};
+
+/// What every role does first: take its lock (`Err(SUCCESS)`: another
+/// runs, nothing to do), read the configuration, install the signal
+/// handlers (the wake pipe's read end).
+pub struct Begun {
+    /// The role's lock, held for the life of the process.
+    pub lock: LockFile,
+    /// The configuration.
+    pub config: mtipc::ha::config::Config,
+    /// The read end of the pipe the signal handlers poke.
+    pub wake: std::os::fd::OwnedFd,
 }
 
-/// A pipe poked by signal handlers: its read end is polled beside the
-/// role's sockets. Installs SIGTERM/SIGINT (counted in [`STOPS`]) and
-/// SIGCHLD (wakes only) handlers.
-pub fn signals() -> std::io::Result<std::os::fd::OwnedFd> {
-    wake::install()
+/// See [`Begun`]; a failure is logged and is the role's exit status.
+pub fn begin(ctx: &Ctx, role: Role) -> Result<Begun, std::process::ExitCode> {
+    let lock = take_lock(&ctx.domain, role).ok_or(std::process::ExitCode::SUCCESS)?;
+    let config = mtipc::ha::config::Config::load(&ctx.config).map_err(|e| failed(role, "", e))?;
+    let wake = signals().map_err(|e| failed(role, "signal handlers: ", e))?;
+    Ok(Begun { lock, config, wake })
 }
 
-pub use wake::{poke, STOPS};
-
-mod wake {
-    use mtipc::internals::sync::local::AtomicU32;
-    use mtipc::internals::sync::Ordering;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    /// SIGTERM and SIGINT received.
-    pub static STOPS: AtomicU32 = AtomicU32::new(0);
-    static WAKE_FD: AtomicU32 = AtomicU32::new(u32::MAX);
-
-    /// Writes a byte to the wake pipe (async-signal-safe; errno kept).
-    pub fn poke() {
-        let fd = WAKE_FD.load(Ordering::Acquire);
-        if fd == u32::MAX {
-            return;
-        }
-        // SAFETY: write on a descriptor kept open for the process's life;
-        // errno is this thread's.
-        unsafe {
-            let saved = *libc::__errno_location();
-            let _ = libc::write(fd as libc::c_int, b"x".as_ptr().cast(), 1);
-            *libc::__errno_location() = saved;
-        }
-    }
-
-    extern "C" fn on_stop(_: libc::c_int) {
-        STOPS.fetch_add(1, Ordering::AcqRel);
-        poke();
-    }
-
-    extern "C" fn on_child(_: libc::c_int) {
-        poke();
-    }
-
-    pub fn install() -> std::io::Result<OwnedFd> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: fds has room for two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: new descriptors nothing else owns; the write end stays
-        // open for the process's life.
-        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-        WAKE_FD.store(fds[1] as u32, Ordering::Release);
-        let handlers: [(libc::c_int, extern "C" fn(libc::c_int), libc::c_int); 3] = [
-            (libc::SIGTERM, on_stop, libc::SA_RESTART),
-            (libc::SIGINT, on_stop, libc::SA_RESTART),
-            (
-                libc::SIGCHLD,
-                on_child,
-                libc::SA_RESTART | libc::SA_NOCLDSTOP,
-            ),
-        ];
-        for (sig, handler, flags) in handlers {
-            // SAFETY: plain data; the handlers use atomics and write(2).
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = handler as libc::sighandler_t;
-                sa.sa_flags = flags;
-                libc::sigemptyset(&mut sa.sa_mask);
-                if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-        }
-        Ok(read)
-    }
-
-    /// Empties the wake pipe.
-    pub fn drain(fd: &OwnedFd) {
-        use std::os::fd::AsRawFd;
-        let mut buf = [0u8; 64];
-        // SAFETY: reads into a local buffer from a non-blocking pipe.
-        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-    }
+/// Logs why `role` cannot run (`what` then the error) and gives the exit
+/// status of that.
+pub fn failed(role: Role, what: &str, e: impl std::fmt::Display) -> std::process::ExitCode {
+    log(Level::Error, &format!("{role}: {what}{e}"));
+    std::process::ExitCode::FAILURE
 }
-
-pub use wake::drain;
 
 #[cfg(test)]
 mod tests {

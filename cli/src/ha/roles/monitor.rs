@@ -24,51 +24,31 @@ use std::time::{Duration, Instant};
 
 /// The Monitor's main.
 pub fn run(ctx: Ctx) -> std::process::ExitCode {
-    let Some(_lock) = super::take_lock(&ctx.domain, super::Role::Monitor) else {
-        return std::process::ExitCode::SUCCESS;
-    };
-    let wake = match super::signals() {
-        Ok(w) => w,
-        Err(e) => {
-            log(Level::Error, &format!("monitor: signals: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+    const ME: super::Role = super::Role::Monitor;
+    let (_lock, wake) = match super::begin(&ctx, ME) {
+        Ok(b) => (b.lock, b.wake),
+        Err(code) => return code,
     };
     let mut endpoint = match Endpoint::bind(&socket_path(&ctx.domain), HaRole::Active, 1) {
         Ok(ep) => ep,
-        Err(e) => {
-            log(Level::Error, &format!("monitor: hooks socket: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(ME, "hooks socket: ", e),
     };
-    // The endpoint's wait also returns when the wake pipe is poked: a
-    // signal, or the Server's connection (a thread below pokes it).
     let listener = match wire::listen(&super::monitor_socket(&ctx.domain)) {
         Ok(l) => l,
-        Err(e) => {
-            log(Level::Error, &format!("monitor: socket: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(ME, "socket: ", e),
     };
-    let listen_fd = listener.as_raw_fd();
-    let wake_fd = wake.as_raw_fd();
-    // One descriptor for the endpoint to wait on besides its sockets: an
-    // epoll set of the wake pipe, the listener and the Server's connection.
+    // The endpoint's wait also ends when the wake pipe is poked (a
+    // signal), a Server connects or sends: one descriptor for all three,
+    // an epoll set, which it polls beside its own sockets.
     let ep_fd = match Epoll::new() {
         Ok(e) => e,
-        Err(e) => {
-            log(Level::Error, &format!("monitor: epoll: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(ME, "epoll: ", e),
     };
-    ep_fd.add(wake_fd);
-    ep_fd.add(listen_fd);
+    ep_fd.add(wake.as_raw_fd());
+    ep_fd.add(listener.as_raw_fd());
     match ep_fd.dup() {
         Ok(fd) => endpoint.set_wake(fd),
-        Err(e) => {
-            log(Level::Error, &format!("monitor: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(ME, "", e),
     }
     let mut mon = Monitoring::new(Some(endpoint));
     // The broadcast list of the duplex pair: no peer on a single node.

@@ -29,7 +29,6 @@ use super::{log, Ctx, Pid, Role};
 use crate::ha::spawn::{self, Exit, LogWriter};
 use mtipc::ha::config::Config;
 use mtipc::internals::sync::Ordering;
-use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
@@ -127,41 +126,13 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let c = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let (c, domain, _lock) = match crate::ha::open_node(config, "mtipc-ha up") {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let config = match std::fs::canonicalize(config) {
         Ok(p) => p,
         Err(e) => return fatal(&format!("{}: {e}", config.display())),
-    };
-    let domain = c
-        .node
-        .domain
-        .clone()
-        .unwrap_or_else(mtipc::internals::domain::default_path);
-    for d in [domain.clone(), domain.join("ha"), domain.join("ha/log")] {
-        if let Err(e) = mtipc::internals::sys::make_dir(&d) {
-            return fatal(&e.to_string());
-        }
-    }
-    let lock_path = domain.join("ha/run.lock");
-    let _lock = match LockFile::try_acquire(&lock_path) {
-        Ok(Some(mut l)) => {
-            let _ = l.write_note(&std::process::id().to_string());
-            l
-        }
-        Ok(None) => {
-            let holder = read_note(&lock_path).unwrap_or_else(|| "?".into());
-            return fatal(&format!(
-                "another supervisor runs this domain (pid {holder} holds {})",
-                lock_path.display()
-            ));
-        }
-        Err(e) => return fatal(&e.to_string()),
     };
     let left = stop_leftovers(&domain, "left running by a node that was killed");
     if left > 0 {
@@ -218,7 +189,7 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
         // SIGCHLD and the stop signals poke the pipe; the timeout only
         // paces the checks of the markers and the Master's presence.
         let pace = if seen > 0 { 20 } else { 250 };
-        super::poll_read(&[wake.as_fd()], Duration::from_millis(pace));
+        crate::ha::poll_fds(&[wake.as_fd()], Duration::from_millis(pace));
         super::drain(&wake);
         reap(&exits);
         let stops = super::STOPS.load(Ordering::Acquire);

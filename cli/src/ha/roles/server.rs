@@ -16,7 +16,7 @@ use crate::ha::control::{self, Control};
 use crate::ha::monitor::{Seen, Watch};
 use crate::ha::spawn::{self, Spawned};
 use crate::ha::supervisor::{self, Backend, Happening, Options, SpawnError, Status, Supervisor};
-use mtipc::ha::config::{Config, Process};
+use mtipc::ha::config::Process;
 use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use serde_json::json;
@@ -204,7 +204,7 @@ impl Backend for Remote {
             if let Some(m) = &self.monitor {
                 fds.push(m.fd());
             }
-            super::poll_read(&fds, wait);
+            crate::ha::poll_fds(&fds, wait);
         }
         super::drain(&self.wake);
         let lines = self.spawner.as_mut().map(Conn::lines).unwrap_or_default();
@@ -263,29 +263,17 @@ fn previous(path: &Path) -> Option<Status> {
 
 /// The Server's main.
 pub fn run(ctx: Ctx) -> std::process::ExitCode {
-    let Some(_lock) = super::take_lock(&ctx.domain, Role::Server) else {
-        return std::process::ExitCode::SUCCESS;
-    };
-    let config = match Config::load(&ctx.config) {
-        Ok(c) => c,
-        Err(e) => {
-            log(Level::Error, &format!("server: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let wake = match super::signals() {
-        Ok(w) => w,
-        Err(e) => {
-            log(Level::Error, &format!("server: signals: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+    let super::Begun {
+        lock: _lock,
+        config,
+        wake,
+    } = match super::begin(&ctx, Role::Server) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let control = match Control::bind(&control::control_path(&ctx.domain), super::poke) {
         Ok(c) => c,
-        Err(e) => {
-            log(Level::Error, &format!("server: control socket: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(Role::Server, "control socket: ", e),
     };
     let status_file = supervisor::status_path(&ctx.domain);
     let old = previous(&status_file);

@@ -45,29 +45,17 @@ struct Spawner {
 
 /// The Spawner's main: runs until the node is gone or it is told to end.
 pub fn run(ctx: Ctx) -> std::process::ExitCode {
-    let Some(_lock) = super::take_lock(&ctx.domain, super::Role::Spawner) else {
-        return std::process::ExitCode::SUCCESS;
-    };
-    let config = match Config::load(&ctx.config) {
-        Ok(c) => c,
-        Err(e) => {
-            log(Level::Error, &format!("spawner: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let wake = match super::signals() {
-        Ok(w) => w,
-        Err(e) => {
-            log(Level::Error, &format!("spawner: signals: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+    let super::Begun {
+        lock: _lock,
+        config,
+        wake,
+    } = match super::begin(&ctx, super::Role::Spawner) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let listener = match wire::listen(&super::spawner_socket(&ctx.domain)) {
         Ok(l) => l,
-        Err(e) => {
-            log(Level::Error, &format!("spawner: socket: {e}"));
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return super::failed(super::Role::Spawner, "socket: ", e),
     };
     let mut sp = Spawner {
         state: SpawnerState::load(&super::spawner_state(&ctx.domain)),
@@ -117,7 +105,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             } else {
                 Duration::from_millis(200)
             };
-            super::poll_read(&fds, wait);
+            crate::ha::poll_fds(&fds, wait);
         }
         super::drain(&wake);
         while let Ok((s, _)) = listener.accept() {

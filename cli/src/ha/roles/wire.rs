@@ -382,7 +382,7 @@ impl Conn {
             if left.is_zero() {
                 return got;
             }
-            super::poll_read(&[self.fd()], left);
+            crate::ha::poll_fds(&[self.fd()], left);
         }
     }
 
