@@ -3,12 +3,14 @@
 # pkg-config and libssl-dev (the openssl crate links the system OpenSSL),
 # protobuf-compiler (protoc: the etcd-client crate of the permit arbiter's
 # etcd backend generates its gRPC code at build time), etcd-server (the
-# etcd tests and benchmark start a real etcd on loopback), python3-venv
-# unless the interpreter can make a venv on its own.
+# etcd tests and benchmark start a real etcd on loopback), s6 and runit
+# (the baselines of the HA benchmark, cli/benches/ha_restart.rs: s6-supervise
+# and runsv supervise the same program as mtipc-ha), python3-venv unless the
+# interpreter can make a venv on its own.
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
 need=()
-for pkg in pkg-config libssl-dev protobuf-compiler etcd-server python3-venv; do
+for pkg in pkg-config libssl-dev protobuf-compiler etcd-server s6 runit python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # python3 -m venv must work for the interpreter we use (pyenv builds have it built in).
