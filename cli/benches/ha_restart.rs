@@ -15,9 +15,13 @@
 //!    rename), the file read and decoded at each event (and every
 //!    `FALLBACK_MS` without one, in case an event was missed: such finds
 //!    are counted and printed). The clock starts just before `kill(2)`.
-//!    Between kills the process runs `HA_BENCH_GAP_MS` (default 1200 ms):
-//!    both s6-supervise and runsv wait a second before restarting a
-//!    service that ran less than a second, which is not what is measured.
+//!    The three supervisors run side by side and their processes are
+//!    killed in turn (s6, runit, mtipc-ha, s6, ...), so that a change of
+//!    the machine's load touches all three alike; `HA_BENCH_GAP_MS`
+//!    (default 300 ms) between a ready and the next kill, and each
+//!    process has run at least 1.1 s when it is killed: both s6-supervise
+//!    and runsv wait a second before restarting a service that ran less
+//!    than a second, which is not what is measured.
 //!    mtipc-ha's configuration: `restart_backoff_ms = 1` (the default
 //!    is 100 ms), `restart_window_ms = 1000` (so the backoff does not
 //!    double from kill to kill: they are more than a window apart).
@@ -64,6 +68,9 @@ use common::{base_dir, env_usize, fs_type, loadavg, machine, met, now_ns, pct, s
 
 /// Re-read the status file this often when no inotify event came.
 const FALLBACK_MS: i32 = 10;
+/// The least time a process runs between two kills (s6-supervise and
+/// runsv delay the restart of a service that ran less than a second).
+const MIN_UPTIME: Duration = Duration::from_millis(1100);
 /// Limit for any one wait of the bench.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -309,6 +316,8 @@ struct Sample {
 struct Supervised {
     kind: Kind,
     child: Option<Child>,
+    /// When its process was last seen ready.
+    ready_since: std::cell::Cell<Instant>,
     status: PathBuf,
     watch: Watch,
 }
@@ -345,9 +354,12 @@ impl Supervised {
     }
 
     /// Kills the process with SIGKILL and times its return.
-    fn kill_once(&self, gap: Duration) -> Sample {
+    fn kill_once(&self, pause: Duration) -> Sample {
         let old = self.initial_ready();
-        std::thread::sleep(gap);
+        // Both s6-supervise and runsv wait a second before restarting a
+        // service that ran less than a second: keep clear of it.
+        let up = self.ready_since.get().elapsed();
+        std::thread::sleep(pause.max(MIN_UPTIME.saturating_sub(up)));
         let now = read_obs(self.kind, &self.status).expect("status");
         assert_eq!(
             now.pid,
@@ -381,6 +393,7 @@ impl Supervised {
                         if o.ready {
                             s.ready = t;
                             s.by_fallback = fallback;
+                            self.ready_since.set(Instant::now());
                             return s;
                         }
                         s.spawned.get_or_insert(t);
@@ -511,6 +524,7 @@ fn mtipc_one(ha: &Path, sub: &str, dir: &Path, app: &Path) -> Supervised {
     Supervised {
         kind: Kind::Mtipc,
         child: Some(child),
+        ready_since: std::cell::Cell::new(Instant::now()),
         status: ha_dir.join("status.json"),
         watch,
     }
@@ -543,6 +557,7 @@ fn s6_one(dir: &Path, app: &Path) -> Supervised {
     let s = Supervised {
         kind: Kind::S6,
         child: Some(child),
+        ready_since: std::cell::Cell::new(Instant::now()),
         status: svc.join("supervise/status"),
         watch,
     };
@@ -578,6 +593,7 @@ fn runit_one(dir: &Path, app: &Path) -> Supervised {
     let s = Supervised {
         kind: Kind::Runit,
         child: Some(child),
+        ready_since: std::cell::Cell::new(Instant::now()),
         status: svc.join("supervise/status"),
         watch,
     };
@@ -618,27 +634,40 @@ impl Restart {
 
 fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
     let kills = env_usize("HA_BENCH_KILLS", 50);
-    let gap = Duration::from_millis(env_usize("HA_BENCH_GAP_MS", 1200) as u64);
+    let pause = Duration::from_millis(env_usize("HA_BENCH_GAP_MS", 300) as u64);
     println!(
-        "\n## 1. Restart after kill -9 until ready again ({kills} kills each, {} ms apart)",
-        gap.as_millis()
+        "\n## 1. Restart after kill -9 until ready again ({kills} kills each; the three supervisors run side by side and are killed in turn, {} ms apart, each process up >= {} ms before its kill)",
+        pause.as_millis(),
+        MIN_UPTIME.as_millis()
     );
-    let mut out = Vec::new();
-    for kind in [Kind::S6, Kind::Runit, Kind::Mtipc] {
-        let dir = root.join(format!("restart-{}", kind.name()));
-        let sup = match kind {
-            Kind::Mtipc => mtipc_one(ha, sub, &dir, app),
-            Kind::S6 => s6_one(&dir, app),
-            Kind::Runit => runit_one(&dir, app),
-        };
-        sup.initial_ready();
-        let mut samples = Vec::with_capacity(kills);
-        for _ in 0..kills {
-            samples.push(sup.kill_once(gap));
+    let kinds = [Kind::S6, Kind::Runit, Kind::Mtipc];
+    let sups: Vec<Supervised> = kinds
+        .iter()
+        .map(|&kind| {
+            let dir = root.join(format!("restart-{}", kind.name()));
+            let sup = match kind {
+                Kind::Mtipc => mtipc_one(ha, sub, &dir, app),
+                Kind::S6 => s6_one(&dir, app),
+                Kind::Runit => runit_one(&dir, app),
+            };
+            sup.initial_ready();
+            sup
+        })
+        .collect();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(kills); sups.len()];
+    for _ in 0..kills {
+        for (i, sup) in sups.iter().enumerate() {
+            samples[i].push(sup.kill_once(pause));
         }
-        sup.stop();
-        out.push(Restart { kind, samples });
     }
+    for sup in sups {
+        sup.stop();
+    }
+    let out: Vec<Restart> = kinds
+        .iter()
+        .zip(samples)
+        .map(|(&kind, samples)| Restart { kind, samples })
+        .collect();
     let s6_p50 = out.iter().find(|r| r.kind == Kind::S6).unwrap().p(50.0);
     println!(
         "{:<14} {:>9} {:>9} {:>9} {:>9} {:>11}   phases (p50, ms from the kill): down / new pid / ready",
