@@ -306,6 +306,11 @@ struct Sample {
     down: Option<u64>,
     /// It recorded a new pid, not ready yet.
     spawned: Option<u64>,
+    /// The new process's main() began (its own stamp: after the
+    /// supervisor's fork and exec and the dynamic loader).
+    main: Option<u64>,
+    /// The new process was done notifying (its own stamp).
+    notified: Option<u64>,
     /// It recorded the new pid ready.
     ready: u64,
     /// The ready state was found by the fallback re-read, not an event.
@@ -318,6 +323,8 @@ struct Supervised {
     child: Option<Child>,
     /// When its process was last seen ready.
     ready_since: std::cell::Cell<Instant>,
+    /// Where its processes append their stamps (`HA_BENCH_STAMPS`).
+    stamps: PathBuf,
     status: PathBuf,
     watch: Watch,
 }
@@ -345,6 +352,23 @@ impl Supervised {
                 self.kind.name()
             );
             by_fallback = !self.watch.wait(FALLBACK_MS);
+        }
+    }
+
+    /// The stamps of process `pid` (written just after it notified:
+    /// waited for up to 200 ms).
+    fn stamp_of(&self, pid: u32) -> Option<(u64, u64)> {
+        let end = Instant::now() + Duration::from_millis(200);
+        loop {
+            let text = std::fs::read_to_string(&self.stamps).unwrap_or_default();
+            let found = text.lines().rev().find_map(|l| {
+                let f: Vec<u64> = l.split(' ').filter_map(|x| x.parse().ok()).collect();
+                (f.len() == 3 && f[0] == pid as u64).then(|| (f[1], f[2]))
+            });
+            if found.is_some() || Instant::now() > end {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -394,6 +418,10 @@ impl Supervised {
                             s.ready = t;
                             s.by_fallback = fallback;
                             self.ready_since.set(Instant::now());
+                            if let Some((m, n)) = self.stamp_of(p) {
+                                s.main = Some(m.saturating_sub(t0));
+                                s.notified = Some(n.saturating_sub(t0));
+                            }
                             return s;
                         }
                         s.spawned.get_or_insert(t);
@@ -482,10 +510,13 @@ fn write_node(dir: &Path, body: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Starts `mtipc-ha <sub> CONFIG` (stderr to `dir/stderr`).
-fn start_mtipc(ha: &Path, sub: &str, dir: &Path, config: &Path) -> Child {
+fn start_mtipc(ha: &Path, sub: &str, dir: &Path, config: &Path, stamps: Option<&Path>) -> Child {
     let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    Command::new(ha)
-        .arg(sub)
+    let mut cmd = Command::new(ha);
+    if let Some(p) = stamps {
+        cmd.env("HA_BENCH_STAMPS", p);
+    }
+    cmd.arg(sub)
         .arg(config)
         .env_remove("MTIPC_HA_SOCKET")
         .env_remove("HA_BENCH_NOTIFY_FD")
@@ -517,7 +548,8 @@ fn mtipc_one(ha: &Path, sub: &str, dir: &Path, app: &Path) -> Supervised {
         toml_str(app)
     );
     let (config, domain) = write_node(dir, &body);
-    let child = start_mtipc(ha, sub, dir, &config);
+    let stamps = dir.join("stamps");
+    let child = start_mtipc(ha, sub, dir, &config, Some(&stamps));
     let ha_dir = domain.join("ha");
     wait_exists(&ha_dir, "mtipc-ha");
     let watch = Watch::new(&ha_dir);
@@ -525,6 +557,7 @@ fn mtipc_one(ha: &Path, sub: &str, dir: &Path, app: &Path) -> Supervised {
         kind: Kind::Mtipc,
         child: Some(child),
         ready_since: std::cell::Cell::new(Instant::now()),
+        stamps,
         status: ha_dir.join("status.json"),
         watch,
     }
@@ -544,8 +577,10 @@ fn service_dir(dir: &Path, app: &Path, notification_fd: Option<u32>) -> PathBuf 
 fn s6_one(dir: &Path, app: &Path) -> Supervised {
     std::fs::create_dir_all(dir).unwrap();
     let svc = service_dir(dir, app, Some(3));
+    let stamps = dir.join("stamps");
     let child = Command::new(tool("s6-supervise"))
         .arg(&svc)
+        .env("HA_BENCH_STAMPS", &stamps)
         .env("HA_BENCH_NOTIFY_FD", "3")
         .env_remove("MTIPC_HA_SOCKET")
         .stdin(Stdio::null())
@@ -558,6 +593,7 @@ fn s6_one(dir: &Path, app: &Path) -> Supervised {
         kind: Kind::S6,
         child: Some(child),
         ready_since: std::cell::Cell::new(Instant::now()),
+        stamps,
         status: svc.join("supervise/status"),
         watch,
     };
@@ -580,8 +616,10 @@ fn s6_one(dir: &Path, app: &Path) -> Supervised {
 fn runit_one(dir: &Path, app: &Path) -> Supervised {
     std::fs::create_dir_all(dir).unwrap();
     let svc = service_dir(dir, app, None);
+    let stamps = dir.join("stamps");
     let child = Command::new(tool("runsv"))
         .arg(&svc)
+        .env("HA_BENCH_STAMPS", &stamps)
         .env_remove("HA_BENCH_NOTIFY_FD")
         .env_remove("MTIPC_HA_SOCKET")
         .stdin(Stdio::null())
@@ -594,6 +632,7 @@ fn runit_one(dir: &Path, app: &Path) -> Supervised {
         kind: Kind::Runit,
         child: Some(child),
         ready_since: std::cell::Cell::new(Instant::now()),
+        stamps,
         status: svc.join("supervise/status"),
         watch,
     };
@@ -670,7 +709,7 @@ fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
         .collect();
     let s6_p50 = out.iter().find(|r| r.kind == Kind::S6).unwrap().p(50.0);
     println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>11}   phases (p50, ms from the kill): down / new pid / ready",
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>11}   phases (p50, ms from the kill): down / new pid / main() / notified / ready",
         "supervisor", "p50 ms", "p90 ms", "min ms", "max ms", "p50 vs s6"
     );
     for r in &out {
@@ -678,6 +717,8 @@ fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
             let v: Vec<f64> = r.samples.iter().filter_map(f).map(ms).collect();
             if v.is_empty() {
                 "-".to_string()
+            } else if v.len() == r.samples.len() {
+                format!("{:.2}", pct(&sorted(&v), 50.0))
             } else {
                 format!("{:.2} (seen {}x)", pct(&sorted(&v), 50.0), v.len())
             }
@@ -685,7 +726,7 @@ fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
         let v = r.ready_ms();
         let fallback = r.samples.iter().filter(|s| s.by_fallback).count();
         println!(
-            "{:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.2}x   {} / {} / {:.2}{}{}",
+            "{:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.2}x   {} / {} / {} / {} / {:.2}{}{}",
             r.kind.name(),
             pct(&v, 50.0),
             pct(&v, 90.0),
@@ -694,6 +735,8 @@ fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
             pct(&v, 50.0) / s6_p50,
             phase(&|s| s.down),
             phase(&|s| s.spawned),
+            phase(&|s| s.main),
+            phase(&|s| s.notified),
             pct(&v, 50.0),
             if r.kind == Kind::Runit {
                 "  (runit: no readiness protocol; until the new pid is recorded)"
@@ -705,6 +748,24 @@ fn part_restart(ha: &Path, sub: &str, root: &Path, app: &Path) -> Vec<Restart> {
             } else {
                 String::new()
             },
+        );
+    }
+    println!("per kill, p50 / p90 in ms: kill -> main() of the new process (the supervisor sees the death, waits, forks, execs; the loader) | main() -> notified (the program's own part) | notified -> recorded ready (the supervisor takes note)");
+    for r in &out {
+        let d = |f: &dyn Fn(&Sample) -> Option<u64>| {
+            let v = sorted(&r.samples.iter().filter_map(f).map(ms).collect::<Vec<_>>());
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2} / {:.2}", pct(&v, 50.0), pct(&v, 90.0))
+            }
+        };
+        println!(
+            "{:<14} {} | {} | {}",
+            r.kind.name(),
+            d(&|s| s.main),
+            d(&|s| Some(s.notified? - s.main?)),
+            d(&|s| Some(s.ready.saturating_sub(s.notified?))),
         );
     }
     let m = out.iter().find(|r| r.kind == Kind::Mtipc).unwrap().p(50.0);
@@ -916,6 +977,7 @@ fn measure_own(root: &Path, app: &Path) -> Own {
         .map(|_| ms(own_start_to_ready(app, &sock, 10)))
         .collect();
     let fd: Vec<f64> = (0..30).map(|_| ms(own_start_to_notify(app))).collect();
+    let sp = sorted(&(0..30).map(|_| ms(spawn_returns(app))).collect::<Vec<_>>());
     let own = Own {
         one: sorted(&one),
         ten: sorted(&ten),
@@ -933,11 +995,40 @@ fn measure_own(root: &Path, app: &Path) -> Own {
         pct(&own.fd, 90.0)
     );
     println!(
+        "std's Command::spawn with a pre_exec (fork, then wait until the child has exec'd, as mtipc-ha's engine spawns; 30 runs): p50 {:.2} ms, p90 {:.2} ms",
+        pct(&sp, 50.0),
+        pct(&sp, 90.0)
+    );
+    println!(
         "10 spawned at once, until all 10 said ready on the hooks endpoint (10 runs): p50 {:.2} ms, p90 {:.2} ms",
         pct(&own.ten, 50.0),
         pct(&own.ten, 90.0)
     );
     own
+}
+
+/// How long `Command::spawn` takes with a `pre_exec` (`setsid`), as the
+/// engine starts a process: std then forks and waits until the child has
+/// exec'd (or failed to): ns until `spawn` returns.
+fn spawn_returns(app: &Path) -> u64 {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(app);
+    cmd.env_remove("MTIPC_HA_SOCKET")
+        .env_remove("HA_BENCH_NOTIFY_FD")
+        .stdin(Stdio::null());
+    // SAFETY: setsid only, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("spawn app");
+    let t = t0.elapsed().as_nanos() as u64;
+    let _ = child.kill();
+    let _ = child.wait();
+    t
 }
 
 fn part_start(ha: &Path, sub: &str, root: &Path, app: &Path, own: &Own) {
@@ -951,7 +1042,7 @@ fn part_start(ha: &Path, sub: &str, root: &Path, app: &Path, own: &Own) {
         let d = root.join(format!("start-{r}"));
         let (config, domain) = write_node(&d, &graph_body(app, 10, 10, None));
         let t0 = Instant::now();
-        let mut node = Guard(Some(start_mtipc(ha, sub, &d, &config)));
+        let mut node = Guard(Some(start_mtipc(ha, sub, &d, &config, None)));
         let t1 = wait_all_ready(&domain.join("ha"), 100, node.child());
         times.push((t1 - t0).as_secs_f64() * 1e3);
         drop(node);
@@ -1031,7 +1122,7 @@ fn part_cpu(ha: &Path, sub: &str, root: &Path, app: &Path) -> f64 {
     println!("\n## 3. CPU of the supervisor, 100 idle processes at monitor_ms 200, over {secs} s");
     let d = root.join("cpu");
     let (config, domain) = write_node(&d, &graph_body(app, 1, 100, Some(200)));
-    let mut node = Guard(Some(start_mtipc(ha, sub, &d, &config)));
+    let mut node = Guard(Some(start_mtipc(ha, sub, &d, &config, None)));
     wait_all_ready(&domain.join("ha"), 100, node.child());
     let pid = node.child().id();
     std::thread::sleep(Duration::from_secs(2));
