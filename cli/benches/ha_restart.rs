@@ -1184,6 +1184,17 @@ fn main() {
     let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
     let ha = mtipc_ha_path();
     let lib = lib_dir();
+    // The subcommand must exist in this build (`up` comes with the roles).
+    let help = Command::new(&ha)
+        .args([sub.as_str(), "--help"])
+        .output()
+        .expect("mtipc-ha --help");
+    assert!(
+        help.status.success(),
+        "{} has no `{sub}` subcommand (MTIPC_HA_BENCH_CMD={sub}): {}",
+        ha.display(),
+        String::from_utf8_lossy(&help.stderr).trim()
+    );
     // The baselines first: missing tools fail before anything runs.
     for t in ["s6-supervise", "s6-svstat", "runsv", "sv", "gcc"] {
         tool(t);
