@@ -66,8 +66,9 @@ demo: build python c-examples
 # attach_latency starts the release mtipcd (from the mtipc-cli crate);
 # permit_etcd starts an etcd (Debian's etcd-server, from ensure-deps);
 # ha_restart starts the release mtipc-ha (MTIPC_HA_BENCH_CMD=run|up, default
-# run), links its test program to the release libmtipc.so, and runs s6 and
-# runit (Debian's, from ensure-deps) as its baselines.
+# run; both are measured), links its test program to the release
+# libmtipc.so, and runs s6 and runit (Debian's, from ensure-deps) as its
+# baselines.
 bench: deps
 	$(CARGO) build --release --bins
 	$(CARGO) build --release -p mtipc --lib
@@ -79,6 +80,7 @@ bench: deps
 	$(CARGO) bench --bench permit
 	$(CARGO) bench --bench permit_etcd
 	$(CARGO) bench -p mtipc-cli --bench ha_restart
+	MTIPC_HA_BENCH_CMD=up $(CARGO) bench -p mtipc-cli --bench ha_restart
 
 clean:
 	$(CARGO) clean
