@@ -14,6 +14,11 @@ pub mod attach {
     // A tenant's TLS key, for a channel without a round: tests/attach_channel,
     // benches/attach_latency.
     pub use crate::attach::channel::ServerKey;
+    // The channel's PSK: its identity's parser (fuzz/psk_identity,
+    // tests/parsers) and its derivation (tests/parsers).
+    pub use crate::attach::channel::{
+        derive_psk, parse_psk_identity, psk_identity, PSK_IDENTITY_LEN,
+    };
     // The domain's attach files, each phase by hand: benches/attach_latency.
     pub use crate::attach::consts::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 

@@ -34,7 +34,7 @@ pub const STEPS: [&str; 12] = [
     "relay ok (tenant + mtipcd)",
     "wait all BUSY",
     "reset, unlock, rm response",
-    "TLS handshake + key + [1]",
+    "TLS handshake (PSK + X25519)",
     "echo 64 bytes",
 ];
 

@@ -101,7 +101,8 @@ pub struct TenantInfo {
     pub protocols: Vec<String>,
     /// When it advertised (Unix ms).
     pub since_ms: u64,
-    /// Hex SHA-256 of its TLS key (empty for the daemon).
+    /// Its key: hex of its raw X25519 public key, which attachers pin
+    /// (empty for the daemon).
     pub fingerprint: String,
 }
 

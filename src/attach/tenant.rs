@@ -296,7 +296,8 @@ impl Advertisement {
         &self.id
     }
 
-    /// The advertised fingerprint of this advertisement's TLS key.
+    /// The advertised fingerprint: this advertisement's raw X25519 public
+    /// key, which attachers pin.
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
