@@ -139,9 +139,12 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Random bytes from the kernel (`getrandom(2)`): the round does not wait
+/// for OpenSSL, which a first attach in a process starts on another thread
+/// meanwhile (`channel::warm_client`).
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    openssl::rand::rand_bytes(&mut b).map_err(|e| err!(Io, "no random bytes: {e}"))?;
+    crate::sys::random_bytes(&mut b).map_err(|e| Error::io("random bytes (getrandom)", e))?;
     Ok(b)
 }
 
@@ -150,6 +153,10 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     files::validate_tenant_id(tenant)?;
     opts.check()?;
     domain.semaphore().check()?;
+    // The first attach of a process: OpenSSL's start and the client's TLS
+    // context on another thread, while this one runs the round (which
+    // mostly waits for the other processes).
+    let warming = super::channel::warm_client();
     let begun = Instant::now();
     let deadline = begun.checked_add(opts.timeout);
     let lock = LockFile::acquire(
@@ -205,6 +212,10 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     }
     drop(guard);
     drop(lock);
+    if let Some(w) = warming {
+        // Its failure, if any, is the handshake's to report.
+        let _ = w.join();
+    }
     let (stream, fingerprint, response) = r?;
     let until_start = Duration::from_millis(response.start_ms.saturating_sub(files::now_ms()));
     Conn::connect(

@@ -406,11 +406,13 @@ fn common_context(ctx: &mut SslContextBuilder) -> std::result::Result<(), ErrorS
     Ok(())
 }
 
+/// The process's TLS contexts, per role.
+static SERVER: OnceLock<SslContext> = OnceLock::new();
+static CLIENT: OnceLock<SslContext> = OnceLock::new();
+
 /// The process's TLS context for one role, made on first use and kept (the
 /// per-connection secrets are in each `SSL`'s ex-data).
-fn context(server: bool) -> Result<SslContext> {
-    static SERVER: OnceLock<SslContext> = OnceLock::new();
-    static CLIENT: OnceLock<SslContext> = OnceLock::new();
+pub(crate) fn context(server: bool) -> Result<SslContext> {
     let cell = if server { &SERVER } else { &CLIENT };
     if let Some(ctx) = cell.get() {
         return Ok(ctx.clone());
@@ -439,6 +441,30 @@ fn context(server: bool) -> Result<SslContext> {
     };
     let ctx = build().map_err(|e| err!(Io, "cannot set up TLS for the attach channel: {e}"))?;
     Ok(cell.get_or_init(|| ctx).clone())
+}
+
+/// If this process has no attacher's TLS context yet (its first attach):
+/// starts a thread that makes it and has OpenSSL fetch X25519 and HKDF
+/// once, so that OpenSSL's start-up (a few ms in a fresh process) overlaps
+/// the attach round instead of following it. `None` when the context is
+/// kept already (or no thread could start: the handshake then does the
+/// work itself).
+pub(crate) fn warm_client() -> Option<std::thread::JoinHandle<()>> {
+    if CLIENT.get().is_some() {
+        return None;
+    }
+    std::thread::Builder::new()
+        .name("mtipc-tls-warm".into())
+        .spawn(|| {
+            let _ = context(false);
+            if let Ok(k) = PKey::generate_x25519() {
+                if let Ok(public) = raw_public(&k) {
+                    let _ = x25519(&k, &public);
+                }
+            }
+            let _ = derive_psk(&[1; 32], &[2; 32], &[3; 32], &[4; 32]);
+        })
+        .ok()
 }
 
 /// A new `SSL` for one connection, with its PSK state.

@@ -79,6 +79,9 @@ pub fn advertise(
         ));
     }
     let key = Arc::new(ServerKey::generate()?);
+    // The process's TLS server context, made now rather than in the first
+    // attacher's handshake.
+    super::channel::context(true)?;
     let me = ProcId::current()?;
     let advert = Advert {
         id: tenant.to_string(),

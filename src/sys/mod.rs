@@ -31,6 +31,18 @@ pub fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> std::io::Result
     }
 }
 
+/// Fills `buf` from the kernel's random number generator (`getrandom(2)`,
+/// blocking only until the generator is first seeded at boot).
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        done += retry(|| {
+            rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
+        })?;
+    }
+    Ok(())
+}
+
 /// The system-wide monotonic clock (`CLOCK_MONOTONIC`), in ns. Unlike
 /// `Instant`, its value means the same in every process of the host, so it
 /// can be stored in shared memory (a permit's lease end).
