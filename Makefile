@@ -63,7 +63,9 @@ test-loom:
 demo: build python c-examples
 	@scripts/demo.sh
 
-# attach_latency starts the release mtipcd (from the mtipc-cli crate);
+# attach_latency starts the release mtipcd (from the mtipc-cli crate), runs
+# the release mtipc and a C client it compiles with cc, and jattach against an
+# idle JVM when JATTACH=/path/to/jattach (or jattach on the PATH) and a JDK are there;
 # permit_etcd starts an etcd (Debian's etcd-server, from ensure-deps).
 bench: deps
 	$(CARGO) build --release --bins
