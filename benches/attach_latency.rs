@@ -23,7 +23,8 @@
 //! - attach: `attach(domain, tN, ..)`, `send` 64 bytes, `recv` the echo;
 //!   the targets go round every advertised tenant;
 //! - baseline: `UnixStream::connect`, `Conn::connect` pinning the server's
-//!   fingerprint with the one-time key, `send` 64 bytes, `recv` the echo.
+//!   key with the one-time key (the PSK handshake), `send` 64 bytes, `recv`
+//!   the echo.
 //!
 //! Before each sample every advertisement's `state` word is `IDLE` (its
 //! waiter is back at the semaphore) and the bench sleeps 2 ms: the tenants
@@ -690,7 +691,7 @@ fn main() {
     println!("Attach latency: attach() -> first echoed message back (64 bytes), with N idle");
     println!("tenants advertised by separate processes (64 per process) and a real mtipcd;");
     println!("baseline in the same run, interleaved: TLS 1.3 over a UNIX socket to a server");
-    println!("process, same channel code (Conn::accept / Conn::connect, pinned fingerprint,");
+    println!("process, same channel code (Conn::accept / Conn::connect, pinned tenant key,");
     println!("one-time key), connect + handshake + one echo; `handshake` is its connect +");
     println!("handshake alone; `plain` a plaintext UNIX-socket connect + 64-byte echo to a");
     println!("server process.");
