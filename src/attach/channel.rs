@@ -1275,6 +1275,12 @@ mod tests {
     }
 
     #[test]
+    fn no_warm_up_once_the_client_context_is_kept() {
+        context(false).unwrap();
+        assert!(warm_client().is_none());
+    }
+
+    #[test]
     fn one_context_per_role_is_kept() {
         let a = context(false).unwrap();
         let b = context(false).unwrap();

@@ -52,3 +52,23 @@ pub fn monotonic_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_fill_the_whole_buffer() {
+        // Two draws of 32 bytes never agree (2^-256), and a large buffer is
+        // filled to its end (getrandom may return less than asked).
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        random_bytes(&mut a).unwrap();
+        random_bytes(&mut b).unwrap();
+        assert_ne!(a, b);
+        let mut big = vec![0u8; 1 << 20];
+        random_bytes(&mut big).unwrap();
+        // Each 4 KiB block got bytes: a zero block would be 2^-32768.
+        assert!(big.chunks(4096).all(|c| c.iter().any(|&x| x != 0)));
+        random_bytes(&mut []).unwrap();
+    }
+}
