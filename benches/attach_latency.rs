@@ -788,6 +788,7 @@ fn main() {
         process_bench(process_samples, warmup, &scratch);
     }
     if std::env::var_os("ATTACH_PHASES").is_some_and(|v| v != "0") {
+        handshake_pieces();
         for &n in &configs {
             let s = if n >= 256 { samples_256 } else { samples };
             phase_breakdown(n, s, warmup);
@@ -1085,4 +1086,86 @@ fn process_bench(samples: usize, warmup: usize, scratch: &Path) {
             if ratio <= 1.0 { "met" } else { "NOT met" }
         );
     }
+}
+
+/// CPU time of this process so far (user + system), ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
+/// `ATTACH_PHASES=1`: the handshake's pieces, timed alone in this process:
+/// its X25519 operations and the PSK derivation, and whole handshakes with
+/// both ends as threads of this process over a socketpair (wall time, and
+/// the CPU time of both ends per handshake).
+fn handshake_pieces() {
+    use mtipc::internals::attach::derive_psk;
+    use openssl::derive::Deriver;
+    use openssl::pkey::PKey;
+    const N: usize = 200;
+    let p50 = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        us(pct(&v, 0.5))
+    };
+    let time = |f: &mut dyn FnMut()| -> Vec<u64> {
+        (0..N)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_nanos() as u64
+            })
+            .collect()
+    };
+    let key = ServerKey::generate().expect("key");
+    let peer = PKey::generate_x25519().expect("x25519");
+    let peer_pub =
+        PKey::public_key_from_raw_bytes(&peer.raw_public_key().unwrap(), openssl::pkey::Id::X25519)
+            .unwrap();
+    let keygen = time(&mut || {
+        ServerKey::generate().expect("key");
+    });
+    let derive = time(&mut || {
+        let mut d = Deriver::new(&peer).unwrap();
+        d.set_peer(&peer_pub).unwrap();
+        let mut out = [0u8; 32];
+        d.derive(&mut out).unwrap();
+    });
+    let hkdf = time(&mut || {
+        derive_psk(&[1; 32], &[2; 32], &[3; 32], &[4; 32]).expect("psk");
+    });
+    let fp = key.fingerprint();
+    let otk = [9u8; 32];
+    let cpu0 = cpu_ns();
+    let hs = time(&mut || {
+        let (a, b) = UnixStream::pair().unwrap();
+        let k = key.clone();
+        let server = std::thread::spawn(move || Conn::accept(a, &k, &otk, PATIENCE));
+        let c = Conn::connect(b, &fp, &otk, PATIENCE).expect("handshake");
+        let s = server.join().unwrap().expect("accept");
+        drop((c, s));
+    });
+    let cpu = (cpu_ns() - cpu0) / N as u64;
+    println!();
+    println!("The handshake's pieces, timed alone ({N} each), p50 µs:");
+    println!(
+        "  X25519 key generation (ServerKey::generate)   {:>8.1}",
+        p50(keygen)
+    );
+    println!(
+        "  X25519 shared secret                          {:>8.1}",
+        p50(derive)
+    );
+    println!(
+        "  PSK derivation (HKDF-SHA256, derive_psk)      {:>8.1}",
+        p50(hkdf)
+    );
+    println!(
+        "  whole handshake, both ends threads of this process over a socketpair: \
+         {:.0} µs wall; {:.0} µs of CPU (both ends, thread start included)",
+        p50(hs),
+        us(cpu)
+    );
 }
