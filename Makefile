@@ -95,7 +95,7 @@ soak-permit: deps
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := region_header domain_layout advert response relay_hello psk_identity session_region request_region closure volume arbiter_region etcd_record ha_message
+FUZZ_TARGETS := region_header domain_layout advert response relay_hello psk_identity session_region request_region closure volume arbiter_region etcd_record ha_message ha_roles
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

@@ -59,8 +59,8 @@ C_PLAIN     := $(C_TESTS:%=$(C_OUT)/tests/c/%)
 C_ASAN      := $(C_TESTS:%=$(C_OUT)/tests/c-asan/%)
 CXX_PLAIN   := $(CXX_TESTS:%=$(C_OUT)/tests/cpp/%)
 CXX_ASAN    := $(CXX_TESTS:%=$(C_OUT)/tests/cpp-asan/%)
-C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain $(C_OUT)/c_tenant $(C_OUT)/c_worker $(C_OUT)/c_closure $(C_OUT)/c_gateway
-CXX_EXAMPLES := $(C_OUT)/cpp_domain $(C_OUT)/cpp_tenant
+C_EXAMPLES  := $(C_OUT)/c_waiter $(C_OUT)/c_domain $(C_OUT)/c_tenant $(C_OUT)/c_worker $(C_OUT)/c_closure $(C_OUT)/c_gateway $(C_OUT)/c_ha_app
+CXX_EXAMPLES := $(C_OUT)/cpp_domain $(C_OUT)/cpp_tenant $(C_OUT)/cpp_ha_app
 # The daemon the attach tests start (as a child process).
 TEST_ENV    := MTIPCD=$(abspath $(DEBUG_DIR))/mtipcd C_WORKER=$(abspath $(C_OUT))/c_worker
 

@@ -39,6 +39,6 @@ python: venv
 # Run from the repository root so that the installed wheel, not the source
 # tree in bindings/python, is what `import mtipc` finds.
 # The attach tests start target/debug/mtipcd (or $$MTIPCD).
-test-python: python
+test-python: python c-examples
 	$(CARGO) build --bins
 	$(VENV_PY) -m pytest -p no:cacheprovider $(PY_DIR)/tests

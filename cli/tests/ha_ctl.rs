@@ -155,7 +155,6 @@ fn pid_of(pids: &[(String, Option<u64>)], name: &str) -> Option<u64> {
     pids.iter().find(|(n, _)| n == name).unwrap().1
 }
 
-#[test]
 fn status_start_stop_restart_and_groups() {
     let d = Scratch::create("ops");
     let dir = d.0.clone();
@@ -174,13 +173,27 @@ fn status_start_stop_restart_and_groups() {
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }
 
-    // Status as JSON: every process up, the supervisor's pid, the roles
-    // not split (no role pids invented).
+    // Status as JSON: every process up, the supervisor's pid; under `run`
+    // the roles not split (no role pids invented), under `up` the five
+    // roles' pids, each a live mtipc-ha process.
     let s = node.status();
-    assert_eq!(s["supervisor_pid"], node.pid());
     assert_eq!(s["node"], "t");
-    assert_eq!(s["roles"]["split"], false);
-    assert_eq!(s["roles"]["supervisor_pid"], node.pid());
+    if ha_node::mode() == "run" {
+        assert_eq!(s["supervisor_pid"], node.pid());
+        assert_eq!(s["roles"]["split"], false);
+        assert_eq!(s["roles"]["supervisor_pid"], node.pid());
+    } else {
+        assert_eq!(s["roles"]["split"], true);
+        assert_eq!(s["roles"]["node_pid"], node.pid());
+        assert_eq!(s["supervisor_pid"], s["roles"]["server"]);
+        for r in ["server", "monitor", "spawner", "master", "watcher"] {
+            let pid = s["roles"][r].as_u64().unwrap_or_else(|| panic!("{r}: {s}"));
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            let words: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            assert_eq!(words[1], b"role", "{r}");
+            assert_eq!(words[2], r.as_bytes());
+        }
+    }
     let ps = s["processes"].as_array().unwrap();
     let names: Vec<&str> = ps.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["x1", "x2", "x3", "y1"]);
@@ -196,11 +209,22 @@ fn status_start_stop_restart_and_groups() {
     // group, and the supervisor's pid.
     let text = node.ok(&["status"]);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(
-        lines[0].contains(&format!("supervisor mtipc-ha run, pid {}", node.pid())),
-        "{text}"
-    );
-    assert!(lines[1].contains("roles: not split yet"), "{text}");
+    if ha_node::mode() == "run" {
+        assert!(
+            lines[0].contains(&format!("supervisor mtipc-ha run, pid {}", node.pid())),
+            "{text}"
+        );
+        assert!(lines[1].contains("roles: not split"), "{text}");
+    } else {
+        assert!(
+            lines[0].contains(&format!("mtipc-ha up, pid {}", node.pid())),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("roles: server {}, monitor", s["roles"]["server"])),
+            "{text}"
+        );
+    }
     let head: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
         head,
@@ -320,7 +344,6 @@ fn status_start_stop_restart_and_groups() {
     assert_eq!(node.ok(&["log", "x2", "--lines", "0"]), "");
 }
 
-#[test]
 fn log_reads_the_current_file_then_the_rotated_one() {
     let d = Scratch::create("log");
     let dir = d.0.clone();
@@ -359,7 +382,6 @@ fn log_reads_the_current_file_then_the_rotated_one() {
     );
 }
 
-#[test]
 fn no_supervisor_is_an_error() {
     let d = Scratch::create("none");
     let dom = d.0.join("dom");
@@ -409,7 +431,6 @@ fn no_supervisor_is_an_error() {
     assert_eq!(node.ok(&["log", "e"]), "bye\n");
 }
 
-#[test]
 fn another_uid_is_refused() {
     const TEST: &str = "another_uid_is_refused";
     // SAFETY: geteuid has no preconditions.
@@ -478,7 +499,6 @@ fn another_uid_is_refused() {
     assert_eq!(s["pid"], pid_before);
 }
 
-#[test]
 fn waits_show_progress_time_out_and_report_failures() {
     let d = Scratch::create("wait");
     let dir = d.0.clone();
@@ -561,7 +581,6 @@ depends_on = ["bad"]
         .ends_with("(stopping)"));
 }
 
-#[test]
 fn hostile_requests_on_the_wire() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
@@ -637,7 +656,6 @@ fn hostile_requests_on_the_wire() {
     assert_eq!(s["restarts"], 0);
 }
 
-#[test]
 fn root_may_ask_a_supervisor_of_another_uid() {
     const TEST: &str = "root_may_ask_a_supervisor_of_another_uid";
     // SAFETY: geteuid has no preconditions.
@@ -664,7 +682,7 @@ fn root_may_ask_a_supervisor_of_another_uid() {
     std::fs::copy(env!("CARGO_BIN_EXE_mtipc-ha"), &ha).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_mtipc"), &ctl).unwrap();
     let child = Command::new(&ha)
-        .arg("run")
+        .arg(ha_node::mode())
         .arg(&config)
         .uid(65534)
         .gid(65534)
@@ -689,7 +707,11 @@ fn root_may_ask_a_supervisor_of_another_uid() {
     }
     // Root asks it (its peer check lets root in; root trusts it).
     let s = node.status();
-    assert_eq!(s["supervisor_pid"], node.pid());
+    if ha_node::mode() == "run" {
+        assert_eq!(s["supervisor_pid"], node.pid());
+    } else {
+        assert_eq!(s["roles"]["node_pid"], node.pid());
+    }
     let pid = node.process("s")["pid"].as_u64();
     // Its own uid too, through the copy.
     let o = Command::new(&ctl)
@@ -708,3 +730,15 @@ fn root_may_ask_a_supervisor_of_another_uid() {
     node.ok(&["stop", "s"]);
     assert_eq!(node.process("s")["state"], "stopped");
 }
+
+// Every test runs against both programs: `mtipc-ha run` (one process)
+// and `mtipc-ha up` (the five roles).
+ha_node::both!(
+    status_start_stop_restart_and_groups,
+    log_reads_the_current_file_then_the_rotated_one,
+    no_supervisor_is_an_error,
+    another_uid_is_refused,
+    waits_show_progress_time_out_and_report_failures,
+    hostile_requests_on_the_wire,
+    root_may_ask_a_supervisor_of_another_uid,
+);

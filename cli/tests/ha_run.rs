@@ -177,7 +177,6 @@ fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[test]
 fn dependency_order_priority_notify_environment() {
     let d = Scratch::create("order");
     let f = |name: &str| d.0.join(format!("stamps-{name}"));
@@ -326,7 +325,6 @@ cwd = "{cwd}"
     assert!(node.terminate(Duration::from_secs(10)).success());
 }
 
-#[test]
 fn crash_loop_is_capped_and_backs_off() {
     let d = Scratch::create("crash");
     let s = d.0.join("stamps");
@@ -379,7 +377,6 @@ depends_on = ["crash"]
     );
 }
 
-#[test]
 fn watchdog_restarts_a_silent_process() {
     let d = Scratch::create("watchdog");
     let f = d.0.join("stamps");
@@ -421,7 +418,6 @@ stop_timeout_ms = 1000
     assert!(p["last_exit"].as_str().unwrap().contains("watchdog"), "{p}");
 }
 
-#[test]
 fn ignored_stop_signal_gets_sigkill() {
     let d = Scratch::create("stopkill");
     let body = format!(
@@ -463,7 +459,6 @@ stop_timeout_ms = 400
     assert!(node.log().contains("sent SIGKILL to the group"));
 }
 
-#[test]
 fn command_that_cannot_execute_fails_with_its_reason() {
     let d = Scratch::create("exec");
     let body = r#"
@@ -503,7 +498,6 @@ depends_on = ["bad"]
     assert_eq!(log.matches("bad: ").filter(|_| true).count(), 3, "{log}");
 }
 
-#[test]
 fn sigterm_stops_in_reverse_order_and_leaves_nothing() {
     let d = Scratch::create("term");
     let dir = d.0.display().to_string();
@@ -566,13 +560,30 @@ log_keep = 2
     assert_eq!(pids.len(), 6);
     assert!(pids.iter().all(|&p| exists(p)));
     let chatty = node.process("chatty").unwrap()["pid"].as_u64().unwrap() as u32;
-    let sup = node.pid();
+    let mut sup = vec![node.pid()];
+    if ha_node::mode() == "up" {
+        // The five roles go too (the status file shows each once it runs).
+        let end = Instant::now() + Duration::from_secs(5);
+        let roles = loop {
+            let s = node.status().unwrap();
+            let r: Vec<Option<u64>> = ["server", "monitor", "spawner", "master", "watcher"]
+                .iter()
+                .map(|r| s["roles"][r].as_u64())
+                .collect();
+            if r.iter().all(Option::is_some) {
+                break r;
+            }
+            assert!(Instant::now() < end, "roles: {}", s["roles"]);
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        sup.extend(roles.into_iter().map(|p| p.unwrap() as u32));
+    }
     let st = node.terminate(Duration::from_secs(10));
     assert!(st.success(), "{st:?}\n{}", node.log());
     let stopped = stamps(&d.0.join("stopped"));
     let order: Vec<&str> = stopped.iter().map(|x| x.0.as_str()).collect();
     assert_eq!(order, ["c", "b", "a"], "reverse order");
-    for p in pids.iter().chain([&chatty, &sup]) {
+    for p in pids.iter().chain([&chatty]).chain(&sup) {
         assert!(!exists(*p), "pid {p} is left (orphan or zombie)");
     }
     let s = node.status().unwrap();
@@ -587,7 +598,6 @@ log_keep = 2
     assert!(size(".1").unwrap() <= 4096, "{:?}", size(".1"));
 }
 
-#[test]
 fn health_callback_makes_unhealthy_and_back() {
     let d = Scratch::create("health");
     let sick = d.0.join("sick");
@@ -620,7 +630,6 @@ fn uid_of(pid: u64) -> u32 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-#[test]
 fn user_is_switched_by_root_and_refused_otherwise() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -662,7 +671,7 @@ user = "65534"
         let exe = d2.0.join("mtipc-ha");
         std::fs::copy(env!("CARGO_BIN_EXE_mtipc-ha"), &exe).unwrap();
         Command::new(&exe)
-            .arg("run")
+            .arg(ha_node::mode())
             .arg(&config)
             .uid(65534)
             .gid(65534)
@@ -711,7 +720,6 @@ user = "65534"
     );
 }
 
-#[test]
 fn what_a_dead_leader_leaves_in_its_group_is_killed_and_reaped() {
     let d = Scratch::create("leftover");
     let bg = d.0.join("bg");
@@ -746,7 +754,6 @@ restart = "never"
     }
 }
 
-#[test]
 fn a_refused_file_starts_nothing() {
     let d = Scratch::create("refused");
     let config = d.0.join("node.toml");
@@ -760,7 +767,7 @@ fn a_refused_file_starts_nothing() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-        .arg("run")
+        .arg(ha_node::mode())
         .arg(&config)
         .output()
         .unwrap();
@@ -774,7 +781,6 @@ fn a_refused_file_starts_nothing() {
     assert!(!d.0.join("ran").exists(), "nothing started");
 }
 
-#[test]
 fn a_second_supervisor_of_the_domain_is_refused() {
     let d = Scratch::create("second");
     let node = Node::start(
@@ -783,7 +789,7 @@ fn a_second_supervisor_of_the_domain_is_refused() {
     );
     let first = node.wait_state("s", "up", Duration::from_secs(10));
     let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-        .arg("run")
+        .arg(ha_node::mode())
         .arg(d.0.join("node.toml"))
         .output()
         .unwrap();
@@ -803,7 +809,6 @@ fn a_second_supervisor_of_the_domain_is_refused() {
     assert_eq!(now["state"], "up");
 }
 
-#[test]
 fn a_second_sigterm_kills_at_once() {
     let d = Scratch::create("twice");
     let body = format!(
@@ -831,12 +836,22 @@ stop_timeout_ms = 20000
     let t = Instant::now();
     assert!(node.terminate(Duration::from_secs(5)).success());
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    let p = node.process("stubborn").unwrap();
-    assert_eq!(p["last_exit"], "signal SIGKILL");
+    if ha_node::mode() == "run" {
+        let p = node.process("stubborn").unwrap();
+        assert_eq!(p["last_exit"], "signal SIGKILL");
+    } else {
+        // `up` kills every group and role at once: no Server is left to
+        // write the exit down; the process is gone.
+        let pid: u32 = std::fs::read_to_string(d.0.join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!exists(pid), "pid {pid} is left");
+    }
     assert!(node.log().contains("second stop signal"));
 }
 
-#[test]
 fn restart_policies() {
     let d = Scratch::create("policies");
     let count = |name: &str| {
@@ -916,3 +931,21 @@ restart = "never"
         [1, 3, 3, 1]
     );
 }
+
+// Every test runs against both programs: `mtipc-ha run` (one process)
+// and `mtipc-ha up` (the five roles).
+ha_node::both!(
+    dependency_order_priority_notify_environment,
+    crash_loop_is_capped_and_backs_off,
+    watchdog_restarts_a_silent_process,
+    ignored_stop_signal_gets_sigkill,
+    command_that_cannot_execute_fails_with_its_reason,
+    sigterm_stops_in_reverse_order_and_leaves_nothing,
+    health_callback_makes_unhealthy_and_back,
+    user_is_switched_by_root_and_refused_otherwise,
+    what_a_dead_leader_leaves_in_its_group_is_killed_and_reaped,
+    a_refused_file_starts_nothing,
+    a_second_supervisor_of_the_domain_is_refused,
+    a_second_sigterm_kills_at_once,
+    restart_policies,
+);

@@ -772,14 +772,14 @@ impl Checker<'_> {
             .number(
                 "restart_backoff_ms",
                 &p.restart_backoff_ms,
-                1,
+                0,
                 limits::MAX_MS,
             )
             .unwrap_or(d::RESTART_BACKOFF_MS);
         let restart_backoff_max_ms = self.number(
             "restart_backoff_max_ms",
             &p.restart_backoff_max_ms,
-            1,
+            0,
             limits::MAX_MS,
         );
         let restart_backoff_max_ms = match restart_backoff_max_ms {
@@ -839,7 +839,7 @@ impl Checker<'_> {
                         crate::sys::shown(name)
                     ),
                 );
-            } else if name == crate::ha::SOCKET_ENV {
+            } else if name == crate::ha::SOCKET_ENV || name == "MTIPC_HA_PROCESS" {
                 self.at(
                     k.span().start,
                     format!("env must not set {name}: the Spawner sets it"),

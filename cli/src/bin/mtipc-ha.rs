@@ -28,8 +28,9 @@ use mtipc::internals::sync::Ordering;
 use mtipc::internals::sys::{read_note, LockFile};
 use mtipc::log::Level;
 use mtipc_cli::ha::control::{self, Control};
+use mtipc_cli::ha::roles;
 use mtipc_cli::ha::spawn;
-use mtipc_cli::ha::supervisor::{self, Options, Supervisor};
+use mtipc_cli::ha::supervisor::{self, Local, Options, Supervisor};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +71,33 @@ enum Cmd {
         #[arg(long)]
         log: Option<String>,
     },
+    /// Run the node in the foreground (fits systemd) as the five HA
+    /// roles, each its own process: this process starts the Master
+    /// Watcher, which starts the Master, which starts the Spawner, the
+    /// Monitor and the Server; each role that ends is restarted by its
+    /// watcher and takes up the running processes without restarting them.
+    /// SIGTERM or SIGINT stops every process in reverse order, then the
+    /// roles, and exits 0 (a second one: SIGKILL to everything at once).
+    Up {
+        /// The configuration file (TOML).
+        config: PathBuf,
+        /// Log level: error, warn, info, debug, trace or off (default
+        /// $MTIPC_LOG, else info); the roles log at the same level.
+        #[arg(long)]
+        log: Option<String>,
+    },
+    /// One role of a node (started by `mtipc-ha up` and the roles
+    /// themselves, not by hand).
+    #[command(hide = true)]
+    Role {
+        /// server, monitor, spawner, master or watcher.
+        role: String,
+        /// The configuration file.
+        config: PathBuf,
+        /// The node process, PID:START.
+        #[arg(long)]
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +109,45 @@ fn main() -> ExitCode {
             status_file,
             log,
         } => run(&config, status_file, log.as_deref()),
+        Cmd::Up { config, log } => {
+            if let Some(l) = &log {
+                // The roles inherit the level.
+                std::env::set_var("MTIPC_LOG", l);
+            }
+            roles::node::up(&config, log.as_deref())
+        }
+        Cmd::Role { role, config, node } => role_main(&role, config, &node),
+    }
+}
+
+/// A role's process: `mtipc-ha role ROLE CONFIG --node PID:START`.
+fn role_main(role: &str, config: PathBuf, node: &str) -> ExitCode {
+    let level = match mtipc_cli::log_level(None, Level::Info) {
+        Ok(l) => l,
+        Err(_) => Some(Level::Info),
+    };
+    mtipc_cli::log_to_stderr(level);
+    let (Some(role), Some(node)) = (roles::Role::parse(role), roles::Pid::parse(node)) else {
+        eprintln!("mtipc-ha role: bad role or --node");
+        return ExitCode::from(2);
+    };
+    let domain = match Config::load(&config) {
+        Ok(c) => c
+            .node
+            .domain
+            .clone()
+            .unwrap_or_else(mtipc::internals::domain::default_path),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = roles::Ctx::new(config, domain, node);
+    match role {
+        roles::Role::Server => roles::server::run(ctx),
+        roles::Role::Monitor => roles::monitor::run(ctx),
+        roles::Role::Spawner => roles::spawner::run(ctx),
+        roles::Role::Master | roles::Role::Watcher => roles::master::run(ctx, role),
     }
 }
 
@@ -226,8 +293,8 @@ fn run(path: &Path, status_file: Option<PathBuf>, log: Option<&str>) -> ExitCode
     let status_file = status_file.unwrap_or_else(|| supervisor::status_path(&domain));
     let mut sup = Supervisor::new(
         &c,
+        Box::new(Local::new(Some(endpoint))),
         Options {
-            endpoint: Some(endpoint),
             status_file: Some(status_file),
             domain,
         },

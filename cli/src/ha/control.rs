@@ -42,7 +42,6 @@ use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -188,17 +187,20 @@ pub fn error_answer(why: &str) -> String {
     json!({ "ok": false, "error": why }).to_string()
 }
 
-/// The status as the control socket gives it: the status file's object
-/// plus `roles` (the roles are not split yet: one process does their work).
+/// The status as the control socket gives it: the status file's object,
+/// with `roles` (the five roles' pids under `mtipc-ha up`; under
+/// `mtipc-ha run`, that one process does their work).
 pub fn status_value(sup: &Supervisor) -> Value {
     let status = sup.status();
     let pid = status.supervisor_pid;
     let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
-    v["roles"] = json!({
-        "split": false,
-        "supervisor_pid": pid,
-        "note": "the five roles are not split yet: one process, mtipc-ha run, does their work",
-    });
+    if v.get("roles").is_none() {
+        v["roles"] = json!({
+            "split": false,
+            "supervisor_pid": pid,
+            "note": "mtipc-ha run: one process does the work of the five roles",
+        });
+    }
     v
 }
 
@@ -278,8 +280,7 @@ impl Control {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = super::listen_at(path)?;
         let (tx, rx) = mpsc::sync_channel::<Pending>(64);
         let active = Arc::new(AtomicU32::new(0));
         std::thread::Builder::new()

@@ -18,5 +18,95 @@
 //! owns the endpoint and the monitoring half of `step`.
 
 pub mod control;
+pub mod monitor;
+pub mod roles;
 pub mod spawn;
 pub mod supervisor;
+
+/// Replaces `path` with `bytes` atomically for readers (a temporary file,
+/// mode 0600, renamed over it), without `fsync`: the HA state files
+/// (`status.json`, the Spawner's `spawner.json`) describe processes,
+/// which a power loss takes with them, so only atomicity matters, and a
+/// restart after `kill -9` is not slowed by disk flushes.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// A descriptor that becomes readable when the process `pid` started at
+/// `start` ends (`pidfd_open`), whoever its parent is; `None` if that
+/// process is not running (or no descriptor is left: the caller falls
+/// back to `/proc`).
+pub fn pidfd(pid: u32, start: u64) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a system call with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returned a new descriptor nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+    // Checked after the open: the pid could have been reused before it.
+    let same = mtipc::internals::sys::ProcId::of(pid)
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.start == start);
+    same.then_some(fd)
+}
+
+/// Which of `fds` are readable now (a pidfd: its process ended), in one
+/// `poll` without waiting.
+pub fn readable_now(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: p is a valid array of p.len() pollfd.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter().map(|x| x.revents != 0).collect()
+}
+
+/// Listens on a UNIX stream socket at `path`, mode 0600, made at a
+/// temporary name and renamed into place once it listens: a client that
+/// finds the file never meets a socket that is bound but not listening yet
+/// (`ECONNREFUSED`). Whatever is at `path` is replaced: the caller owns it
+/// (holds the lock that makes it the only server of that path).
+pub fn listen_at(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let l = std::os::unix::net::UnixListener::bind(&tmp)?;
+    let r = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(l)
+}

@@ -87,21 +87,63 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The variable that names a supervised process's configured name in its
+/// environment (set by the Spawner beside `MTIPC_HA_SOCKET`): how a
+/// restarted Spawner recognises a process it started just before it died.
+pub const PROCESS_ENV: &str = "MTIPC_HA_PROCESS";
+
 /// Starts `p`: its log opened (created mode 0600, appended), then fork and
 /// exec. `socket` is the Monitor's socket, passed in `MTIPC_HA_SOCKET`.
 /// `Err` is the reason it could not start, one line (the exec error
 /// included: std reports it from the child through a close-on-exec pipe).
+/// A thread of this process copies its output into the log.
 pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, String> {
+    let (spawned, rd, writer) = start(p, log, socket)?;
+    copy_log(&p.name, rd, writer).map_err(|e| format!("log thread: {e}"))?;
+    Ok(spawned)
+}
+
+/// Copies what `rd` (the read end of a process's output pipe) gives into
+/// `writer`, in a thread, until every holder of the write end is gone.
+pub fn copy_log(name: &str, rd: OwnedFd, mut writer: LogWriter) -> std::io::Result<()> {
+    let mut rd = File::from(rd);
+    std::thread::Builder::new()
+        .name(format!("mtipc-ha-log-{name}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match rd.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => writer.write(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// As [`spawn`], but the output is left to the caller: the read end of
+/// the process's output pipe and its log, opened (so that a log that
+/// cannot be written is the start's failure). The Spawner role hands both
+/// to `mtipc-ha up`, which outlives it, so that a process never writes
+/// into a pipe nobody reads.
+pub fn start(
+    p: &Process,
+    log: &Path,
+    socket: Option<&Path>,
+) -> Result<(Spawned, OwnedFd, LogWriter), String> {
     let ids = match &p.user {
         Some(u) => resolve_user(u)?,
         None => None,
     };
-    let mut writer = LogWriter::open(log, p.log_max_bytes, p.log_keep)?;
+    let writer = LogWriter::open(log, p.log_max_bytes, p.log_keep)?;
     let (rd, wr) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let wr2 = wr.try_clone().map_err(|e| format!("pipe: {e}"))?;
     let mut cmd = Command::new(&p.command[0]);
     cmd.args(&p.command[1..])
         .envs(&p.env)
+        .env(PROCESS_ENV, &p.name)
         .current_dir(&p.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(wr))
@@ -142,23 +184,7 @@ pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, 
         .ok()
         .flatten()
         .map_or(0, |id| id.start);
-    let name = format!("mtipc-ha-log-{}", p.name);
-    let mut rd = File::from(rd);
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match rd.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => writer.write(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        })
-        .map_err(|e| format!("log thread: {e}"))?;
-    Ok(Spawned { pid, start })
+    Ok((Spawned { pid, start }, rd, writer))
 }
 
 /// Marks every descriptor from 3 up close-on-exec, in the child between
@@ -205,7 +231,8 @@ pub fn signal_group(pgid: u32, sig: i32) -> bool {
 }
 
 /// How a reaped child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Exit {
     /// `exit(code)`.
     Code(i32),

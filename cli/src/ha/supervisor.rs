@@ -14,18 +14,25 @@
 //!
 //! Every state change is a log event (target `mtipc-ha`) and, when a
 //! status file is set, rewrites it atomically.
+//!
+//! What the table asks for goes through a [`Backend`]: starting a process,
+//! signalling its group, watching it; and what happened comes back from it
+//! ([`Happening`]: an exit, something the Monitor saw). [`Local`] does it
+//! all in this process (`mtipc-ha run`); the Server role of `mtipc-ha up`
+//! uses one that talks to the Spawner and the Monitor roles.
 
-use super::spawn::{self, Exit};
+use super::monitor::{Monitoring, Seen, Watch};
+use super::spawn::{self, Exit, Spawned};
 use mtipc::ha::config::{Config, Process, Ready, Restart};
-use mtipc::internals::ha::{ConnId, Endpoint, Event, Health};
+use mtipc::internals::ha::Endpoint;
 use mtipc::log::Level;
-use serde::Serialize;
-use std::collections::VecDeque;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A supervised process's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not running and not wanted (or exited cleanly under its policy).
@@ -104,14 +111,10 @@ struct Entry {
     /// When the restarts within the current window happened.
     recent: VecDeque<Instant>,
     last_exit: Option<String>,
-    conn: Option<ConnId>,
     said_ready: bool,
     stopping: Option<Stopping>,
     /// When a process in backoff (or failed to execute) is started again.
     retry_at: Option<Instant>,
-    next_monitor: Instant,
-    heartbeat: Instant,
-    health_poll: Option<u64>,
 }
 
 impl Entry {
@@ -129,7 +132,7 @@ impl Entry {
 }
 
 /// One process in the status file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessStatus {
     /// Its name.
     pub name: String,
@@ -160,14 +163,18 @@ pub struct ProcessStatus {
 }
 
 /// The status file (`<domain>/ha/status.json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     /// Format version: 1.
     pub version: u32,
     /// The node's name.
     pub node: String,
-    /// The supervisor's pid.
+    /// The supervisor's pid (under `mtipc-ha up`: the Server's).
     pub supervisor_pid: u32,
+    /// The roles and their pids (`mtipc-ha up`), or that they are not
+    /// split (`mtipc-ha run`); set by the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<serde_json::Value>,
     /// When this was written (ms since the epoch).
     pub updated_unix_ms: u64,
     /// Whether the node is stopping (everything stops, in order).
@@ -176,12 +183,118 @@ pub struct Status {
     pub processes: Vec<ProcessStatus>,
 }
 
+/// What happened to a process, as the backend reports it.
+#[derive(Debug)]
+pub enum Happening {
+    /// It ended (reaped: the Spawner's `waitpid`).
+    Exited {
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        exit: Exit,
+    },
+    /// The Monitor saw something.
+    Seen(Seen),
+}
+
+/// Why a backend could not start a process.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The process cannot start (the reason, one line): it is `failed`
+    /// and retried after its backoff.
+    Failed(String),
+    /// The Spawner cannot be reached now (it is being restarted): tried
+    /// again in a later round, not counted against the process.
+    Unavailable(String),
+}
+
+/// Where the table's requests go and its news come from.
+pub trait Backend {
+    /// Starts `p` with its output to `log`.
+    fn spawn(&mut self, p: &Process, log: &Path) -> Result<Spawned, SpawnError>;
+    /// Sends `sig` to the process group of `pid` (a process it started).
+    fn signal(&mut self, pid: u32, start: u64, sig: i32);
+    /// Starts watching a running process (at its `monitor_ms`).
+    fn watch(&mut self, w: Watch);
+    /// Stops watching `pid`.
+    fn unwatch(&mut self, pid: u32);
+    /// Waits at most `wait` for news; appends them to `out`.
+    fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>);
+}
+
+/// The backend of `mtipc-ha run`: everything in this process. It spawns
+/// with [`spawn::spawn`] (the logs copied by threads of this process),
+/// reaps with `waitpid(-1)` (this process being the subreaper of what its
+/// children leave), and watches with a [`Monitoring`] on the endpoint.
+pub struct Local {
+    mon: Monitoring,
+    ours: HashSet<u32>,
+}
+
+impl Local {
+    /// A backend listening for the hooks on `endpoint` (`MTIPC_HA_SOCKET`
+    /// names its path); without it `notify` processes never become ready
+    /// and watchdogs and health polls have nothing to go by.
+    pub fn new(endpoint: Option<Endpoint>) -> Local {
+        Local {
+            mon: Monitoring::new(endpoint),
+            ours: HashSet::new(),
+        }
+    }
+
+    fn reap(&mut self, out: &mut Vec<Happening>) {
+        loop {
+            let ours = &self.ours;
+            // Whatever a leader left in its group goes with it, killed
+            // while the leader is a zombie (its group id not reusable).
+            let reaped = spawn::reap(|pid| {
+                if ours.contains(&pid) {
+                    spawn::signal_group(pid, libc::SIGKILL);
+                }
+            });
+            let Some((pid, exit)) = reaped else { break };
+            if self.ours.remove(&pid) {
+                out.push(Happening::Exited { pid, exit });
+            }
+            // Otherwise: an orphan of a supervised process, reparented to
+            // this subreaper; reaped, nothing else to do.
+        }
+    }
+}
+
+impl Backend for Local {
+    fn spawn(&mut self, p: &Process, log: &Path) -> Result<Spawned, SpawnError> {
+        let s = spawn::spawn(p, log, self.mon.socket()).map_err(SpawnError::Failed)?;
+        self.ours.insert(s.pid);
+        Ok(s)
+    }
+
+    fn signal(&mut self, pid: u32, _start: u64, sig: i32) {
+        if self.ours.contains(&pid) {
+            spawn::signal_group(pid, sig);
+        }
+    }
+
+    fn watch(&mut self, w: Watch) {
+        self.mon.watch(w);
+    }
+
+    fn unwatch(&mut self, pid: u32) {
+        self.mon.unwatch(pid);
+    }
+
+    fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>) {
+        self.reap(out);
+        let wait = if out.is_empty() { wait } else { Duration::ZERO };
+        let mut seen = Vec::new();
+        self.mon.step(wait, &mut seen);
+        out.extend(seen.into_iter().map(Happening::Seen));
+        self.reap(out);
+    }
+}
+
 /// Options of a supervisor.
 pub struct Options {
-    /// The hooks' endpoint (`MTIPC_HA_SOCKET` names its path); without it
-    /// `notify` processes never become ready and watchdogs and health
-    /// polls have nothing to go by.
-    pub endpoint: Option<Endpoint>,
     /// Where to write the status on every change.
     pub status_file: Option<PathBuf>,
     /// The node's domain (default log files are under it).
@@ -192,10 +305,14 @@ pub struct Options {
 pub struct Supervisor {
     node: String,
     entries: Vec<Entry>,
-    endpoint: Option<Endpoint>,
+    backend: Box<dyn Backend>,
     status_file: Option<PathBuf>,
     node_stopping: bool,
     dirty: bool,
+    /// Why nothing can be spawned now (the Spawner is unreachable).
+    unavailable: Option<String>,
+    /// What the status says of the roles (`roles` in the JSON).
+    roles: Option<serde_json::Value>,
 }
 
 const TARGET: &str = "mtipc-ha";
@@ -210,8 +327,9 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Supervisor {
-    /// A supervisor of `config`'s processes, none started yet.
-    pub fn new(config: &Config, opts: Options) -> Supervisor {
+    /// A supervisor of `config`'s processes, none started yet, working
+    /// through `backend`.
+    pub fn new(config: &Config, backend: Box<dyn Backend>, opts: Options) -> Supervisor {
         let now = Instant::now();
         let entries = config
             .start_order()
@@ -228,23 +346,106 @@ impl Supervisor {
                 restarts: 0,
                 recent: VecDeque::new(),
                 last_exit: None,
-                conn: None,
                 said_ready: false,
                 stopping: None,
                 retry_at: None,
-                next_monitor: now,
-                heartbeat: now,
-                health_poll: None,
             })
             .collect();
         Supervisor {
             node: config.node.name.clone(),
             entries,
-            endpoint: opts.endpoint,
+            backend,
             status_file: opts.status_file,
             node_stopping: false,
             dirty: true,
+            unavailable: None,
+            roles: None,
         }
+    }
+
+    /// Sets what the status says of the roles (`roles`).
+    pub fn set_roles(&mut self, roles: serde_json::Value) {
+        if self.roles.as_ref() != Some(&roles) {
+            self.roles = Some(roles);
+            self.dirty = true;
+        }
+    }
+
+    /// Whether the node is stopping (`stop_all` was called).
+    pub fn node_stopping(&self) -> bool {
+        self.node_stopping
+    }
+
+    /// Takes up the table a previous Server left (its status file) and
+    /// what the Spawner says runs now (`running`: name, pid, start): a
+    /// process that runs keeps running with its state (nothing is
+    /// restarted); one that ran and is gone is handled as ended when its
+    /// exit comes, or at once as a failure when the Spawner knows nothing
+    /// of it. `want`, `restarts` and `last_exit` carry over.
+    pub fn take_up(&mut self, old: &Status, running: &[(String, u32, u64)], stopping: bool) {
+        let now = Instant::now();
+        if stopping {
+            self.node_stopping = true;
+        }
+        for i in 0..self.entries.len() {
+            let name = self.entries[i].cfg.name.clone();
+            let prev = old.processes.iter().find(|p| p.name == name);
+            let run = running.iter().find(|r| r.0 == name);
+            let e = &mut self.entries[i];
+            if let Some(p) = prev {
+                e.want = p.wanted && !stopping;
+                e.restarts = p.restarts;
+                e.last_exit.clone_from(&p.last_exit);
+            }
+            let Some(&(_, pid, start)) = run else {
+                if let Some(p) = prev {
+                    if !matches!(p.state, State::Failed) {
+                        continue;
+                    }
+                    e.state = State::Failed;
+                    e.reason.clone_from(&p.reason);
+                }
+                continue;
+            };
+            e.pid = Some(pid);
+            e.start = start;
+            let same = prev.is_some_and(|p| p.pid == Some(pid) && p.start == Some(start));
+            let state = match prev.map(|p| p.state) {
+                Some(s @ (State::Up | State::Ready | State::Starting | State::Unhealthy))
+                    if same =>
+                {
+                    s
+                }
+                _ => match e.cfg.ready {
+                    Ready::Started => State::Up,
+                    Ready::Notify => State::Starting,
+                },
+            };
+            e.said_ready = state == State::Ready
+                || (state == State::Unhealthy && e.cfg.ready == Ready::Notify);
+            let up_ms = prev.filter(|_| same).and_then(|p| p.uptime_ms).unwrap_or(0);
+            e.started = now.checked_sub(Duration::from_millis(up_ms)).unwrap_or(now);
+            e.started_at = prev
+                .filter(|_| same)
+                .and_then(|p| p.started_unix_ms)
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                .or(Some(SystemTime::now()));
+            e.state = state;
+            e.reason = None;
+            let w = Watch {
+                name: e.cfg.name.clone(),
+                pid,
+                start,
+                monitor_ms: e.cfg.monitor_ms,
+                watchdog_ms: e.cfg.watchdog_ms,
+            };
+            self.backend.watch(w);
+            log(
+                Level::Info,
+                &format!("{name}: taken up running (pid {pid}, {state})"),
+            );
+        }
+        self.dirty = true;
     }
 
     fn index(&self, name: &str) -> Result<usize, String> {
@@ -295,7 +496,9 @@ impl Supervisor {
         for i in 0..self.entries.len() {
             let e = &mut self.entries[i];
             let Some(pid) = e.pid else { continue };
-            spawn::signal_group(pid, libc::SIGKILL);
+            let start = e.start;
+            self.backend.signal(pid, start, libc::SIGKILL);
+            let e = &mut self.entries[i];
             e.stopping = Some(Stopping {
                 cause: Cause::Asked,
                 kill_at: Instant::now(),
@@ -371,6 +574,7 @@ impl Supervisor {
             version: 1,
             node: self.node.clone(),
             supervisor_pid: std::process::id(),
+            roles: self.roles.clone(),
             updated_unix_ms: unix_ms(now),
             stopping: self.node_stopping,
             processes: self
@@ -427,17 +631,67 @@ impl Supervisor {
     pub fn step(&mut self, wait: Duration) {
         self.act();
         let wait = wait.min(self.until_next_deadline());
-        self.endpoint_events(wait);
+        let mut news = Vec::new();
+        self.backend.wait(wait, &mut news);
+        for h in news {
+            self.happened(h);
+        }
         self.act();
     }
 
     fn act(&mut self) {
-        self.reap();
         let now = Instant::now();
         self.start_ready(now);
         self.stop_due(now);
-        self.monitor(now);
         self.write_status();
+    }
+
+    fn by_pid(&self, pid: u32) -> Option<usize> {
+        self.entries.iter().position(|e| e.pid == Some(pid))
+    }
+
+    fn happened(&mut self, h: Happening) {
+        match h {
+            Happening::Exited { pid, exit } => {
+                if let Some(i) = self.by_pid(pid) {
+                    self.exited(i, exit);
+                }
+            }
+            Happening::Seen(Seen::Ready { pid }) => {
+                let Some(i) = self.by_pid(pid) else { return };
+                let e = &mut self.entries[i];
+                e.said_ready = true;
+                if e.cfg.ready == Ready::Notify && e.state == State::Starting {
+                    self.set_state(i, State::Ready, None);
+                }
+            }
+            Happening::Seen(Seen::Unhealthy { pid, why }) => {
+                let Some(i) = self.by_pid(pid) else { return };
+                if self.entries[i].stopping.is_none() {
+                    self.set_state(i, State::Unhealthy, Some(why));
+                }
+            }
+            Happening::Seen(Seen::Healthy { pid }) => {
+                let Some(i) = self.by_pid(pid) else { return };
+                let e = &self.entries[i];
+                if e.state == State::Unhealthy {
+                    let back = if e.cfg.ready == Ready::Started {
+                        State::Up
+                    } else if e.said_ready {
+                        State::Ready
+                    } else {
+                        State::Starting
+                    };
+                    self.set_state(i, back, None);
+                }
+            }
+            Happening::Seen(Seen::Watchdog { pid }) => {
+                let Some(i) = self.by_pid(pid) else { return };
+                if self.entries[i].stopping.is_none() && self.entries[i].cfg.watchdog_ms > 0 {
+                    self.send_stop(i, Cause::Watchdog);
+                }
+            }
+        }
     }
 
     /// Time until the earliest timer of the table.
@@ -454,30 +708,11 @@ impl Supervisor {
                     at(s.kill_at);
                 }
             }
-            if e.running() {
-                at(e.next_monitor);
-            }
+        }
+        if self.unavailable.is_some() && self.entries.iter().any(|e| e.want && !e.running()) {
+            at(Instant::now() + Duration::from_millis(50));
         }
         next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-    }
-
-    fn reap(&mut self) {
-        loop {
-            let ours = |pid: u32| self.entries.iter().any(|e| e.pid == Some(pid));
-            // Whatever a leader left in its group goes with it, killed
-            // while the leader is a zombie (its group id not reusable).
-            let reaped = spawn::reap(|pid| {
-                if ours(pid) {
-                    spawn::signal_group(pid, libc::SIGKILL);
-                }
-            });
-            let Some((pid, exit)) = reaped else { break };
-            if let Some(i) = self.entries.iter().position(|e| e.pid == Some(pid)) {
-                self.exited(i, exit);
-            }
-            // Otherwise: an orphan of a supervised process, reparented to
-            // this subreaper; reaped, nothing else to do.
-        }
     }
 
     fn exited(&mut self, i: usize, exit: Exit) {
@@ -485,14 +720,11 @@ impl Supervisor {
         let cause = self.entries[i].stopping.take().map(|s| s.cause);
         {
             let e = &mut self.entries[i];
-            e.pid = None;
-            if let Some(c) = e.conn.take() {
-                if let Some(ep) = &mut self.endpoint {
-                    ep.close(c);
-                }
+            if let Some(pid) = e.pid.take() {
+                self.backend.unwatch(pid);
             }
+            let e = &mut self.entries[i];
             e.said_ready = false;
-            e.health_poll = None;
             e.last_exit = Some(match cause {
                 Some(Cause::Watchdog) => format!("{exit} (watchdog)"),
                 _ => exit.to_string(),
@@ -587,7 +819,11 @@ impl Supervisor {
     }
 
     fn start_ready(&mut self, now: Instant) {
+        let mut unavailable = None;
         for i in 0..self.entries.len() {
+            if unavailable.is_some() {
+                break;
+            }
             let e = &self.entries[i];
             if !e.want || e.running() {
                 continue;
@@ -603,10 +839,28 @@ impl Supervisor {
             if let Some(why) = self.blocked(i) {
                 // A retry that is due waits for its dependencies as held.
                 self.entries[i].retry_at = None;
-                self.set_state(i, State::Held, Some(why));
+                // Still waiting, only for another state of the same wait
+                // (`waiting for db (held)`, then `(starting)`): no change
+                // worth a log line and a status write.
+                let e = &self.entries[i];
+                let same_wait = e.state == State::Held
+                    && why.starts_with("waiting for ")
+                    && e.reason.as_deref().is_some_and(|r| {
+                        r.starts_with("waiting for ")
+                            && r.split(' ').nth(2) == why.split(' ').nth(2)
+                    });
+                if !same_wait {
+                    self.set_state(i, State::Held, Some(why));
+                }
                 continue;
             }
-            self.spawn(i, now);
+            unavailable = self.spawn(i, now);
+        }
+        if unavailable != self.unavailable {
+            if let Some(why) = &unavailable {
+                log(Level::Warn, &format!("cannot start processes now: {why}"));
+            }
+            self.unavailable = unavailable;
         }
         // Processes no longer wanted that are not running are stopped (a
         // failed one stays failed, its retry called off).
@@ -622,14 +876,13 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&mut self, i: usize, now: Instant) {
-        let socket = self.endpoint.as_ref().map(|ep| ep.path().to_path_buf());
-        let result = spawn::spawn(
-            &self.entries[i].cfg,
-            &self.entries[i].log,
-            socket.as_deref(),
-        );
+    /// Starts `i`; `Some(why)` when the backend cannot start anything now.
+    fn spawn(&mut self, i: usize, now: Instant) -> Option<String> {
+        let result = self
+            .backend
+            .spawn(&self.entries[i].cfg, &self.entries[i].log);
         match result {
+            Err(SpawnError::Unavailable(why)) => return Some(why),
             Ok(s) => {
                 let e = &mut self.entries[i];
                 e.pid = Some(s.pid);
@@ -638,16 +891,21 @@ impl Supervisor {
                 e.started = now;
                 e.retry_at = None;
                 e.said_ready = false;
-                e.heartbeat = now;
-                e.health_poll = None;
-                e.next_monitor = now + Duration::from_millis(e.cfg.monitor_ms);
+                let w = Watch {
+                    name: e.cfg.name.clone(),
+                    pid: s.pid,
+                    start: s.start,
+                    monitor_ms: e.cfg.monitor_ms,
+                    watchdog_ms: e.cfg.watchdog_ms,
+                };
                 let state = match e.cfg.ready {
                     Ready::Started => State::Up,
                     Ready::Notify => State::Starting,
                 };
+                self.backend.watch(w);
                 self.set_state(i, state, None);
             }
-            Err(why) => {
+            Err(SpawnError::Failed(why)) => {
                 let e = &mut self.entries[i];
                 e.last_exit = None;
                 let retry = match e.cfg.restart {
@@ -662,15 +920,19 @@ impl Supervisor {
                 self.set_state(i, State::Failed, Some(format!("{why}; {then}")));
             }
         }
+        None
     }
 
     fn send_stop(&mut self, i: usize, cause: Cause) {
-        let e = &mut self.entries[i];
-        let Some(pid) = e.pid else { return };
-        let sig = e.cfg.stop_signal;
-        spawn::signal_group(pid, sig.number);
+        let Some(pid) = self.entries[i].pid else {
+            return;
+        };
+        let start = self.entries[i].start;
+        let sig = self.entries[i].cfg.stop_signal;
+        self.backend.signal(pid, start, sig.number);
         // SIGCONT, so that a stopped (SIGSTOP) group can take its signal.
-        spawn::signal_group(pid, libc::SIGCONT);
+        self.backend.signal(pid, start, libc::SIGCONT);
+        let e = &mut self.entries[i];
         e.stopping = Some(Stopping {
             cause,
             kill_at: Instant::now() + Duration::from_millis(e.cfg.stop_timeout_ms),
@@ -710,172 +972,15 @@ impl Supervisor {
             };
             if !s.killed && now >= s.kill_at {
                 s.killed = true;
-                spawn::signal_group(pid, libc::SIGKILL);
+                let start = e.start;
+                self.backend.signal(pid, start, libc::SIGKILL);
+                let e = &self.entries[i];
                 let line = format!(
                     "stop timeout {} ms passed; sent SIGKILL to the group",
                     e.cfg.stop_timeout_ms
                 );
                 self.set_state(i, State::Stopping, Some(line));
             }
-        }
-    }
-
-    fn monitor(&mut self, now: Instant) {
-        for i in 0..self.entries.len() {
-            let e = &mut self.entries[i];
-            let Some(pid) = e.pid else { continue };
-            if e.stopping.is_some() || now < e.next_monitor {
-                continue;
-            }
-            let period = Duration::from_millis(e.cfg.monitor_ms);
-            e.next_monitor = (e.next_monitor + period).max(now);
-            // Liveness: the pid is still the process started (waitpid
-            // reports its end; this catches a table that lost track).
-            let alive = mtipc::internals::sys::ProcId::of(pid)
-                .ok()
-                .flatten()
-                .is_some_and(|p| p.start == e.start);
-            if !alive {
-                log(
-                    Level::Warn,
-                    &format!("{}: pid {pid} is not the process started", e.cfg.name),
-                );
-                continue;
-            }
-            if e.cfg.watchdog_ms > 0
-                && now.duration_since(e.heartbeat) > Duration::from_millis(e.cfg.watchdog_ms)
-            {
-                self.send_stop(i, Cause::Watchdog);
-                continue;
-            }
-            let Some(conn) = e.conn else { continue };
-            if e.health_poll.take().is_some() && e.state != State::Unhealthy {
-                // The last poll is still unanswered a period later.
-                self.set_state(
-                    i,
-                    State::Unhealthy,
-                    Some("no answer to the health poll".into()),
-                );
-            }
-            let Some(ep) = &mut self.endpoint else {
-                continue;
-            };
-            if let Ok(seq) = ep.poll_health(conn) {
-                self.entries[i].health_poll = Some(seq);
-            }
-        }
-    }
-
-    fn by_conn(&self, conn: ConnId) -> Option<usize> {
-        self.entries.iter().position(|e| e.conn == Some(conn))
-    }
-
-    fn endpoint_events(&mut self, wait: Duration) {
-        let Some(ep) = &mut self.endpoint else {
-            std::thread::sleep(wait);
-            return;
-        };
-        let mut wait = wait;
-        let mut events = Vec::new();
-        loop {
-            match ep.next_event(wait) {
-                Ok(Some(ev)) => events.push(ev),
-                Ok(None) => break,
-                Err(e) => {
-                    log(Level::Error, &format!("ha endpoint: {e}"));
-                    std::thread::sleep(wait);
-                    break;
-                }
-            }
-            // Once something came, take what else is there at once.
-            wait = Duration::from_millis(1);
-            if events.len() >= 256 {
-                break;
-            }
-        }
-        for ev in events {
-            self.event(ev);
-        }
-    }
-
-    fn event(&mut self, ev: Event) {
-        match ev {
-            Event::Connected { conn, proc } => {
-                let i = self
-                    .entries
-                    .iter()
-                    .position(|e| e.pid == Some(proc.pid) && e.start == proc.start);
-                match i {
-                    Some(i) => self.entries[i].conn = Some(conn),
-                    None => {
-                        // Not a process of this table (a child of one, or
-                        // a stranger of the same uid): not listened to.
-                        log(
-                            Level::Warn,
-                            &format!(
-                                "ha endpoint: pid {} is not a supervised process; closed",
-                                proc.pid
-                            ),
-                        );
-                        if let Some(ep) = &mut self.endpoint {
-                            ep.close(conn);
-                        }
-                    }
-                }
-            }
-            Event::Ready { conn } => {
-                let Some(i) = self.by_conn(conn) else { return };
-                let e = &mut self.entries[i];
-                e.said_ready = true;
-                if e.cfg.ready == Ready::Notify && e.state == State::Starting {
-                    self.set_state(i, State::Ready, None);
-                }
-            }
-            Event::Heartbeat { conn } => {
-                if let Some(i) = self.by_conn(conn) {
-                    self.entries[i].heartbeat = Instant::now();
-                }
-            }
-            Event::Health { conn, seq, health } => {
-                let Some(i) = self.by_conn(conn) else { return };
-                let e = &mut self.entries[i];
-                if e.health_poll == Some(seq) {
-                    e.health_poll = None;
-                }
-                match health {
-                    Health::Fail => {
-                        if e.stopping.is_none() {
-                            self.set_state(
-                                i,
-                                State::Unhealthy,
-                                Some("the health callback said fail".into()),
-                            );
-                        }
-                    }
-                    Health::Ok | Health::None => {
-                        if e.state == State::Unhealthy {
-                            let back = if e.cfg.ready == Ready::Started {
-                                State::Up
-                            } else if e.said_ready {
-                                State::Ready
-                            } else {
-                                State::Starting
-                            };
-                            self.set_state(i, back, None);
-                        }
-                    }
-                }
-            }
-            Event::Closed { conn, .. } => {
-                if let Some(i) = self.by_conn(conn) {
-                    self.entries[i].conn = None;
-                    self.entries[i].health_poll = None;
-                }
-            }
-            Event::Refused { pid, uid, reason } => log(
-                Level::Warn,
-                &format!("ha endpoint: refused pid {pid} (uid {uid}): {reason}"),
-            ),
         }
     }
 
@@ -892,16 +997,7 @@ impl Supervisor {
             Err(e) => return log(Level::Error, &format!("status: {e}")),
         };
         text.push(b'\n');
-        let r = mtipc::internals::sys::replace(
-            path,
-            |f| {
-                use std::io::Write;
-                f.write_all(&text)
-                    .map_err(|e| mtipc::Error::io(path.display(), e))
-            },
-            || Ok(true),
-        );
-        if let Err(e) = r {
+        if let Err(e) = super::replace_file(path, &text) {
             log(
                 Level::Error,
                 &format!("status file {}: {e}", path.display()),
@@ -1025,8 +1121,8 @@ mod tests {
         let config = Config::parse(&text, Path::new("groups.toml")).unwrap();
         let mut sup = Guard(Supervisor::new(
             &config,
+            Box::new(Local::new(None)),
             Options {
-                endpoint: None,
                 status_file: None,
                 domain: dir.clone(),
             },
@@ -1102,8 +1198,8 @@ mod tests {
         let config = Config::parse(&text, Path::new("restart.toml")).unwrap();
         let mut sup = Guard(Supervisor::new(
             &config,
+            Box::new(Local::new(None)),
             Options {
-                endpoint: None,
                 status_file: None,
                 domain: dir.clone(),
             },

@@ -1,14 +1,49 @@
-//! The node both HA test files run: `mtipc-ha run` over a configuration
-//! written into a scratch directory, its domain `DIR/dom`, its stderr in
-//! `DIR/stderr`; stopped (SIGTERM, then SIGKILL) when dropped. Each test
+//! The node both HA test files run: `mtipc-ha run` or `mtipc-ha up` (the
+//! test's [`mode`]) over a configuration written into a scratch directory,
+//! its domain `DIR/dom`, its stderr in `DIR/stderr`; stopped (SIGTERM,
+//! then SIGKILL) when dropped. [`both!`] makes each listed test run under
+//! both programs (`run::NAME` and `up::NAME`). Each test
 //! file adds its own methods in an `impl Node` block of its own (the
 //! status read from the file, or asked of `mtipc ha`).
 //!
 //! Included with `mod ha_node;` (not every file uses every item).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+thread_local! {
+    static MODE: Cell<&'static str> = const { Cell::new("run") };
+}
+
+/// The program this test runs: `"run"` or `"up"`.
+#[allow(dead_code)]
+pub fn mode() -> &'static str {
+    MODE.with(Cell::get)
+}
+
+/// Sets [`mode`] for this test's thread.
+#[allow(dead_code)]
+pub fn set_mode(m: &'static str) {
+    MODE.with(|c| c.set(m));
+}
+
+/// `both!(a, b)`: tests `run::a`, `up::a`, `run::b`, `up::b`, each calling
+/// the function of that name with [`mode`] set.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod run {
+            $( #[test] fn $name() { $crate::ha_node::set_mode("run"); super::$name(); } )*
+        }
+        mod up {
+            $( #[test] fn $name() { $crate::ha_node::set_mode("up"); super::$name(); } )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;
 
 /// A node running `mtipc-ha run` over the processes in `body`.
 pub struct Node {
@@ -19,7 +54,7 @@ pub struct Node {
 #[allow(dead_code)]
 impl Node {
     /// Writes `DIR/node.toml` (node "t", domain `DIR/dom`, then `body`)
-    /// and starts `mtipc-ha run` on it.
+    /// and starts `mtipc-ha run` (or `up`: [`mode`]) on it.
     pub fn start(dir: &Path, body: &str) -> Node {
         let config = dir.join("node.toml");
         let text = format!(
@@ -29,7 +64,7 @@ impl Node {
         std::fs::write(&config, text).unwrap();
         let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-            .arg("run")
+            .arg(mode())
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -47,7 +82,7 @@ impl Node {
         self.dir.join("dom")
     }
 
-    /// The supervisor's pid.
+    /// The supervisor's pid (`up`: the node process's).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

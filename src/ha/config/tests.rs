@@ -161,6 +161,17 @@ log_keep = 0
         "{NODE}[[process]]\nname = \"y\"\ncommand = [\"/b\"]\nrestart_backoff_ms = 60000\n"
     ));
     assert_eq!(c.processes[0].restart_backoff_max_ms, 60_000);
+    // 0: restarted at once (the crash loop still held by restart_max).
+    let c = good(&format!(
+        "{NODE}[[process]]\nname = \"y\"\ncommand = [\"/b\"]\nrestart_backoff_ms = 0\nrestart_backoff_max_ms = 0\n"
+    ));
+    assert_eq!(
+        (
+            c.processes[0].restart_backoff_ms,
+            c.processes[0].restart_backoff_max_ms
+        ),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -227,7 +238,11 @@ fn bad_values_are_refused_with_the_reason() {
     assert_refused(&p("monitor_ms = -1"), 6, "monitor_ms = -1 is negative");
     assert_refused(&p("monitor_ms = 0"), 6, "must not be 0");
     assert_refused(&p("watchdog_ms = 3"), 6, "watchdog_ms = 3");
-    assert_refused(&p("restart_backoff_ms = 0"), 6, "must not be 0");
+    assert_refused(
+        &p("restart_backoff_ms = -1"),
+        6,
+        "restart_backoff_ms = -1 is negative",
+    );
     assert_refused(&p("restart_max = 0"), 6, "restart_max = 0 must not be 0");
     assert_refused(&p("stop_timeout_ms = 0"), 6, "stop_timeout_ms");
     assert_refused(
@@ -260,6 +275,11 @@ fn bad_values_are_refused_with_the_reason() {
         &p("env = { MTIPC_HA_SOCKET = \"/x\" }"),
         6,
         "the Spawner sets it",
+    );
+    assert_refused(
+        &p("env = { MTIPC_HA_PROCESS = \"db\" }"),
+        6,
+        "env must not set MTIPC_HA_PROCESS: the Spawner sets it",
     );
     assert_refused(&p("tenant_group = \"../g\""), 6, "tenant_group \"../g\"");
     assert_refused(

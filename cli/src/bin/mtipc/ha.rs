@@ -17,10 +17,32 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn connect(domain: &Path) -> Result<Client> {
-    Client::connect(&control_path(domain)).map_err(|e| match e {
-        ClientError::NotRunning(m) => Error::new(ErrorKind::Unavailable, m),
-        ClientError::Failed(m) => Error::new(ErrorKind::Denied, m),
-    })
+    // While a node runs (`mtipc-ha up` holds run.lock) but its Server is
+    // being restarted, the control socket is missing or refuses for a
+    // moment: wait for the new Server, up to 5 s.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Client::connect(&control_path(domain)) {
+            Ok(c) => return Ok(c),
+            Err(ClientError::NotRunning(m)) => {
+                if !node_runs(domain) || std::time::Instant::now() >= end {
+                    return Err(Error::new(ErrorKind::Unavailable, m));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(ClientError::Failed(m)) => return Err(Error::new(ErrorKind::Denied, m)),
+        }
+    }
+}
+
+/// Whether a supervisor holds the domain's `run.lock` (its note, a pid,
+/// names a running process).
+fn node_runs(domain: &Path) -> bool {
+    let lock = domain.join("ha").join("run.lock");
+    mtipc::internals::sys::read_note(&lock)
+        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|pid| mtipc::internals::sys::ProcId::of(pid).ok().flatten())
+        .is_some()
 }
 
 fn ask(client: &mut Client, request: &Request) -> Result<Value> {
@@ -121,17 +143,32 @@ pub fn status(domain: &Path, json: bool) -> Result<()> {
         println!("{s}");
         return Ok(());
     }
-    let pid = text(&s["supervisor_pid"]);
-    println!(
-        "node {}: supervisor mtipc-ha run, pid {pid}{}",
-        text(&s["node"]),
-        if s["stopping"] == true {
-            " (stopping)"
-        } else {
-            ""
-        }
-    );
-    println!("roles: not split yet (one process, pid {pid}, does the work of the five roles)");
+    let stopping = if s["stopping"] == true {
+        " (stopping)"
+    } else {
+        ""
+    };
+    let roles = &s["roles"];
+    if roles["split"] == true {
+        println!(
+            "node {}: mtipc-ha up, pid {}{stopping}",
+            text(&s["node"]),
+            text(&roles["node_pid"])
+        );
+        let names = ["server", "monitor", "spawner", "master", "watcher"];
+        let shown: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} {}", text(&roles[*n])))
+            .collect();
+        println!("roles: {}", shown.join(", "));
+    } else {
+        let pid = text(&s["supervisor_pid"]);
+        println!(
+            "node {}: supervisor mtipc-ha run, pid {pid}{stopping}",
+            text(&s["node"])
+        );
+        println!("roles: not split (mtipc-ha run: one process, pid {pid}, does the work of the five roles)");
+    }
     print!("{}", table(s, None));
     Ok(())
 }

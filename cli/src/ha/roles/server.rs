@@ -1,0 +1,404 @@
+//! The HA Server: owns the node's state table
+//! ([`crate::ha::supervisor::Supervisor`]): decides what runs, answers
+//! the operator's commands on `<domain>/ha/control.sock` (the protocol of
+//! [`crate::ha::control`]), writes the status file. It asks the Spawner
+//! to start and signal processes, tells the Monitor what to watch, and
+//! hears from both (its [`Remote`] backend). On a single node its role is
+//! always active (epoch 1); the duplex pair will make it decide.
+//!
+//! A Server started after one was killed takes up the table: the status
+//! file the last one wrote (what is wanted, restarts, last exits, states)
+//! and the Spawner's list of what runs; nothing running is restarted.
+
+use super::wire::{self, Conn, Ended, FromSpawner, Running, ToMonitor, ToSpawner};
+use super::{log, Ctx, Pid, Role};
+use crate::ha::control::{self, Control};
+use crate::ha::monitor::{Seen, Watch};
+use crate::ha::spawn::{self, Spawned};
+use crate::ha::supervisor::{self, Backend, Happening, Options, SpawnError, Status, Supervisor};
+use mtipc::ha::config::{Config, Process};
+use mtipc::internals::sync::Ordering;
+use mtipc::log::Level;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The Server's backend: the Spawner and the Monitor over their sockets.
+pub struct Remote {
+    domain: PathBuf,
+    spawner: Option<Conn>,
+    monitor: Option<Conn>,
+    wake: OwnedFd,
+    watches: BTreeMap<u32, Watch>,
+    pending: Vec<Happening>,
+    tried: Instant,
+}
+
+const RETRY: Duration = Duration::from_millis(20);
+
+impl Remote {
+    fn new(domain: &Path, wake: OwnedFd) -> Remote {
+        Remote {
+            domain: domain.to_path_buf(),
+            spawner: None,
+            monitor: None,
+            wake,
+            watches: BTreeMap::new(),
+            pending: Vec::new(),
+            tried: Instant::now() - RETRY,
+        }
+    }
+
+    fn connect(&mut self) {
+        if self.tried.elapsed() < RETRY {
+            return;
+        }
+        self.tried = Instant::now();
+        if self.spawner.as_ref().map_or(true, Conn::closed) {
+            self.spawner = wire::connect(&super::spawner_socket(&self.domain))
+                .and_then(Conn::new)
+                .ok();
+        }
+        if self.monitor.as_ref().map_or(true, Conn::closed) {
+            self.monitor = wire::connect(&super::monitor_socket(&self.domain))
+                .and_then(Conn::new)
+                .ok();
+            if let Some(m) = &mut self.monitor {
+                let list = self.watches.values().cloned().collect();
+                m.send(&ToMonitor::WatchAll { list });
+            }
+        }
+    }
+
+    /// Handles a line from the Spawner that is news (an end); returns
+    /// the others.
+    fn spawner_line(&mut self, l: &[u8]) -> Option<FromSpawner> {
+        match wire::parse::<FromSpawner>(l) {
+            Ok(FromSpawner::Exited(e)) => {
+                if let Some(s) = &mut self.spawner {
+                    s.send(&ToSpawner::Ack { pid: e.pid });
+                }
+                self.pending.push(Happening::Exited {
+                    pid: e.pid,
+                    exit: e.exit,
+                });
+                None
+            }
+            Ok(m) => Some(m),
+            Err(e) => {
+                log(Level::Warn, &format!("server: from the Spawner: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Sends `m` to the Spawner and waits up to 5 s for the first answer
+    /// that `want` takes (news meanwhile are kept).
+    fn ask<T>(&mut self, m: &ToSpawner, want: impl Fn(FromSpawner) -> Option<T>) -> Option<T> {
+        self.connect();
+        if !self.spawner.as_mut()?.send(m) {
+            return None;
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            let lines = self
+                .spawner
+                .as_mut()?
+                .wait_lines(end.saturating_duration_since(Instant::now()));
+            // Every line of the batch is taken (an end may follow the
+            // answer in it); the first the caller wants is the answer.
+            let mut answer = None;
+            for l in lines {
+                if let Some(x) = self.spawner_line(&l) {
+                    if answer.is_none() {
+                        answer = want(x);
+                    }
+                }
+            }
+            if answer.is_some() {
+                return answer;
+            }
+            if self.spawner.as_ref().map_or(true, Conn::closed) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// What the Spawner runs, and what ended that it has not been told
+    /// we know (`None`: no Spawner answers now).
+    fn list(&mut self) -> Option<(Vec<Running>, Vec<Ended>)> {
+        self.ask(&ToSpawner::List, |m| match m {
+            FromSpawner::Listed { running, ended } => Some((running, ended)),
+            _ => None,
+        })
+    }
+}
+
+impl Backend for Remote {
+    fn spawn(&mut self, p: &Process, _log: &Path) -> Result<Spawned, SpawnError> {
+        let name = p.name.clone();
+        let got = self.ask(&ToSpawner::Spawn { name: name.clone() }, |m| match m {
+            FromSpawner::Spawned {
+                name: n,
+                pid,
+                start,
+            } if n == name => Some(Ok(Spawned { pid, start })),
+            FromSpawner::Failed { name: n, why } if n == name => Some(Err(why)),
+            _ => None,
+        });
+        match got {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(why)) => Err(SpawnError::Failed(why)),
+            None => Err(SpawnError::Unavailable(
+                "the Spawner does not answer (it is being restarted)".into(),
+            )),
+        }
+    }
+
+    fn signal(&mut self, pid: u32, start: u64, sig: i32) {
+        self.connect();
+        let sent = self
+            .spawner
+            .as_mut()
+            .is_some_and(|s| s.send(&ToSpawner::Signal { pid, start, sig }));
+        if !sent && (Pid { pid, start }).alive() {
+            // No Spawner now: the signal cannot wait for one (a stop
+            // timeout runs); the process is checked against its start
+            // time, so its group id is its own.
+            spawn::signal_group(pid, sig);
+        }
+    }
+
+    fn watch(&mut self, w: Watch) {
+        if let Some(m) = &mut self.monitor {
+            m.send(&ToMonitor::Watch(w.clone()));
+        }
+        self.watches.insert(w.pid, w);
+    }
+
+    fn unwatch(&mut self, pid: u32) {
+        self.watches.remove(&pid);
+        if let Some(m) = &mut self.monitor {
+            m.send(&ToMonitor::Unwatch { pid });
+        }
+    }
+
+    fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>) {
+        self.connect();
+        let mut wait = if self.pending.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        if self.spawner.is_none() || self.monitor.is_none() {
+            wait = wait.min(RETRY);
+        }
+        {
+            let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
+            if let Some(s) = &self.spawner {
+                fds.push(s.fd());
+            }
+            if let Some(m) = &self.monitor {
+                fds.push(m.fd());
+            }
+            super::poll_read(&fds, wait);
+        }
+        super::drain(&self.wake);
+        let lines = self.spawner.as_mut().map(Conn::lines).unwrap_or_default();
+        for l in lines {
+            if let Some(m) = self.spawner_line(&l) {
+                log(
+                    Level::Debug,
+                    &format!("server: a late answer from the Spawner: {m:?}"),
+                );
+            }
+        }
+        if let Some(m) = &mut self.monitor {
+            for l in m.lines() {
+                match wire::parse::<Seen>(&l) {
+                    Ok(s) => self.pending.push(Happening::Seen(s)),
+                    Err(e) => log(Level::Warn, &format!("server: from the Monitor: {e}")),
+                }
+            }
+        }
+        if self.spawner.as_ref().is_some_and(Conn::closed) {
+            self.spawner = None;
+        }
+        if self.monitor.as_ref().is_some_and(Conn::closed) {
+            self.monitor = None;
+        }
+        out.append(&mut self.pending);
+    }
+}
+
+/// The roles and their pids, for the status.
+fn roles(ctx: &Ctx) -> serde_json::Value {
+    let mut v = json!({ "split": true, "node_pid": ctx.node.pid });
+    for r in Role::ALL {
+        v[r.as_str()] = match super::running(&ctx.domain, r) {
+            Some(p) => json!(p.pid),
+            None => serde_json::Value::Null,
+        };
+    }
+    v
+}
+
+/// The status a previous Server left, if it parses (untrusted input).
+fn previous(path: &Path) -> Option<Status> {
+    let bytes = std::fs::read(path).ok()?;
+    match wire::parse::<Status>(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log(
+                Level::Warn,
+                &format!("server: {}: {e}; not taken up", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// The Server's main.
+pub fn run(ctx: Ctx) -> std::process::ExitCode {
+    let Some(_lock) = super::take_lock(&ctx.domain, Role::Server) else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let config = match Config::load(&ctx.config) {
+        Ok(c) => c,
+        Err(e) => {
+            log(Level::Error, &format!("server: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let wake = match super::signals() {
+        Ok(w) => w,
+        Err(e) => {
+            log(Level::Error, &format!("server: signals: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let control = match Control::bind(&control::control_path(&ctx.domain), super::poke) {
+        Ok(c) => c,
+        Err(e) => {
+            log(Level::Error, &format!("server: control socket: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let status_file = supervisor::status_path(&ctx.domain);
+    let old = previous(&status_file);
+    let mut remote = Remote::new(&ctx.domain, wake);
+    // The Spawner's list first: nothing is decided before the Server
+    // knows what runs.
+    let (running, ended) = loop {
+        if let Some(l) = remote.list() {
+            break l;
+        }
+        if !ctx.node_alive() || super::STOPS.load(Ordering::Acquire) > 1 {
+            return std::process::ExitCode::SUCCESS;
+        }
+        std::thread::sleep(RETRY);
+    };
+    let stopping = super::stopping_marker(&ctx.domain).exists();
+    // Ends of processes the last Server knew as running are taken up as
+    // running, then ended by their exits (queued); other ends are old.
+    let mut table: Vec<(String, u32, u64)> = running
+        .iter()
+        .map(|r| (r.name.clone(), r.pid, r.start))
+        .collect();
+    for e in &ended {
+        let known = old.as_ref().is_some_and(|o| {
+            o.processes
+                .iter()
+                .any(|p| p.name == e.name && p.pid == Some(e.pid) && p.start == Some(e.start))
+        });
+        if known && !table.iter().any(|t| t.0 == e.name) {
+            table.push((e.name.clone(), e.pid, e.start));
+        }
+        remote.pending.push(Happening::Exited {
+            pid: e.pid,
+            exit: e.exit,
+        });
+        if let Some(s) = &mut remote.spawner {
+            s.send(&ToSpawner::Ack { pid: e.pid });
+        }
+    }
+    let mut sup = Supervisor::new(
+        &config,
+        Box::new(remote),
+        Options {
+            status_file: Some(status_file),
+            domain: ctx.domain.clone(),
+        },
+    );
+    sup.set_roles(roles(&ctx));
+    match &old {
+        Some(o) => {
+            log(
+                Level::Info,
+                &format!(
+                    "server (pid {}): taking up the table ({} running)",
+                    std::process::id(),
+                    table.len()
+                ),
+            );
+            sup.take_up(o, &table, stopping);
+        }
+        None => {
+            log(
+                Level::Info,
+                &format!("server (pid {}): starting the node", std::process::id()),
+            );
+            if stopping {
+                sup.take_up(
+                    &Status {
+                        version: 1,
+                        node: config.node.name.clone(),
+                        supervisor_pid: 0,
+                        roles: None,
+                        updated_unix_ms: 0,
+                        stopping: true,
+                        processes: Vec::new(),
+                    },
+                    &table,
+                    true,
+                );
+            } else {
+                sup.start_all();
+            }
+        }
+    }
+    let mut checked = Instant::now();
+    loop {
+        let stop = super::STOPS.load(Ordering::Acquire) > 0
+            || super::stopping_marker(&ctx.domain).exists();
+        if stop && !sup.node_stopping() {
+            log(
+                Level::Info,
+                "server: stopping every process in reverse order",
+            );
+            sup.stop_all();
+        }
+        if sup.node_stopping() && sup.all_exited() {
+            sup.step(Duration::ZERO);
+            sup.flush_status();
+            let _ = std::fs::write(super::stopped_marker(&ctx.domain), b"");
+            break;
+        }
+        sup.step(Duration::from_secs(1));
+        // The roles' pids as they are now (a role restarted a moment ago
+        // shows its new pid in the next answer).
+        sup.set_roles(roles(&ctx));
+        let stopping = sup.node_stopping();
+        control.serve(&mut sup, stopping);
+        if checked.elapsed() > Duration::from_millis(250) {
+            checked = Instant::now();
+            if !ctx.node_alive() {
+                break;
+            }
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,474 @@
+//! The HA Spawner: starts the configured processes on the Server's request
+//! (each in its own session and process group, its output handed to the
+//! node process for its log), signals their groups, reaps them, and
+//! reports every end to the Server until the Server acknowledges it.
+//!
+//! Its state (`<domain>/ha/spawner.json`: what runs, what ended
+//! unacknowledged, what is being started) is rewritten on every change,
+//! so that a Spawner started after one was killed takes up the processes:
+//! they were reparented to the node process, so it watches them with a
+//! pidfd and asks the node how they ended. A process started by a Spawner
+//! killed before it could write the pid down is found by its environment
+//! (`MTIPC_HA_PROCESS`, `MTIPC_HA_SOCKET`) and taken up too: never
+//! started twice.
+
+use super::wire::{
+    self, Conn, Ended, FromSpawner, NodeExit, Running, SpawnerState, ToNode, ToSpawner,
+};
+use super::{log, Ctx, Pid};
+use crate::ha::spawn::{self, Exit};
+use crate::ha::supervisor::socket_path;
+use mtipc::ha::config::Config;
+use mtipc::internals::sync::Ordering;
+use mtipc::log::Level;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct Adopted {
+    run: Running,
+    fd: OwnedFd,
+    /// When its pidfd said it ended (its exit asked of the node since).
+    gone_at: Option<Instant>,
+}
+
+struct Spawner {
+    ctx: Ctx,
+    config: Config,
+    state: SpawnerState,
+    /// Started by this Spawner: reaped with waitpid.
+    children: Vec<Running>,
+    /// Started by an earlier one: watched with pidfds.
+    adopted: Vec<Adopted>,
+    node: Option<Conn>,
+}
+
+/// The Spawner's main: runs until the node is gone or it is told to end.
+pub fn run(ctx: Ctx) -> std::process::ExitCode {
+    let Some(_lock) = super::take_lock(&ctx.domain, super::Role::Spawner) else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let config = match Config::load(&ctx.config) {
+        Ok(c) => c,
+        Err(e) => {
+            log(Level::Error, &format!("spawner: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let wake = match super::signals() {
+        Ok(w) => w,
+        Err(e) => {
+            log(Level::Error, &format!("spawner: signals: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let listener = match wire::listen(&super::spawner_socket(&ctx.domain)) {
+        Ok(l) => l,
+        Err(e) => {
+            log(Level::Error, &format!("spawner: socket: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut sp = Spawner {
+        state: SpawnerState::load(&super::spawner_state(&ctx.domain)),
+        ctx,
+        config,
+        children: Vec::new(),
+        adopted: Vec::new(),
+        node: None,
+    };
+    sp.take_up();
+    let mut server: Option<Conn> = None;
+    // Ends sent on the current Server connection (each once; all again
+    // on a new connection, until acknowledged).
+    let mut sent: Vec<u32> = Vec::new();
+    let mut last_node_check = Instant::now();
+    loop {
+        if super::STOPS.load(Ordering::Acquire) > 0 {
+            break;
+        }
+        if last_node_check.elapsed() > Duration::from_millis(200) {
+            last_node_check = Instant::now();
+            if !sp.ctx.node_alive() {
+                log(
+                    Level::Warn,
+                    "spawner: the node process is gone; SIGKILL to every process group",
+                );
+                for r in sp.children.iter().chain(sp.adopted.iter().map(|a| &a.run)) {
+                    spawn::signal_group(r.pid, libc::SIGKILL);
+                }
+                break;
+            }
+        }
+        // Wait for: the Server, a new connection, a child's end
+        // (SIGCHLD pokes the wake pipe), an adopted process's end.
+        {
+            let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), listener.as_fd()];
+            if let Some(s) = &server {
+                fds.push(s.fd());
+            }
+            for a in &sp.adopted {
+                if a.gone_at.is_none() {
+                    fds.push(a.fd.as_fd());
+                }
+            }
+            let wait = if sp.adopted.iter().any(|a| a.gone_at.is_some()) {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(200)
+            };
+            super::poll_read(&fds, wait);
+        }
+        super::drain(&wake);
+        while let Ok((s, _)) = listener.accept() {
+            if !wire::peer_allowed(&s, "spawner socket") {
+                continue;
+            }
+            // The newest connection is the Server (a restarted one).
+            match Conn::new(s) {
+                Ok(c) => {
+                    server = Some(c);
+                    sent.clear();
+                }
+                Err(e) => log(Level::Warn, &format!("spawner: {e}")),
+            }
+        }
+        sp.reap();
+        sp.check_adopted();
+        if let Some(s) = &mut server {
+            for l in s.lines() {
+                match wire::parse::<ToSpawner>(&l) {
+                    Ok(m) => {
+                        let answer = sp.handle(m);
+                        if let Some(a) = answer {
+                            s.send(&a);
+                        }
+                    }
+                    Err(e) => {
+                        log(Level::Warn, &format!("spawner: from the Server: {e}"));
+                        s.send(&FromSpawner::Failed {
+                            name: String::new(),
+                            why: e,
+                        });
+                    }
+                }
+            }
+            // Ends not sent on this connection yet.
+            sent.retain(|p| sp.state.ended.iter().any(|e| e.pid == *p));
+            for e in &sp.state.ended {
+                if sent.contains(&e.pid) {
+                    continue;
+                }
+                if !s.send(&FromSpawner::Exited(e.clone())) {
+                    break;
+                }
+                sent.push(e.pid);
+            }
+            if s.closed() {
+                server = None;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(super::spawner_socket(&sp.ctx.domain));
+    std::process::ExitCode::SUCCESS
+}
+
+impl Spawner {
+    fn save(&mut self) {
+        self.state.running = self
+            .children
+            .iter()
+            .cloned()
+            .chain(self.adopted.iter().map(|a| a.run.clone()))
+            .collect();
+        self.state.store(&super::spawner_state(&self.ctx.domain));
+    }
+
+    /// Takes up what an earlier Spawner left.
+    fn take_up(&mut self) {
+        let runs = std::mem::take(&mut self.state.running);
+        for r in runs {
+            self.adopt(r);
+        }
+        if let Some(name) = self.state.starting.take() {
+            for r in find_by_env(&name, &socket_path(&self.ctx.domain)) {
+                if !self.adopted.iter().any(|a| a.run.pid == r.pid) {
+                    log(
+                        Level::Info,
+                        &format!(
+                            "spawner: {name}: pid {} was started by a Spawner that died before writing it down; taken up",
+                            r.pid
+                        ),
+                    );
+                    self.adopt(r);
+                }
+            }
+        }
+        self.save();
+        if !self.adopted.is_empty() {
+            log(
+                Level::Info,
+                &format!("spawner: took up {} running processes", self.adopted.len()),
+            );
+        }
+    }
+
+    fn adopt(&mut self, r: Running) {
+        let p = Pid {
+            pid: r.pid,
+            start: r.start,
+        };
+        match super::pidfd(p) {
+            Some(fd) => self.adopted.push(Adopted {
+                run: r,
+                fd,
+                gone_at: None,
+            }),
+            None => {
+                // Ended while no Spawner ran: the node reaped it.
+                let exit = self.ask_node(&r).unwrap_or(Exit::Signal(libc::SIGKILL));
+                self.ended(r, exit);
+            }
+        }
+    }
+
+    fn node(&mut self) -> Option<&mut Conn> {
+        if self.node.as_ref().map_or(true, Conn::closed) {
+            self.node = wire::connect(&super::node_socket(&self.ctx.domain))
+                .and_then(Conn::new)
+                .ok();
+        }
+        self.node.as_mut()
+    }
+
+    /// How the node saw `r` end, if it has reaped it.
+    fn ask_node(&mut self, r: &Running) -> Option<Exit> {
+        let c = self.node()?;
+        if !c.send(&ToNode::Exit {
+            pid: r.pid,
+            start: r.start,
+        }) {
+            return None;
+        }
+        let lines = c.wait_lines(Duration::from_secs(1));
+        lines
+            .last()
+            .and_then(|l| wire::parse::<NodeExit>(l).ok())
+            .and_then(|n| n.exit)
+    }
+
+    fn ended(&mut self, r: Running, exit: Exit) {
+        log(
+            Level::Debug,
+            &format!("spawner: {} (pid {}) ended: {exit}", r.name, r.pid),
+        );
+        self.state.ended.push(Ended {
+            name: r.name,
+            pid: r.pid,
+            start: r.start,
+            exit,
+        });
+    }
+
+    fn reap(&mut self) {
+        let mut changed = false;
+        loop {
+            let kids = &self.children;
+            let reaped = spawn::reap(|pid| {
+                if kids.iter().any(|r| r.pid == pid) {
+                    spawn::signal_group(pid, libc::SIGKILL);
+                }
+            });
+            let Some((pid, exit)) = reaped else { break };
+            if let Some(k) = self.children.iter().position(|r| r.pid == pid) {
+                let r = self.children.swap_remove(k);
+                self.ended(r, exit);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
+        }
+    }
+
+    fn check_adopted(&mut self) {
+        let mut changed = false;
+        let now = Instant::now();
+        let mut k = 0;
+        while k < self.adopted.len() {
+            let a = &mut self.adopted[k];
+            if a.gone_at.is_none() {
+                let p = Pid {
+                    pid: a.run.pid,
+                    start: a.run.start,
+                };
+                if !p.alive() {
+                    a.gone_at = Some(now);
+                }
+            }
+            let Some(at) = self.adopted[k].gone_at else {
+                k += 1;
+                continue;
+            };
+            let run = self.adopted[k].run.clone();
+            let exit = match self.ask_node(&run) {
+                Some(e) => e,
+                None if at.elapsed() < Duration::from_secs(2) => {
+                    k += 1;
+                    continue;
+                }
+                None => {
+                    log(
+                        Level::Warn,
+                        &format!(
+                            "spawner: {} (pid {}) ended but the node does not say how; taken as SIGKILL",
+                            run.name, run.pid
+                        ),
+                    );
+                    Exit::Signal(libc::SIGKILL)
+                }
+            };
+            self.adopted.swap_remove(k);
+            self.ended(run, exit);
+            changed = true;
+        }
+        if changed {
+            self.save();
+        }
+    }
+
+    fn handle(&mut self, m: ToSpawner) -> Option<FromSpawner> {
+        match m {
+            ToSpawner::List => Some(FromSpawner::Listed {
+                running: self.state.running.clone(),
+                ended: self.state.ended.clone(),
+            }),
+            ToSpawner::Ack { pid } => {
+                let before = self.state.ended.len();
+                self.state.ended.retain(|e| e.pid != pid);
+                if self.state.ended.len() != before {
+                    self.save();
+                }
+                None
+            }
+            ToSpawner::Signal { pid, start, sig } => {
+                let ours = self
+                    .children
+                    .iter()
+                    .chain(self.adopted.iter().map(|a| &a.run))
+                    .any(|r| r.pid == pid && r.start == start);
+                if ours && (Pid { pid, start }).alive() {
+                    spawn::signal_group(pid, sig);
+                }
+                None
+            }
+            ToSpawner::Spawn { name } => Some(self.spawn(&name)),
+        }
+    }
+
+    fn spawn(&mut self, name: &str) -> FromSpawner {
+        let Some(p) = self
+            .config
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+        else {
+            return FromSpawner::Failed {
+                name: name.into(),
+                why: format!("no process {name:?} in the configuration"),
+            };
+        };
+        let running = self
+            .children
+            .iter()
+            .chain(self.adopted.iter().map(|a| &a.run))
+            .find(|r| r.name == name)
+            .cloned();
+        if let Some(r) = running {
+            // Already running (the Server asked twice, or took it up late):
+            // never a second one.
+            return FromSpawner::Spawned {
+                name: r.name,
+                pid: r.pid,
+                start: r.start,
+            };
+        }
+        self.state.starting = Some(name.into());
+        self.save();
+        let log_file = p.log_file(&self.ctx.domain);
+        let socket = socket_path(&self.ctx.domain);
+        let answer = match spawn::start(&p, &log_file, Some(&socket)) {
+            Ok((s, rd, writer)) => {
+                let sent = self
+                    .node()
+                    .map(|n| n.send_fd(&ToNode::Log { name: name.into() }, &rd));
+                if matches!(sent, Some(Ok(()))) {
+                    drop(writer);
+                } else {
+                    // Copied here then (until this Spawner ends): a pipe
+                    // nobody reads would stop the process, or kill it with
+                    // SIGPIPE once the reader is gone.
+                    log(
+                        Level::Warn,
+                        &format!("spawner: {name}: the node did not take its log pipe; this Spawner copies it"),
+                    );
+                    if let Err(e) = spawn::copy_log(name, rd, writer) {
+                        log(Level::Error, &format!("spawner: {name}: log thread: {e}"));
+                    }
+                }
+                self.children.push(Running {
+                    name: name.into(),
+                    pid: s.pid,
+                    start: s.start,
+                });
+                FromSpawner::Spawned {
+                    name: name.into(),
+                    pid: s.pid,
+                    start: s.start,
+                }
+            }
+            Err(why) => FromSpawner::Failed {
+                name: name.into(),
+                why,
+            },
+        };
+        self.state.starting = None;
+        self.save();
+        answer
+    }
+}
+
+/// The session leaders whose environment names process `name` of the
+/// node whose hooks socket is `socket`.
+fn find_by_env(name: &str, socket: &Path) -> Vec<Running> {
+    let want_name = format!("{}={name}", spawn::PROCESS_ENV);
+    let want_sock = format!("{}={}", mtipc::ha::SOCKET_ENV, socket.display());
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for d in dir.flatten() {
+        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // SAFETY: getsid has no memory effects.
+        if unsafe { libc::getsid(pid as libc::pid_t) } != pid as libc::pid_t {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if vars.contains(&want_name.as_bytes()) && vars.contains(&want_sock.as_bytes()) {
+            if let Ok(Some(p)) = mtipc::internals::sys::ProcId::of(pid) {
+                out.push(Running {
+                    name: name.into(),
+                    pid,
+                    start: p.start,
+                });
+            }
+        }
+    }
+    out
+}
