@@ -29,8 +29,8 @@ pub mod attach {
         // The files' life cycle: tests/attach_files, benches/attach_latency.
         pub use crate::attach::files::{
             advert_dir, adverts_dir, list, now_ms, read_advert, read_response, remove_response,
-            write_response, AdvertCache, AdvertFiles, Listed, ProcId, ResponseScan, SyncFile,
-            RELAY_SOCKET, STATE_BUSY, STATE_IDLE,
+            round_hint, write_response, AdvertCache, AdvertFiles, Listed, ProcId, ResponseScan,
+            SyncFile, RELAY_SOCKET, STATE_BUSY, STATE_IDLE,
         };
     }
 

@@ -183,9 +183,13 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     });
     let cache = &mut *guard;
     // Set until this round is cleaned up: found set, it says that an
-    // earlier round's attacher died with its response file out.
+    // earlier round's attacher died with its response file out. Its value
+    // names the target's directory to mtipcd (a hint: `files::round_hint`).
     let mark = domain.semaphore().round_mark();
-    let leftovers = mark.atomic().swap(1, Ordering::AcqRel) != 0;
+    let leftovers = mark
+        .atomic()
+        .swap(files::round_hint(tenant), Ordering::AcqRel)
+        != 0;
     // Waiters pausing after a unit no round explained sleep on the mark:
     // a round is starting.
     mark.wake(u32::MAX);
