@@ -243,5 +243,12 @@ pub fn isolated(domain: &Domain) -> Vec<(String, u64)> {
                 assert_eq!(scan.scan(domain.path()).unwrap().len(), n - 1);
             }),
         ),
+        (
+            format!("ResponseScan::hinted ({n} kept: mtipcd's look with the round hint)"),
+            time(&mut || {
+                let hint = files::round_hint(&listed[listed.len() - 1].advert.id);
+                assert!(!scan.hinted(domain.path(), hint).is_empty());
+            }),
+        ),
     ]
 }
