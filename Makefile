@@ -63,7 +63,9 @@ test-loom:
 demo: build python c-examples
 	@scripts/demo.sh
 
-# attach_latency starts the release mtipcd (from the mtipc-cli crate);
+# attach_latency starts the release mtipcd (from the mtipc-cli crate), runs
+# the release mtipc and a C client it compiles with cc, and jattach against an
+# idle JVM when JATTACH=/path/to/jattach (or jattach on the PATH) and a JDK are there;
 # permit_etcd starts an etcd (Debian's etcd-server, from ensure-deps);
 # ha_restart starts the release mtipc-ha (MTIPC_HA_BENCH_CMD=run|up, default
 # run; both are measured), links its test program to the release
@@ -100,7 +102,7 @@ soak-permit: deps
 # Coverage-guided fuzzing of every parser of shared data (needs the nightly
 # toolchain; installs cargo-fuzz when missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := region_header domain_layout advert response relay_hello session_region request_region closure volume arbiter_region etcd_record ha_message ha_roles
+FUZZ_TARGETS := region_header domain_layout advert response relay_hello psk_identity session_region request_region closure volume arbiter_region etcd_record ha_message ha_roles
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

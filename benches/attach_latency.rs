@@ -23,7 +23,8 @@
 //! - attach: `attach(domain, tN, ..)`, `send` 64 bytes, `recv` the echo;
 //!   the targets go round every advertised tenant;
 //! - baseline: `UnixStream::connect`, `Conn::connect` pinning the server's
-//!   fingerprint with the one-time key, `send` 64 bytes, `recv` the echo.
+//!   key with the one-time key (the PSK handshake), `send` 64 bytes, `recv`
+//!   the echo.
 //!
 //! Before each sample every advertisement's `state` word is `IDLE` (its
 //! waiter is back at the semaphore) and the bench sleeps 2 ms: the tenants
@@ -37,6 +38,23 @@
 //! count went up. Waiters also wake on their own every `STOP_CHECK`
 //! (100 ms) to look at their stop flag, so a control window of the same
 //! length with no attach is counted too, right after.
+//!
+//! Two more baselines (issue 16), each in the same run:
+//!
+//! - in process, interleaved with the attaches: a plaintext UNIX-socket
+//!   connect + the 64-byte echo to a server process (the `plain-server`
+//!   role: reads 64 bytes, writes them back, closes), and the TLS handshake
+//!   alone (`UnixStream::connect` + `Conn::connect` of the TLS baseline,
+//!   timed apart from its echo);
+//! - whole processes, at 1 tenant: `mtipc attach t000 --send <64 bytes>`
+//!   (the release CLI next to mtipcd, or `$MTIPC_CLI`) against a minimal C
+//!   client (`attach_latency/plain_client.c`, compiled by the bench with
+//!   `cc`: connect, send, read the reply until the server closes, print it)
+//!   of the plain server, and, when a `jattach` (`$JATTACH`, else on the
+//!   `PATH`) and a JDK (`java`, `javac`) are there, `jattach PID
+//!   properties` against an idle HotSpot JVM started by the bench. Each
+//!   sample is a spawn and wait of the whole process, the methods taken in
+//!   turn. `ATTACH_PROCESS_SAMPLES` (default 100; 0 skips this part).
 //!
 //! Run: `cargo bench --bench attach_latency` (`make bench`). Environment:
 //! `ATTACH_SAMPLES` (default 200, per method at 1 and 16 tenants),
@@ -139,6 +157,27 @@ fn role_tenants() {
         .collect();
     for t in threads {
         let _ = t.join();
+    }
+}
+
+/// `plain-server` role: accepts connections one at a time on
+/// `MTIPC_BENCH_SOCKET`, reads one 64-byte message from each, writes it
+/// back and closes; says `ready` once listening.
+fn role_plain_server() {
+    let socket = PathBuf::from(std::env::var("MTIPC_BENCH_SOCKET").expect("socket"));
+    let listener = UnixListener::bind(&socket).expect("bind the plain socket");
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    std::thread::spawn(|| {
+        wait_for_parent();
+        std::process::exit(0);
+    });
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        let mut buf = [0u8; MESSAGE.len()];
+        if s.read_exact(&mut buf).is_ok() {
+            let _ = s.write_all(&buf);
+        }
     }
 }
 
@@ -461,20 +500,58 @@ impl Baseline {
         }
     }
 
-    /// One sample: connect, handshake, one echo (ns).
-    fn sample(&mut self) -> u64 {
+    /// One sample: connect, handshake, one echo (ns), and the connect +
+    /// handshake alone (ns).
+    fn sample(&mut self) -> (u64, u64) {
         let key = baseline_key(&self.seed, self.next);
         self.next += 1;
         let t0 = Instant::now();
         let s = UnixStream::connect(&self.socket).expect("connect to the baseline server");
         let conn = Conn::connect(s, &self.fingerprint, &key, Duration::from_secs(10))
             .expect("baseline handshake");
+        let hs = t0.elapsed().as_nanos() as u64;
         conn.send(&MESSAGE).expect("baseline send");
         let m = conn
             .recv(Some(Duration::from_secs(10)))
             .expect("baseline echo");
         let t = t0.elapsed().as_nanos() as u64;
         assert_eq!(m, MESSAGE);
+        (t, hs)
+    }
+
+    fn stop(self) {
+        self.server.stop(false);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The plaintext baseline: the `plain-server` process and its socket.
+struct Plain {
+    server: Proc,
+    socket: PathBuf,
+}
+
+impl Plain {
+    fn start(dir: &Path) -> Plain {
+        let socket = dir.join("plain.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut server = Proc::role(
+            "plain-server",
+            &[("MTIPC_BENCH_SOCKET", socket.display().to_string())],
+        );
+        assert_eq!(server.line(), "ready");
+        Plain { server, socket }
+    }
+
+    /// One sample: connect, send 64 bytes, read them back (ns).
+    fn sample(&self) -> u64 {
+        let t0 = Instant::now();
+        let mut s = UnixStream::connect(&self.socket).expect("connect to the plain server");
+        s.write_all(&MESSAGE).expect("plain send");
+        let mut back = [0u8; MESSAGE.len()];
+        s.read_exact(&mut back).expect("plain echo");
+        let t = t0.elapsed().as_nanos() as u64;
+        assert_eq!(back, MESSAGE);
         t
     }
 
@@ -499,6 +576,10 @@ struct ConfigResult {
     tenants: usize,
     attach: Vec<u64>,
     baseline: Vec<u64>,
+    /// The TLS baseline's connect + handshake, without its echo.
+    handshake: Vec<u64>,
+    /// Plaintext connect + 64-byte echo.
+    plain: Vec<u64>,
     woken: Vec<Woken>,
     control: Vec<Woken>,
     processes: usize,
@@ -512,22 +593,25 @@ fn settle(set: &Domainset) {
 fn run_config(n: usize, samples: usize, warmup: usize, scratch: &Path) -> ConfigResult {
     let set = Domainset::start(n);
     let mut base = Baseline::start(scratch);
+    let plain = Plain::start(scratch);
     let pids = set.pids();
     let mut r = ConfigResult {
         tenants: n,
         attach: Vec::with_capacity(samples),
         baseline: Vec::with_capacity(samples),
+        handshake: Vec::with_capacity(samples),
+        plain: Vec::with_capacity(samples),
         woken: Vec::with_capacity(samples),
         control: Vec::with_capacity(samples),
         processes: pids.len(),
     };
     for i in 0..warmup + samples {
         let keep = i >= warmup;
-        // Alternate which of the two goes first.
-        let attach_first = i % 2 == 0;
-        for step in 0..2 {
+        // Rotate which of the three goes first.
+        for step in 0..3 {
             settle(&set);
-            if (step == 0) == attach_first {
+            let method = (i + step) % 3;
+            if method == 0 {
                 let before = switches(&pids);
                 let started = Instant::now();
                 let t = attach_sample(&set.domain, &tenant_name(i % n));
@@ -544,15 +628,22 @@ fn run_config(n: usize, samples: usize, warmup: usize, scratch: &Path) -> Config
                     r.woken.push(woken(&before, &after));
                     r.control.push(woken(&c0, &c1));
                 }
-            } else {
-                let t = base.sample();
+            } else if method == 1 {
+                let (t, hs) = base.sample();
                 if keep {
                     r.baseline.push(t);
+                    r.handshake.push(hs);
+                }
+            } else {
+                let t = plain.sample();
+                if keep {
+                    r.plain.push(t);
                 }
             }
         }
     }
     base.stop();
+    plain.stop();
     set.stop();
     r
 }
@@ -575,6 +666,7 @@ fn main() {
     match std::env::var("MTIPC_BENCH_ROLE").as_deref() {
         Ok("tenants") => return role_tenants(),
         Ok("tls-server") => return role_tls_server(),
+        Ok("plain-server") => return role_plain_server(),
         Ok(other) => panic!("unknown role {other}"),
         Err(_) => {}
     }
@@ -599,8 +691,10 @@ fn main() {
     println!("Attach latency: attach() -> first echoed message back (64 bytes), with N idle");
     println!("tenants advertised by separate processes (64 per process) and a real mtipcd;");
     println!("baseline in the same run, interleaved: TLS 1.3 over a UNIX socket to a server");
-    println!("process, same channel code (Conn::accept / Conn::connect, pinned fingerprint,");
-    println!("one-time key), connect + handshake + one echo.");
+    println!("process, same channel code (Conn::accept / Conn::connect, pinned tenant key,");
+    println!("one-time key), connect + handshake + one echo; `handshake` is its connect +");
+    println!("handshake alone; `plain` a plaintext UNIX-socket connect + 64-byte echo to a");
+    println!("server process.");
     println!(
         "Samples per method: {samples} ({samples_256} at 256 tenants) after {warmup} warm-up; \
          {}",
@@ -617,7 +711,12 @@ fn main() {
     for &n in &configs {
         let s = if n >= 256 { samples_256 } else { samples };
         let mut r = run_config(n, s, warmup, &scratch);
-        for (name, v) in [("attach", &mut r.attach), ("baseline", &mut r.baseline)] {
+        for (name, v) in [
+            ("attach", &mut r.attach),
+            ("baseline", &mut r.baseline),
+            ("handshake", &mut r.handshake),
+            ("plain", &mut r.plain),
+        ] {
             v.sort_unstable();
             println!(
                 "{:>7} {:<9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
@@ -663,8 +762,18 @@ fn main() {
     if let Some(one) = one {
         let ratio = p50(&one.attach) / p50(&one.baseline);
         println!(
-            "target 1: p50 at 1 tenant <= 2x baseline p50: {ratio:.2} ({})",
+            "target (issue 3): p50 at 1 tenant <= 2x TLS baseline p50: {ratio:.2} ({})",
             if ratio <= 2.0 { "met" } else { "NOT met" }
+        );
+        let ratio = p50(&one.attach) / p50(&one.plain);
+        println!(
+            "target (issue 16): p50 at 1 tenant <= 4x plaintext connect + echo p50: {ratio:.2} ({})",
+            if ratio <= 4.0 { "met" } else { "NOT met" }
+        );
+        let hs = p50(&one.handshake);
+        println!(
+            "target (issue 16): TLS handshake alone p50 <= 300 µs: {hs:.0} µs ({})",
+            if hs <= 300.0 { "met" } else { "NOT met" }
         );
     }
     if let (Some(one), Some(many)) = (one, many) {
@@ -674,7 +783,12 @@ fn main() {
             if ratio <= 4.0 { "met" } else { "NOT met" }
         );
     }
+    let process_samples = env_usize("ATTACH_PROCESS_SAMPLES", if full { 100 } else { 3 });
+    if process_samples > 0 {
+        process_bench(process_samples, warmup, &scratch);
+    }
     if std::env::var_os("ATTACH_PHASES").is_some_and(|v| v != "0") {
+        handshake_pieces();
         for &n in &configs {
             let s = if n >= 256 { samples_256 } else { samples };
             phase_breakdown(n, s, warmup);
@@ -742,4 +856,316 @@ fn phase_breakdown(n: usize, samples: usize, warmup: usize) {
     for (what, ns) in costs {
         println!("  {what:<58} {:>8.0} µs", us(ns));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Whole processes (issue 16)
+
+/// A program beside mtipcd (`target/release/NAME`), or `$var`.
+fn program_path(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return p.into();
+    }
+    mtipcd_path().with_file_name(name)
+}
+
+/// `name` on the `PATH`, if there.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Compiles the minimal C client into `dir`; `Err` says why not.
+fn build_c_client(dir: &Path) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/attach_latency/plain_client.c");
+    let out = dir.join("plain_client");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("cannot run {cc}: {e}"))?;
+    if !st.success() {
+        return Err(format!("{cc} failed on {}", src.display()));
+    }
+    Ok(out)
+}
+
+/// An idle HotSpot JVM and the jattach to attach to it, when both can be
+/// had; `Err` says why not.
+struct Jvm {
+    java: Child,
+    jattach: PathBuf,
+}
+
+impl Jvm {
+    fn start(dir: &Path) -> Result<Jvm, String> {
+        let jattach = std::env::var_os("JATTACH")
+            .map(PathBuf::from)
+            .or_else(|| on_path("jattach"))
+            .ok_or("no jattach ($JATTACH or on the PATH)")?;
+        let javac = on_path("javac").ok_or("no javac on the PATH")?;
+        let java = on_path("java").ok_or("no java on the PATH")?;
+        std::fs::write(
+            dir.join("Idle.java"),
+            "public class Idle { public static void main(String[] a) throws Exception {\n\
+             System.out.println(\"ready\"); System.out.flush(); Thread.sleep(Long.MAX_VALUE); } }\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let st = Command::new(&javac)
+            .arg("Idle.java")
+            .current_dir(dir)
+            .status()
+            .map_err(|e| format!("javac: {e}"))?;
+        if !st.success() {
+            return Err("javac failed".into());
+        }
+        let mut child = Command::new(&java)
+            .args(["-cp", "."])
+            .arg("Idle")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("java: {e}"))?;
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the JVM did not start".into());
+        }
+        Ok(Jvm {
+            java: child,
+            jattach,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.jattach);
+        c.arg(self.java.id().to_string()).arg("properties");
+        c
+    }
+
+    fn stop(mut self) {
+        let _ = self.java.kill();
+        let _ = self.java.wait();
+    }
+}
+
+/// Makes one sample's command and the text its output must contain.
+type MakeCommand = Box<dyn Fn() -> (Command, &'static str)>;
+
+/// Runs `cmd` to its end (ns); its stdout must contain `expect`.
+fn run_process(mut cmd: Command, expect: &str) -> u64 {
+    cmd.stdin(Stdio::null()).stderr(Stdio::null());
+    let t0 = Instant::now();
+    let out = cmd.output().expect("run a client process");
+    let t = t0.elapsed().as_nanos() as u64;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(expect),
+        "{cmd:?}: {} {stdout:?}",
+        out.status
+    );
+    t
+}
+
+/// Whole processes at 1 tenant: the CLI's attach against the minimal C
+/// client (and jattach when it can run), in turn.
+fn process_bench(samples: usize, warmup: usize, scratch: &Path) {
+    println!();
+    println!(
+        "Whole processes (spawn to exit), 1 tenant, {samples} samples per method after {warmup} warm-up:"
+    );
+    let c_client = match build_c_client(scratch) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("  not measured: the C client cannot be built ({e})");
+            return;
+        }
+    };
+    let cli = program_path("MTIPC_CLI", "mtipc");
+    let set = Domainset::start(1);
+    let plain = Plain::start(scratch);
+    let jvm = match Jvm::start(scratch) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            println!("  jattach: not measured ({e})");
+            None
+        }
+    };
+    let text = String::from_utf8(MESSAGE.to_vec()).expect("ASCII message");
+    let mut methods: Vec<(&str, MakeCommand)> = Vec::new();
+    {
+        let (cli, path, text) = (cli.clone(), set.path.clone(), text.clone());
+        methods.push((
+            "mtipc attach",
+            Box::new(move || {
+                let mut c = Command::new(&cli);
+                c.arg("--domain")
+                    .arg(&path)
+                    .args(["attach", "t000", "--send"])
+                    .arg(&text);
+                (c, "ZZZZ")
+            }),
+        ));
+    }
+    {
+        let (client, socket, text) = (c_client.clone(), plain.socket.clone(), text.clone());
+        methods.push((
+            "C client",
+            Box::new(move || {
+                let mut c = Command::new(&client);
+                c.arg(&socket).arg(&text);
+                (c, "ZZZZ")
+            }),
+        ));
+    }
+    if let Some(j) = &jvm {
+        let cmd = j.command();
+        let (prog, args): (PathBuf, Vec<std::ffi::OsString>) = (
+            cmd.get_program().into(),
+            cmd.get_args().map(|a| a.to_os_string()).collect(),
+        );
+        methods.push((
+            "jattach",
+            Box::new(move || {
+                let mut c = Command::new(&prog);
+                c.args(&args);
+                (c, "java.vm.version")
+            }),
+        ));
+    }
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(samples); methods.len()];
+    for i in 0..warmup.max(1) + samples {
+        for step in 0..methods.len() {
+            let k = (i + step) % methods.len();
+            settle(&set);
+            let (cmd, expect) = (methods[k].1)();
+            let t = run_process(cmd, expect);
+            if i >= warmup.max(1) {
+                times[k].push(t);
+            }
+        }
+    }
+    if let Some(j) = jvm {
+        j.stop();
+    }
+    plain.stop();
+    set.stop();
+    println!(
+        "  {:<14} {:>9} {:>9} {:>9} {:>9}",
+        "method", "p50 µs", "p90 µs", "min µs", "max µs"
+    );
+    for (k, (name, _)) in methods.iter().enumerate() {
+        let v = &mut times[k];
+        v.sort_unstable();
+        println!(
+            "  {:<14} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            name,
+            us(pct(v, 0.5)),
+            us(pct(v, 0.9)),
+            us(v[0]),
+            us(v[v.len() - 1])
+        );
+    }
+    let p50 = |k: usize| us(pct(&times[k], 0.5));
+    let ratio = p50(0) / p50(1);
+    println!(
+        "target (issue 16): mtipc attach p50 <= 2x the minimal C client p50: {ratio:.2} ({})",
+        if ratio <= 2.0 { "met" } else { "NOT met" }
+    );
+    if times.len() > 2 {
+        let ratio = p50(0) / p50(2);
+        println!(
+            "target (issue 16): mtipc attach p50 <= 1x jattach p50: {ratio:.2} ({})",
+            if ratio <= 1.0 { "met" } else { "NOT met" }
+        );
+    }
+}
+
+/// CPU time of this process so far (user + system), ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
+/// `ATTACH_PHASES=1`: the handshake's pieces, timed alone in this process:
+/// its X25519 operations and the PSK derivation, and whole handshakes with
+/// both ends as threads of this process over a socketpair (wall time, and
+/// the CPU time of both ends per handshake).
+fn handshake_pieces() {
+    use mtipc::internals::attach::derive_psk;
+    use openssl::derive::Deriver;
+    use openssl::pkey::PKey;
+    const N: usize = 200;
+    let p50 = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        us(pct(&v, 0.5))
+    };
+    let time = |f: &mut dyn FnMut()| -> Vec<u64> {
+        (0..N)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_nanos() as u64
+            })
+            .collect()
+    };
+    let key = ServerKey::generate().expect("key");
+    let peer = PKey::generate_x25519().expect("x25519");
+    let peer_pub =
+        PKey::public_key_from_raw_bytes(&peer.raw_public_key().unwrap(), openssl::pkey::Id::X25519)
+            .unwrap();
+    let keygen = time(&mut || {
+        ServerKey::generate().expect("key");
+    });
+    let derive = time(&mut || {
+        let mut d = Deriver::new(&peer).unwrap();
+        d.set_peer(&peer_pub).unwrap();
+        let mut out = [0u8; 32];
+        d.derive(&mut out).unwrap();
+    });
+    let hkdf = time(&mut || {
+        derive_psk(&[1; 32], &[2; 32], &[3; 32], &[4; 32]).expect("psk");
+    });
+    let fp = key.fingerprint();
+    let otk = [9u8; 32];
+    let cpu0 = cpu_ns();
+    let hs = time(&mut || {
+        let (a, b) = UnixStream::pair().unwrap();
+        let k = key.clone();
+        let server = std::thread::spawn(move || Conn::accept(a, &k, &otk, PATIENCE));
+        let c = Conn::connect(b, &fp, &otk, PATIENCE).expect("handshake");
+        let s = server.join().unwrap().expect("accept");
+        drop((c, s));
+    });
+    let cpu = (cpu_ns() - cpu0) / N as u64;
+    println!();
+    println!("The handshake's pieces, timed alone ({N} each), p50 µs:");
+    println!(
+        "  X25519 key generation (ServerKey::generate)   {:>8.1}",
+        p50(keygen)
+    );
+    println!(
+        "  X25519 shared secret                          {:>8.1}",
+        p50(derive)
+    );
+    println!(
+        "  PSK derivation (HKDF-SHA256, derive_psk)      {:>8.1}",
+        p50(hkdf)
+    );
+    println!(
+        "  whole handshake, both ends threads of this process over a socketpair: \
+         {:.0} µs wall; {:.0} µs of CPU (both ends, thread start included)",
+        p50(hs),
+        us(cpu)
+    );
 }

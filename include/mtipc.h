@@ -449,7 +449,7 @@ typedef struct mt_tenant_info {
    */
   const char *protocols;
   /**
-   * Hex SHA-256 of its TLS key ("" for the daemon).
+   * Its key: hex of its raw X25519 public key, which attachers pin ("" for the daemon).
    */
   const char *fingerprint;
   /**

@@ -701,7 +701,7 @@ struct TenantInfo {
     std::string role;
     /** The protocols it accepts, the default first. */
     std::vector<std::string> protocols;
-    /** Hex SHA-256 of its TLS key ("" for the daemon). */
+    /** Its key: hex of its raw X25519 public key, which attachers pin ("" for the daemon). */
     std::string fingerprint;
     /** The advertising process. */
     std::uint32_t pid = 0;

@@ -14,6 +14,11 @@ pub mod attach {
     // A tenant's TLS key, for a channel without a round: tests/attach_channel,
     // benches/attach_latency.
     pub use crate::attach::channel::ServerKey;
+    // The channel's PSK: its identity's parser (fuzz/psk_identity,
+    // tests/parsers) and its derivation (tests/parsers).
+    pub use crate::attach::channel::{
+        derive_psk, parse_psk_identity, psk_identity, PSK_IDENTITY_LEN,
+    };
     // The domain's attach files, each phase by hand: benches/attach_latency.
     pub use crate::attach::consts::{ATTACH_LOCK, HANDSHAKE_TIMEOUT, RELAY_SOCKET};
 
@@ -24,8 +29,8 @@ pub mod attach {
         // The files' life cycle: tests/attach_files, benches/attach_latency.
         pub use crate::attach::files::{
             advert_dir, adverts_dir, list, now_ms, read_advert, read_response, remove_response,
-            write_response, AdvertCache, AdvertFiles, Listed, ProcId, ResponseScan, SyncFile,
-            RELAY_SOCKET, STATE_BUSY, STATE_IDLE,
+            round_hint, write_response, AdvertCache, AdvertFiles, Listed, ProcId, ResponseScan,
+            SyncFile, RELAY_SOCKET, STATE_BUSY, STATE_IDLE,
         };
     }
 

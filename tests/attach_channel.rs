@@ -298,7 +298,7 @@ fn wrong_fingerprint_is_denied_and_the_tenant_fails() {
     let (kind, msg) = kind_of(Conn::connect(y, &other, &OTK, T));
     assert_eq!(kind, ErrorKind::Denied, "{msg}");
     assert!(
-        msg.contains("tenant's key does not match the advertised fingerprint"),
+        msg.contains("the peer does not hold the advertised key"),
         "{msg}"
     );
     assert!(msg.contains(&fingerprint_hex(&other)), "{msg}");
@@ -309,6 +309,80 @@ fn wrong_fingerprint_is_denied_and_the_tenant_fails() {
         "{tmsg}"
     );
     assert!(start.elapsed() < T / 2, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_key_that_is_not_x25519_is_denied_without_a_handshake() {
+    // An advertised "fingerprint" that no X25519 exchange can use (a point
+    // of small order): the attacher refuses before offering anything.
+    let key = ServerKey::generate().unwrap();
+    let (x, y) = UnixStream::pair().unwrap();
+    let tenant = thread::spawn(move || Conn::accept(x, &key, &OTK, T));
+    let (kind, msg) = kind_of(Conn::connect(y, &[0u8; 32], &OTK, T));
+    assert_eq!(kind, ErrorKind::Denied, "{msg}");
+    assert!(msg.contains("not a usable X25519 key"), "{msg}");
+    let (tkind, tmsg) = kind_of(tenant.join().unwrap());
+    assert_ne!(tkind, ErrorKind::Timeout, "{tmsg}");
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    // A relay records what a real attacher sent in a good handshake and
+    // replays it, byte for byte, to the same tenant key with the same
+    // one-time key: the binder verifies (same PSK), but the tenant's fresh
+    // key share changes the transcript, so the replayed Finished does not.
+    let key = ServerKey::generate().unwrap();
+    let fp = key.fingerprint();
+    let (x, y) = UnixStream::pair().unwrap();
+    let (tap_tenant, mut tap_relay) = UnixStream::pair().unwrap();
+    let k = key.clone();
+    let tenant = thread::spawn(move || Conn::accept(x, &k, &OTK, T));
+    // The attacher talks to the tap; the tap forwards both ways and keeps
+    // a copy of the attacher's bytes.
+    let (att_end, mut tap_att) = UnixStream::pair().unwrap();
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let rec = Arc::clone(&recorded);
+    let mut to_tenant = y.try_clone().unwrap();
+    let mut from_tenant = y;
+    let mut to_att = tap_att.try_clone().unwrap();
+    let up = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tap_att.read(&mut buf) {
+            if n == 0 || to_tenant.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            rec.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        let _ = to_tenant.shutdown(std::net::Shutdown::Write);
+    });
+    let down = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from_tenant.read(&mut buf) {
+            if n == 0 || to_att.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_att.shutdown(std::net::Shutdown::Write);
+    });
+    let a = Conn::connect(att_end, &fp, &OTK, T).unwrap();
+    let t = tenant.join().unwrap().unwrap();
+    a.send(b"secret").unwrap();
+    assert_eq!(t.recv(Some(T)).unwrap(), b"secret");
+    a.close();
+    t.close();
+    up.join().unwrap();
+    down.join().unwrap();
+    let recorded = recorded.lock().unwrap().clone();
+    assert!(recorded.len() > 100, "{} bytes recorded", recorded.len());
+
+    let replay = thread::spawn(move || Conn::accept(tap_tenant, &key, &OTK, T));
+    tap_relay.write_all(&recorded).unwrap();
+    let (kind, msg) = kind_of(replay.join().unwrap());
+    eprintln!("replayed handshake: {msg}");
+    assert!(
+        matches!(kind, ErrorKind::Corrupt | ErrorKind::Denied),
+        "{kind:?}: {msg}"
+    );
 }
 
 #[test]
@@ -756,7 +830,7 @@ fn handshake_and_echo_timing() {
     let (e64, _, _) = med(&mut echo64k);
     eprintln!(
         "channel timing over {ROUNDS} rounds (UnixStream::pair, tenant on a thread): \
-         key generation {keygen:?}; handshake + one-time key median {h:?} (min {hmin:?}, max {hmax:?}); \
+         key generation {keygen:?}; PSK handshake median {h:?} (min {hmin:?}, max {hmax:?}); \
          echo 1 B median {e1:?}; echo 64 KiB median {e64:?}"
     );
     assert!(h < Duration::from_secs(1), "{h:?}");

@@ -5,7 +5,7 @@
 //! and locks.
 
 use mtipc::internals::attach::files::{
-    self, advert_dir, adverts_dir, list, read_advert, read_response, remove_response,
+    self, advert_dir, adverts_dir, list, read_advert, read_response, remove_response, round_hint,
     write_response, Advert, AdvertCache, AdvertFiles, ProcId, Response, ResponseScan, Role,
     SyncFile, DAEMON_ID, STATE_BUSY, STATE_IDLE,
 };
@@ -919,6 +919,64 @@ fn a_response_scan_finds_each_response_and_follows_replaced_directories() {
     a2.withdraw().unwrap();
     b.withdraw().unwrap();
     assert!(scan.scan(&dom).unwrap().is_empty());
+}
+
+#[test]
+fn the_round_hint_reads_only_the_named_kept_directory() {
+    // Never 0 (the marker's "no round"), and it tells ids apart.
+    for id in ["acme", "beta", "t000", "t001", "@mtipcd", ""] {
+        assert_eq!(round_hint(id) & 1, 1, "{id}");
+    }
+    assert_ne!(round_hint("t000"), round_hint("t001"));
+    assert_eq!(round_hint("acme"), round_hint("acme"));
+
+    let s = Scratch::new("hint");
+    let dom = s.domain();
+    let mut scan = ResponseScan::new();
+    let a = AdvertFiles::publish(&dom, &my_advert("acme")).unwrap();
+    let b = AdvertFiles::publish(&dom, &my_advert("beta")).unwrap();
+    // Nothing kept yet: the hint finds nothing (the daemon then scans).
+    assert!(scan.hinted(&dom, round_hint("beta")).is_empty());
+    assert_eq!(scan.scan(&dom).unwrap().len(), 2);
+    write_response(b.dir(), &response_for("beta")).unwrap();
+    write_response(a.dir(), &response_for("acme")).unwrap();
+    let hinted = scan.hinted(&dom, round_hint("beta"));
+    assert_eq!(hinted.len(), 1);
+    assert_eq!(hinted[0].0, b.dir());
+    assert_eq!(
+        hinted[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.tenant.as_str()),
+        Some("beta")
+    );
+    // No round (0) and a hint of no kept id: nothing.
+    assert!(scan.hinted(&dom, 0).is_empty());
+    assert!(scan.hinted(&dom, round_hint("gamma")).is_empty());
+    // beta withdrawn and advertised again: its kept directory is gone, so
+    // the hint finds no response (the daemon then scans, which reads the
+    // new one).
+    remove_response(b.dir()).unwrap();
+    b.withdraw().unwrap();
+    let b2 = AdvertFiles::publish(&dom, &my_advert("beta")).unwrap();
+    write_response(b2.dir(), &response_for("beta")).unwrap();
+    assert!(scan
+        .hinted(&dom, round_hint("beta"))
+        .iter()
+        .all(|(_, r)| !matches!(r, Ok(Some(_)))));
+    assert_eq!(
+        scan.scan(&dom)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| matches!(r, Ok(Some(_))))
+            .count(),
+        2
+    );
+    assert_eq!(scan.hinted(&dom, round_hint("beta")).len(), 1);
+    a.withdraw().unwrap();
+    b2.withdraw().unwrap();
 }
 
 /// 20,000 junk files in `adverts/` are one warning per listing that counts

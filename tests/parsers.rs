@@ -4,11 +4,13 @@
 //! or accept anything but the canonical form: the layout file, a region
 //! header, an advertisement, an attach response, a relay hello, a session
 //! table region, a request area, a volume record, the permit arbiter
-//! region and an HA hooks message. (`make fuzz` runs the real
+//! region, an HA hooks message and the attach channel's PSK identity (with
+//! the PSK derivation against an independent HKDF). (`make fuzz` runs the real
 //! coverage-guided fuzzers.)
 
 use mtipc::internals::attach::files::{Advert, Response, Role, DAEMON_ID};
 use mtipc::internals::attach::relay::{hello_line, parse_hello, End, Hello, MAX_HELLO};
+use mtipc::internals::attach::{derive_psk, parse_psk_identity, psk_identity, PSK_IDENTITY_LEN};
 use mtipc::internals::domain::{layout_text, parse_layout};
 use mtipc::internals::session::layout::{validate_prefix, PREFIX};
 use mtipc::internals::session::requests::{
@@ -267,6 +269,69 @@ fn relay_hello_parser_survives_mutations() {
     let mut long = hello_line(End::Tenant, &pairing).into_bytes();
     long.splice(0..0, vec![b' '; MAX_HELLO]);
     assert_eq!(parse_hello(&long).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn psk_identity_parser_survives_mutations() {
+    let key: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+    let good = psk_identity(&key).into_bytes();
+    assert_eq!(good.len(), PSK_IDENTITY_LEN);
+    assert_eq!(parse_psk_identity(&good).unwrap(), key);
+    for i in 0..good.len() {
+        let e = parse_psk_identity(&good[..i]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "prefix of {i} bytes");
+    }
+    let mut upper = good.clone();
+    upper.make_ascii_uppercase();
+    assert!(parse_psk_identity(&upper).is_err(), "uppercase hex refused");
+    let mut rng = Rng(0x0ddc_0ffe_e123_4567);
+    let mut accepted = 0;
+    for _ in 0..50_000 {
+        let input = mutate(&mut rng, &good);
+        match parse_psk_identity(&input) {
+            Ok(k) => {
+                // Accepted only in its canonical form.
+                assert_eq!(psk_identity(&k).into_bytes(), input);
+                accepted += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Corrupt);
+                assert!(!e.message().contains('\n'), "{e}");
+            }
+        }
+    }
+    assert!(
+        accepted > 0,
+        "mutations never produced another valid identity"
+    );
+}
+
+/// HMAC-SHA256 through OpenSSL's signer: the building block of an HKDF
+/// written out here, independently of the library's.
+fn hmac(key: &[u8], data: &[&[u8]]) -> [u8; 32] {
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::sign::Signer;
+    let k = PKey::hmac(key).unwrap();
+    let mut s = Signer::new(MessageDigest::sha256(), &k).unwrap();
+    for d in data {
+        s.update(d).unwrap();
+    }
+    s.sign_to_vec().unwrap().try_into().unwrap()
+}
+
+#[test]
+fn psk_derivation_is_the_documented_hkdf() {
+    let dh = [0x11u8; 32];
+    let otk = [0x22u8; 32];
+    let tenant = [0x33u8; 32];
+    let attacher = [0x44u8; 32];
+    // RFC 5869: PRK = HMAC(salt, IKM); OKM = T(1) = HMAC(PRK, info || 0x01).
+    let prk = hmac(b"mtipc attach psk 1", &[&dh, &otk]);
+    let okm = hmac(&prk, &[&tenant, &attacher, &[1]]);
+    assert_eq!(derive_psk(&dh, &otk, &tenant, &attacher).unwrap(), okm);
+    // The order of the public keys matters: the info binds who is who.
+    assert_ne!(derive_psk(&dh, &otk, &attacher, &tenant).unwrap(), okm);
 }
 
 /// A table region of capacity 3 and 8 process records, as `Table::create`

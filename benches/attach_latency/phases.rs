@@ -34,7 +34,7 @@ pub const STEPS: [&str; 12] = [
     "relay ok (tenant + mtipcd)",
     "wait all BUSY",
     "reset, unlock, rm response",
-    "TLS handshake + key + [1]",
+    "TLS handshake (PSK + X25519)",
     "echo 64 bytes",
 ];
 
@@ -241,6 +241,13 @@ pub fn isolated(domain: &Domain) -> Vec<(String, u64)> {
             format!("ResponseScan::scan ({n} kept directories: mtipcd's scan)"),
             time(&mut || {
                 assert_eq!(scan.scan(domain.path()).unwrap().len(), n - 1);
+            }),
+        ),
+        (
+            format!("ResponseScan::hinted ({n} kept: mtipcd's look with the round hint)"),
+            time(&mut || {
+                let hint = files::round_hint(&listed[listed.len() - 1].advert.id);
+                assert!(!scan.hinted(domain.path(), hint).is_empty());
             }),
         ),
     ]

@@ -101,7 +101,8 @@ pub struct TenantInfo {
     pub protocols: Vec<String>,
     /// When it advertised (Unix ms).
     pub since_ms: u64,
-    /// Hex SHA-256 of its TLS key (empty for the daemon).
+    /// Its key: hex of its raw X25519 public key, which attachers pin
+    /// (empty for the daemon).
     pub fingerprint: String,
 }
 
@@ -138,9 +139,12 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Random bytes from the kernel (`getrandom(2)`): the round does not wait
+/// for OpenSSL, which a first attach in a process starts on another thread
+/// meanwhile (`channel::warm_client`).
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    openssl::rand::rand_bytes(&mut b).map_err(|e| err!(Io, "no random bytes: {e}"))?;
+    crate::sys::random_bytes(&mut b).map_err(|e| Error::io("random bytes (getrandom)", e))?;
     Ok(b)
 }
 
@@ -149,6 +153,10 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     files::validate_tenant_id(tenant)?;
     opts.check()?;
     domain.semaphore().check()?;
+    // The first attach of a process: OpenSSL's start and the client's TLS
+    // context on another thread, while this one runs the round (which
+    // mostly waits for the other processes).
+    let warming = super::channel::warm_client();
     let begun = Instant::now();
     let deadline = begun.checked_add(opts.timeout);
     let lock = LockFile::acquire(
@@ -175,9 +183,13 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     });
     let cache = &mut *guard;
     // Set until this round is cleaned up: found set, it says that an
-    // earlier round's attacher died with its response file out.
+    // earlier round's attacher died with its response file out. Its value
+    // names the target's directory to mtipcd (a hint: `files::round_hint`).
     let mark = domain.semaphore().round_mark();
-    let leftovers = mark.atomic().swap(1, Ordering::AcqRel) != 0;
+    let leftovers = mark
+        .atomic()
+        .swap(files::round_hint(tenant), Ordering::AcqRel)
+        != 0;
     // Waiters pausing after a unit no round explained sleep on the mark:
     // a round is starting.
     mark.wake(u32::MAX);
@@ -204,6 +216,10 @@ pub fn attach(domain: &Domain, tenant: &str, opts: &AttachOptions) -> Result<Con
     }
     drop(guard);
     drop(lock);
+    if let Some(w) = warming {
+        // Its failure, if any, is the handshake's to report.
+        let _ = w.join();
+    }
     let (stream, fingerprint, response) = r?;
     let until_start = Duration::from_millis(response.start_ms.saturating_sub(files::now_ms()));
     Conn::connect(

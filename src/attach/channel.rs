@@ -1,14 +1,34 @@
 //! The attach channel: whole messages over TLS 1.3 over a stream
 //! (DESIGN.md section 1 step 6, `docs/attach.md` "The channel").
 //!
-//! The tenant is the TLS server with an ephemeral P-256 key and a
-//! self-signed certificate made in memory ([`ServerKey`]); the attacher pins
-//! the SHA-256 of that key's DER `SubjectPublicKeyInfo` (the fingerprint in
-//! the advertisement): no CA, no host name, no client certificate. After the
-//! handshake the attacher sends the 32-byte one-time key from the response
-//! file as its first message; the tenant compares it in constant time and
-//! answers the one-byte message `[1]`, or closes. From then on both ends
-//! exchange [frames](#framing) with [`Conn::send`] and [`Conn::recv`].
+//! The tenant is the TLS server, the attacher the client, and neither
+//! presents a certificate: the handshake is TLS 1.3 with an external
+//! pre-shared key and an X25519 key exchange (`psk_dhe_ke`, RFC 8446
+//! section 4.2.9), the PSK bound to both the one-time key and the tenant's
+//! key:
+//!
+//! - the tenant's key ([`ServerKey`]) is an X25519 key pair made in memory
+//!   when it advertises; the advertisement's `fingerprint` is its raw
+//!   32-byte public key `T`;
+//! - the attacher makes an ephemeral X25519 key `e` per connection and
+//!   derives `psk = HKDF-SHA256(salt = "mtipc attach psk 1", ikm =
+//!   X25519(e, T) ‖ one-time key, info = T ‖ e_pub)` ([`derive_psk`]); its
+//!   PSK identity is `e_pub` in hex ([`psk_identity`]);
+//! - the tenant parses the identity ([`parse_psk_identity`]), computes the
+//!   same PSK with `X25519(t, e_pub)` and its response's one-time key, and
+//!   OpenSSL checks the ClientHello's PSK binder against it: a wrong
+//!   one-time key, or a PSK computed for another tenant key, fails there.
+//!   The server's Finished then proves to the attacher that the peer holds
+//!   `t` (the pinned tenant) and the one-time key; the client's Finished
+//!   proves the one-time key to the tenant. The traffic keys also depend on
+//!   a fresh X25519 exchange of the TLS handshake itself (forward secrecy).
+//!
+//! One TLS context per role and process, made on first use and kept; the
+//! per-connection secrets travel to the PSK callbacks in the `SSL` object's
+//! ex-data. The handshake is the whole authentication: when
+//! [`Conn::connect`] returns, the tenant has accepted the attacher, and
+//! both ends exchange [frames](#framing) with [`Conn::send`] and
+//! [`Conn::recv`].
 //!
 //! # Framing
 //!
@@ -66,9 +86,9 @@
 //! | situation | kind |
 //! |---|---|
 //! | handshake, key exchange or [`Conn::recv`] not done in time | [`ErrorKind::Timeout`] |
-//! | the tenant's key is not the advertised one (attacher) | [`ErrorKind::Denied`] |
+//! | the tenant refused the PSK (attacher: wrong one-time key, or the peer does not hold the advertised key) | [`ErrorKind::Denied`] |
 //! | the peer refused the handshake with an alert | [`ErrorKind::Denied`] |
-//! | wrong one-time key (tenant), or the tenant closed before accepting (attacher) | [`ErrorKind::Denied`] |
+//! | the attacher did not prove the one-time key (tenant) | [`ErrorKind::Denied`] |
 //! | peer closed: `close_notify`, EOF between frames, reset (also during the handshake) | [`ErrorKind::Closed`] |
 //! | EOF inside a frame, length over [`MAX_MESSAGE`], broken TLS, bytes that are not TLS | [`ErrorKind::Corrupt`] |
 //! | message over [`MAX_MESSAGE`] to send, buffer too small to receive | [`ErrorKind::Invalid`] |
@@ -78,25 +98,23 @@
 
 use crate::error::{err, Error, ErrorKind, Result};
 use crate::sys::net::{self as sys, Events};
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
+use openssl::derive::Deriver;
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
+use openssl::ex_data::Index;
+use openssl::md::Md;
+use openssl::pkey::{Id, PKey, PKeyRef, Private};
+use openssl::pkey_ctx::PkeyCtx;
 use openssl::ssl::{
     self, ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
-use openssl::x509::{X509NameBuilder, X509Ref, X509};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The largest message, in bytes, that [`Conn::send`] accepts and
 /// [`Conn::recv`] takes from the peer (1 MiB).
@@ -111,83 +129,50 @@ const HEADER: usize = 4;
 /// the header and the start of the payload in one record.
 const RECORD: usize = 16 * 1024;
 
-/// What the tenant answers to the right one-time key.
-const ACCEPTED: [u8; 1] = [1];
+/// The HKDF salt of [`derive_psk`]: names the derivation and its version.
+const PSK_SALT: &[u8] = b"mtipc attach psk 1";
 
-/// A tenant's ephemeral TLS identity: a P-256 key and a self-signed
-/// certificate made in memory; never written to disk.
+/// Length of a PSK identity: 64 lowercase hex digits (an X25519 public key).
+pub const PSK_IDENTITY_LEN: usize = 64;
+
+/// The ciphersuites a PSK from OpenSSL's PSK callbacks can use: those whose
+/// hash is SHA-256 (the callbacks' PSK is defined for it).
+const CIPHERSUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
+
+/// A tenant's key for the attach channel: an X25519 key pair made in memory
+/// when it advertises, never written anywhere.
 ///
-/// Cloning is cheap and shares the identity (the TLS context is reference
-/// counted). `Debug` shows the fingerprint only.
+/// Cloning is cheap and shares the key (reference counted). `Debug` shows
+/// the public key only.
 #[derive(Clone)]
 pub struct ServerKey {
-    ctx: SslContext,
-    fingerprint: [u8; 32],
+    key: PKey<Private>,
+    public: [u8; 32],
 }
 
 impl ServerKey {
-    /// Makes a fresh key and certificate (CN `mtipc tenant`, valid from an
-    /// hour ago for ten years: the attacher pins the key, never the dates)
-    /// and the TLS 1.3 server context that uses them.
+    /// Makes a fresh X25519 key pair.
     pub fn generate() -> Result<ServerKey> {
-        Self::build().map_err(|e| err!(Io, "cannot generate the tenant's TLS key: {e}"))
+        let build = || -> std::result::Result<ServerKey, ErrorStack> {
+            let key = PKey::generate_x25519()?;
+            let public = raw_public(&key)?;
+            Ok(ServerKey { key, public })
+        };
+        build().map_err(|e| err!(Io, "cannot generate the tenant's key: {e}"))
     }
 
-    fn build() -> std::result::Result<ServerKey, ErrorStack> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-        let pkey = PKey::from_ec_key(EcKey::generate(&group)?)?;
-
-        let mut name = X509NameBuilder::new()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, "mtipc tenant")?;
-        let name = name.build();
-        let mut serial = BigNum::new()?;
-        serial.rand(120, MsbOption::MAYBE_ZERO, false)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let not_before = Asn1Time::from_unix(now.saturating_sub(3600) as libc::time_t)?;
-        let not_after = Asn1Time::days_from_now(3650)?;
-
-        let mut cert = X509::builder()?;
-        cert.set_version(2)?;
-        let serial = serial.to_asn1_integer()?;
-        cert.set_serial_number(&serial)?;
-        cert.set_subject_name(&name)?;
-        cert.set_issuer_name(&name)?;
-        cert.set_pubkey(&pkey)?;
-        cert.set_not_before(&not_before)?;
-        cert.set_not_after(&not_after)?;
-        cert.sign(&pkey, MessageDigest::sha256())?;
-        let cert = cert.build();
-
-        let mut ctx = SslContextBuilder::new(SslMethod::tls_server())?;
-        common_context(&mut ctx)?;
-        ctx.set_certificate(&cert)?;
-        ctx.set_private_key(&pkey)?;
-        ctx.check_private_key()?;
-        // The one-time key authenticates the attacher: no client certificate.
-        ctx.set_verify(SslVerifyMode::NONE);
-        // No resumption: nothing to send after the handshake.
-        ctx.set_num_tickets(0)?;
-
-        let fingerprint = openssl::sha::sha256(&pkey.public_key_to_der()?);
-        Ok(ServerKey {
-            ctx: ctx.build(),
-            fingerprint,
-        })
-    }
-
-    /// SHA-256 of the DER `SubjectPublicKeyInfo` of the key: what the
-    /// advertisement carries (as [`fingerprint_hex`]) and the attacher pins.
+    /// The raw 32-byte X25519 public key: what the advertisement carries as
+    /// its `fingerprint` (as [`fingerprint_hex`]) and the attacher pins by
+    /// deriving the PSK with it.
     pub fn fingerprint(&self) -> [u8; 32] {
-        self.fingerprint
+        self.public
     }
 }
 
 impl fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerKey")
-            .field("fingerprint", &fingerprint_hex(&self.fingerprint))
+            .field("fingerprint", &fingerprint_hex(&self.public))
             .finish_non_exhaustive()
     }
 }
@@ -197,42 +182,318 @@ pub fn fingerprint_hex(fp: &[u8; 32]) -> String {
     super::hex(fp)
 }
 
-/// Settings both ends share: TLS 1.3 only, no session cache, partial and
-/// moving writes (non-blocking retries), EOF without `close_notify` reported
-/// as a close (the framing tells a clean end from a truncated message).
+/// The raw public key of an X25519 key.
+fn raw_public<T: openssl::pkey::HasPublic>(
+    key: &PKeyRef<T>,
+) -> std::result::Result<[u8; 32], ErrorStack> {
+    let raw = key.raw_public_key()?;
+    // X25519 public keys are 32 bytes; anything else is OpenSSL's error.
+    raw.as_slice().try_into().map_err(|_| ErrorStack::get())
+}
+
+/// X25519 between our private key and the peer's raw public key. `None` if
+/// the peer's key is refused or the shared secret is all zero (a low-order
+/// point: a secret anyone could compute).
+fn x25519(ours: &PKeyRef<Private>, theirs: &[u8; 32]) -> Option<[u8; 32]> {
+    let peer = PKey::public_key_from_raw_bytes(theirs, Id::X25519).ok()?;
+    let mut d = Deriver::new(ours).ok()?;
+    d.set_peer(&peer).ok()?;
+    let mut shared = [0u8; 32];
+    match d.derive(&mut shared) {
+        Ok(32) if shared != [0u8; 32] => Some(shared),
+        _ => None,
+    }
+}
+
+/// The channel's pre-shared key: HKDF-SHA256 with salt
+/// `"mtipc attach psk 1"`, input keying material `dh ‖ one_time_key` and
+/// info `tenant_public ‖ attacher_public`, 32 bytes.
+///
+/// `dh` is X25519 between the attacher's ephemeral key and the tenant's
+/// key: only the holder of either private key can compute it, so the PSK
+/// pins the tenant; the one-time key (from the response file) makes it
+/// this round's; the info binds both public keys.
+// Not API: tests/parsers checks it with known values.
+#[doc(hidden)]
+pub fn derive_psk(
+    dh: &[u8; 32],
+    one_time_key: &[u8; 32],
+    tenant_public: &[u8; 32],
+    attacher_public: &[u8; 32],
+) -> Result<[u8; 32]> {
+    let run = || -> std::result::Result<[u8; 32], ErrorStack> {
+        let mut ikm = [0u8; 64];
+        ikm[..32].copy_from_slice(dh);
+        ikm[32..].copy_from_slice(one_time_key);
+        let mut info = [0u8; 64];
+        info[..32].copy_from_slice(tenant_public);
+        info[32..].copy_from_slice(attacher_public);
+        let mut ctx = PkeyCtx::new_id(Id::HKDF)?;
+        ctx.derive_init()?;
+        ctx.set_hkdf_md(Md::sha256())?;
+        ctx.set_hkdf_salt(PSK_SALT)?;
+        ctx.set_hkdf_key(&ikm)?;
+        ctx.add_hkdf_info(&info)?;
+        let mut psk = [0u8; 32];
+        ctx.derive(Some(&mut psk))?;
+        Ok(psk)
+    };
+    run().map_err(|e| err!(Io, "cannot derive the attach channel's key: {e}"))
+}
+
+/// The PSK identity the attacher sends for its ephemeral public key: 64
+/// lowercase hex digits.
+#[doc(hidden)]
+pub fn psk_identity(attacher_public: &[u8; 32]) -> String {
+    super::hex(attacher_public)
+}
+
+/// Parses a PSK identity (untrusted bytes from the ClientHello): exactly
+/// [`PSK_IDENTITY_LEN`] lowercase hex digits, the attacher's ephemeral
+/// X25519 public key. Anything else is [`ErrorKind::Corrupt`] with a
+/// one-line reason.
+// Not API: fuzz/psk_identity, tests/parsers.
+#[doc(hidden)]
+pub fn parse_psk_identity(identity: &[u8]) -> Result<[u8; 32]> {
+    if identity.len() != PSK_IDENTITY_LEN {
+        return Err(err!(
+            Corrupt,
+            "PSK identity is {} bytes long; expected {PSK_IDENTITY_LEN} lowercase hex digits",
+            identity.len()
+        ));
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in identity.chunks_exact(2).enumerate() {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => out[i] = h << 4 | l,
+            _ => {
+                return Err(err!(
+                    Corrupt,
+                    "PSK identity has a byte that is not a lowercase hex digit at offset {}",
+                    2 * i + usize::from(digit(pair[0]).is_some())
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What one connection's PSK callback needs, and what it found (read back
+/// after the handshake for the error message). Kept in the `SSL` object's
+/// ex-data.
+struct PskState {
+    one_time_key: [u8; 32],
+    /// The tenant's public key: pinned (attacher) or our own (tenant).
+    tenant_public: [u8; 32],
+    /// The tenant's private key (tenant side only).
+    tenant_key: Option<PKey<Private>>,
+    found: Mutex<PskFound>,
+}
+
+/// What the PSK callback did.
+#[derive(Default)]
+struct PskFound {
+    /// Times it was called.
+    calls: u32,
+    /// Attacher: the identity and PSK it offered (computed once: a second
+    /// ClientHello offers the same). Tenant: the PSK it accepted to check.
+    offered: Option<(String, [u8; 32])>,
+    /// Why the callback gave no PSK.
+    problem: Option<String>,
+}
+
+fn psk_index() -> std::result::Result<Index<Ssl, PskState>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, PskState>> = OnceLock::new();
+    if let Some(i) = INDEX.get() {
+        return Ok(*i);
+    }
+    let i = Ssl::new_ex_index::<PskState>()?;
+    Ok(*INDEX.get_or_init(|| i))
+}
+
+/// The attacher's PSK callback: a fresh ephemeral key, the PSK for the
+/// pinned tenant key and the one-time key, its public half as identity.
+fn client_psk(
+    ssl: &mut ssl::SslRef,
+    _hint: Option<&[u8]>,
+    identity: &mut [u8],
+    psk: &mut [u8],
+) -> std::result::Result<usize, ErrorStack> {
+    let Some(st) = psk_index().ok().and_then(|i| ssl.ex_data(i)) else {
+        return Ok(0);
+    };
+    let mut found = lock(&st.found);
+    found.calls += 1;
+    if found.offered.is_none() {
+        let eph = PKey::generate_x25519()?;
+        let eph_public = raw_public(&eph)?;
+        let Some(dh) = x25519(&eph, &st.tenant_public) else {
+            found.problem = Some("the advertised key is not a usable X25519 key".to_string());
+            return Ok(0);
+        };
+        let key = derive_psk(&dh, &st.one_time_key, &st.tenant_public, &eph_public)
+            .map_err(|_| ErrorStack::get())?;
+        found.offered = Some((psk_identity(&eph_public), key));
+    }
+    let (id, key) = found.offered.as_ref().expect("set above");
+    // The identity is a C string (OpenSSL takes its strlen).
+    if identity.len() <= id.len() || psk.len() < key.len() {
+        found.problem = Some("OpenSSL's PSK buffers are too small".to_string());
+        return Ok(0);
+    }
+    identity[..id.len()].copy_from_slice(id.as_bytes());
+    identity[id.len()] = 0;
+    psk[..key.len()].copy_from_slice(key);
+    Ok(key.len())
+}
+
+/// The tenant's PSK callback: the PSK of the attacher's identity, which
+/// OpenSSL then checks against the ClientHello's binder. Only the first
+/// identity is looked at (one X25519 per connection, whatever the
+/// ClientHello offers).
+fn server_psk(
+    ssl: &mut ssl::SslRef,
+    identity: Option<&[u8]>,
+    psk: &mut [u8],
+) -> std::result::Result<usize, ErrorStack> {
+    let Some(st) = psk_index().ok().and_then(|i| ssl.ex_data(i)) else {
+        return Ok(0);
+    };
+    let mut found = lock(&st.found);
+    found.calls += 1;
+    if found.calls > 1 {
+        return Ok(0);
+    }
+    let (Some(ours), true) = (st.tenant_key.as_ref(), psk.len() >= 32) else {
+        return Ok(0);
+    };
+    let eph_public = match parse_psk_identity(identity.unwrap_or_default()) {
+        Ok(k) => k,
+        Err(e) => {
+            found.problem = Some(e.message().to_string());
+            return Ok(0);
+        }
+    };
+    let Some(dh) = x25519(ours, &eph_public) else {
+        found.problem = Some("the attacher's key in its PSK identity is refused".to_string());
+        return Ok(0);
+    };
+    let key = derive_psk(&dh, &st.one_time_key, &st.tenant_public, &eph_public)
+        .map_err(|_| ErrorStack::get())?;
+    psk[..32].copy_from_slice(&key);
+    found.offered = Some((psk_identity(&eph_public), key));
+    Ok(32)
+}
+
+/// Settings both ends share: TLS 1.3 only, the SHA-256 ciphersuites, X25519
+/// for the key exchange (one key share: no HelloRetryRequest), no session
+/// cache or tickets, partial and moving writes (non-blocking retries), EOF
+/// without `close_notify` reported as a close (the framing tells a clean
+/// end from a truncated message).
 fn common_context(ctx: &mut SslContextBuilder) -> std::result::Result<(), ErrorStack> {
     ctx.set_min_proto_version(Some(SslVersion::TLS1_3))?;
     ctx.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    ctx.set_ciphersuites(CIPHERSUITES)?;
+    ctx.set_groups_list("X25519")?;
     ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
     ctx.set_options(SslOptions::IGNORE_UNEXPECTED_EOF | SslOptions::NO_TICKET);
     ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
     Ok(())
 }
 
-/// The attacher's context, made once (the pinned fingerprint is set per
-/// connection).
-fn client_context() -> Result<SslContext> {
-    static CLIENT: OnceLock<SslContext> = OnceLock::new();
-    if let Some(ctx) = CLIENT.get() {
+/// The process's TLS contexts, per role.
+static SERVER: OnceLock<SslContext> = OnceLock::new();
+static CLIENT: OnceLock<SslContext> = OnceLock::new();
+
+/// The process's TLS context for one role, made on first use and kept (the
+/// per-connection secrets are in each `SSL`'s ex-data).
+pub(crate) fn context(server: bool) -> Result<SslContext> {
+    let cell = if server { &SERVER } else { &CLIENT };
+    if let Some(ctx) = cell.get() {
         return Ok(ctx.clone());
     }
     let build = || -> std::result::Result<SslContext, ErrorStack> {
-        let mut ctx = SslContextBuilder::new(SslMethod::tls_client())?;
+        let method = if server {
+            SslMethod::tls_server()
+        } else {
+            SslMethod::tls_client()
+        };
+        let mut ctx = SslContextBuilder::new(method)?;
         common_context(&mut ctx)?;
+        if server {
+            // No certificate: the PSK is the only way through; nothing to
+            // resume.
+            ctx.set_num_tickets(0)?;
+            ctx.set_verify(SslVerifyMode::NONE);
+            ctx.set_psk_server_callback(server_psk);
+        } else {
+            // A server that presents a certificate did not take our PSK
+            // (not an mtipc tenant of this version): never accepted.
+            ctx.set_verify_callback(SslVerifyMode::PEER, |_, _| false);
+            ctx.set_psk_client_callback(client_psk);
+        }
         Ok(ctx.build())
     };
-    let ctx = build().map_err(|e| err!(Io, "cannot set up the TLS client: {e}"))?;
-    Ok(CLIENT.get_or_init(|| ctx).clone())
+    let ctx = build().map_err(|e| err!(Io, "cannot set up TLS for the attach channel: {e}"))?;
+    Ok(cell.get_or_init(|| ctx).clone())
 }
 
-/// SHA-256 of a certificate's DER `SubjectPublicKeyInfo`.
-fn spki_fingerprint(cert: &X509Ref) -> Option<[u8; 32]> {
-    let der = cert.public_key().ok()?.public_key_to_der().ok()?;
-    Some(openssl::sha::sha256(&der))
+/// If this process has no attacher's TLS context yet (its first attach):
+/// starts a thread that makes it and has OpenSSL fetch X25519 and HKDF
+/// once, so that OpenSSL's start-up (a few ms in a fresh process) overlaps
+/// the attach round instead of following it. `None` when the context is
+/// kept already (or no thread could start: the handshake then does the
+/// work itself).
+pub(crate) fn warm_client() -> Option<std::thread::JoinHandle<()>> {
+    if CLIENT.get().is_some() {
+        return None;
+    }
+    std::thread::Builder::new()
+        .name("mtipc-tls-warm".into())
+        .spawn(|| {
+            let _ = context(false);
+            if let Ok(k) = PKey::generate_x25519() {
+                if let Ok(public) = raw_public(&k) {
+                    let _ = x25519(&k, &public);
+                }
+            }
+            let _ = derive_psk(&[1; 32], &[2; 32], &[3; 32], &[4; 32]);
+        })
+        .ok()
 }
 
-// ---------------------------------------------------------------------------
-// The socket under TLS
+/// A new `SSL` for one connection, with its PSK state.
+fn new_ssl(server: bool, state: PskState) -> Result<Ssl> {
+    let ctx = context(server)?;
+    let start = || -> std::result::Result<Ssl, ErrorStack> {
+        let mut ssl = Ssl::new(&ctx)?;
+        ssl.set_ex_data(psk_index()?, state);
+        if server {
+            ssl.set_accept_state();
+        } else {
+            ssl.set_connect_state();
+        }
+        Ok(ssl)
+    };
+    start().map_err(|e| err!(Io, "cannot start TLS: {e}"))
+}
+
+/// What the PSK callback of a connection found: (called, offered a PSK,
+/// its problem).
+fn psk_found(ssl: &ssl::SslRef) -> (bool, bool, Option<String>) {
+    match psk_index().ok().and_then(|i| ssl.ex_data(i)) {
+        Some(st) => {
+            let f = lock(&st.found);
+            (f.calls > 0, f.offered.is_some(), f.problem.clone())
+        }
+        None => (false, false, None),
+    }
+}
 
 /// The stream OpenSSL reads and writes: a non-blocking UNIX stream socket,
 /// written with `MSG_NOSIGNAL`.
@@ -457,14 +718,27 @@ fn prepare(stream: UnixStream) -> Result<(UnixStream, OwnedFd)> {
     Ok((stream, fd))
 }
 
+/// OpenSSL's reason for a PSK binder that does not verify
+/// (`SSL_R_BINDER_DOES_NOT_VERIFY`): the attacher's PSK is not ours.
+const SSL_R_BINDER_DOES_NOT_VERIFY: libc::c_int = 253;
+
+fn is_binder_failure(e: &ssl::Error) -> bool {
+    e.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|x| {
+            x.library_code() == ERR_LIB_SSL && x.reason_code() == SSL_R_BINDER_DOES_NOT_VERIFY
+        })
+    })
+}
+
 impl Conn {
-    /// Tenant side: TLS 1.3 server handshake on `stream` with `key`, then
-    /// reads the first message, which must equal `one_time_key` (compared in
-    /// constant time), answers the one-byte message `[1]` and returns the
-    /// connection.
+    /// Tenant side: TLS 1.3 server handshake on `stream` with the tenant's
+    /// `key`, accepting only an attacher whose PSK is the one derived from
+    /// `one_time_key` and this key (see the module's documentation); returns
+    /// the connection once the handshake is complete.
     ///
-    /// A wrong key (or a first message of another length): closes and
-    /// returns [`ErrorKind::Denied`]. The whole exchange must finish within
+    /// A PSK that does not verify (another one-time key, or one computed
+    /// for another tenant key), or no usable PSK: returns
+    /// [`ErrorKind::Denied`]. The whole exchange must finish within
     /// `timeout` ([`ErrorKind::Timeout`]); the stream may carry no byte for
     /// a while (the relay holds traffic until its start time).
     // Not API (the tenant's waiter calls it): public for tests/attach_channel
@@ -478,49 +752,65 @@ impl Conn {
     ) -> Result<Conn> {
         let deadline = Deadline::new(Some(timeout), "accepting the attacher");
         let (stream, fd) = prepare(stream)?;
-        let mut ssl = Ssl::new(&key.ctx).map_err(|e| err!(Io, "cannot start TLS: {e}"))?;
-        ssl.set_accept_state();
+        let ssl = new_ssl(
+            true,
+            PskState {
+                one_time_key: *one_time_key,
+                tenant_public: key.public,
+                tenant_key: Some(key.key.clone()),
+                found: Mutex::default(),
+            },
+        )?;
         let mut tls =
             SslStream::new(ssl, Sock(stream)).map_err(|e| err!(Io, "cannot start TLS: {e}"))?;
         match handshake(&mut tls, &fd, &deadline) {
             HsResult::Done => {}
-            HsResult::Failed(e) => return Err(handshake_error(e, "attacher")),
+            HsResult::Failed(e) => {
+                let (_, offered, problem) = psk_found(tls.ssl());
+                let denied = if is_binder_failure(&e) {
+                    Some(format!(
+                        "its PSK binder does not verify: another one-time key, or a PSK for another tenant key ({e})"
+                    ))
+                } else if !offered {
+                    problem.map(|p| format!("its PSK identity is refused: {p}"))
+                } else {
+                    None
+                };
+                if let Some(why) = denied {
+                    crate::log::debug!(reason = %why, "attach channel: attacher refused");
+                    return Err(err!(
+                        Denied,
+                        "the attacher did not present the one-time key ({why})"
+                    ));
+                }
+                return Err(handshake_error(e, "attacher"));
+            }
             HsResult::Error(e) => return Err(e),
         }
         let conn = Conn::new(tls, fd);
-
-        let len = conn.wait_header(&deadline).map_err(|e| {
-            if e.kind() == ErrorKind::Closed {
-                err!(
-                    Closed,
-                    "the attacher closed before presenting the one-time key"
-                )
-            } else {
-                e
-            }
-        })?;
-        let denied = || err!(Denied, "the attacher did not present the one-time key");
-        if len != one_time_key.len() {
+        // Without a certificate no handshake completes but through the PSK;
+        // checked all the same.
+        if !psk_found(lock(&conn.tls).stream.ssl()).1 {
             conn.close();
-            return Err(denied());
+            return Err(err!(
+                Denied,
+                "the attacher did not present the one-time key (no PSK)"
+            ));
         }
-        let msg = conn.recv_deadline(&deadline)?;
-        if !openssl::memcmp::eq(&msg, one_time_key) {
-            conn.close();
-            crate::log::debug!("attach channel: wrong one-time key, connection refused");
-            return Err(denied());
-        }
-        conn.send(&ACCEPTED)?;
         crate::log::debug!(version = conn.version, "attach channel: attacher accepted");
         Ok(conn)
     }
 
-    /// Attacher side: TLS 1.3 client handshake on `stream`, accepting the
-    /// server's certificate if and only if the SHA-256 of its DER
-    /// `SubjectPublicKeyInfo` is `fingerprint` (no CA, no host name: pinning
-    /// only; a mismatch is [`ErrorKind::Denied`]). Then sends `one_time_key`
-    /// as the first message and waits for the tenant's `[1]`; a tenant that
-    /// closes first is [`ErrorKind::Denied`]. All within `timeout`.
+    /// Attacher side: TLS 1.3 client handshake on `stream` with the PSK
+    /// derived from `one_time_key` and the tenant's advertised key
+    /// `fingerprint` (its raw X25519 public key; see the module's
+    /// documentation). Returns once the handshake is complete: the peer has
+    /// then proved that it holds the tenant's private key and the one-time
+    /// key, and has accepted the attacher.
+    ///
+    /// The tenant refusing the PSK (another one-time key, or a peer that
+    /// does not hold the advertised key), or a peer that presents a
+    /// certificate instead: [`ErrorKind::Denied`]. All within `timeout`.
     // Not API (attach calls it): public for tests/attach_channel and
     // benches/attach_latency.
     #[doc(hidden)]
@@ -532,85 +822,57 @@ impl Conn {
     ) -> Result<Conn> {
         let deadline = Deadline::new(Some(timeout), "attaching to the tenant");
         let (stream, fd) = prepare(stream)?;
-        let ctx = client_context()?;
-        let mut ssl = Ssl::new(&ctx).map_err(|e| err!(Io, "cannot start TLS: {e}"))?;
-        ssl.set_connect_state();
-        // What the pinning callback saw at depth 0 (for the error message):
-        // None = not called yet, Some(None) = no usable key.
-        let seen: Arc<Mutex<Option<Option<[u8; 32]>>>> = Arc::new(Mutex::new(None));
-        let expected = *fingerprint;
-        let seen_cb = Arc::clone(&seen);
-        ssl.set_verify_callback(SslVerifyMode::PEER, move |_preverified, ctx| {
-            // Only the leaf matters: the server proves it holds the leaf's
-            // key (CertificateVerify); anything else it sends is ignored, and
-            // the CA checks that failed (self-signed) do not apply.
-            if ctx.error_depth() != 0 {
-                return true;
-            }
-            let fp = ctx.current_cert().and_then(spki_fingerprint);
-            *lock(&seen_cb) = Some(fp);
-            fp == Some(expected)
-        });
+        let ssl = new_ssl(
+            false,
+            PskState {
+                one_time_key: *one_time_key,
+                tenant_public: *fingerprint,
+                tenant_key: None,
+                found: Mutex::default(),
+            },
+        )?;
         let mut tls =
             SslStream::new(ssl, Sock(stream)).map_err(|e| err!(Io, "cannot start TLS: {e}"))?;
-        let mismatch = |got: Option<Option<[u8; 32]>>| {
-            let got = match got.flatten() {
-                Some(fp) => fingerprint_hex(&fp),
-                None => "no usable key".to_string(),
-            };
-            err!(
-                Denied,
-                "tenant's key does not match the advertised fingerprint (advertised {}, presented {got})",
-                fingerprint_hex(fingerprint)
-            )
-        };
+        let advertised = fingerprint_hex(fingerprint);
         match handshake(&mut tls, &fd, &deadline) {
             HsResult::Done => {}
             HsResult::Failed(e) => {
-                let got = *lock(&seen);
-                return Err(match got {
-                    Some(fp) if fp != Some(expected) => mismatch(got),
+                let (_, offered, problem) = psk_found(tls.ssl());
+                return Err(match problem {
+                    Some(p) if !offered => err!(
+                        Denied,
+                        "cannot attach with the tenant's advertised key {advertised}: {p}"
+                    ),
+                    _ if is_peer_alert(&e) => err!(
+                        Denied,
+                        "the tenant refused the handshake: the peer does not hold the advertised key {advertised}, or was not given this one-time key ({e})"
+                    ),
+                    _ if tls.ssl().peer_certificate().is_some() => err!(
+                        Denied,
+                        "the peer presented a certificate instead of proving the advertised key {advertised} (not a tenant of this mtipc version?)"
+                    ),
                     _ => handshake_error(e, "tenant"),
                 });
             }
             HsResult::Error(e) => return Err(e),
         }
-        // Belt and braces: check the leaf again now that the handshake is done.
-        let leaf = tls.ssl().peer_certificate();
-        let fp = leaf.as_deref().and_then(spki_fingerprint);
         let conn = Conn::new(tls, fd);
-        if fp != Some(expected) {
-            conn.close();
-            return Err(mismatch(Some(fp)));
-        }
-
-        // A tenant that is gone before answering refused the key.
-        let refused = || {
-            err!(
-                Denied,
-                "the tenant closed the connection instead of accepting the one-time key"
-            )
-        };
-        match conn.send(one_time_key) {
-            Err(e) if e.kind() == ErrorKind::Closed => return Err(refused()),
-            r => r?,
-        }
-        match conn.recv_deadline(&deadline) {
-            Ok(m) if m == ACCEPTED => {
-                crate::log::debug!(version = conn.version, "attach channel: tenant accepted");
-                Ok(conn)
-            }
-            Ok(m) => {
+        {
+            // Belt and braces: the handshake completed through our PSK and
+            // no certificate (the verify callback refuses any).
+            let tls = lock(&conn.tls);
+            let ssl = tls.stream.ssl();
+            if !psk_found(ssl).1 || ssl.peer_certificate().is_some() {
+                drop(tls);
                 conn.close();
-                Err(err!(
-                    Corrupt,
-                    "the tenant answered the one-time key with {} bytes instead of the acceptance [1]",
-                    m.len()
-                ))
+                return Err(err!(
+                    Denied,
+                    "the tenant did not prove the advertised key {advertised}"
+                ));
             }
-            Err(e) if e.kind() == ErrorKind::Closed => Err(refused()),
-            Err(e) => Err(e),
         }
+        crate::log::debug!(version = conn.version, "attach channel: tenant accepted");
+        Ok(conn)
     }
 
     fn new(stream: SslStream<Sock>, fd: OwnedFd) -> Conn {
@@ -903,12 +1165,11 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_is_sha256_of_spki() {
+    fn fingerprint_is_the_raw_x25519_public_key() {
         let k1 = ServerKey::generate().unwrap();
         let k2 = ServerKey::generate().unwrap();
         assert_ne!(k1.fingerprint(), k2.fingerprint());
-        let cert = k1.ctx.certificate().unwrap();
-        assert_eq!(spki_fingerprint(cert), Some(k1.fingerprint()));
+        assert_eq!(raw_public(&k1.key).unwrap(), k1.fingerprint());
         let hex = fingerprint_hex(&k1.fingerprint());
         assert_eq!(hex.len(), 64);
         assert!(hex
@@ -916,6 +1177,117 @@ mod tests {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         assert_eq!(fingerprint_hex(&[0xab; 32]), "ab".repeat(32));
         assert!(format!("{k1:?}").contains(&hex));
+    }
+
+    #[test]
+    fn both_ends_derive_the_same_psk_and_only_they() {
+        let tenant = ServerKey::generate().unwrap();
+        let eph = PKey::generate_x25519().unwrap();
+        let eph_public = raw_public(&eph).unwrap();
+        let at_attacher = x25519(&eph, &tenant.fingerprint()).unwrap();
+        let at_tenant = x25519(&tenant.key, &eph_public).unwrap();
+        assert_eq!(at_attacher, at_tenant);
+        let psk = |dh: &[u8; 32], otk: &[u8; 32], t: &[u8; 32], a: &[u8; 32]| {
+            derive_psk(dh, otk, t, a).unwrap()
+        };
+        let fp = tenant.fingerprint();
+        let good = psk(&at_attacher, &OTK, &fp, &eph_public);
+        assert_eq!(good, psk(&at_tenant, &OTK, &fp, &eph_public));
+        // Every input matters.
+        let mut otk = OTK;
+        otk[0] ^= 1;
+        assert_ne!(good, psk(&at_attacher, &otk, &fp, &eph_public));
+        let mut dh = at_attacher;
+        dh[31] ^= 0x80;
+        assert_ne!(good, psk(&dh, &OTK, &fp, &eph_public));
+        assert_ne!(good, psk(&at_attacher, &OTK, &eph_public, &fp));
+        // Another tenant key gives another shared secret.
+        let other = ServerKey::generate().unwrap();
+        assert_ne!(Some(at_attacher), x25519(&eph, &other.fingerprint()));
+    }
+
+    #[test]
+    fn a_low_order_key_gives_no_shared_secret() {
+        let tenant = ServerKey::generate().unwrap();
+        // 0 and 1 are points of small order: X25519 with them is all zero.
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert_eq!(x25519(&tenant.key, &[0u8; 32]), None);
+        assert_eq!(x25519(&tenant.key, &one), None);
+    }
+
+    /// A client that offers `identity` with `psk` (what a hostile relay or
+    /// attacher could send), against a real tenant.
+    fn raw_client(stream: UnixStream, identity: &'static [u8], psk: [u8; 32]) -> Result<()> {
+        let mut ctx = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
+        common_context(&mut ctx).unwrap();
+        ctx.set_verify(SslVerifyMode::NONE);
+        ctx.set_psk_client_callback(move |_, _, id, out| {
+            id[..identity.len()].copy_from_slice(identity);
+            id[identity.len()] = 0;
+            out[..32].copy_from_slice(&psk);
+            Ok(32)
+        });
+        let ctx = ctx.build();
+        let (stream, fd) = prepare(stream)?;
+        let mut ssl = Ssl::new(&ctx).unwrap();
+        ssl.set_connect_state();
+        let mut tls = SslStream::new(ssl, Sock(stream)).unwrap();
+        match handshake(&mut tls, &fd, &Deadline::new(Some(T), "raw client")) {
+            HsResult::Done => {
+                // The tenant checks our Finished after its own flight: wait
+                // for its verdict.
+                let conn = Conn::new(tls, fd);
+                conn.recv(Some(T)).map(|_| ())
+            }
+            HsResult::Failed(e) => Err(handshake_error(e, "tenant")),
+            HsResult::Error(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn a_low_order_attacher_key_is_refused() {
+        // Someone who knows the one-time key (it is in a file) but not the
+        // tenant's key offers the all-zero point: with the shared secret
+        // zero, it could compute the PSK. The tenant refuses the identity.
+        static ZERO: [u8; 64] = [b'0'; 64];
+        let key = ServerKey::generate().unwrap();
+        let dh = [0u8; 32];
+        let psk = derive_psk(&dh, &OTK, &key.fingerprint(), &[0u8; 32]).unwrap();
+        let (x, y) = UnixStream::pair().unwrap();
+        let tenant = thread::spawn(move || Conn::accept(x, &key, &OTK, T));
+        let r = raw_client(y, &ZERO, psk);
+        assert!(r.is_err());
+        let e = tenant.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
+        assert!(e.message().contains("PSK identity is refused"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_identity_is_refused() {
+        let key = ServerKey::generate().unwrap();
+        let (x, y) = UnixStream::pair().unwrap();
+        let tenant = thread::spawn(move || Conn::accept(x, &key, &OTK, T));
+        assert!(raw_client(y, b"not hex at all", [1; 32]).is_err());
+        let e = tenant.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Denied, "{e}");
+        assert!(e.message().contains("bytes long"), "{e}");
+    }
+
+    #[test]
+    fn no_warm_up_once_the_client_context_is_kept() {
+        context(false).unwrap();
+        assert!(warm_client().is_none());
+    }
+
+    #[test]
+    fn one_context_per_role_is_kept() {
+        let a = context(false).unwrap();
+        let b = context(false).unwrap();
+        assert!(std::ptr::eq(&*a, &*b));
+        let c = context(true).unwrap();
+        assert!(!std::ptr::eq(&*a, &*c));
+        assert!(std::ptr::eq(&*c, &*context(true).unwrap()));
     }
 
     #[test]

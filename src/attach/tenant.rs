@@ -79,6 +79,9 @@ pub fn advertise(
         ));
     }
     let key = Arc::new(ServerKey::generate()?);
+    // The process's TLS server context, made now rather than in the first
+    // attacher's handshake.
+    super::channel::context(true)?;
     let me = ProcId::current()?;
     let advert = Advert {
         id: tenant.to_string(),
@@ -149,7 +152,11 @@ pub(crate) fn start_waiter(
                         STOP_CHECK,
                         &|| s2.is_set() || dom.semaphore().is_broken(),
                         &mut || {
-                            for r in find_responses(dom.path(), &f2, &id, scan.as_mut()) {
+                            let hint = dom
+                                .semaphore()
+                                .round_mark()
+                                .load(crate::sync::Ordering::Acquire);
+                            for r in find_responses(dom.path(), &f2, &id, scan.as_mut(), hint) {
                                 if served.first_time(r.pairing) {
                                     on_response(r);
                                 }
@@ -199,12 +206,31 @@ pub(crate) fn start_waiter(
 /// The responses a waiter should act on: its own (a tenant), or every
 /// advertisement's (the daemon, `scan` is `Some`). Unreadable or garbage
 /// ones are logged and skipped: a hostile file never stops the waiter.
+///
+/// The daemon first tries the directories the round marker's `hint` names
+/// (`files::round_hint`), without listing the domain: a valid response of
+/// a live attacher there is the round's (one round at a time). Anything
+/// else (no such directory kept, no response, a bad one) falls back to
+/// looking at every directory.
 fn find_responses(
     domain: &Path,
     own: &AdvertFiles,
     id: &str,
-    scan: Option<&mut ResponseScan>,
+    mut scan: Option<&mut ResponseScan>,
+    hint: u32,
 ) -> Vec<Response> {
+    if let Some(scan) = scan.as_deref_mut() {
+        // Silently: whatever is wrong there, the scan below sees and logs.
+        let found: Vec<Response> = scan
+            .hinted(domain, hint)
+            .into_iter()
+            .filter_map(|(_, r)| r.ok().flatten())
+            .filter(|r| matches!(ProcId::of(r.attacher_pid), Ok(Some(_))))
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
     let scan_all = scan.is_some();
     // Every advertisement directory for the daemon, without reading (and
     // checking the process of) every advertisement as `files::list` would:
@@ -296,7 +322,8 @@ impl Advertisement {
         &self.id
     }
 
-    /// The advertised fingerprint of this advertisement's TLS key.
+    /// The advertised fingerprint: this advertisement's raw X25519 public
+    /// key, which attachers pin.
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }

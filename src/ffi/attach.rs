@@ -78,7 +78,7 @@ pub struct mt_tenant_info {
     pub role: *const c_char,
     /// Comma-separated protocols.
     pub protocols: *const c_char,
-    /// Hex SHA-256 of its TLS key ("" for the daemon).
+    /// Its key: hex of its raw X25519 public key, which attachers pin ("" for the daemon).
     pub fingerprint: *const c_char,
     /// The advertising process.
     pub pid: u32,

@@ -31,6 +31,18 @@ pub fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> std::io::Result
     }
 }
 
+/// Fills `buf` from the kernel's random number generator (`getrandom(2)`,
+/// blocking only until the generator is first seeded at boot).
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        done += retry(|| {
+            rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
+        })?;
+    }
+    Ok(())
+}
+
 /// The system-wide monotonic clock (`CLOCK_MONOTONIC`), in ns. Unlike
 /// `Instant`, its value means the same in every process of the host, so it
 /// can be stored in shared memory (a permit's lease end).
@@ -39,4 +51,24 @@ pub fn monotonic_ns() -> u64 {
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_fill_the_whole_buffer() {
+        // Two draws of 32 bytes never agree (2^-256), and a large buffer is
+        // filled to its end (getrandom may return less than asked).
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        random_bytes(&mut a).unwrap();
+        random_bytes(&mut b).unwrap();
+        assert_ne!(a, b);
+        let mut big = vec![0u8; 1 << 20];
+        random_bytes(&mut big).unwrap();
+        // Each 4 KiB block got bytes: a zero block would be 2^-32768.
+        assert!(big.chunks(4096).all(|c| c.iter().any(|&x| x != 0)));
+        random_bytes(&mut []).unwrap();
+    }
 }

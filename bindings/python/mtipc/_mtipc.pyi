@@ -370,7 +370,7 @@ class Advertisement:
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 of the tenant's ephemeral TLS key (what attachers pin), 64 lowercase hex digits."""
+        """The tenant's raw X25519 public key (what attachers pin), 64 lowercase hex digits."""
 
 @final
 class TenantInfo:
@@ -406,7 +406,7 @@ class TenantInfo:
 
     @property
     def fingerprint(self) -> str | None:
-        """SHA-256 of its TLS key, 64 lowercase hex digits; ``None`` for the daemon."""
+        """Its raw X25519 public key (what attachers pin), 64 lowercase hex digits; ``None`` for the daemon."""
 
 class _WorkerSnapshot(TypedDict):
     id: int

@@ -439,8 +439,8 @@ impl Advertisement {
         &self.tenant
     }
 
-    /// The fingerprint attachers pin: SHA-256 of the tenant's ephemeral TLS
-    /// key, 64 lowercase hex digits.
+    /// The fingerprint attachers pin: the tenant's raw X25519 public key,
+    /// 64 lowercase hex digits.
     #[getter]
     fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -479,8 +479,8 @@ pub(crate) struct TenantInfo {
     /// When it advertised: Unix time in seconds.
     #[pyo3(get)]
     since: f64,
-    /// SHA-256 of its TLS key, 64 lowercase hex digits; `None` for the
-    /// daemon, which has no key.
+    /// Its raw X25519 public key (which attachers pin), 64 lowercase hex
+    /// digits; `None` for the daemon, which has no key.
     #[pyo3(get)]
     fingerprint: Option<String>,
 }

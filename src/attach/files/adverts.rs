@@ -821,6 +821,19 @@ pub fn remove_response(dir: &Path) -> Result<()> {
     }
 }
 
+/// The round marker's value while an attacher's round for `tenant` runs:
+/// FNV-1a of the id with the lowest bit set (never 0, the marker's "no
+/// round"). A hint for mtipcd, which looks in the directories of the ids
+/// with this hash first ([`ResponseScan::hinted`]); nothing trusts it.
+pub fn round_hint(tenant: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tenant.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h | 1
+}
+
 /// The daemon's look at every advertisement directory for a response, once
 /// per round, keeping each directory open from one round to the next (a
 /// name that now leads to another directory is opened again).
@@ -833,6 +846,24 @@ impl ResponseScan {
     /// A scan that keeps nothing yet.
     pub fn new() -> ResponseScan {
         ResponseScan::default()
+    }
+
+    /// The responses in the kept directories whose name has the round hint
+    /// `hint` ([`round_hint`]), without listing the domain: empty if no
+    /// kept directory has that hash (the caller then runs [`Self::scan`]).
+    /// The caller must check what it finds (a valid response of a live
+    /// attacher) and fall back to the scan otherwise: a kept directory may
+    /// have been replaced since, and the hint is anyone's to write.
+    pub fn hinted(&self, domain: &Path, hint: u32) -> Vec<(PathBuf, Result<Option<Response>>)> {
+        if hint == 0 {
+            return Vec::new();
+        }
+        let adverts = adverts_dir(domain);
+        self.dirs
+            .iter()
+            .filter(|(name, _)| round_hint(name) == hint)
+            .map(|(name, (dir, _))| (adverts.join(name), read_response_in(dir)))
+            .collect()
     }
 
     /// Every advertisement directory of `domain` (named like a tenant id)

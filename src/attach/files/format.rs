@@ -64,8 +64,9 @@ pub struct Advert {
     pub uid: u32,
     /// The protocols it speaks: 1 to 16 names of `[a-z0-9_.-]`, 1 to 32 bytes.
     pub protocols: Vec<String>,
-    /// SHA-256 of the DER `SubjectPublicKeyInfo` of the tenant's TLS key;
-    /// `None` for (and only for) the daemon.
+    /// The tenant's key: its raw 32-byte X25519 public key, which the
+    /// attacher pins (docs/attach.md, "The channel"); `None` for (and only
+    /// for) the daemon.
     pub fingerprint: Option<[u8; 32]>,
     /// When it was made, Unix time in ms.
     pub created_ms: u64,

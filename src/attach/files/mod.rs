@@ -41,8 +41,8 @@ mod sync_file;
 
 pub use crate::sys::ProcId;
 pub use adverts::{
-    list, read_advert, read_response, remove_response, write_response, AdvertCache, AdvertFiles,
-    Listed, ResponseScan,
+    list, read_advert, read_response, remove_response, round_hint, write_response, AdvertCache,
+    AdvertFiles, Listed, ResponseScan,
 };
 pub use format::{Advert, Response, Role};
 pub use sync_file::{SyncFile, STATE_BUSY, STATE_IDLE};
