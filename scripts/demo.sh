@@ -316,6 +316,8 @@ with mtipc.Domain(sys.argv[1]) as d:
 run ls -a "$EV/p9"
 run "$MTIPC" --domain "$S" permits gwe
 
+kill "$ETCD" 2>/dev/null; wait "$ETCD" 2>/dev/null || true
+
 step "21. A node of twelve processes in three tenant groups (acme, globex, initech), in C, C++ and Python, checked before anything starts"
 HA=target/debug/mtipc-ha
 N=$WORK/node-domain
