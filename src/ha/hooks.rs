@@ -329,6 +329,11 @@ impl Hooks {
         };
         sys::send_nowait(&fd, hello.encode().as_bytes())
             .map_err(|e| unavailable(path, &format!("hello not sent: {e}")))?;
+        // `ready` right behind the hello, not after the role's answer: the
+        // Monitor reads them in order, and a restarted process is ready
+        // one round trip sooner.
+        let ready_early =
+            self.state().ready && sys::send_nowait(&fd, Message::Ready.encode().as_bytes()).is_ok();
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         if !sys::wait_ready(&fd, Events::IN, Some(deadline))
             .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?
@@ -368,7 +373,7 @@ impl Hooks {
             "ha: connected to the Monitor"
         );
         self.wake.notify_all();
-        if ready {
+        if ready && !ready_early {
             self.send(&conn, &Message::Ready, path)?;
         }
         Ok(conn)

@@ -4,13 +4,13 @@
 //! reports every end to the Server until the Server acknowledges it.
 //!
 //! Its state (`<domain>/ha/spawner.json`: what runs, what ended
-//! unacknowledged, what is being started) is rewritten on every change,
+//! unacknowledged) is rewritten after every change,
 //! so that a Spawner started after one was killed takes up the processes:
 //! they were reparented to the node process, so it watches them with a
 //! pidfd and asks the node how they ended. A process started by a Spawner
 //! killed before it could write the pid down is found by its environment
-//! (`MTIPC_HA_PROCESS`, `MTIPC_HA_SOCKET`) and taken up too: never
-//! started twice.
+//! (`MTIPC_HA_PROCESS`, `MTIPC_HA_SOCKET`, a session leader whose parent is
+//! the node process) and taken up too: never started twice.
 
 use super::wire::{
     self, Conn, Ended, FromSpawner, NodeExit, Running, SpawnerState, ToNode, ToSpawner,
@@ -41,6 +41,8 @@ struct Spawner {
     /// Started by an earlier one: watched with pidfds.
     adopted: Vec<Adopted>,
     node: Option<Conn>,
+    /// The state changed since it was last written.
+    dirty: bool,
 }
 
 /// The Spawner's main: runs until the node is gone or it is told to end.
@@ -64,6 +66,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         children: Vec::new(),
         adopted: Vec::new(),
         node: None,
+        dirty: false,
     };
     sp.take_up();
     let mut server: Option<Conn> = None;
@@ -156,6 +159,13 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                 server = None;
             }
         }
+        // Written after the ends went out: a restart is not delayed by
+        // the write (a Spawner killed in between leaves the process in
+        // its state's `running`; its successor finds it gone and asks the
+        // node, which did not reap it: reported as SIGKILL).
+        if sp.dirty {
+            sp.save();
+        }
     }
     let _ = std::fs::remove_file(super::spawner_socket(&sp.ctx.domain));
     std::process::ExitCode::SUCCESS
@@ -163,6 +173,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
 
 impl Spawner {
     fn save(&mut self) {
+        self.dirty = false;
         self.state.running = self
             .children
             .iter()
@@ -178,18 +189,24 @@ impl Spawner {
         for r in runs {
             self.adopt(r);
         }
-        if let Some(name) = self.state.starting.take() {
-            for r in find_by_env(&name, &socket_path(&self.ctx.domain)) {
-                if !self.adopted.iter().any(|a| a.run.pid == r.pid) {
-                    log(
-                        Level::Info,
-                        &format!(
-                            "spawner: {name}: pid {} was started by a Spawner that died before writing it down; taken up",
-                            r.pid
-                        ),
-                    );
-                    self.adopt(r);
-                }
+        self.state.starting = None;
+        // A process started by a Spawner killed between its fork and the
+        // write of its state: found by its environment.
+        // Only a child of the node process (where the Spawner's orphans
+        // go) of a name nothing else runs under: a process's own child
+        // that made itself a session with the same environment is not it.
+        for r in find_by_env(&socket_path(&self.ctx.domain), self.ctx.node.pid) {
+            let known = self.adopted.iter().any(|a| a.run.name == r.name)
+                || self.state.ended.iter().any(|e| e.pid == r.pid);
+            if !known && self.config.processes.iter().any(|p| p.name == r.name) {
+                log(
+                    Level::Info,
+                    &format!(
+                        "spawner: {}: pid {} was started by a Spawner that died before writing it down; taken up",
+                        r.name, r.pid
+                    ),
+                );
+                self.adopt(r);
             }
         }
         self.save();
@@ -259,7 +276,6 @@ impl Spawner {
     }
 
     fn reap(&mut self) {
-        let mut changed = false;
         loop {
             let kids = &self.children;
             let reaped = spawn::reap(|pid| {
@@ -271,16 +287,12 @@ impl Spawner {
             if let Some(k) = self.children.iter().position(|r| r.pid == pid) {
                 let r = self.children.swap_remove(k);
                 self.ended(r, exit);
-                changed = true;
+                self.dirty = true;
             }
-        }
-        if changed {
-            self.save();
         }
     }
 
     fn check_adopted(&mut self) {
-        let mut changed = false;
         let now = Instant::now();
         let mut k = 0;
         while k < self.adopted.len() {
@@ -318,10 +330,7 @@ impl Spawner {
             };
             self.adopted.swap_remove(k);
             self.ended(run, exit);
-            changed = true;
-        }
-        if changed {
-            self.save();
+            self.dirty = true;
         }
     }
 
@@ -335,7 +344,7 @@ impl Spawner {
                 let before = self.state.ended.len();
                 self.state.ended.retain(|e| e.pid != pid);
                 if self.state.ended.len() != before {
-                    self.save();
+                    self.dirty = true;
                 }
                 None
             }
@@ -382,8 +391,6 @@ impl Spawner {
                 start: r.start,
             };
         }
-        self.state.starting = Some(name.into());
-        self.save();
         let log_file = p.log_file(&self.ctx.domain);
         let socket = socket_path(&self.ctx.domain);
         let answer = match spawn::start(&p, &log_file, Some(&socket)) {
@@ -421,16 +428,19 @@ impl Spawner {
                 why,
             },
         };
-        self.state.starting = None;
+        // Written at once: the pid must be known to a successor (one
+        // started before this write finds the process by its environment).
         self.save();
         answer
     }
 }
 
-/// The session leaders whose environment names process `name` of the
-/// node whose hooks socket is `socket`.
-fn find_by_env(name: &str, socket: &Path) -> Vec<Running> {
-    let want_name = format!("{}={name}", spawn::PROCESS_ENV);
+/// The session leaders, children of `parent`, whose environment names the
+/// node whose hooks socket is `socket` (`MTIPC_HA_SOCKET`) and a process of
+/// it (`MTIPC_HA_PROCESS`): the node's orphaned processes, as `/proc`
+/// shows them.
+fn find_by_env(socket: &Path, parent: u32) -> Vec<Running> {
+    let want_name = format!("{}=", spawn::PROCESS_ENV);
     let want_sock = format!("{}={}", mtipc::ha::SOCKET_ENV, socket.display());
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -444,18 +454,32 @@ fn find_by_env(name: &str, socket: &Path) -> Vec<Running> {
         if unsafe { libc::getsid(pid as libc::pid_t) } != pid as libc::pid_t {
             continue;
         }
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                let rest = &st[st.rfind(')')? + 1..];
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if ppid != Some(parent) {
+            continue;
+        }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        if vars.contains(&want_name.as_bytes()) && vars.contains(&want_sock.as_bytes()) {
-            if let Ok(Some(p)) = mtipc::internals::sys::ProcId::of(pid) {
-                out.push(Running {
-                    name: name.into(),
-                    pid,
-                    start: p.start,
-                });
-            }
+        if !vars.contains(&want_sock.as_bytes()) {
+            continue;
+        }
+        let name = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(want_name.as_bytes()))
+            .and_then(|n| std::str::from_utf8(n).ok());
+        if let (Some(name), Ok(Some(p))) = (name, mtipc::internals::sys::ProcId::of(pid)) {
+            out.push(Running {
+                name: name.into(),
+                pid,
+                start: p.start,
+            });
         }
     }
     out

@@ -158,9 +158,10 @@ pub struct SpawnerState {
     pub running: Vec<Running>,
     /// What ended and the Server has not acknowledged.
     pub ended: Vec<Ended>,
-    /// A process being started (written before the fork): a Spawner
-    /// killed between the fork and the next write leaves this, and its
-    /// successor looks for the process by its environment.
+    /// Not written any more (a Spawner now looks for its node's orphaned
+    /// processes by their environment whenever it starts); read and
+    /// ignored, so that an older file still parses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting: Option<String>,
 }
 
