@@ -52,7 +52,11 @@ pub fn run(ctx: Ctx, me: Role) -> std::process::ExitCode {
         super::reap_children();
         let stopped = super::stopped_marker(&ctx.domain).exists();
         for k in &mut kept {
-            if k.seen.as_ref().is_some_and(|(p, _)| p.alive()) {
+            // Its pidfd says whether it ended (no /proc read each round).
+            if k.seen
+                .as_ref()
+                .is_some_and(|(_, fd)| !crate::ha::readable_now(&[fd.as_fd()])[0])
+            {
                 continue;
             }
             k.seen =
@@ -93,17 +97,18 @@ pub fn run(ctx: Ctx, me: Role) -> std::process::ExitCode {
         first = false;
         let starting = kept.iter().any(|k| k.started.is_some() && k.seen.is_none());
         let fds: Vec<BorrowedFd<'_>> = std::iter::once(wake.as_fd())
+            .chain(ctx.node_fd.as_ref().map(|f| f.as_fd()))
             .chain(
                 kept.iter()
                     .filter_map(|k| k.seen.as_ref().map(|(_, fd)| fd.as_fd())),
             )
             .collect();
-        // A role's end, a signal, or: while a role is starting, soon (to
-        // find its lock); otherwise a slow look at the markers.
+        // A role's end, the node's end, a signal, or: while a role is
+        // starting, soon (to find its lock); otherwise a slow look.
         let wait = if starting {
             Duration::from_millis(5)
         } else {
-            Duration::from_millis(500)
+            Duration::from_secs(2)
         };
         crate::ha::poll_fds(&fds, wait);
         super::drain(&wake);

@@ -188,7 +188,7 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
     loop {
         // SIGCHLD and the stop signals poke the pipe; the timeout only
         // paces the checks of the markers and the Master's presence.
-        let pace = if seen > 0 { 20 } else { 250 };
+        let pace = if seen > 0 { 20 } else { 1000 };
         crate::ha::poll_fds(&[wake.as_fd()], Duration::from_millis(pace));
         super::drain(&wake);
         reap(&exits);

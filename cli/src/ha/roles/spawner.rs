@@ -78,7 +78,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         if super::STOPS.load(Ordering::Acquire) > 0 {
             break;
         }
-        if last_node_check.elapsed() > Duration::from_millis(200) {
+        if last_node_check.elapsed() > Duration::from_millis(200) || sp.ctx.node_fd.is_none() {
             last_node_check = Instant::now();
             if !sp.ctx.node_alive() {
                 log(
@@ -95,6 +95,10 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         // (SIGCHLD pokes the wake pipe), an adopted process's end.
         {
             let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd(), listener.as_fd()];
+            // The node process's end wakes the wait too.
+            if let Some(n) = &sp.ctx.node_fd {
+                fds.push(n.as_fd());
+            }
             if let Some(s) = &server {
                 fds.push(s.fd());
             }
@@ -103,10 +107,12 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                     fds.push(a.fd.as_fd());
                 }
             }
+            // Everything that matters wakes the wait; the timeout only
+            // paces the asking of the node for an adopted process's end.
             let wait = if sp.adopted.iter().any(|a| a.gone_at.is_some()) {
                 Duration::from_millis(5)
             } else {
-                Duration::from_millis(200)
+                Duration::from_secs(2)
             };
             crate::ha::poll_fds(&fds, wait);
         }
