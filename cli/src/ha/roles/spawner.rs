@@ -78,7 +78,9 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         if super::STOPS.load(Ordering::Acquire) > 0 {
             break;
         }
-        if last_node_check.elapsed() > Duration::from_millis(200) || sp.ctx.node_fd.is_none() {
+        // Every round (a poll of its pidfd, which also ends the wait
+        // below; /proc at most every 200 ms without one).
+        if sp.ctx.node_fd.is_some() || last_node_check.elapsed() > Duration::from_millis(200) {
             last_node_check = Instant::now();
             if !sp.ctx.node_alive() {
                 log(
