@@ -299,7 +299,23 @@ impl Control {
 
     /// Answers every request waiting (called by the loop between rounds).
     pub fn serve(&self, sup: &mut Supervisor, node_stopping: bool) {
+        self.serve_with(sup, node_stopping, |_| {});
+    }
+
+    /// As [`Control::serve`], with `prepare` called once before the first
+    /// answer when a request is waiting (the Server refreshes the roles'
+    /// pids there, not on every round).
+    pub fn serve_with(
+        &self,
+        sup: &mut Supervisor,
+        node_stopping: bool,
+        prepare: impl FnOnce(&mut Supervisor),
+    ) {
+        let mut prepare = Some(prepare);
         while let Ok(p) = self.rx.try_recv() {
+            if let Some(f) = prepare.take() {
+                f(sup);
+            }
             let a = answer(sup, &p.request, node_stopping);
             let _ = p.reply.send(a);
         }

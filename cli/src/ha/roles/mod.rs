@@ -105,12 +105,9 @@ impl Pid {
         }
     }
 
-    /// Whether it still runs (a zombie counts as gone).
+    /// Whether it still runs (`ProcId::of` counts a zombie as gone).
     pub fn alive(self) -> bool {
-        match ProcId::of(self.pid) {
-            Ok(Some(p)) => p.start == self.start && !zombie(self.pid),
-            _ => false,
-        }
+        matches!(ProcId::of(self.pid), Ok(Some(p)) if p.start == self.start)
     }
 
     /// `PID:START`.

@@ -376,16 +376,17 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             break;
         }
         sup.step(Duration::from_secs(1));
-        // The roles' pids as they are now (a role restarted a moment ago
-        // shows its new pid in the next answer).
-        sup.set_roles(roles(&ctx));
+        // The roles' pids as they are now before an answer (a role
+        // restarted a moment ago shows its new pid), and every 250 ms for
+        // the status file; not on every round (five lock files and /proc).
         let stopping = sup.node_stopping();
-        control.serve(&mut sup, stopping);
+        control.serve_with(&mut sup, stopping, |s| s.set_roles(roles(&ctx)));
         if checked.elapsed() > Duration::from_millis(250) {
             checked = Instant::now();
             if !ctx.node_alive() {
                 break;
             }
+            sup.set_roles(roles(&ctx));
         }
     }
     std::process::ExitCode::SUCCESS
