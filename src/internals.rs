@@ -134,6 +134,8 @@ pub mod sys {
     // A connected UNIX socket's peer (SO_PEERCRED): the HA supervisor's
     // control socket and `mtipc ha` (cli/src/ha/control.rs).
     pub use crate::sys::net::{peer_cred, PeerCred};
+    // An epoll set: the HA Monitor's wake descriptor (cli/src/ha/roles/monitor.rs).
+    pub use crate::sys::net::Epoll;
     // The effective uid: the same checks.
     pub use crate::sys::euid;
 }

@@ -162,6 +162,80 @@ pub fn wait_ready(fd: impl AsFd, events: Events, deadline: Option<Instant>) -> i
     }
 }
 
+/// An epoll set (`epoll(7)`, level-triggered): each descriptor is
+/// registered once with a number of the caller's choosing, and a wait
+/// costs the same however many are registered and returns the numbers of
+/// those that are readable (or hung up, or in error). What a loop over many
+/// mostly idle connections (the HA Monitor's hooks) wants instead of
+/// [`poll`], whose every call passes and checks them all. The set itself
+/// is a descriptor ([`AsFd`]): readable when a member is, so it can be
+/// waited for inside another set or a `poll`.
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<rustix::event::epoll::Event>,
+}
+
+impl Epoll {
+    /// How many ready descriptors one [`Epoll::wait`] returns at most (the
+    /// others are returned by the next, the set being level-triggered).
+    pub const BATCH: usize = 64;
+
+    /// An empty set (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        use rustix::event::epoll;
+        Ok(Epoll {
+            fd: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            events: Vec::with_capacity(Self::BATCH),
+        })
+    }
+
+    /// Watches `fd` for input (a hang-up and an error are always
+    /// reported), under the number `key`. `EEXIST` if it is already in the
+    /// set.
+    pub fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
+        use rustix::event::epoll;
+        Ok(epoll::add(
+            &self.fd,
+            fd,
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::IN,
+        )?)
+    }
+
+    /// Stops watching `fd` (nothing if it was not watched). A descriptor
+    /// that is closed leaves the set by itself once no copy of it is left
+    /// open; removing it first does not depend on that.
+    pub fn remove(&self, fd: impl AsFd) {
+        let _ = rustix::event::epoll::delete(&self.fd, fd);
+    }
+
+    /// Waits until a member is ready or `deadline` passes (`None`: no
+    /// deadline), and appends the numbers of the ready members to `out`
+    /// (at most [`Epoll::BATCH`]; none on a timeout or an interrupted
+    /// call: callers re-check their state either way).
+    pub fn wait(&mut self, deadline: Option<Instant>, out: &mut Vec<u64>) -> io::Result<()> {
+        let timeout = deadline.map(|d| timespec(d.saturating_duration_since(Instant::now())));
+        self.events.clear();
+        match rustix::event::epoll::wait(
+            &self.fd,
+            rustix::buffer::spare_capacity(&mut self.events),
+            timeout.as_ref(),
+        ) {
+            Ok(_) => {}
+            Err(Errno::INTR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        out.extend(self.events.iter().map(|e| e.data.u64()));
+        Ok(())
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Whether `revents` says the descriptor is readable, hung up or in error
 /// (what a reader should act on).
 // The relay tests its events itself; kept, and tested below, for the
@@ -274,5 +348,42 @@ mod tests {
         let long = dir.join("x".repeat(200));
         assert!(seqpacket_listen(&long, 1).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_epoll_set_returns_the_ready_members_by_number() {
+        let mut ep = Epoll::new().unwrap();
+        let (a, a2) = UnixStream::pair().unwrap();
+        let (b, b2) = UnixStream::pair().unwrap();
+        ep.add(&a, 7).unwrap();
+        ep.add(&b, 9).unwrap();
+        assert!(ep.add(&a, 8).is_err(), "a member is added once");
+        let mut out = Vec::new();
+        let t = Instant::now();
+        ep.wait(Some(Instant::now() + Duration::from_millis(30)), &mut out)
+            .unwrap();
+        assert!(out.is_empty() && t.elapsed() >= Duration::from_millis(30));
+        send(&b2, b"x").unwrap();
+        ep.wait(None, &mut out).unwrap();
+        assert_eq!(out, vec![9]);
+        // Level-triggered: unread input is reported again; a hang-up too.
+        out.clear();
+        drop(a2);
+        ep.wait(None, &mut out).unwrap();
+        out.sort();
+        assert_eq!(out, vec![7, 9]);
+        // Removed: no longer reported; the set is a descriptor that polls
+        // readable while a member is ready.
+        ep.remove(&b);
+        ep.remove(&b);
+        out.clear();
+        ep.wait(None, &mut out).unwrap();
+        assert_eq!(out, vec![7]);
+        let mut fds = [watch(&ep, Events::IN)];
+        assert_eq!(poll(&mut fds, Some(Instant::now())).unwrap(), 1);
+        ep.remove(&a);
+        let mut fds = [watch(&ep, Events::IN)];
+        assert_eq!(poll(&mut fds, Some(Instant::now())).unwrap(), 0);
+        drop((a, b, b2));
     }
 }

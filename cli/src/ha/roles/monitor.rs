@@ -19,7 +19,8 @@ use mtipc::ha::Role as HaRole;
 use mtipc::internals::ha::Endpoint;
 use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
-use std::os::fd::AsRawFd;
+use mtipc::internals::sys::Epoll;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// The Monitor's main.
@@ -44,9 +45,10 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         Ok(e) => e,
         Err(e) => return super::failed(ME, "epoll: ", e),
     };
-    ep_fd.add(wake.as_raw_fd());
-    ep_fd.add(listener.as_raw_fd());
-    match ep_fd.dup() {
+    if let Err(e) = ep_fd.add(&wake, 0).and_then(|()| ep_fd.add(&listener, 1)) {
+        return super::failed(ME, "epoll: ", e);
+    }
+    match ep_fd.as_fd().try_clone_to_owned() {
         Ok(fd) => endpoint.set_wake(fd),
         Err(e) => return super::failed(ME, "", e),
     }
@@ -75,9 +77,11 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             match Conn::new(s) {
                 Ok(c) => {
                     if let Some(old) = &server {
-                        ep_fd.del(old.fd().as_raw_fd());
+                        ep_fd.remove(old.fd());
                     }
-                    ep_fd.add(c.fd().as_raw_fd());
+                    if let Err(e) = ep_fd.add(c.fd(), 2) {
+                        log(Level::Warn, &format!("monitor: epoll: {e}"));
+                    }
                     server = Some(c);
                     // What still holds goes to the new Server first.
                     seen.splice(0..0, mon.current());
@@ -107,7 +111,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                 broadcast(s, &peers, x);
             }
             if s.closed() {
-                ep_fd.del(s.fd().as_raw_fd());
+                ep_fd.remove(s.fd());
                 server = None;
             }
         }
@@ -120,46 +124,4 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
 fn broadcast(server: &mut Conn, peers: &[Conn], x: &Seen) {
     server.send(x);
     debug_assert!(peers.is_empty(), "no peer on a single node");
-}
-
-/// A small epoll set: one descriptor that is readable when any of its
-/// members is (what the endpoint's wait takes besides its own sockets).
-struct Epoll(std::os::fd::OwnedFd);
-
-impl Epoll {
-    fn new() -> std::io::Result<Epoll> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: a system call with an integer flag.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor nothing else owns.
-        Ok(Epoll(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn add(&self, fd: i32) {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: fd as u64,
-        };
-        // SAFETY: ev is valid for the call.
-        unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-    }
-
-    fn del(&self, fd: i32) {
-        // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
-        unsafe {
-            libc::epoll_ctl(
-                self.0.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-
-    fn dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        self.0.try_clone()
-    }
 }
