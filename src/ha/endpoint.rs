@@ -4,9 +4,10 @@
 //! `mtipc::internals::ha`, not the API).
 //!
 //! [`Endpoint::bind`] listens at a path (mode 0600; a stale socket there
-//! is replaced, anything else refused). [`Endpoint::next_event`] runs one
-//! `poll(2)` loop over the listener and every connection and returns what
-//! happened, one [`Event`] at a time: a process that connected and said
+//! is replaced, anything else refused). [`Endpoint::next_event`] waits on
+//! one epoll set that holds the listener and every connection (so an idle
+//! connection costs nothing per wait) and returns what happened, one
+//! [`Event`] at a time: a process that connected and said
 //! `hello` (after its checks), `ready`, `heartbeat`, a health answer, a
 //! connection closed, a connection refused. A connection is refused when
 //! its peer (`SO_PEERCRED`) runs as another uid than the endpoint's
@@ -25,7 +26,7 @@ use super::proto::{self, Health, Message, MAX_MESSAGE};
 use super::Role;
 use crate::error::{err, Error, Result};
 use crate::log::{debug, info, warn};
-use crate::sys::net::{self as sys, Events, RecvFlags};
+use crate::sys::net::{self as sys, Epoll, RecvFlags};
 use crate::sys::ProcId;
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -115,7 +116,17 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// See [`Endpoint::set_wake`].
     wake: Option<OwnedFd>,
+    /// The listener ([`LISTENER`]), the wake descriptor ([`WAKE`]) and
+    /// each connection (its [`ConnId`]).
+    epoll: Epoll,
+    /// The numbers the last wait returned (kept to reuse its allocation).
+    ready: Vec<u64>,
 }
+
+/// The listener's number in the epoll set (connections count from 1).
+const LISTENER: u64 = 0;
+/// The wake descriptor's number in the epoll set.
+const WAKE: u64 = u64::MAX;
 
 impl Endpoint {
     /// Listens at `path` (mode 0600), answering every hello with `role`
@@ -155,6 +166,12 @@ impl Endpoint {
                 let _ = std::fs::remove_file(path);
                 Error::io(format_args!("HA socket {shown}"), e)
             })?;
+        let epoll = Epoll::new()
+            .and_then(|ep| ep.add(&listener, LISTENER).map(|()| ep))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(path);
+                Error::io(format_args!("epoll for HA socket {shown}"), e)
+            })?;
         info!(path = %shown, role = %role, epoch, "ha endpoint: listening");
         Ok(Endpoint {
             listener,
@@ -167,6 +184,8 @@ impl Endpoint {
             next_seq: 1,
             events: VecDeque::new(),
             wake: None,
+            epoll,
+            ready: Vec::with_capacity(Epoll::BATCH),
         })
     }
 
@@ -176,6 +195,14 @@ impl Endpoint {
     /// Monitor's signal handlers (`SIGCHLD`, a stop signal) write to the
     /// other end, so one `poll` waits for hooks messages and signals.
     pub fn set_wake(&mut self, fd: OwnedFd) {
+        if let Some(old) = self.wake.take() {
+            self.epoll.remove(&old);
+        }
+        if let Err(e) = self.epoll.add(&fd, WAKE) {
+            // Not expected (a descriptor that epoll cannot watch, such as
+            // a regular file): the waits then last their timeouts.
+            warn!(error = %e, "ha endpoint: the wake descriptor cannot be watched");
+        }
         self.wake = Some(fd);
     }
 
@@ -237,7 +264,9 @@ impl Endpoint {
 
     /// Closes `conn` (no event).
     pub fn close(&mut self, conn: ConnId) {
-        self.conns.remove(&conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            self.epoll.remove(&c.fd);
+        }
     }
 
     /// Sends `m` on `conn`; closes it (with an event) if that fails.
@@ -261,6 +290,7 @@ impl Endpoint {
 
     fn drop_conn(&mut self, id: ConnId, reason: String) {
         if let Some(c) = self.conns.remove(&id) {
+            self.epoll.remove(&c.fd);
             let ev = match c.proc {
                 Some(_) => Event::Closed { conn: id, reason },
                 None => Event::Refused {
@@ -297,36 +327,26 @@ impl Endpoint {
                 .map(|c| c.since + HELLO_TIMEOUT)
                 .min()
                 .map_or(deadline, |d| d.min(deadline));
-            let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-            let (ready, woken): (Vec<bool>, bool) = {
-                let mut fds = Vec::with_capacity(ids.len() + 2);
-                fds.push(sys::watch(&self.listener, Events::IN));
-                for id in &ids {
-                    fds.push(sys::watch(&self.conns[id].fd, Events::IN));
-                }
-                if let Some(w) = &self.wake {
-                    fds.push(sys::watch(w, Events::IN));
-                }
-                sys::poll(&mut fds, Some(wake)).map_err(|e| {
-                    Error::io(format_args!("poll HA socket {}", self.path.display()), e)
-                })?;
-                let mut ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-                let woken = self.wake.is_some() && ready.pop() == Some(true);
-                (ready, woken)
-            };
-            if woken {
-                if let Some(w) = &self.wake {
-                    sys::drain(w);
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.clear();
+            let waited = self.epoll.wait(Some(wake), &mut ready);
+            let mut woken = false;
+            for &key in ready.iter() {
+                match key {
+                    LISTENER => self.accept_all(),
+                    WAKE => {
+                        woken = true;
+                        if let Some(w) = &self.wake {
+                            sys::drain(w);
+                        }
+                    }
+                    id => self.read(ConnId(id)),
                 }
             }
-            if ready[0] {
-                self.accept_all();
-            }
-            for (k, id) in ids.into_iter().enumerate() {
-                if ready[k + 1] {
-                    self.read(id);
-                }
-            }
+            self.ready = ready;
+            waited.map_err(|e| {
+                Error::io(format_args!("wait on HA socket {}", self.path.display()), e)
+            })?;
             if woken && self.events.is_empty() {
                 return Ok(None);
             }
@@ -383,6 +403,10 @@ impl Endpoint {
                 continue;
             }
             let id = ConnId(self.next_conn);
+            if let Err(e) = self.epoll.add(&fd, id.0) {
+                warn!(pid = cred.pid, error = %e, "ha endpoint: cannot watch a connection; dropped");
+                continue;
+            }
             self.next_conn += 1;
             self.conns.insert(
                 id,
@@ -475,6 +499,7 @@ impl Drop for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::net::Events;
     use crate::ErrorKind;
 
     struct Dir(PathBuf);
