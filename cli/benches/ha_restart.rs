@@ -1151,6 +1151,32 @@ fn part_cpu(ha: &Path, sub: &str, root: &Path, app: &Path) -> f64 {
         .sum();
     let gone = a.keys().filter(|k| !b.contains_key(k)).count();
     let pct_core = ticks as f64 / hz / wall * 100.0;
+    // Which process spent what: the role (`mtipc-ha role NAME ...`) or the
+    // subcommand, from its command line.
+    let mut by: Vec<(String, u64)> = b
+        .iter()
+        .map(|(k, v)| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", k.0)).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|&c| c == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let name = match args.get(1).map(String::as_str) {
+                Some("role") => args.get(2).cloned().unwrap_or_default(),
+                Some(s) => s.to_string(),
+                None => "?".into(),
+            };
+            (name, v.saturating_sub(*a.get(k).unwrap_or(&0)))
+        })
+        .collect();
+    by.sort();
+    println!(
+        "per process (ticks): {}",
+        by.iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "mtipc-ha {sub}: {} mtipc-ha process(es) (pids {:?}); {ticks} ticks of 1/{hz} s in {wall:.1} s = {pct_core:.2} % of one core",
         b.len(),

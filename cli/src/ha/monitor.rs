@@ -94,6 +94,10 @@ pub struct Monitoring {
     /// Seen by `watch` (a readiness said before the watch came), given
     /// out by the next `step`.
     pending: Vec<Seen>,
+    /// The checks of every process fall on multiples of its `monitor_ms`
+    /// counted from here, so that processes of the same period are checked
+    /// in one wake-up, whenever each was started.
+    origin: Instant,
 }
 
 struct Unknown {
@@ -130,7 +134,17 @@ impl Monitoring {
             watched: BTreeMap::new(),
             unknown: Vec::new(),
             pending: Vec::new(),
+            origin: Instant::now(),
         }
+    }
+
+    /// The first multiple of `monitor_ms` (from [`Monitoring::origin`])
+    /// after `t`.
+    fn next_tick(&self, t: Instant, monitor_ms: u64) -> Instant {
+        let period = Duration::from_millis(monitor_ms.max(1));
+        let k = t.saturating_duration_since(self.origin).as_nanos() / period.as_nanos() + 1;
+        let ns = u64::try_from(k * period.as_nanos()).unwrap_or(u64::MAX);
+        self.origin + Duration::from_nanos(ns)
     }
 
     /// The hooks' socket (what `MTIPC_HA_SOCKET` names), if any.
@@ -169,7 +183,8 @@ impl Monitoring {
         if said_ready {
             self.pending.push(Seen::Ready { pid: w.pid });
         }
-        let first = now + Duration::from_millis(w.monitor_ms);
+        // The first check within one period, on the period's grid.
+        let first = self.next_tick(now, w.monitor_ms);
         self.watched.insert(
             w.pid,
             Watched {
@@ -313,11 +328,17 @@ impl Monitoring {
                 .collect()
         };
         for (pid, gone) in due.into_iter().zip(ended) {
+            let Some(x) = self.watched.get(&pid) else {
+                continue;
+            };
+            // The next multiple of the period after this check's (a check
+            // done early, within the coalescing slack, is not due again at
+            // once; one done late skips the ticks it missed).
+            let next = self.next_tick(x.next_monitor.max(now), x.w.monitor_ms);
             let Some(x) = self.watched.get_mut(&pid) else {
                 continue;
             };
-            let period = Duration::from_millis(x.w.monitor_ms);
-            x.next_monitor = (x.next_monitor + period).max(now);
+            x.next_monitor = next;
             if gone {
                 log(
                     Level::Warn,
