@@ -468,7 +468,7 @@ impl Endpoint {
                 }
                 let (role, epoch) = self.role;
                 if self.send(id, &Message::Role { role, epoch }) {
-                    info!(pid, conn = id.0, "ha endpoint: process connected");
+                    debug!(pid, conn = id.0, "ha endpoint: process connected");
                     self.events.push_back(Event::Connected { conn: id, proc });
                 }
             }

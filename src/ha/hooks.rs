@@ -140,7 +140,11 @@ pub fn ready() -> Result<()> {
     };
     let h = hooks();
     h.state().ready = true;
-    let conn = h.connection(&path)?;
+    let (conn, fresh) = h.connect_once(&path)?;
+    if fresh {
+        // The connection was made by this call, and `open` said `ready`.
+        return Ok(());
+    }
     h.send(&conn, &Message::Ready, &path)
 }
 
@@ -255,24 +259,37 @@ impl Hooks {
     /// The current connection; the first time, a new one (made here, on
     /// the caller's thread). Starts the reading thread.
     fn connection(&'static self, path: &Path) -> Result<Arc<Conn>> {
-        self.state().path = Some(path.to_path_buf());
-        self.start_thread();
-        if let Some(c) = &self.state().conn {
-            return Ok(Arc::clone(c));
+        self.connect_once(path).map(|(c, _)| c)
+    }
+
+    /// [`Hooks::connection`], and whether this call made it (`open` then
+    /// said `ready` if it was said). The reading thread is started after
+    /// the first attempt, so that its start does not delay the hello of
+    /// a process that has just been started (a restart's readiness).
+    fn connect_once(&'static self, path: &Path) -> Result<(Arc<Conn>, bool)> {
+        {
+            let mut st = self.state();
+            st.path = Some(path.to_path_buf());
+            if let Some(c) = &st.conn {
+                return Ok((Arc::clone(c), false));
+            }
         }
-        let _one = lock(&self.connecting);
+        let one = lock(&self.connecting);
         if let Some(c) = &self.state().conn {
-            return Ok(Arc::clone(c));
+            return Ok((Arc::clone(c), false));
         }
         if self.state().attempted {
+            drop(one);
+            self.start_thread();
             return Err(unavailable(path, "the connection was lost; reconnecting"));
         }
         let r = self.open(path);
         self.state().attempted = true;
+        drop(one);
+        self.start_thread();
         let c = r?;
-        drop(_one);
         self.deliver();
-        Ok(c)
+        Ok((c, true))
     }
 
     fn start_thread(&'static self) {
@@ -296,6 +313,9 @@ impl Hooks {
     /// The caller holds `connecting`.
     fn open(&self, path: &Path) -> Result<Arc<Conn>> {
         let shown = path.display();
+        // Read before connecting: the hello follows the connection at
+        // once, so the Monitor that wakes for it finds it there.
+        let proc = ProcId::current()?;
         let fd = sys::seqpacket_connect(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 unavailable(path, &e.to_string())
@@ -322,7 +342,6 @@ impl Hooks {
                 cred.uid
             ));
         }
-        let proc = ProcId::current()?;
         let hello = Message::Hello {
             pid: proc.pid,
             start: proc.start,

@@ -86,7 +86,10 @@ fn read_stat(pid: u32) -> Result<Option<Stat>> {
         return Ok(None);
     }
     let path = format!("/proc/{pid}/stat");
-    let mut buf = Vec::new();
+    // Room for the whole line from the start: one read (and the one that
+    // finds the end), not std's small probes growing an empty vector
+    // (six reads for a line of 300 bytes).
+    let mut buf = Vec::with_capacity(1024);
     let read = std::fs::File::open(&path).and_then(|f| f.take(MAX_STAT).read_to_end(&mut buf));
     match read {
         Ok(_) => {}
