@@ -27,6 +27,7 @@ fn child_entry() {
     };
     match role.as_str() {
         "app" => app(Path::new(&args[0])),
+        "plain" => plain(Path::new(&args[0])),
         "outside" => outside(),
         "probe" => say(&format!("ready {}", status(ha::ready()))),
         "listener" => listener(Path::new(&args[0])),
@@ -65,6 +66,33 @@ fn app(dir: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
     say("done");
+}
+
+/// A supervised application without callbacks (what `sd_notify` users
+/// write): says ready, then heartbeats every 10 ms and says when the
+/// result changes, until `dir/stop` appears. Reports the threads of the
+/// process before the first hook and after ready and a heartbeat.
+fn plain(dir: &Path) {
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let before = threads();
+    say(&format!("ready {}", status(ha::ready())));
+    let first = status(ha::heartbeat());
+    say(&format!("threads {before} -> {}", threads()));
+    let mut last = first.clone();
+    say(&format!("heartbeat {first}"));
+    while !dir.join("stop").exists() {
+        let now = status(ha::heartbeat());
+        if now != last {
+            say(&format!("heartbeat {now}"));
+            last = now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (role, epoch) = ha::role().unwrap();
+    say(&format!(
+        "done (role {role} {epoch}), threads {}",
+        threads()
+    ));
 }
 
 /// Every hook outside supervision: Ok, nothing done, nothing called.
@@ -192,7 +220,10 @@ fn hooks_under_a_fake_monitor() {
         }
         e => panic!("first event {e:?}"),
     };
-    assert_eq!(m.events[1], Event::Ready { conn });
+    // set_health said the Monitor may poll it (on_role made the
+    // connection), then ready.
+    assert_eq!(m.events[1], Event::Polls { conn, on: true });
+    assert_eq!(m.events[2], Event::Ready { conn });
     assert_eq!(
         m.said[..4],
         ["role active 1", "on_role ok", "set_health ok", "ready ok"]
@@ -275,6 +306,94 @@ fn hooks_under_a_fake_monitor() {
 
     std::fs::write(dir.dir().join("stop"), "").unwrap();
     m.until("the child's end", |m| m.said("done"));
+    let st = kids.0[0].wait().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+/// An application that registers no callback gets no library thread: its
+/// hooks read what came on each call, and a lost connection is made again
+/// by its next heartbeat (saying ready again). The Monitor is never told
+/// to poll it.
+#[test]
+fn without_callbacks_no_thread_and_the_next_call_reconnects() {
+    let dir = Scratch::create("plain");
+    let sock = dir.dir().join("ha.sock");
+    let ep = Endpoint::bind(&sock, Role::Active, 1).unwrap();
+    let mut kids = Kids::default();
+    let mut cmd = role_command(VAR, "plain", &[dir.path()]);
+    cmd.env(ha::SOCKET_ENV, &sock);
+    kids.0.push(cmd.spawn().unwrap());
+    let pid = kids.0[0].id();
+    let rx = lines(&mut kids.0[0]);
+    let mut m = Monitor {
+        ep: Some(ep),
+        events: Vec::new(),
+        said: Vec::new(),
+        rx,
+    };
+    m.until("ready and heartbeats", |m| {
+        m.said("ready ok") && m.count(|e| matches!(e, Event::Heartbeat { .. })) >= 3
+    });
+    let conn = match &m.events[0] {
+        Event::Connected { conn, proc } => {
+            assert_eq!(proc.pid, pid);
+            *conn
+        }
+        e => panic!("first event {e:?}"),
+    };
+    assert_eq!(m.events[1], Event::Ready { conn });
+    let threads = m
+        .said
+        .iter()
+        .find_map(|l| l.strip_prefix("threads "))
+        .expect("the thread count")
+        .to_string();
+    let (a, b) = threads.split_once(" -> ").unwrap();
+    assert_eq!(a, b, "no library thread: {threads}");
+
+    // The Monitor goes away: the next heartbeat fails.
+    m.ep = None;
+    m.until("heartbeats failing", |m| {
+        m.said("heartbeat MT_ERR_UNAVAILABLE")
+    });
+    // A new Monitor: the next heartbeats reconnect, saying ready again.
+    let before = m.events.len();
+    m.ep = Some(Endpoint::bind(&sock, Role::Standby, 2).unwrap());
+    let t0 = Instant::now();
+    m.until("a reconnection with ready and heartbeats", |m| {
+        let new = &m.events[before..];
+        new.iter().any(|e| matches!(e, Event::Ready { .. }))
+            && new
+                .iter()
+                .filter(|e| matches!(e, Event::Heartbeat { .. }))
+                .count()
+                >= 2
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "reconnected after {:?}",
+        t0.elapsed()
+    );
+    match &m.events[before] {
+        Event::Connected { proc, .. } => assert_eq!(proc.pid, pid),
+        e => panic!("first event after the restart: {e:?}"),
+    }
+    m.until("heartbeats ok again", |m| m.said("heartbeat ok"));
+    std::fs::write(dir.dir().join("stop"), "").unwrap();
+    // The role of the new Monitor, read by the hooks without a thread.
+    m.until("the child's end", |m| {
+        m.said.iter().any(|l| l.starts_with("done "))
+    });
+    let done = m.said.iter().find(|l| l.starts_with("done ")).unwrap();
+    assert!(
+        done.starts_with("done (role standby 2), threads "),
+        "{done}"
+    );
+    assert!(
+        !m.events.iter().any(|e| matches!(e, Event::Polls { .. })),
+        "never asked to be polled: {:#?}",
+        m.events
+    );
     let st = kids.0[0].wait().unwrap();
     assert!(st.success(), "{st:?}");
 }

@@ -596,6 +596,7 @@ fn ha_message_parser_survives_mutations() {
         },
         Message::Ready,
         Message::Heartbeat,
+        Message::Polls(true),
         Message::Health {
             seq: 17,
             health: Health::Fail,

@@ -22,7 +22,7 @@ fn check(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    for word in ["hello 1 ", "health ", "role active ", "role ", "health? "] {
+    for word in ["hello 1 ", "health ", "role active ", "role ", "health? ", "polls "] {
         let mut v = word.as_bytes().to_vec();
         v.extend_from_slice(data);
         check(&v);

@@ -8,7 +8,7 @@
 //! one epoll set that holds the listener and every connection (so an idle
 //! connection costs nothing per wait) and returns what happened, one
 //! [`Event`] at a time: a process that connected and said
-//! `hello` (after its checks), `ready`, `heartbeat`, a health answer, a
+//! `hello` (after its checks), `ready`, `heartbeat`, `polls on|off`, a health answer, a
 //! connection closed, a connection refused. A connection is refused when
 //! its peer (`SO_PEERCRED`) runs as another uid than the endpoint's
 //! owner, when its hello does not come within [`HELLO_TIMEOUT`], names
@@ -64,6 +64,14 @@ pub enum Event {
     Heartbeat {
         /// The connection.
         conn: ConnId,
+    },
+    /// The process registered a health callback (`on`: poll it) or
+    /// removed it. A connection starts with none.
+    Polls {
+        /// The connection.
+        conn: ConnId,
+        /// Whether to poll.
+        on: bool,
     },
     /// The answer to the health poll `seq`.
     Health {
@@ -307,6 +315,9 @@ impl Endpoint {
     /// The next event, waiting for at most `timeout` (`None`: none came).
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
         let deadline = Instant::now() + timeout;
+        // Even a zero timeout looks once (without waiting) at what is
+        // there: a caller taking "what else came" gets it now.
+        let mut looked = false;
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Ok(Some(e));
@@ -316,9 +327,10 @@ impl Endpoint {
             if let Some(e) = self.events.pop_front() {
                 return Ok(Some(e));
             }
-            if now >= deadline {
+            if looked && now >= deadline {
                 return Ok(None);
             }
+            looked = true;
             // The earliest hello deadline bounds the wait.
             let wake = self
                 .conns
@@ -421,29 +433,49 @@ impl Endpoint {
         }
     }
 
-    /// Reads what `id` sent (one packet).
+    /// Reads what `id` sent: the packets waiting, up to a few (the epoll
+    /// set is level-triggered: more are read at the next wait), so that a
+    /// hello and the `ready` behind it are taken in one wake-up.
     fn read(&mut self, id: ConnId) {
+        for _ in 0..8 {
+            if !self.read_one(id) {
+                return;
+            }
+        }
+    }
+
+    /// Reads one packet of `id`: `false` if none was there or the
+    /// connection is gone.
+    fn read_one(&mut self, id: ConnId) -> bool {
         let Some(c) = self.conns.get(&id) else {
-            return;
+            return false;
         };
         let mut buf = [0u8; MAX_MESSAGE + 1];
         let (n, real) = match sys::recv_packet(&c.fd, &mut buf, RecvFlags::DONTWAIT) {
             Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) => return self.drop_conn(id, format!("recv: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                self.drop_conn(id, format!("recv: {e}"));
+                return false;
+            }
         };
         if real == 0 {
-            return self.drop_conn(id, "the process closed the connection".into());
+            self.drop_conn(id, "the process closed the connection".into());
+            return false;
         }
         if real > MAX_MESSAGE {
-            return self.drop_conn(
+            self.drop_conn(
                 id,
                 format!("message of {real} bytes (at most {MAX_MESSAGE})"),
             );
+            return false;
         }
         let m = match proto::parse(&buf[..n]) {
             Ok(m) => m,
-            Err(e) => return self.drop_conn(id, e.message().to_string()),
+            Err(e) => {
+                self.drop_conn(id, e.message().to_string());
+                return false;
+            }
         };
         let (pid, hello_done) = (c.pid, c.proc.is_some());
         match (hello_done, m) {
@@ -460,28 +492,38 @@ impl Endpoint {
                     None
                 };
                 if let Some(reason) = reason {
-                    return self.drop_conn(id, reason);
+                    self.drop_conn(id, reason);
+                    return false;
                 }
                 let proc = ProcId { pid, start };
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.proc = Some(proc);
                 }
                 let (role, epoch) = self.role;
-                if self.send(id, &Message::Role { role, epoch }) {
-                    debug!(pid, conn = id.0, "ha endpoint: process connected");
-                    self.events.push_back(Event::Connected { conn: id, proc });
+                if !self.send(id, &Message::Role { role, epoch }) {
+                    return false;
                 }
+                debug!(pid, conn = id.0, "ha endpoint: process connected");
+                self.events.push_back(Event::Connected { conn: id, proc });
             }
-            (false, other) => self.drop_conn(id, format!("\"{other}\" before hello")),
+            (false, other) => {
+                self.drop_conn(id, format!("\"{other}\" before hello"));
+                return false;
+            }
             (true, Message::Ready) => self.events.push_back(Event::Ready { conn: id }),
             (true, Message::Heartbeat) => self.events.push_back(Event::Heartbeat { conn: id }),
+            (true, Message::Polls(on)) => self.events.push_back(Event::Polls { conn: id, on }),
             (true, Message::Health { seq, health }) => self.events.push_back(Event::Health {
                 conn: id,
                 seq,
                 health,
             }),
-            (true, other) => self.drop_conn(id, format!("\"{other}\" out of turn")),
+            (true, other) => {
+                self.drop_conn(id, format!("\"{other}\" out of turn"));
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -568,8 +610,10 @@ mod tests {
         assert_eq!(ep.connections(), vec![(conn, me)]);
         sys::send_nowait(&app, b"ready").unwrap();
         sys::send_nowait(&app, b"heartbeat").unwrap();
+        sys::send_nowait(&app, b"polls on").unwrap();
         assert_eq!(next(&mut ep), Event::Ready { conn });
         assert_eq!(next(&mut ep), Event::Heartbeat { conn });
+        assert_eq!(next(&mut ep), Event::Polls { conn, on: true });
         let seq = ep.poll_health(conn).unwrap();
         assert_eq!(recv(&app), Message::HealthPoll { seq });
         sys::send_nowait(&app, format!("health {seq} fail").as_bytes()).unwrap();

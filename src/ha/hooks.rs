@@ -6,16 +6,31 @@
 //!
 //! Under supervision the first hook called connects to the Monitor's
 //! socket (`SOCK_SEQPACKET`), checks that the listener runs as this uid or
-//! root (`SO_PEERCRED`), says `hello 1 <pid> <start>` and waits (at most
-//! [`HANDSHAKE_TIMEOUT`]) for the Monitor's answer, the node's role. The
-//! connection is kept, and one thread of the library (`mtipc-ha`) reads
-//! it: it answers the Monitor's health polls by calling the health
-//! callback, delivers role changes to the role callback, and when the
-//! connection ends reconnects (every 20 ms at first, backing off to
-//! every 250 ms) to whatever Monitor listens at the path then, replaying
-//! `ready` if the application had said it. While there is no connection,
-//! the hooks that need one return `Unavailable` at once; the role learned
-//! last stays until a Monitor says otherwise.
+//! root (`SO_PEERCRED`) and says `hello 1 <pid> <start>` (with `ready`
+//! right behind it when that is what was said). [`ready`] and
+//! [`heartbeat`] return then, as `sd_notify` does; the hooks that need the
+//! node's role ([`role`], [`on_role`]) wait (at most
+//! [`HANDSHAKE_TIMEOUT`]) for the Monitor's answer to the hello.
+//!
+//! The connection is kept. **No thread is started for [`ready`],
+//! [`heartbeat`] and [`role`]:** each call first takes what the Monitor
+//! sent meanwhile (role changes) without waiting, and a connection that
+//! was lost is made again by the next call (at most one attempt per 20 ms,
+//! backing off to one per 250 ms while it fails), saying `ready` again if
+//! it was said. A process that only says it is ready thus costs nothing
+//! between calls, and dies as fast as a process without the library (a
+//! second thread makes a `kill -9` slower).
+//!
+//! A callback needs a thread to be called: [`set_health`] and
+//! [`on_role`] with a callback start one thread of the library
+//! (`mtipc-ha`), which from then on reads the connection: it answers the
+//! Monitor's health polls by calling the health callback (the Monitor
+//! polls only a process that said `polls on`, which [`set_health`] says),
+//! delivers role changes to the role callback, and when the connection
+//! ends reconnects (every 20 ms at first, backing off to every 250 ms) to
+//! whatever Monitor listens at the path then. While there is no
+//! connection, the hooks that need one return `Unavailable` at once; the
+//! role learned last stays until a Monitor says otherwise.
 
 use super::proto::{self, Health, Message, MAX_MESSAGE};
 use super::{Role, SOCKET_ENV};
@@ -31,7 +46,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long the first connection (or a reconnection) waits for the
-/// Monitor's answer to `hello`.
+/// Monitor's answer to `hello`, when the caller needs the role.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The first delay between two reconnection attempts; it doubles up to
@@ -61,16 +76,23 @@ struct State {
     /// The process this state belongs to: a child forked from the
     /// application starts afresh (its parent's connection is not its own).
     pid: u32,
+    /// This process's identity (read once: it never changes).
+    me: Option<ProcId>,
     conn: Option<Arc<Conn>>,
     generations: u64,
     /// A connection was attempted (by a hook or by the thread).
     attempted: bool,
+    /// When the last attempt ended, and the delay before the next one that
+    /// a hook may make (without a thread: the thread keeps its own).
+    last_attempt: Option<Instant>,
+    backoff: Duration,
     /// `ready` was said (replayed on every new connection).
     ready: bool,
     health: Option<HealthFn>,
     /// The role the last Monitor said, if any did.
     role: Option<(Role, u64)>,
-    /// The reading thread runs.
+    /// The reading thread runs (only once a callback was registered);
+    /// without it the hooks read what came on each call.
     thread: bool,
     /// The socket the last hook call named: the thread reconnects to it
     /// (it never reads the environment itself, which the application may
@@ -132,57 +154,69 @@ pub fn supervised() -> bool {
 
 /// Says that the application is ready (the `notify` readiness of its
 /// `ready` key). Kept and said again to every Monitor the library connects
-/// to later. `Unavailable` if no Monitor is connected now (the library
-/// says it once one is). Outside supervision: `Ok`, nothing done.
+/// to later. Does not wait for the Monitor: `Ok` once it is sent.
+/// `Unavailable` if no Monitor is connected now and none could be
+/// connected to (the library says it once one is). Outside supervision:
+/// `Ok`, nothing done.
 pub fn ready() -> Result<()> {
     let Some(path) = socket_path() else {
         return Ok(());
     };
     let h = hooks();
     h.state().ready = true;
-    let (conn, fresh) = h.connect_once(&path)?;
+    let (conn, fresh) = h.connect_once(&path, false)?;
     if fresh {
-        // The connection was made by this call, and `open` said `ready`.
+        // This call made the connection, and `open` said `ready`.
         return Ok(());
     }
     h.send(&conn, &Message::Ready, &path)
 }
 
 /// Tells the Monitor that the application is alive (its `watchdog_ms`).
-/// `Unavailable` if no Monitor is connected now. Outside supervision:
-/// `Ok`, nothing done.
+/// `Unavailable` if no Monitor is connected now and none could be
+/// connected to. Outside supervision: `Ok`, nothing done.
 pub fn heartbeat() -> Result<()> {
     let Some(path) = socket_path() else {
         return Ok(());
     };
     let h = hooks();
-    let conn = h.connection(&path)?;
+    let (conn, _) = h.connect_once(&path, false)?;
     h.send(&conn, &Message::Heartbeat, &path)
 }
 
 /// Registers the health callback the Monitor polls (every `monitor_ms`),
-/// replacing any other; `None` removes it (polls are then answered
-/// `none`, which the Monitor takes as healthy). The callback runs on the
-/// library's thread and should return quickly; a panic in it counts as
-/// unhealthy. Kept across reconnections; `Unavailable` (kept all the
-/// same) if no Monitor is connected now. Outside supervision: `Ok`,
-/// nothing kept.
+/// replacing any other; `None` removes it (the Monitor then stops
+/// polling). The callback runs on the library's thread (started by the
+/// first registration) and should return quickly; a panic in it counts as
+/// unhealthy. Kept across reconnections; `Unavailable` (kept all the same)
+/// if no Monitor is connected now. Outside supervision: `Ok`, nothing
+/// kept.
 pub fn set_health(f: Option<HealthFn>) -> Result<()> {
     let Some(path) = socket_path() else {
         return Ok(());
     };
     let h = hooks();
+    let on = f.is_some();
     h.state().health = f;
-    h.connection(&path).map(drop)
+    if on {
+        h.start_thread();
+    }
+    let (conn, fresh) = h.connect_once(&path, false)?;
+    if fresh {
+        // `open` said `polls on` if a callback is registered.
+        return Ok(());
+    }
+    h.send(&conn, &Message::Polls(on), &path)
 }
 
 /// Registers the role callback, replacing any other (`None` removes it).
 /// It is called at once, on the calling thread, with the current role and
-/// epoch, then on the library's thread at every change, never twice at
-/// once and never with an older role after a newer one. If no Monitor has
-/// ever answered, the callback is kept and first called when one does,
-/// and this returns `Unavailable`; if one did and is away now, the role
-/// learned last is delivered and this returns `Ok`. Calling `on_role` from inside a role
+/// epoch, then on the library's thread (started by the first
+/// registration) at every change, never twice at once and never with an
+/// older role after a newer one. If no Monitor has ever answered, the
+/// callback is kept and first called when one does, and this returns
+/// `Unavailable`; if one did and is away now, the role learned last is
+/// delivered and this returns `Ok`. Calling `on_role` from inside a role
 /// callback is `Invalid`. Outside supervision: `Ok`, nothing kept and
 /// nothing called.
 pub fn on_role(f: Option<RoleFn>) -> Result<()> {
@@ -196,12 +230,22 @@ pub fn on_role(f: Option<RoleFn>) -> Result<()> {
         ));
     }
     let h = hooks();
+    let some = f.is_some();
     {
         let mut d = lock(&h.delivery);
         d.f = f;
         d.last = None;
     }
-    let r = h.connection(&path).map(drop);
+    let r = h.connect_once(&path, true).and_then(|(conn, _)| {
+        // Connected earlier by a hook that does not wait for the answer
+        // to the hello: wait for it now, to deliver the role at once.
+        h.await_role(&conn, &path)
+            .map(drop)
+            .ok_or_else(|| unavailable(&path, "no role received"))
+    });
+    if some {
+        h.start_thread();
+    }
     h.deliver();
     // A role learned from an earlier Monitor was delivered: registered.
     if h.state().role.is_some() {
@@ -211,20 +255,21 @@ pub fn on_role(f: Option<RoleFn>) -> Result<()> {
 }
 
 /// The node's role and epoch as the Monitor last said them. The first
-/// call connects if no hook has yet (`Unavailable` if no Monitor
-/// answers); after that the role learned last is kept while the Monitor
-/// is away. Outside supervision: `(Role::None, 0)`.
+/// call connects if no hook has yet and waits for the Monitor's answer
+/// (`Unavailable` if no Monitor answers); after that the role learned
+/// last is kept while the Monitor is away. Outside supervision:
+/// `(Role::None, 0)`.
 pub fn role() -> Result<(Role, u64)> {
     let Some(path) = socket_path() else {
         return Ok((Role::None, 0));
     };
     let h = hooks();
+    let r = h.connect_once(&path, true);
     if let Some(r) = h.state().role {
         return Ok(r);
     }
-    h.connection(&path)?;
-    h.state()
-        .role
+    let (conn, _) = r?;
+    h.await_role(&conn, &path)
         .ok_or_else(|| unavailable(&path, "no role received"))
 }
 
@@ -245,53 +290,100 @@ impl Hooks {
         if st.pid != me {
             // The parent's connection is not ours: close our copy of it
             // (without shutdown, which would end the parent's too). The
-            // callbacks stay; the role and readiness are the parent's.
+            // callbacks stay; the role and readiness are the parent's, and
+            // so is the thread (a fork has only the thread that forked).
             let health = st.health.take();
             *st = State {
                 pid: me,
                 health,
+                backoff: RECONNECT_MIN,
                 ..State::default()
             };
         }
         st
     }
 
-    /// The current connection; the first time, a new one (made here, on
-    /// the caller's thread). Starts the reading thread.
-    fn connection(&'static self, path: &Path) -> Result<Arc<Conn>> {
-        self.connect_once(path).map(|(c, _)| c)
-    }
-
-    /// [`Hooks::connection`], and whether this call made it (`open` then
-    /// said `ready` if it was said). The reading thread is started after
-    /// the first attempt, so that its start does not delay the hello of
-    /// a process that has just been started (a restart's readiness).
-    fn connect_once(&'static self, path: &Path) -> Result<(Arc<Conn>, bool)> {
+    /// The current connection, or a new one: made here, on the caller's
+    /// thread, the first time and (without the reading thread, which
+    /// otherwise reconnects) whenever the last was lost and the backoff
+    /// allows. Also whether this call made it (`open` then said `ready`
+    /// if it was said). `wait_role`: wait for the answer to the hello.
+    /// Without the thread, what the Monitor sent meanwhile is taken first.
+    fn connect_once(&'static self, path: &Path, wait_role: bool) -> Result<(Arc<Conn>, bool)> {
         {
             let mut st = self.state();
             st.path = Some(path.to_path_buf());
-            if let Some(c) = &st.conn {
-                return Ok((Arc::clone(c), false));
-            }
         }
-        let one = lock(&self.connecting);
+        self.take_messages(path);
         if let Some(c) = &self.state().conn {
             return Ok((Arc::clone(c), false));
         }
-        if self.state().attempted {
-            drop(one);
-            self.start_thread();
-            return Err(unavailable(path, "the connection was lost; reconnecting"));
+        let one = lock(&self.connecting);
+        {
+            let st = self.state();
+            if let Some(c) = &st.conn {
+                return Ok((Arc::clone(c), false));
+            }
+            if st.attempted {
+                if st.thread {
+                    return Err(unavailable(path, "the connection was lost; reconnecting"));
+                }
+                if let Some(t) = st.last_attempt {
+                    if t.elapsed() < st.backoff {
+                        return Err(unavailable(
+                            path,
+                            "the connection was lost; the next attempt is due later",
+                        ));
+                    }
+                }
+            }
         }
-        let r = self.open(path);
-        self.state().attempted = true;
+        let r = self.open(path, wait_role);
+        {
+            let mut st = self.state();
+            st.attempted = true;
+            st.last_attempt = Some(Instant::now());
+            st.backoff = if r.is_ok() {
+                RECONNECT_MIN
+            } else {
+                (st.backoff * 2).clamp(RECONNECT_MIN, RECONNECT_MAX)
+            };
+        }
         drop(one);
-        self.start_thread();
         let c = r?;
         self.deliver();
         Ok((c, true))
     }
 
+    /// The role, waiting (at most [`HANDSHAKE_TIMEOUT`]) for the answer to
+    /// the hello on `conn` if none is known yet: read here without the
+    /// thread, else awaited from it. `None` if no answer came.
+    fn await_role(&self, conn: &Arc<Conn>, path: &Path) -> Option<(Role, u64)> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        loop {
+            let st = self.state();
+            if st.role.is_some() || Instant::now() >= deadline {
+                return st.role;
+            }
+            let current = st.conn.as_ref().map(|c| c.generation) == Some(conn.generation);
+            if !current {
+                return None;
+            }
+            if st.thread {
+                // The thread reads the answer and wakes us.
+                let left = deadline.saturating_duration_since(Instant::now());
+                drop(self.wake.wait_timeout(st, left));
+                continue;
+            }
+            drop(st);
+            match sys::wait_ready(&conn.fd, Events::IN, Some(deadline)) {
+                Ok(true) => self.take_messages(path),
+                _ => return self.state().role,
+            }
+        }
+    }
+
+    /// Starts the reading thread if it does not run.
     fn start_thread(&'static self) {
         let mut st = self.state();
         if st.thread {
@@ -308,14 +400,85 @@ impl Hooks {
         }
     }
 
-    /// Connects to the Monitor at `path`, says hello, reads its role, and
-    /// installs the connection (saying `ready` again if it was said).
-    /// The caller holds `connecting`.
-    fn open(&self, path: &Path) -> Result<Arc<Conn>> {
+    /// Without the reading thread: takes what the Monitor sent on the
+    /// current connection meanwhile, without waiting (role changes; a
+    /// health poll, which only comes after `polls on`, is answered
+    /// `none`), and notices a connection that ended. The state's lock is
+    /// held while reading, so that a thread started meanwhile never reads
+    /// the same connection at the same time.
+    fn take_messages(&self, path: &Path) {
+        let mut lost = None;
+        {
+            let mut st = self.state();
+            if st.thread {
+                return;
+            }
+            let Some(conn) = st.conn.clone() else {
+                return;
+            };
+            loop {
+                let mut buf = [0u8; MAX_MESSAGE + 1];
+                let m = match sys::recv_packet(&conn.fd, &mut buf, RecvFlags::DONTWAIT) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => Err(Error::io("HA Monitor socket", e)),
+                    Ok((_, 0)) => {
+                        lost = Some((conn, "the Monitor closed the connection".to_string()));
+                        break;
+                    }
+                    Ok((_, real)) if real > MAX_MESSAGE => Err(err!(
+                        Corrupt,
+                        "HA message of {real} bytes (at most {MAX_MESSAGE})"
+                    )),
+                    Ok((n, _)) => proto::parse(&buf[..n]),
+                };
+                match m {
+                    Ok(Message::Role { role, epoch }) => {
+                        debug!(role = %role, epoch, "ha: role from the Monitor");
+                        st.role = Some((role, epoch));
+                    }
+                    Ok(Message::HealthPoll { seq }) => {
+                        let answer = Message::Health {
+                            seq,
+                            health: Health::None,
+                        };
+                        let _ = sys::send_nowait(&conn.fd, answer.encode().as_bytes());
+                    }
+                    Ok(other) => {
+                        warn!(message = %other, "ha: the Monitor sent an application's message; dropping the connection");
+                        lost = Some((conn, "protocol error".to_string()));
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "ha: bad message from the Monitor; dropping the connection");
+                        lost = Some((conn, e.message().to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((conn, why)) = lost {
+            self.lost(&conn, &why);
+            debug!(path = %path.display(), "ha: the next hook call reconnects");
+        }
+        self.deliver();
+    }
+
+    /// Connects to the Monitor at `path`, says hello (and `ready`, and
+    /// `polls on`, when they hold), reads its role if `wait_role`, and
+    /// installs the connection. The caller holds `connecting`.
+    fn open(&self, path: &Path, wait_role: bool) -> Result<Arc<Conn>> {
         let shown = path.display();
         // Read before connecting: the hello follows the connection at
         // once, so the Monitor that wakes for it finds it there.
-        let proc = ProcId::current()?;
+        let known = self.state().me;
+        let proc = match known {
+            Some(p) => p,
+            None => {
+                let p = ProcId::current()?;
+                self.state().me = Some(p);
+                p
+            }
+        };
         let fd = sys::seqpacket_connect(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 unavailable(path, &e.to_string())
@@ -350,30 +513,41 @@ impl Hooks {
             .map_err(|e| unavailable(path, &format!("hello not sent: {e}")))?;
         // `ready` right behind the hello, not after the role's answer: the
         // Monitor reads them in order, and a restarted process is ready
-        // one round trip sooner.
-        let ready_early =
-            self.state().ready && sys::send_nowait(&fd, Message::Ready.encode().as_bytes()).is_ok();
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        if !sys::wait_ready(&fd, Events::IN, Some(deadline))
-            .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?
-        {
-            return Err(unavailable(
-                path,
-                &format!("no answer to hello within {HANDSHAKE_TIMEOUT:?}"),
-            ));
-        }
-        let role = match read_message(&fd) {
-            Ok(Some(Message::Role { role, epoch })) => (role, epoch),
-            Ok(Some(m)) => {
-                return Err(err!(
-                    Corrupt,
-                    "the HA Monitor at {shown} answered hello with \"{m}\", not its role"
-                ))
-            }
-            Ok(None) => return Err(unavailable(path, "the Monitor closed the connection")),
-            Err(e) => return Err(e),
+        // sooner.
+        let (ready, polls) = {
+            let st = self.state();
+            (st.ready, st.health.is_some())
         };
-        let (conn, ready) = {
+        let said_ready = ready && sys::send_nowait(&fd, Message::Ready.encode().as_bytes()).is_ok();
+        if polls {
+            sys::send_nowait(&fd, Message::Polls(true).encode().as_bytes())
+                .map_err(|e| unavailable(path, &format!("polls not sent: {e}")))?;
+        }
+        let role = if wait_role {
+            let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+            if !sys::wait_ready(&fd, Events::IN, Some(deadline))
+                .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?
+            {
+                return Err(unavailable(
+                    path,
+                    &format!("no answer to hello within {HANDSHAKE_TIMEOUT:?}"),
+                ));
+            }
+            match read_message(&fd) {
+                Ok(Some(Message::Role { role, epoch })) => Some((role, epoch)),
+                Ok(Some(m)) => {
+                    return Err(err!(
+                        Corrupt,
+                        "the HA Monitor at {shown} answered hello with \"{m}\", not its role"
+                    ))
+                }
+                Ok(None) => return Err(unavailable(path, "the Monitor closed the connection")),
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let (conn, ready_now) = {
             let mut st = self.state();
             st.generations += 1;
             let conn = Arc::new(Conn {
@@ -381,25 +555,26 @@ impl Hooks {
                 generation: st.generations,
             });
             st.conn = Some(Arc::clone(&conn));
-            st.role = Some(role);
+            if role.is_some() {
+                st.role = role;
+            }
             (conn, st.ready)
         };
         info!(
             path = %shown,
             generation = conn.generation,
-            role = %role.0,
-            epoch = role.1,
             "ha: connected to the Monitor"
         );
         self.wake.notify_all();
-        if ready && !ready_early {
+        if ready_now && !said_ready {
+            // Said by another thread meanwhile, or the early send failed.
             self.send(&conn, &Message::Ready, path)?;
         }
         Ok(conn)
     }
 
     /// Sends `m` on `conn`. A connection that fails is dropped (the thread
-    /// reconnects): `Unavailable`.
+    /// or the next hook call reconnects): `Unavailable`.
     fn send(&self, conn: &Arc<Conn>, m: &Message, path: &Path) -> Result<()> {
         match sys::send_nowait(&conn.fd, m.encode().as_bytes()) {
             Ok(_) => Ok(()),
@@ -430,6 +605,8 @@ impl Hooks {
                 why, "ha: connection to the Monitor lost"
             );
         }
+        drop(st);
+        self.wake.notify_all();
     }
 
     /// Gives the role callback the current role if it has not had it.
@@ -482,7 +659,7 @@ impl Hooks {
                     if self.state().conn.is_some() {
                         continue;
                     }
-                    let r = self.open(&path);
+                    let r = self.open(&path, true);
                     self.state().attempted = true;
                     drop(one);
                     match r {
@@ -515,6 +692,7 @@ impl Hooks {
             match m {
                 Message::Role { role, epoch } => {
                     self.state().role = Some((role, epoch));
+                    self.wake.notify_all();
                     debug!(role = %role, epoch, "ha: role from the Monitor");
                     self.deliver();
                 }

@@ -8,6 +8,7 @@
 //! hello 1 <pid> <start>        first, once: protocol version, pid, start time
 //! ready                        the application called mt_ha_ready
 //! heartbeat                    the application called mt_ha_heartbeat
+//! polls on|off                 a health callback is registered (on) or removed
 //! health <seq> ok|fail|none    the answer to the poll <seq> (none: no callback)
 //! ```
 //!
@@ -69,6 +70,11 @@ pub enum Message {
     Ready,
     /// Application → Monitor: `mt_ha_heartbeat` was called.
     Heartbeat,
+    /// Application → Monitor: a health callback is registered (`true`:
+    /// poll it) or was removed (`false`). A connection starts without
+    /// polls: an application without a callback has nothing to answer
+    /// them with (and no library thread reading its connection).
+    Polls(bool),
     /// Application → Monitor: the answer to the poll `seq`.
     Health {
         /// The poll's sequence number.
@@ -95,7 +101,11 @@ impl Message {
     pub fn from_application(&self) -> bool {
         matches!(
             self,
-            Message::Hello { .. } | Message::Ready | Message::Heartbeat | Message::Health { .. }
+            Message::Hello { .. }
+                | Message::Ready
+                | Message::Heartbeat
+                | Message::Polls(_)
+                | Message::Health { .. }
         )
     }
 
@@ -111,6 +121,7 @@ impl fmt::Display for Message {
             Message::Hello { pid, start } => write!(f, "hello {VERSION} {pid} {start}"),
             Message::Ready => f.write_str("ready"),
             Message::Heartbeat => f.write_str("heartbeat"),
+            Message::Polls(on) => f.write_str(if *on { "polls on" } else { "polls off" }),
             Message::Health { seq, health } => write!(f, "health {seq} {}", health.as_str()),
             Message::Role { role, epoch } => write!(f, "role {} {epoch}", role.as_str()),
             Message::HealthPoll { seq } => write!(f, "health? {seq}"),
@@ -169,6 +180,14 @@ pub fn parse(bytes: &[u8]) -> Result<Message> {
         "heartbeat" => {
             arity(1)?;
             Message::Heartbeat
+        }
+        "polls" => {
+            arity(2)?;
+            match words[1] {
+                "on" => Message::Polls(true),
+                "off" => Message::Polls(false),
+                _ => return Err(bad("polls is not on or off")),
+            }
         }
         "health" => {
             arity(3)?;
@@ -238,6 +257,8 @@ mod tests {
             },
             Message::Ready,
             Message::Heartbeat,
+            Message::Polls(true),
+            Message::Polls(false),
             Message::Health {
                 seq: 0,
                 health: Health::Ok,
@@ -286,6 +307,8 @@ mod tests {
             "role active 1"
         );
         assert!(Message::Ready.from_application());
+        assert!(Message::Polls(true).from_application());
+        assert_eq!(Message::Polls(false).encode(), "polls off");
         assert!(!Message::HealthPoll { seq: 1 }.from_application());
     }
 
@@ -312,6 +335,10 @@ mod tests {
             b"role active -1",
             b"role active 1 2",
             b"health?",
+            b"polls",
+            b"polls yes",
+            b"polls on on",
+            b"polls ON",
             b"health? 01",
             b"hello  1 42 9",
             b"\xff\xfe",

@@ -3,7 +3,7 @@
  * test forks a minimal fake Monitor written here with plain sockets (the
  * protocol of docs/ha.md: one SOCK_SEQPACKET packet per message), which
  * checks the hello against the peer's credentials, answers with the role,
- * reads ready, polls health (answered by the C callback), changes the role
+ * reads "polls on" (a health callback is registered) and ready, polls health (answered by the C callback), changes the role
  * (delivered to the C callback), reads a heartbeat, polls health again
  * (now unhealthy), and exits: the hooks then return MT_ERR_UNAVAILABLE and
  * the role learned stays. */
@@ -111,6 +111,7 @@ static void fake_monitor(const char *path, pid_t app) {
     snprintf(want, sizeof want, "hello 1 %d ", (int)app);
     if (strncmp(buf, want, strlen(want)) != 0) _exit(15);
     say(c, "role active 1");
+    expect(c, "polls on", 5); /* mt_ha_set_health made the connection */
     expect(c, "ready", 1);
     say(c, "health? 1");
     expect(c, "health 1 ok", 2);

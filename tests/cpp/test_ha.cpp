@@ -71,6 +71,7 @@ void under_a_fake_monitor() {
         int c = accept(l, nullptr, nullptr);
         got.push_back(recv_msg(c)); // hello
         send_msg(c, "role active 1");
+        got.push_back(recv_msg(c)); // polls on (set_health made the connection)
         got.push_back(recv_msg(c)); // ready
         for (int seq = 1; seq <= 3; ++seq) {
             g_health_mode = seq - 1;
@@ -115,14 +116,15 @@ void under_a_fake_monitor() {
     mt::ha::heartbeat();
     monitor.join();
     close(l);
-    CHECK(got.size() == 6);
-    if (got.size() == 6) {
+    CHECK(got.size() == 7);
+    if (got.size() == 7) {
         CHECK(got[0].rfind("hello 1 " + std::to_string(getpid()) + " ", 0) == 0);
-        CHECK(got[1] == "ready");
-        CHECK(got[2] == "health 1 ok");
-        CHECK(got[3] == "health 2 fail");
-        CHECK(got[4] == "health 3 fail"); // the exception
-        CHECK(got[5] == "heartbeat");
+        CHECK(got[1] == "polls on");
+        CHECK(got[2] == "ready");
+        CHECK(got[3] == "health 1 ok");
+        CHECK(got[4] == "health 2 fail");
+        CHECK(got[5] == "health 3 fail"); // the exception
+        CHECK(got[6] == "heartbeat");
     }
     {
         std::lock_guard<std::mutex> lock(g_lock);

@@ -152,6 +152,8 @@ def test_hooks_under_a_fake_monitor(tmp_path: Path) -> None:
     app = App(sock, tmp_path)
     try:
         conn = accept(srv, app.proc.pid, b"role active 1")
+        # set_health says the Monitor may poll it; then ready.
+        assert conn.recv(128) == b"polls on"
         assert conn.recv(128) == b"ready"
         app.wait_for("supervised True")
         app.wait_for("role ACTIVE 1 Role")
@@ -184,6 +186,7 @@ def test_hooks_under_a_fake_monitor(tmp_path: Path) -> None:
         srv = listen(sock)
         conn = accept(srv, app.proc.pid, b"role standby 2")
         assert recv_skipping_heartbeats(conn) == b"ready"
+        assert recv_skipping_heartbeats(conn) == b"polls on"
         app.wait_for("heartbeat ok (STANDBY 2)")
         conn.send(b"health? 4")
         assert recv_skipping_heartbeats(conn) == b"health 4 ok"

@@ -75,14 +75,11 @@ struct Watched {
     heartbeat: Instant,
     health_poll: Option<u64>,
     next_monitor: Instant,
-    /// The last health answer said there is no callback: polled only every
-    /// [`NO_CALLBACK_EVERY`]th check (one installed later is found then).
-    no_callback: bool,
-    checks: u64,
+    /// It said `polls on` (it registered a health callback): its health is
+    /// polled at each check. A process without a callback is not polled
+    /// (its hooks have no thread to answer with).
+    polls: bool,
 }
-
-/// How rarely a process without a health callback is polled (in checks).
-pub const NO_CALLBACK_EVERY: u64 = 10;
 
 /// The watching. See the module documentation.
 pub struct Monitoring {
@@ -106,6 +103,8 @@ struct Unknown {
     since: Instant,
     /// It said ready meanwhile.
     ready: bool,
+    /// It said `polls on` meanwhile (and not `polls off` after).
+    polls: bool,
 }
 
 /// How long a hooks connection of a process that is not watched is kept
@@ -174,10 +173,11 @@ impl Monitoring {
                 .find(|(_, p)| p.pid == w.pid && p.start == w.start)
                 .map(|(c, _)| c)
         });
-        let mut said_ready = false;
+        let (mut said_ready, mut polls) = (false, false);
         if let Some(c) = conn {
             if let Some(k) = self.unknown.iter().position(|u| u.conn == c) {
-                said_ready = self.unknown.swap_remove(k).ready;
+                let u = self.unknown.swap_remove(k);
+                (said_ready, polls) = (u.ready, u.polls);
             }
         }
         if said_ready {
@@ -197,8 +197,7 @@ impl Monitoring {
                 heartbeat: now,
                 health_poll: None,
                 next_monitor: first,
-                no_callback: false,
-                checks: 0,
+                polls,
             },
         );
     }
@@ -355,8 +354,7 @@ impl Monitoring {
                 continue;
             }
             let Some(conn) = x.conn else { continue };
-            x.checks += 1;
-            if x.no_callback && x.checks % NO_CALLBACK_EVERY != 0 {
+            if !x.polls {
                 continue;
             }
             if x.health_poll.take().is_some() && !x.unhealthy {
@@ -427,6 +425,7 @@ impl Monitoring {
                         pid: proc.pid,
                         since: Instant::now(),
                         ready: false,
+                        polls: false,
                     });
                 }
             },
@@ -438,6 +437,23 @@ impl Monitoring {
                     if !x.said_ready {
                         x.said_ready = true;
                         out.push(Seen::Ready { pid });
+                    }
+                }
+            }
+            Event::Polls { conn, on } => {
+                if let Some(u) = self.unknown.iter_mut().find(|u| u.conn == conn) {
+                    u.polls = on;
+                }
+                if let Some((pid, x)) = self.by_conn(conn) {
+                    x.polls = on;
+                    if !on {
+                        // The callback was removed: nothing to poll, and
+                        // nothing unhealthy left to say.
+                        x.health_poll = None;
+                        if x.unhealthy {
+                            x.unhealthy = false;
+                            out.push(Seen::Healthy { pid });
+                        }
                     }
                 }
             }
@@ -453,7 +469,6 @@ impl Monitoring {
                 if x.health_poll == Some(seq) {
                     x.health_poll = None;
                 }
-                x.no_callback = health == Health::None;
                 match health {
                     Health::Fail => {
                         if !x.unhealthy {
@@ -477,6 +492,7 @@ impl Monitoring {
                 if let Some((_, x)) = self.by_conn(conn) {
                     x.conn = None;
                     x.health_poll = None;
+                    x.polls = false;
                 }
             }
             Event::Refused { pid, uid, reason } => log(

@@ -18,8 +18,8 @@ use crate::ha::supervisor::socket_path;
 use mtipc::ha::Role as HaRole;
 use mtipc::internals::ha::Endpoint;
 use mtipc::internals::sync::Ordering;
-use mtipc::log::Level;
 use mtipc::internals::sys::Epoll;
+use mtipc::log::Level;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
