@@ -69,6 +69,13 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         }
         let mut seen = Vec::new();
         mon.step(Duration::from_millis(200), &mut seen);
+        // What was seen goes out first (a readiness is waited for), then
+        // the wake pipe, a new Server and the Server's messages.
+        if let Some(s) = &mut server {
+            for x in seen.drain(..) {
+                broadcast(s, &peers, &x);
+            }
+        }
         super::drain(&wake);
         while let Ok((s, _)) = listener.accept() {
             if !wire::peer_allowed(&s, "monitor socket") {
