@@ -1143,30 +1143,34 @@ int mt_ha_supervised(void);
 
 /**
  * Tells the Monitor that the application is ready (its `ready = "notify"`
- * readiness). The library remembers it and tells every Monitor it
+ * readiness). Returns once it is sent, without waiting for the Monitor
+ * (as `sd_notify`). The library remembers it and tells every Monitor it
  * connects to later. `MT_ERR_UNAVAILABLE` if no Monitor is connected now
- * (the library keeps reconnecting and says it then); `MT_ERR_DENIED` if
- * the socket's listener runs as another uid (and is not root).
- * Outside supervision: `MT_OK`, nothing done.
+ * and none could be connected to (the next hook call, or the library's
+ * thread if a callback is registered, reconnects and says it then);
+ * `MT_ERR_DENIED` if the socket's listener runs as another uid (and is
+ * not root). Outside supervision: `MT_OK`, nothing done.
  *
- * The first hook called under supervision connects to the Monitor (at
- * most 2 s); later calls never block on it.
+ * No thread is started: an application without callbacks has none of
+ * the library's.
  */
 mt_status mt_ha_ready(void);
 
 /**
  * Tells the Monitor that the application is alive; a process whose
  * configuration has `watchdog_ms` must call it at least that often.
- * `MT_ERR_UNAVAILABLE` if no Monitor is connected now. Outside
- * supervision: `MT_OK`, nothing done.
+ * Without the library's thread (no callback registered), reconnects
+ * first if the connection was lost (at most one attempt per 20-250 ms).
+ * `MT_ERR_UNAVAILABLE` if no Monitor is connected now.
+ * Outside supervision: `MT_OK`, nothing done.
  */
 mt_status mt_ha_heartbeat(void);
 
 /**
  * Registers the health callback the Monitor polls (see `mt_ha_health_fn`),
- * replacing any other; `fn` NULL removes it (polls are then answered
- * "no callback", which the Monitor takes as healthy). Kept across
- * reconnections; `MT_ERR_UNAVAILABLE` (and kept all the same) if no
+ * replacing any other; `fn` NULL removes it (the Monitor then stops
+ * polling). The first callback starts the library's thread, which
+ * answers the polls. Kept across reconnections; `MT_ERR_UNAVAILABLE` (and kept all the same) if no
  * Monitor is connected now. Outside supervision: `MT_OK`, nothing kept.
  *
  * # Safety

@@ -57,8 +57,10 @@ def supervised() -> bool:
 
 def ready() -> None:
     """Tells the Monitor that the application is ready (kept, and told
-    again to a Monitor that restarts). Raises ``UnavailableError`` while no
-    Monitor is connected."""
+    again to a Monitor that restarts). Returns once it is sent, without
+    waiting for the Monitor, and starts no thread (only a callback of
+    ``set_health`` or ``on_role`` does). Raises ``UnavailableError`` while
+    no Monitor is connected."""
     _mtipc._ha_ready()
 
 
@@ -70,7 +72,9 @@ def heartbeat() -> None:
 
 def set_health(fn: Callable[[], bool] | None) -> None:
     """Registers the health check the Monitor polls (every ``monitor_ms``):
-    it returns True when healthy. ``None`` removes it. Raises
+    it returns True when healthy, and is called on a thread of the library
+    (started by the first registration). ``None`` removes it (the Monitor
+    stops polling). Raises
     ``UnavailableError`` while no Monitor is connected (the check is kept
     all the same)."""
     _mtipc._ha_set_health(fn)
