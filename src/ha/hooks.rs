@@ -197,7 +197,12 @@ pub fn set_health(f: Option<HealthFn>) -> Result<()> {
     };
     let h = hooks();
     let on = f.is_some();
-    h.state().health = f;
+    {
+        let mut st = h.state();
+        st.health = f;
+        // Named before the thread starts, which reads it at once.
+        st.path = Some(path.clone());
+    }
     if on {
         h.start_thread();
     }
@@ -236,9 +241,14 @@ pub fn on_role(f: Option<RoleFn>) -> Result<()> {
         d.f = f;
         d.last = None;
     }
-    let r = h.connect_once(&path, true).and_then(|(conn, _)| {
-        // Connected earlier by a hook that does not wait for the answer
-        // to the hello: wait for it now, to deliver the role at once.
+    // A role known already is delivered at once, without waiting on a
+    // Monitor; else wait (at most HANDSHAKE_TIMEOUT) for the answer to the
+    // hello, also on a connection made earlier by a hook that did not.
+    let known = h.state().role.is_some();
+    let r = h.connect_once(&path, !known).and_then(|(conn, _)| {
+        if known {
+            return Ok(());
+        }
         h.await_role(&conn, &path)
             .map(drop)
             .ok_or_else(|| unavailable(&path, "no role received"))
@@ -264,6 +274,13 @@ pub fn role() -> Result<(Role, u64)> {
         return Ok((Role::None, 0));
     };
     let h = hooks();
+    let known = h.state().role;
+    if let Some(known) = known {
+        // Never waits once a role is known: what came meanwhile is taken,
+        // a lost connection made again without waiting for its answer.
+        let _ = h.connect_once(&path, false);
+        return Ok(h.state().role.unwrap_or(known));
+    }
     let r = h.connect_once(&path, true);
     if let Some(r) = h.state().role {
         return Ok(r);
@@ -396,7 +413,10 @@ impl Hooks {
             });
         match spawned {
             Ok(_) => st.thread = true,
-            Err(e) => error!(error = %e, "ha: cannot start the hooks thread"),
+            Err(e) => {
+                drop(st);
+                error!(error = %e, "ha: cannot start the hooks thread");
+            }
         }
     }
 
@@ -408,6 +428,7 @@ impl Hooks {
     /// the same connection at the same time.
     fn take_messages(&self, path: &Path) {
         let mut lost = None;
+        let (mut changed, mut role, mut bad) = (false, None, None);
         {
             let mut st = self.state();
             if st.thread {
@@ -433,8 +454,8 @@ impl Hooks {
                 };
                 match m {
                     Ok(Message::Role { role, epoch }) => {
-                        debug!(role = %role, epoch, "ha: role from the Monitor");
                         st.role = Some((role, epoch));
+                        changed = true;
                     }
                     Ok(Message::HealthPoll { seq }) => {
                         let answer = Message::Health {
@@ -443,18 +464,31 @@ impl Hooks {
                         };
                         let _ = sys::send_nowait(&conn.fd, answer.encode().as_bytes());
                     }
+                    // Logged after the lock is released (a logger may call
+                    // into the library).
                     Ok(other) => {
-                        warn!(message = %other, "ha: the Monitor sent an application's message; dropping the connection");
+                        bad = Some(format!(
+                            "the Monitor sent an application's message \"{other}\""
+                        ));
                         lost = Some((conn, "protocol error".to_string()));
                         break;
                     }
                     Err(e) => {
-                        warn!(error = %e, "ha: bad message from the Monitor; dropping the connection");
+                        bad = Some(format!("bad message from the Monitor: {e}"));
                         lost = Some((conn, e.message().to_string()));
                         break;
                     }
                 }
             }
+            if changed {
+                role = st.role;
+            }
+        }
+        if let Some((r, epoch)) = role {
+            debug!(role = %r, epoch, "ha: role from the Monitor");
+        }
+        if let Some(why) = bad {
+            warn!(why = %why, "ha: dropping the connection");
         }
         if let Some((conn, why)) = lost {
             self.lost(&conn, &why);
@@ -593,20 +627,23 @@ impl Hooks {
     /// thread blocked reading it.
     fn lost(&self, conn: &Conn, why: &str) {
         let mut st = self.state();
-        if st
+        let current = st
             .conn
             .as_ref()
-            .is_some_and(|c| c.generation == conn.generation)
-        {
+            .is_some_and(|c| c.generation == conn.generation);
+        if current {
             st.conn = None;
             sys::shutdown(&conn.fd, Shutdown::Both);
+        }
+        drop(st);
+        self.wake.notify_all();
+        // Logged without the lock (a logger may call into the library).
+        if current {
             info!(
                 generation = conn.generation,
                 why, "ha: connection to the Monitor lost"
             );
         }
-        drop(st);
-        self.wake.notify_all();
     }
 
     /// Gives the role callback the current role if it has not had it.
