@@ -781,6 +781,48 @@ fn a_refused_file_starts_nothing() {
     assert!(!d.0.join("ran").exists(), "nothing started");
 }
 
+/// A `notify` process (or one with a watchdog) run as another user cannot
+/// reach the hooks' socket: it would wait forever, so the node is refused
+/// before anything starts, naming the line. The same process without
+/// `notify` and watchdog is accepted (`user_is_switched_by_root...`).
+fn a_notify_process_of_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return common::skip(
+            "a_notify_process_of_another_user_is_refused",
+            "needs root (another user is only reachable by root)",
+        );
+    }
+    let d = Scratch::create("notify-user");
+    let config = d.0.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\n\n[[process]]\nname = \"n\"\ncommand = [\"/bin/sleep\", \"1000\"]\nuser = \"65534\"\nready = \"notify\"\nwatchdog_ms = 1000\n",
+            d.0.join("dom").display(),
+            d.0.join("ran").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
+        .arg(ha_node::mode())
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:9: process n: ready = \"notify\" and watchdog_ms",
+            config.display()
+        )) && err.contains("uid 65534")
+            && err.contains("cannot reach"),
+        "{err}"
+    );
+    assert!(!d.0.join("dom").exists(), "nothing set up");
+    assert!(!d.0.join("ran").exists(), "nothing started");
+}
+
 fn a_second_supervisor_of_the_domain_is_refused() {
     let d = Scratch::create("second");
     let node = Node::start(
@@ -945,6 +987,7 @@ ha_node::both!(
     user_is_switched_by_root_and_refused_otherwise,
     what_a_dead_leader_leaves_in_its_group_is_killed_and_reaped,
     a_refused_file_starts_nothing,
+    a_notify_process_of_another_user_is_refused,
     a_second_supervisor_of_the_domain_is_refused,
     a_second_sigterm_kills_at_once,
     restart_policies,

@@ -143,6 +143,15 @@ pub fn open_node(
         eprintln!("{e}");
         std::process::ExitCode::FAILURE
     })?;
+    // A process that would wait forever for hooks it cannot reach: the
+    // node is not started (never half a node).
+    let unreachable = spawn::hooks_unreachable(&c);
+    if !unreachable.is_empty() {
+        for l in &unreachable {
+            eprintln!("{l}");
+        }
+        return Err(std::process::ExitCode::FAILURE);
+    }
     let domain = c
         .node
         .domain

@@ -53,6 +53,46 @@ fn resolve_user(user: &str) -> Result<Option<(u32, u32)>, String> {
     Ok(Some((uid, gid)))
 }
 
+/// The processes that would wait forever for the HA hooks: run as another
+/// `user` than mtipc-ha's, they cannot reach the Monitor's socket (0600 in
+/// the 0700 `<domain>/ha`, mtipc-ha's uid's; a socket per user is not
+/// built), so a `ready = "notify"` would never be said and a `watchdog_ms`
+/// never fed. One line per such process, with its line in the file; empty
+/// when none. A `user` that does not resolve is left to the start of the
+/// process, which fails with the reason.
+pub fn hooks_unreachable(config: &mtipc::ha::config::Config) -> Vec<String> {
+    use mtipc::ha::config::Ready;
+    let euid = mtipc::internals::domain::euid();
+    let mut out = Vec::new();
+    for p in &config.processes {
+        let Some(user) = &p.user else { continue };
+        let Ok(Some((uid, _))) = resolve_user(user) else {
+            continue;
+        };
+        let mut needs = Vec::new();
+        if p.ready == Ready::Notify {
+            needs.push("ready = \"notify\"");
+        }
+        if p.watchdog_ms > 0 {
+            needs.push("watchdog_ms");
+        }
+        if needs.is_empty() {
+            continue;
+        }
+        out.push(format!(
+            "{}:{}: process {}: {} needs the HA hooks, which a process run as user {user:?} \
+             (uid {uid}) cannot reach: the Monitor's socket is mtipc-ha's uid {euid}'s (a socket \
+             per user is not built yet); use ready = \"started\" without watchdog_ms, or leave \
+             out user",
+            config.file.display(),
+            p.line,
+            p.name,
+            needs.join(" and ")
+        ));
+    }
+    out
+}
+
 /// The uid and gid of the user named `name` (`getpwnam_r`).
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let cname = std::ffi::CString::new(name).ok()?;
