@@ -191,13 +191,25 @@ impl Monitor {
     }
 }
 
-#[test]
-fn hooks_under_a_fake_monitor() {
-    let dir = Scratch::create("app");
+/// A child running `role` under the test's Monitor (an endpoint at
+/// `sock`, answering `active 1`), once it said `ready ok` and three
+/// heartbeats came; its first event was its connection, checked by the
+/// endpoint to be the child.
+struct Started {
+    dir: Scratch,
+    sock: std::path::PathBuf,
+    kids: Kids,
+    pid: u32,
+    m: Monitor,
+    conn: ConnId,
+}
+
+fn start(role: &str) -> Started {
+    let dir = Scratch::create(role);
     let sock = dir.dir().join("ha.sock");
     let ep = Endpoint::bind(&sock, Role::Active, 1).unwrap();
     let mut kids = Kids::default();
-    let mut cmd = role_command(VAR, "app", &[dir.path()]);
+    let mut cmd = role_command(VAR, role, &[dir.path()]);
     cmd.env(ha::SOCKET_ENV, &sock);
     kids.0.push(cmd.spawn().unwrap());
     let pid = kids.0[0].id();
@@ -208,8 +220,6 @@ fn hooks_under_a_fake_monitor() {
         said: Vec::new(),
         rx,
     };
-
-    // The registration gets the role at once; ready and heartbeats arrive.
     m.until("ready and heartbeats", |m| {
         m.said("ready ok") && m.count(|e| matches!(e, Event::Heartbeat { .. })) >= 3
     });
@@ -220,6 +230,27 @@ fn hooks_under_a_fake_monitor() {
         }
         e => panic!("first event {e:?}"),
     };
+    Started {
+        dir,
+        sock,
+        kids,
+        pid,
+        m,
+        conn,
+    }
+}
+
+#[test]
+fn hooks_under_a_fake_monitor() {
+    // The registration gets the role at once; ready and heartbeats arrive.
+    let Started {
+        dir,
+        sock,
+        mut kids,
+        pid,
+        mut m,
+        conn,
+    } = start("app");
     // set_health said the Monitor may poll it (on_role made the
     // connection), then ready.
     assert_eq!(m.events[1], Event::Polls { conn, on: true });
@@ -316,31 +347,14 @@ fn hooks_under_a_fake_monitor() {
 /// to poll it.
 #[test]
 fn without_callbacks_no_thread_and_the_next_call_reconnects() {
-    let dir = Scratch::create("plain");
-    let sock = dir.dir().join("ha.sock");
-    let ep = Endpoint::bind(&sock, Role::Active, 1).unwrap();
-    let mut kids = Kids::default();
-    let mut cmd = role_command(VAR, "plain", &[dir.path()]);
-    cmd.env(ha::SOCKET_ENV, &sock);
-    kids.0.push(cmd.spawn().unwrap());
-    let pid = kids.0[0].id();
-    let rx = lines(&mut kids.0[0]);
-    let mut m = Monitor {
-        ep: Some(ep),
-        events: Vec::new(),
-        said: Vec::new(),
-        rx,
-    };
-    m.until("ready and heartbeats", |m| {
-        m.said("ready ok") && m.count(|e| matches!(e, Event::Heartbeat { .. })) >= 3
-    });
-    let conn = match &m.events[0] {
-        Event::Connected { conn, proc } => {
-            assert_eq!(proc.pid, pid);
-            *conn
-        }
-        e => panic!("first event {e:?}"),
-    };
+    let Started {
+        dir,
+        sock,
+        mut kids,
+        pid,
+        mut m,
+        conn,
+    } = start("plain");
     assert_eq!(m.events[1], Event::Ready { conn });
     let threads = m
         .said

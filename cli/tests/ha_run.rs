@@ -754,13 +754,16 @@ restart = "never"
     }
 }
 
-fn a_refused_file_starts_nothing() {
-    let d = Scratch::create("refused");
+/// Runs the supervisor on a configuration of `processes` (a process `a`
+/// first, which would touch `ran` if started) that it must refuse: exit 1,
+/// nothing set up, nothing started. Its stderr and the file's path.
+fn refused(tag: &str, processes: &str) -> (String, std::path::PathBuf) {
+    let d = Scratch::create(tag);
     let config = d.0.join("node.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\ndepends_on = [\"nope\"]\n",
+            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\n{processes}",
             d.0.join("dom").display(),
             d.0.join("ran").display()
         ),
@@ -771,14 +774,19 @@ fn a_refused_file_starts_nothing() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!d.0.join("dom").exists(), "nothing set up");
+    assert!(!d.0.join("ran").exists(), "nothing started");
+    (err, config)
+}
+
+fn a_refused_file_starts_nothing() {
+    let (err, config) = refused("refused", "depends_on = [\"nope\"]\n");
     assert!(
         err.contains(&format!("{}:8: ", config.display())) && err.contains("nope"),
         "{err}"
     );
-    assert!(!d.0.join("dom").exists(), "nothing set up");
-    assert!(!d.0.join("ran").exists(), "nothing started");
 }
 
 /// A `notify` process (or one with a watchdog) run as another user cannot
@@ -793,24 +801,10 @@ fn a_notify_process_of_another_user_is_refused() {
             "needs root (another user is only reachable by root)",
         );
     }
-    let d = Scratch::create("notify-user");
-    let config = d.0.join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"t\"\ndomain = \"{}\"\n\n[[process]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\n\n[[process]]\nname = \"n\"\ncommand = [\"/bin/sleep\", \"1000\"]\nuser = \"65534\"\nready = \"notify\"\nwatchdog_ms = 1000\n",
-            d.0.join("dom").display(),
-            d.0.join("ran").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
-        .arg(ha_node::mode())
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (err, config) = refused(
+        "notify-user",
+        "\n[[process]]\nname = \"n\"\ncommand = [\"/bin/sleep\", \"1000\"]\nuser = \"65534\"\nready = \"notify\"\nwatchdog_ms = 1000\n",
+    );
     assert!(
         err.contains(&format!(
             "{}:9: process n: ready = \"notify\" and watchdog_ms",
@@ -819,8 +813,6 @@ fn a_notify_process_of_another_user_is_refused() {
             && err.contains("cannot reach"),
         "{err}"
     );
-    assert!(!d.0.join("dom").exists(), "nothing set up");
-    assert!(!d.0.join("ran").exists(), "nothing started");
 }
 
 fn a_second_supervisor_of_the_domain_is_refused() {

@@ -320,12 +320,11 @@ pub fn signal_name(s: i32) -> String {
     name.to_string()
 }
 
-/// Reaps one child that has ended, without waiting: its pid and how it
-/// ended; `None` when none has (or there are no children). `before` is
-/// called with the pid while the child is still a zombie (`waitid` with
-/// `WNOWAIT`), so that its pid, and its process group's id, cannot have
-/// been reused yet: the moment to SIGKILL what is left of its group.
-pub fn reap(mut before: impl FnMut(u32)) -> Option<(u32, Exit)> {
+/// Looks, without waiting and without reaping (`waitid` with `WNOWAIT`),
+/// for a child that has ended: `None` when this process has no child at
+/// all, `Some(0)` when it has children and none has ended, else the pid of
+/// one that has (still a zombie).
+pub fn peek_child() -> Option<u32> {
     loop {
         // SAFETY: siginfo_t is plain data; all-zero is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -345,10 +344,21 @@ pub fn reap(mut before: impl FnMut(u32)) -> Option<(u32, Exit)> {
             return None;
         }
         // SAFETY: waitid filled info (si_pid 0: no child has ended).
-        let pid = unsafe { info.si_pid() };
-        if pid <= 0 {
-            return None;
-        }
+        return Some(unsafe { info.si_pid() }.max(0) as u32);
+    }
+}
+
+/// Reaps one child that has ended, without waiting: its pid and how it
+/// ended; `None` when none has (or there are no children). `before` is
+/// called with the pid while the child is still a zombie (`waitid` with
+/// `WNOWAIT`), so that its pid, and its process group's id, cannot have
+/// been reused yet: the moment to SIGKILL what is left of its group.
+pub fn reap(mut before: impl FnMut(u32)) -> Option<(u32, Exit)> {
+    loop {
+        let pid = match peek_child() {
+            Some(pid) if pid > 0 => pid as libc::pid_t,
+            _ => return None,
+        };
         before(pid as u32);
         let mut status: libc::c_int = 0;
         // SAFETY: status is a valid out-pointer; pid is a zombie child.

@@ -291,18 +291,7 @@ pub fn up(config: &Path, level: Option<&str>) -> ExitCode {
 
 /// Whether this process has a child left (a role, or an adopted process).
 fn has_children() -> bool {
-    // SAFETY: siginfo_t is plain data; WNOWAIT leaves the child be.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid out-pointer.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    rc == 0
+    crate::ha::spawn::peek_child().is_some()
 }
 
 /// Reaps every child that ended (roles, and processes reparented here),
