@@ -36,6 +36,8 @@ pub fn euid() -> u32 {
 struct Stat {
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     state: u8,
+    /// Field 4: the parent's pid.
+    ppid: u32,
     /// Field 22.
     start: u64,
 }
@@ -69,6 +71,15 @@ impl ProcId {
                 pid,
                 start: s.start,
             }))
+    }
+
+    /// The parent of this process, if it is running:
+    /// `None` if there is no such process (or it is a zombie, or the pid
+    /// was reused).
+    pub fn parent_of(&self) -> Result<Option<u32>> {
+        Ok(read_stat(self.pid)?
+            .filter(|s| s.state != b'Z' && s.state != b'X' && s.start == self.start)
+            .map(|s| s.ppid))
     }
 
     /// Whether this process is still running: a process with this pid
@@ -107,7 +118,7 @@ fn read_stat(pid: u32) -> Result<Option<Stat>> {
         .ok_or_else(|| err!(Io, "{path}: unexpected content (no state or start time)"))
 }
 
-/// Fields 3 and 22 of a stat line. The command name (field 2) is in
+/// Fields 3, 4 and 22 of a stat line. The command name (field 2) is in
 /// parentheses and may itself contain `)` and spaces: fields are counted
 /// from the last `)`.
 fn parse_stat(buf: &[u8]) -> Option<Stat> {
@@ -116,10 +127,11 @@ fn parse_stat(buf: &[u8]) -> Option<Stat> {
         .split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty());
     let state = *fields.next()?.first()?;
-    // Fields 4..=21 come between the state and the start time.
-    let start = fields.nth(22 - 4)?;
+    let ppid = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    // Fields 5..=21 come between the parent and the start time.
+    let start = fields.nth(22 - 5)?;
     let start = std::str::from_utf8(start).ok()?.parse().ok()?;
-    Some(Stat { state, start })
+    Some(Stat { state, ppid, start })
 }
 
 #[cfg(test)]
@@ -133,6 +145,7 @@ mod tests {
         let s = parse_stat(line).unwrap();
         assert_eq!(s.state, b'S');
         assert_eq!(s.start, 1_234_567);
+        assert_eq!(s.ppid, 1);
         assert!(parse_stat(b"").is_none());
         assert!(parse_stat(b"1 (x) S 1 2").is_none());
         assert!(parse_stat(b"1 (x)").is_none());
