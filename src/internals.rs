@@ -98,6 +98,9 @@ pub mod permit {
 pub mod ha {
     // The Monitor's socket: tests/ha_hooks, the HA Monitor (mtipc-ha).
     pub use crate::ha::endpoint::{ConnId, Endpoint, Event, HELLO_TIMEOUT};
+    // The connection the Spawner makes for a child: mtipc-ha's Spawner,
+    // tests/ha_hooks.
+    pub use crate::ha::inherit::Preconnect;
     // The messages: fuzz/ha_message, tests/parsers.
     pub use crate::ha::proto::{parse, Health, Message, MAX_MESSAGE};
 }

@@ -10,7 +10,7 @@ mod common;
 
 use common::{role_command, say, Kids, Scratch};
 use mtipc::ha::{self, Role};
-use mtipc::internals::ha::{ConnId, Endpoint, Event, Health};
+use mtipc::internals::ha::{ConnId, Endpoint, Event, Health, Preconnect};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver};
@@ -73,6 +73,14 @@ fn app(dir: &Path) {
 /// result changes, until `dir/stop` appears. Reports the threads of the
 /// process before the first hook and after ready and a heartbeat.
 fn plain(dir: &Path) {
+    // Started with an inherited connection: its parent says when the
+    // hello is said (the Spawner does it as soon as the process is
+    // started; here the test waits, so that the first hook finds it).
+    if std::env::var_os(ha::FD_ENV).is_some() {
+        while !dir.join("go").exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
     let before = threads();
     say(&format!("ready {}", status(ha::ready())));
@@ -202,16 +210,59 @@ struct Started {
     pid: u32,
     m: Monitor,
     conn: ConnId,
+    /// The descriptor made before the exec (`start_with`'s `inherit`).
+    inherited: Option<i32>,
 }
 
 fn start(role: &str) -> Started {
+    start_with(role, false)
+}
+
+/// [`start`]; with `inherit`, as the HA Spawner starts a process: the
+/// connection made by the parent, given to the child as its descriptor 3
+/// (`$MTIPC_HA_FD`), the child's hello said by the parent (`Preconnect`).
+fn start_with(role: &str, inherit: bool) -> Started {
     let dir = Scratch::create(role);
     let sock = dir.dir().join("ha.sock");
     let ep = Endpoint::bind(&sock, Role::Active, 1).unwrap();
     let mut kids = Kids::default();
     let mut cmd = role_command(VAR, role, &[dir.path()]);
     cmd.env(ha::SOCKET_ENV, &sock);
+    let mut inherited = None;
+    let mut pre = None;
+    if inherit {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let c = Preconnect::connect(&sock).unwrap();
+        let raw = c.fd().as_raw_fd();
+        inherited = Some(3);
+        cmd.env(ha::FD_ENV, "3");
+        // SAFETY: dup2 only (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would leave it close-on-exec.
+                let r = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        pre = Some(c);
+    }
     kids.0.push(cmd.spawn().unwrap());
+    drop(cmd);
+    if let Some(c) = pre {
+        let id = mtipc::internals::sys::ProcId::of(kids.0[0].id())
+            .unwrap()
+            .unwrap();
+        c.introduce(id).unwrap();
+        std::fs::write(dir.dir().join("go"), "").unwrap();
+    }
     let pid = kids.0[0].id();
     let rx = lines(&mut kids.0[0]);
     let mut m = Monitor {
@@ -237,6 +288,7 @@ fn start(role: &str) -> Started {
         pid,
         m,
         conn,
+        inherited,
     }
 }
 
@@ -250,6 +302,7 @@ fn hooks_under_a_fake_monitor() {
         pid,
         mut m,
         conn,
+        ..
     } = start("app");
     // set_health said the Monitor may poll it (on_role made the
     // connection), then ready.
@@ -354,6 +407,7 @@ fn without_callbacks_no_thread_and_the_next_call_reconnects() {
         pid,
         mut m,
         conn,
+        ..
     } = start("plain");
     assert_eq!(m.events[1], Event::Ready { conn });
     let threads = m
@@ -410,6 +464,79 @@ fn without_callbacks_no_thread_and_the_next_call_reconnects() {
     );
     let st = kids.0[0].wait().unwrap();
     assert!(st.success(), "{st:?}");
+}
+
+/// Started as the Spawner starts a process: the hooks take the connection
+/// made before the exec (one connection, the hello the Spawner's, `ready`
+/// on it; the descriptor close-on-exec from then on, so the process's own
+/// children do not inherit it), and after the Monitor goes away the next
+/// hook connects by the path as without it.
+#[test]
+fn the_connection_made_before_the_exec_is_taken() {
+    let Started {
+        dir,
+        sock,
+        mut kids,
+        pid,
+        mut m,
+        conn,
+        inherited: Some(raw),
+    } = start_with("plain", true)
+    else {
+        unreachable!()
+    };
+    assert_eq!(m.events[1], Event::Ready { conn });
+    assert_eq!(
+        m.count(|e| matches!(e, Event::Connected { .. })),
+        1,
+        "one connection: {:#?}",
+        m.events
+    );
+    // The inherited descriptor is a socket, now close-on-exec.
+    let fd_dir = format!("/proc/{pid}/fd");
+    let inherited: Vec<String> = std::fs::read_dir(&fd_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            link.to_string_lossy()
+                .starts_with("socket:")
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    // One socket, at the number made before the exec: the hooks made no
+    // connection of their own (it would be another socket, beside the
+    // inherited one left open).
+    assert_eq!(inherited, [raw.to_string()], "the sockets in {fd_dir}");
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", inherited[0])).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "close-on-exec: {info}");
+
+    // The Monitor goes away and comes back: the path, as without it.
+    m.ep = None;
+    m.until("heartbeats failing", |m| {
+        m.said("heartbeat MT_ERR_UNAVAILABLE")
+    });
+    let before = m.events.len();
+    m.ep = Some(Endpoint::bind(&sock, Role::Active, 1).unwrap());
+    m.until("a reconnection with ready", |m| {
+        m.events[before..]
+            .iter()
+            .any(|e| matches!(e, Event::Ready { .. }))
+    });
+    match &m.events[before] {
+        Event::Connected { proc, .. } => assert_eq!(proc.pid, pid),
+        e => panic!("first event after the restart: {e:?}"),
+    }
+    std::fs::write(dir.dir().join("stop"), "").unwrap();
+    m.until("the child's end", |m| {
+        m.said.iter().any(|l| l.starts_with("done "))
+    });
+    kids.0[0].wait().unwrap();
 }
 
 #[test]

@@ -298,6 +298,28 @@ cwd = "{cwd}"
         .collect();
     fds.sort();
     assert_eq!(fds, ["0", "1", "2"], "only stdin, stdout, stderr inherited");
+    // A `notify` process also gets its connection to the Monitor as
+    // descriptor 3 (`MTIPC_HA_FD`), hello said by the Spawner, which its
+    // hooks took (close-on-exec once taken).
+    let n = node.process("n").unwrap()["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{n}/environ")).unwrap();
+    assert!(
+        environ.split(|&b| b == 0).any(|v| v == b"MTIPC_HA_FD=3"),
+        "MTIPC_HA_FD=3 in n's environment"
+    );
+    let link = std::fs::read_link(format!("/proc/{n}/fd/3")).unwrap();
+    assert!(link.to_string_lossy().starts_with("socket:"), "{link:?}");
+    let info = std::fs::read_to_string(format!("/proc/{n}/fdinfo/3")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "taken by the hooks: {info}"
+    );
     // Its own session and process group.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat

@@ -88,6 +88,12 @@ pub extern "C" fn mt_ha_supervised() -> c_int {
 /// the library's.
 #[no_mangle]
 pub extern "C" fn mt_ha_ready() -> mt_status {
+    // The first call of a process the Spawner started, on the connection
+    // it inherited: C library calls only, before anything else of this
+    // library is touched (each first-touched page is a page fault).
+    if ha::inherit::ready_first() {
+        return mt_status::MT_OK;
+    }
     guard("mt_ha_ready", ha::ready)
 }
 

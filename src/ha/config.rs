@@ -839,7 +839,10 @@ impl Checker<'_> {
                         crate::sys::shown(name)
                     ),
                 );
-            } else if name == crate::ha::SOCKET_ENV || name == "MTIPC_HA_PROCESS" {
+            } else if name == crate::ha::SOCKET_ENV
+                || name == crate::ha::FD_ENV
+                || name == "MTIPC_HA_PROCESS"
+            {
                 self.at(
                     k.span().start,
                     format!("env must not set {name}: the Spawner sets it"),

@@ -12,8 +12,9 @@
 //! connection closed, a connection refused. A connection is refused when
 //! its peer (`SO_PEERCRED`) runs as another uid than the endpoint's
 //! owner, when its hello does not come within [`HELLO_TIMEOUT`], names
-//! another pid than the peer's, or a start time that is not that
-//! process's; a connection that sends anything malformed or out of turn
+//! another pid than the peer's or a child of the peer's (the Spawner
+//! says the hello of a process it starts, on the connection the process
+//! inherits), or a start time that is not that process's; a connection that sends anything malformed or out of turn
 //! is closed. Every accepted connection gets the current role at once
 //! (the answer to its hello), and [`Endpoint::set_role`] sends a new one
 //! to all. [`Endpoint::poll_health`] asks one connection's health
@@ -477,25 +478,43 @@ impl Endpoint {
                 return false;
             }
         };
-        let (pid, hello_done) = (c.pid, c.proc.is_some());
+        let (pid, hello_done, greeted) = (c.pid, c.proc.is_some(), c.proc);
         match (hello_done, m) {
+            // The same hello again: the process said its own on the
+            // connection the Spawner made for it, racing the Spawner's
+            // (`inherit`). Nothing new.
+            (true, Message::Hello { pid: said, start })
+                if greeted == Some(ProcId { pid: said, start }) => {}
             (false, Message::Hello { pid: said, start }) => {
-                let alive = ProcId::of(pid).ok().flatten();
-                let reason = if said != pid {
-                    Some(format!("hello names pid {said}, but the peer is pid {pid}"))
-                } else if alive.map(|p| p.start) != Some(start) {
-                    Some(format!(
-                        "hello names start time {start}, but pid {pid} started at {}",
-                        alive.map_or("(gone)".to_string(), |p| p.start.to_string())
-                    ))
+                let reason = if said == pid {
+                    let alive = ProcId::of(pid).ok().flatten();
+                    (alive.map(|p| p.start) != Some(start)).then(|| {
+                        format!(
+                            "hello names start time {start}, but pid {pid} started at {}",
+                            alive.map_or("(gone)".to_string(), |p| p.start.to_string())
+                        )
+                    })
                 } else {
-                    None
+                    // A child the peer introduces: the Spawner, for a
+                    // process it has just started (`inherit`). Only a
+                    // parent may speak for a process.
+                    match (ProcId { pid: said, start }).parent_of() {
+                        Ok(Some(parent)) if parent == pid => None,
+                        Ok(Some(parent)) => Some(format!(
+                            "hello names pid {said}, but the peer is pid {pid}, and not its \
+                             parent (pid {parent})"
+                        )),
+                        _ => Some(format!(
+                            "hello names pid {said} started at {start}, but the peer is pid \
+                             {pid}, and no such child of it runs"
+                        )),
+                    }
                 };
                 if let Some(reason) = reason {
                     self.drop_conn(id, reason);
                     return false;
                 }
-                let proc = ProcId { pid, start };
+                let proc = ProcId { pid: said, start };
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.proc = Some(proc);
                 }
@@ -503,7 +522,12 @@ impl Endpoint {
                 if !self.send(id, &Message::Role { role, epoch }) {
                     return false;
                 }
-                debug!(pid, conn = id.0, "ha endpoint: process connected");
+                debug!(
+                    pid = said,
+                    peer = pid,
+                    conn = id.0,
+                    "ha endpoint: process connected"
+                );
                 self.events.push_back(Event::Connected { conn: id, proc });
             }
             (false, other) => {
@@ -679,10 +703,17 @@ mod tests {
             }
             e => panic!("{e:?}"),
         };
-        // Another pid than the peer's.
+        // Another pid than the peer's, not a child of it: the parent, and
+        // a pid that does not run.
         let a = sys::seqpacket_connect(&path).unwrap();
-        hello(&a, me.pid + 1, me.start);
-        refused(&mut ep, "names pid");
+        let parent = ProcId::of(std::os::unix::process::parent_id())
+            .unwrap()
+            .unwrap();
+        hello(&a, parent.pid, parent.start);
+        refused(&mut ep, "and not its parent");
+        let a2 = sys::seqpacket_connect(&path).unwrap();
+        hello(&a2, i32::MAX as u32, 1);
+        refused(&mut ep, "no such child of it runs");
         // Another start time: a pid reused.
         let b = sys::seqpacket_connect(&path).unwrap();
         hello(&b, me.pid, me.start + 1);
@@ -704,6 +735,25 @@ mod tests {
             Event::Connected { conn, .. } => conn,
             e => panic!("{e:?}"),
         };
+        // The same hello again (a process racing its Spawner's): nothing.
+        hello(&g, me.pid, me.start);
+        sys::send_nowait(&g, b"ready").unwrap();
+        assert_eq!(next(&mut ep), Event::Ready { conn });
+        // Another hello after the first: closed.
+        let h = sys::seqpacket_connect(&path).unwrap();
+        hello(&h, me.pid, me.start);
+        let conn_h = match next(&mut ep) {
+            Event::Connected { conn, .. } => conn,
+            e => panic!("{e:?}"),
+        };
+        hello(&h, me.pid, me.start + 1);
+        match next(&mut ep) {
+            Event::Closed { conn: c, reason } => {
+                assert_eq!(c, conn_h);
+                assert!(reason.contains("out of turn"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
         sys::send_nowait(&g, b"role active 9").unwrap();
         match next(&mut ep) {
             Event::Closed { conn: c, reason } => {

@@ -33,7 +33,7 @@
 //! role learned last stays until a Monitor says otherwise.
 
 use super::proto::{self, Health, Message, MAX_MESSAGE};
-use super::{Role, SOCKET_ENV};
+use super::{inherit, Role, FD_ENV, SOCKET_ENV};
 use crate::error::{err, Error, Result};
 use crate::log::{debug, error, info, warn};
 use crate::sys::net::{self as sys, Events, RecvFlags, Shutdown};
@@ -159,6 +159,9 @@ pub fn supervised() -> bool {
 /// connected to (the library says it once one is). Outside supervision:
 /// `Ok`, nothing done.
 pub fn ready() -> Result<()> {
+    if inherit::ready_first() {
+        return Ok(());
+    }
     let Some(path) = socket_path() else {
         return Ok(());
     };
@@ -499,20 +502,41 @@ impl Hooks {
 
     /// Connects to the Monitor at `path`, says hello (and `ready`, and
     /// `polls on`, when they hold), reads its role if `wait_role`, and
-    /// installs the connection. The caller holds `connecting`.
+    /// installs the connection. The first time, the connection the
+    /// Spawner made for this process (`$MTIPC_HA_FD`, its hello said) is
+    /// taken instead if there is one and the Monitor has not closed it.
+    /// The caller holds `connecting`.
     fn open(&self, path: &Path, wait_role: bool) -> Result<Arc<Conn>> {
+        if let Some((fd, ready_said)) = self.inherited(path) {
+            if ready_said {
+                // The first `ready` was said on it (`inherit::ready_first`).
+                self.state().ready = true;
+            }
+            // A Monitor that refused the hello, or died, closed it: then
+            // the path, as without it.
+            let mut byte = [0u8; 1];
+            let closed = matches!(
+                sys::recv(&fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+                Ok(0)
+            );
+            if !closed {
+                match self.handshake(fd, path, wait_role, true, ready_said) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => debug!(
+                        error = %e,
+                        "ha: the inherited connection is of no use; connecting by the path"
+                    ),
+                }
+            }
+        }
         let shown = path.display();
         // Read before connecting: the hello follows the connection at
         // once, so the Monitor that wakes for it finds it there.
         let known = self.state().me;
-        let proc = match known {
-            Some(p) => p,
-            None => {
-                let p = ProcId::current()?;
-                self.state().me = Some(p);
-                p
-            }
-        };
+        if known.is_none() {
+            let p = ProcId::current()?;
+            self.state().me = Some(p);
+        }
         let fd = sys::seqpacket_connect(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 unavailable(path, &e.to_string())
@@ -527,6 +551,35 @@ impl Hooks {
             }
             _ => Error::io(format_args!("HA Monitor socket {shown}"), e),
         })?;
+        self.handshake(fd, path, wait_role, false, false)
+    }
+
+    /// The connection `$MTIPC_HA_FD` names, looked for once per process
+    /// (the first connection only): see `inherit::adopt`.
+    fn inherited(&self, path: &Path) -> Option<(OwnedFd, bool)> {
+        let v = std::env::var_os(FD_ENV).filter(|v| !v.is_empty());
+        let got = inherit::claim(v.as_deref(), path);
+        if got.is_none() {
+            if let Some(v) = v {
+                debug!(value = ?v, "ha: {FD_ENV} names no connection of this process to the Monitor");
+            }
+        }
+        got
+    }
+
+    /// The rest of [`Hooks::open`] on a connected `fd`: the Monitor's uid
+    /// checked, hello said (unless `hello_said`), then `ready` and `polls
+    /// on` when they hold, the role read if `wait_role`, the connection
+    /// installed.
+    fn handshake(
+        &self,
+        fd: OwnedFd,
+        path: &Path,
+        wait_role: bool,
+        hello_said: bool,
+        ready_said: bool,
+    ) -> Result<Arc<Conn>> {
+        let shown = path.display();
         let cred = sys::peer_cred(&fd)
             .map_err(|e| Error::io(format_args!("HA Monitor socket {shown}"), e))?;
         let me = crate::sys::euid();
@@ -539,12 +592,18 @@ impl Hooks {
                 cred.uid
             ));
         }
-        let hello = Message::Hello {
-            pid: proc.pid,
-            start: proc.start,
-        };
-        sys::send_nowait(&fd, hello.encode().as_bytes())
-            .map_err(|e| unavailable(path, &format!("hello not sent: {e}")))?;
+        if !hello_said {
+            let proc = self
+                .state()
+                .me
+                .ok_or_else(|| err!(Io, "this process's identity is unknown"))?;
+            let hello = Message::Hello {
+                pid: proc.pid,
+                start: proc.start,
+            };
+            sys::send_nowait(&fd, hello.encode().as_bytes())
+                .map_err(|e| unavailable(path, &format!("hello not sent: {e}")))?;
+        }
         // `ready` right behind the hello, not after the role's answer: the
         // Monitor reads them in order, and a restarted process is ready
         // sooner.
@@ -552,7 +611,8 @@ impl Hooks {
             let st = self.state();
             (st.ready, st.health.is_some())
         };
-        let said_ready = ready && sys::send_nowait(&fd, Message::Ready.encode().as_bytes()).is_ok();
+        let said_ready = ready_said
+            || ready && sys::send_nowait(&fd, Message::Ready.encode().as_bytes()).is_ok();
         if polls {
             sys::send_nowait(&fd, Message::Polls(true).encode().as_bytes())
                 .map_err(|e| unavailable(path, &format!("polls not sent: {e}")))?;
@@ -597,6 +657,7 @@ impl Hooks {
         info!(
             path = %shown,
             generation = conn.generation,
+            inherited = hello_said,
             "ha: connected to the Monitor"
         );
         self.wake.notify_all();

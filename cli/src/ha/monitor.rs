@@ -167,17 +167,26 @@ impl Monitoring {
         // A process that connected before the watch came (the Monitor was
         // restarted, or the hello raced the Server's message) is found
         // among the endpoint's connections.
-        let conn = self.endpoint.as_ref().and_then(|ep| {
+        // It may hold two (the one the Spawner made for it and one of its
+        // own): what either said counts, and the one that said more is
+        // kept as its connection.
+        let conns: Vec<ConnId> = self.endpoint.as_ref().map_or_else(Vec::new, |ep| {
             ep.connections()
                 .into_iter()
-                .find(|(_, p)| p.pid == w.pid && p.start == w.start)
+                .filter(|(_, p)| p.pid == w.pid && p.start == w.start)
                 .map(|(c, _)| c)
+                .collect()
         });
         let (mut said_ready, mut polls) = (false, false);
-        if let Some(c) = conn {
+        let mut conn = conns.last().copied();
+        for c in conns {
             if let Some(k) = self.unknown.iter().position(|u| u.conn == c) {
                 let u = self.unknown.swap_remove(k);
-                (said_ready, polls) = (u.ready, u.polls);
+                if u.ready || u.polls {
+                    conn = Some(c);
+                }
+                said_ready |= u.ready;
+                polls |= u.polls;
             }
         }
         if said_ready {
@@ -403,7 +412,20 @@ impl Monitoring {
         }
     }
 
+    /// The watched process that talks on `conn`: the one whose connection
+    /// it is, else the one the endpoint says greeted on it (a process may
+    /// hold two connections for a moment: the one the Spawner made for it
+    /// and one of its own), which then becomes its connection.
     fn by_conn(&mut self, conn: ConnId) -> Option<(u32, &mut Watched)> {
+        let known = self.watched.iter().any(|(_, x)| x.conn == Some(conn));
+        if !known {
+            let proc = self.endpoint.as_ref().and_then(|ep| ep.peer(conn))?;
+            let x = self.watched.get_mut(&proc.pid)?;
+            if x.w.start != proc.start {
+                return None;
+            }
+            x.conn = Some(conn);
+        }
         self.watched
             .iter_mut()
             .find(|(_, x)| x.conn == Some(conn))

@@ -1,0 +1,517 @@
+//! A connection to the Monitor made for a process before it runs
+//! (`docs/ha.md` "The inherited connection"), in the way of s6's
+//! `notification-fd`: the HA Spawner connects to the Monitor's socket,
+//! starts the process with the connected descriptor as its descriptor 3
+//! (`$MTIPC_HA_FD`, [`super::FD_ENV`]), and says the process's `hello`
+//! for it (the Monitor accepts a hello from the process's parent). The
+//! process's first hook then has nothing to do but send: no connection,
+//! no `/proc` read, no hello between `main()` and `ready`; the Monitor has
+//! accepted the connection and checked the hello while the process was
+//! still loading.
+//!
+//! Two halves:
+//!
+//! - [`Preconnect`], for the Spawner: [`Preconnect::connect`] before the
+//!   process is started, [`Preconnect::introduce`] once its pid is known;
+//! - for the hooks: [`ready_first`] (the first `ready` of a process, with
+//!   the C library's calls only) and [`claim`] (the connection for the
+//!   hooks' first connection), which take the descriptor only if it is
+//!   what the Spawner leaves there: a connected `SOCK_SEQPACKET` UNIX
+//!   socket whose peer is bound at `$MTIPC_HA_SOCKET` and whose owner
+//!   (`F_GETOWN`, which the Spawner sets after the hello) is the calling
+//!   process. So a variable that a process passed on to its own children,
+//!   or a child it forked, never makes the library take a descriptor of
+//!   the application's or its parent's connection.
+
+use super::proto::Message;
+use crate::sync::local::AtomicU64;
+use crate::sync::Ordering;
+use crate::sys::{net, ProcId};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// The Spawner's half: a connection to the Monitor for one process
+/// (close-on-exec in the Spawner; the process gets it by `dup2`).
+#[derive(Debug)]
+pub struct Preconnect {
+    fd: OwnedFd,
+}
+
+impl Preconnect {
+    /// Connects to the Monitor's socket at `path`, without waiting: a
+    /// Monitor whose backlog is full (stopped, say) is an error
+    /// (`WouldBlock`), as is one that does not listen. The socket is
+    /// blocking afterwards, as a connection the hooks make themselves.
+    pub fn connect(path: &Path) -> io::Result<Preconnect> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let addr = rustix::net::SocketAddrUnix::new(path)?;
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        rustix::net::connect(&fd, &addr)?;
+        let fl = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
+        Ok(Preconnect { fd })
+    }
+
+    /// The connected descriptor, for the process's `dup2`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Says the hello of `child` (a process this one started with the
+    /// descriptor), then marks the connection as the child's (`F_SETOWN`;
+    /// without `O_ASYNC` it sends no signal). A child whose first hook
+    /// comes before finds no owner and says its own hello (the Monitor
+    /// ignores the second of two same hellos); then this does nothing.
+    pub fn introduce(&self, child: ProcId) -> io::Result<()> {
+        // SAFETY: F_GETOWN on an open descriptor: no memory effects.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETOWN) } != 0 {
+            // The child was first and said its own (`own_hello`).
+            return Ok(());
+        }
+        let hello = Message::Hello {
+            pid: child.pid,
+            start: child.start,
+        }
+        .encode();
+        net::send_nowait(&self.fd, hello.as_bytes())?;
+        let pid =
+            i32::try_from(child.pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: fcntl on an open descriptor, integer arguments.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETOWN, pid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// What the first `ready` did with the inherited connection
+/// ([`ready_first`]), as `pid << 32 | what`: `what` is [`BUSY`] while it
+/// looks, [`LOOKED`] once it or the hooks looked, else the descriptor on
+/// which it said `ready`, for the hooks to take over ([`claim`]). The pid
+/// is the process that wrote it: a child forked from it finds another pid
+/// there and starts afresh, as the hooks' state does. 0: nobody looked.
+static FIRST: AtomicU64 = AtomicU64::new(0);
+const BUSY: u64 = 0xffff_fffe;
+const LOOKED: u64 = 0xffff_ffff;
+
+/// This process's entries of [`FIRST`]: the pid part.
+fn mine(v: u64, pid: u64) -> bool {
+    v >> 32 == pid
+}
+
+/// [`super::FD_ENV`] and [`super::SOCKET_ENV`] for `getenv`.
+const FD_ENV_C: &std::ffi::CStr = c"MTIPC_HA_FD";
+const SOCKET_ENV_C: &std::ffi::CStr = c"MTIPC_HA_SOCKET";
+
+/// `ready` on the inherited connection, as the process's first hook
+/// call: with the C library's calls only (no allocation, no lock, none of
+/// the hooks' state), because in a freshly started process every page of
+/// this library's code that a call touches the first time costs a page
+/// fault (4–6 µs each on the machines measured; the general path touched
+/// 18). `true` if `ready` was sent; `false` if this is not the first look
+/// or there is no usable inherited connection (the caller then takes the
+/// general path, which connects by the path). The checks are
+/// [`adopt`]'s, made here with `libc`.
+#[inline(always)] // into `mt_ha_ready`: one code page fewer to fault in
+pub(crate) fn ready_first() -> bool {
+    // SAFETY: getpid has no memory effects (libc's, not std's: one page
+    // of this library fewer to fault in).
+    let pid = unsafe { libc::getpid() } as u64;
+    let was = FIRST.load(Ordering::Acquire);
+    if mine(was, pid) {
+        return false;
+    }
+    // SAFETY: getenv returns a pointer into the environment or null; it is
+    // read at once (the hooks read the environment the same way, with no
+    // lock against a concurrent setenv by C code).
+    let (fd_var, path_var) = unsafe {
+        (
+            libc::getenv(FD_ENV_C.as_ptr()),
+            libc::getenv(SOCKET_ENV_C.as_ptr()),
+        )
+    };
+    if fd_var.is_null() || path_var.is_null() {
+        return false;
+    }
+    if FIRST
+        .compare_exchange(was, pid << 32 | BUSY, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY: both are NUL-terminated strings of the environment.
+    let said = unsafe { check_and_say_ready(fd_var, path_var) };
+    FIRST.store(
+        pid << 32
+            | match said {
+                Some(fd) => fd as u64,
+                None => LOOKED,
+            },
+        Ordering::Release,
+    );
+    said.is_some()
+}
+
+/// [`adopt`]'s checks with `libc`, then `ready` sent: the descriptor, or
+/// `None` (nothing changed but, maybe, its close-on-exec flag).
+///
+/// # Safety
+///
+/// Both pointers are NUL-terminated strings.
+unsafe fn check_and_say_ready(
+    fd_var: *const libc::c_char,
+    path_var: *const libc::c_char,
+) -> Option<RawFd> {
+    // SAFETY: the pointers are NUL-terminated (the caller's promise); the
+    // rest are system calls on an integer descriptor with buffers of this
+    // frame and their true sizes.
+    unsafe {
+        let fd_bytes = std::ffi::CStr::from_ptr(fd_var).to_bytes();
+        let path = std::ffi::CStr::from_ptr(path_var).to_bytes();
+        if fd_bytes.is_empty() || fd_bytes.len() > 9 || path.is_empty() {
+            return None;
+        }
+        let mut fd: RawFd = 0;
+        for &b in fd_bytes {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            fd = fd * 10 + RawFd::from(b - b'0');
+        }
+        if fd < 3 || libc::fcntl(fd, libc::F_GETFD) < 0 {
+            return None;
+        }
+        let owner = libc::fcntl(fd, libc::F_GETOWN);
+        if owner != libc::getpid() && owner != 0 {
+            return None;
+        }
+        let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let r = libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            );
+            (r == 0).then_some(v)
+        };
+        if int_opt(libc::SO_DOMAIN)? != libc::AF_UNIX
+            || int_opt(libc::SO_TYPE)? != libc::SOCK_SEQPACKET
+        {
+            return None;
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) != 0 {
+            return None;
+        }
+        let off = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let n = (len as usize).checked_sub(off)?.min(addr.sun_path.len());
+        let peer = std::slice::from_raw_parts(addr.sun_path.as_ptr().cast::<u8>(), n);
+        let peer = peer.split(|&b| b == 0).next().unwrap_or_default();
+        if peer != path {
+            return None;
+        }
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        ) != 0
+            || (cred.uid != libc::geteuid() && cred.uid != 0)
+        {
+            return None;
+        }
+        if owner == 0 && !own_hello(BorrowedFd::borrow_raw(fd)) {
+            return None;
+        }
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            return None;
+        }
+        let m = b"ready";
+        let sent = libc::send(
+            fd,
+            m.as_ptr().cast(),
+            m.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        );
+        (sent == m.len() as isize).then_some(fd)
+    }
+}
+
+/// On an inherited connection the Spawner has not yet said the hello of
+/// (its owner is still 0: this process got to its first hook before the
+/// Spawner, busy elsewhere, got to [`Preconnect::introduce`]): says this
+/// process's own hello and marks the connection as its own. The
+/// Monitor takes a hello from the connection's peer's child, and ignores
+/// the Spawner's same hello if it comes too. `false` if that failed.
+fn own_hello(fd: BorrowedFd<'_>) -> bool {
+    let Ok(me) = ProcId::current() else {
+        return false;
+    };
+    let hello = Message::Hello {
+        pid: me.pid,
+        start: me.start,
+    }
+    .encode();
+    if !matches!(net::send_nowait(fd, hello.as_bytes()), Ok(n) if n == hello.len()) {
+        return false;
+    }
+    // SAFETY: fcntl on an open descriptor, integer arguments.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, me.pid as libc::c_int) == 0 }
+}
+
+/// The inherited connection for the hooks' first connection, once per
+/// process: the one [`ready_first`] said `ready` on (`(fd, true)`), or,
+/// if it never looked, [`adopt`]'s (`(fd, false)`). `None` after the
+/// first call, in a child forked after [`ready_first`] (the connection is
+/// its parent's), and when there is none.
+pub(crate) fn claim(value: Option<&std::ffi::OsStr>, path: &Path) -> Option<(OwnedFd, bool)> {
+    let pid = u64::from(std::process::id());
+    let was = loop {
+        let v = FIRST.load(Ordering::Acquire);
+        if mine(v, pid) && v & 0xffff_ffff == BUSY {
+            // `ready_first` is at work on another thread: a few calls.
+            std::thread::yield_now();
+            continue;
+        }
+        if FIRST
+            .compare_exchange(v, pid << 32 | LOOKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            break v;
+        }
+    };
+    if !mine(was, pid) {
+        // Nobody of this process looked: the variable, checked.
+        return adopt(value?, path).map(|fd| (fd, false));
+    }
+    match was & 0xffff_ffff {
+        LOOKED => None,
+        fd => {
+            // SAFETY: `ready_first` of this process (the pid says so)
+            // checked this descriptor and left it to the hooks; claimed
+            // once (the entry now says LOOKED).
+            Some((unsafe { OwnedFd::from_raw_fd(fd as RawFd) }, true))
+        }
+    }
+}
+
+/// The connection the Spawner left at `$MTIPC_HA_FD` (its hello said),
+/// if the variable names one and the descriptor is that: a connected
+/// `SOCK_SEQPACKET` UNIX socket whose owner (`F_GETOWN`) is this process
+/// (or nobody yet: then this process says its own hello, [`own_hello`])
+/// and whose peer is bound at `path` (the Monitor's socket). It is made
+/// close-on-exec, so that the process's own children do not inherit it.
+/// `None` for anything else (not a number, a closed descriptor, another
+/// kind of descriptor, another process's connection), which is left
+/// alone.
+fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
+    let raw: RawFd = value.to_str()?.parse().ok()?;
+    if raw < 3 {
+        return None;
+    }
+    // SAFETY: F_GETFD on a number: no memory effects; -1 if it is not open.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked just above) and borrowed only
+    // for the checks below, before anything could close it.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    if sockopt::socket_domain(fd).ok()? != AddressFamily::UNIX
+        || sockopt::socket_type(fd).ok()? != SocketType::SEQPACKET
+    {
+        return None;
+    }
+    // SAFETY: F_GETOWN on an open descriptor: no memory effects.
+    let owner = unsafe { libc::fcntl(raw, libc::F_GETOWN) };
+    if owner < 0 || (owner != 0 && owner as u32 != std::process::id()) {
+        return None;
+    }
+    let peer = rustix::net::getpeername(fd).ok()??;
+    let peer = rustix::net::SocketAddrUnix::try_from(peer).ok()?;
+    if peer.path()?.to_bytes() != path.as_os_str().as_encoded_bytes() {
+        return None;
+    }
+    if owner == 0 && !own_hello(fd) {
+        return None;
+    }
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).ok()?;
+    // SAFETY: the descriptor is the Spawner's connection, left to this
+    // process for the hooks to own (checked above); nothing else in the
+    // process knows of it.
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_names_are_the_variables() {
+        assert_eq!(FD_ENV_C.to_str().unwrap(), super::super::FD_ENV);
+        assert_eq!(SOCKET_ENV_C.to_str().unwrap(), super::super::SOCKET_ENV);
+    }
+
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!(
+                "mtipc-ha-inherit-{tag}-{}-{}",
+                std::process::id(),
+                crate::sys::monotonic_ns()
+            ));
+            std::fs::create_dir(&d).unwrap();
+            Dir(d)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    /// A real child, started with the connection as its descriptor 3 and
+    /// introduced by its parent: the Monitor's endpoint takes the hello
+    /// as the child's, and the connection is marked as the child's.
+    #[test]
+    fn a_parent_introduces_its_child() {
+        use crate::ha::endpoint::{Endpoint, Event};
+        use std::os::unix::process::CommandExt;
+        let dir = Dir::new("child");
+        let path = dir.path().join("m.sock");
+        let mut ep = Endpoint::bind(&path, crate::ha::Role::Active, 1).unwrap();
+        let pre = Preconnect::connect(&path).unwrap();
+        let raw = pre.fd().as_raw_fd();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        // SAFETY: dup2 only (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would leave it close-on-exec.
+                let r = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let kid = ProcId::of(child.id()).unwrap().unwrap();
+        pre.introduce(kid).unwrap();
+        // SAFETY: F_GETOWN on an open descriptor.
+        assert_eq!(unsafe { libc::fcntl(raw, libc::F_GETOWN) } as u32, kid.pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let proc = loop {
+            assert!(std::time::Instant::now() < deadline, "no hello came");
+            match ep
+                .next_event(std::time::Duration::from_millis(500))
+                .unwrap()
+            {
+                Some(Event::Connected { proc, .. }) => break proc,
+                Some(other) => panic!("unexpected {other:?}"),
+                None => {}
+            }
+        };
+        assert_eq!(proc, kid);
+        let link = std::fs::read_link(format!("/proc/{}/fd/3", kid.pid)).unwrap();
+        assert!(link.to_string_lossy().starts_with("socket:"), "{link:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// No Monitor listening: an error at once, nothing waited for.
+    #[test]
+    fn without_a_monitor_connect_fails_at_once() {
+        let dir = Dir::new("none");
+        let err = Preconnect::connect(&dir.path().join("m.sock")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn adopt_refuses_what_is_not_the_monitors_connection() {
+        let dir = Dir::new("adopt");
+        let path = dir.path().join("m.sock");
+        let listener = net::seqpacket_listen(&path, 4).unwrap();
+        let other = dir.path().join("o.sock");
+        let _other_listener = net::seqpacket_listen(&other, 4).unwrap();
+        let os = |s: String| std::ffi::OsString::from(s);
+        // Not a number, stdio, a closed descriptor.
+        assert!(adopt(&os("x".into()), &path).is_none());
+        assert!(adopt(&os("1".into()), &path).is_none());
+        assert!(adopt(&os("999999".into()), &path).is_none());
+        // A file.
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(adopt(&os(f.as_raw_fd().to_string()), &path).is_none());
+        // A connection to another socket, and an unconnected socket.
+        let wrong = net::seqpacket_connect(&other).unwrap();
+        assert!(adopt(&os(wrong.as_raw_fd().to_string()), &path).is_none());
+        let unconnected = rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            None,
+        )
+        .unwrap();
+        assert!(adopt(&os(unconnected.as_raw_fd().to_string()), &path).is_none());
+        // The right connection, but another process's (a child forked
+        // before its first hook finds its parent's pid there).
+        let right = net::seqpacket_connect(&path).unwrap();
+        let raw = right.as_raw_fd();
+        // SAFETY: fcntl on an open descriptor, integer arguments.
+        unsafe { libc::fcntl(raw, libc::F_SETOWN, 1) };
+        assert!(adopt(&os(raw.to_string()), &path).is_none());
+        // Marked as this process's: taken as it is, close-on-exec.
+        // SAFETY: as above.
+        unsafe { libc::fcntl(raw, libc::F_SETOWN, std::process::id() as libc::c_int) };
+        std::mem::forget(right);
+        let got = adopt(&os(raw.to_string()), &path).expect("adopted");
+        assert_eq!(got.as_raw_fd(), raw);
+        let flags = rustix::io::fcntl_getfd(&got).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        let mine = net::accept(&listener).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(
+            net::recv(&mine, &mut buf, rustix::net::RecvFlags::DONTWAIT),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
+        // Nobody's yet (this process came before its Spawner's hello): its
+        // own hello said, the connection marked as its own.
+        let early = net::seqpacket_connect(&path).unwrap();
+        let raw = early.as_raw_fd();
+        std::mem::forget(early);
+        let got2 = adopt(&os(raw.to_string()), &path).expect("adopted");
+        // SAFETY: F_GETOWN on an open descriptor.
+        assert_eq!(
+            unsafe { libc::fcntl(raw, libc::F_GETOWN) } as u32,
+            std::process::id()
+        );
+        let theirs = net::accept(&listener).unwrap();
+        let n = net::recv(&theirs, &mut buf, rustix::net::RecvFlags::empty()).unwrap();
+        let me = ProcId::current().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            format!("hello 1 {} {}", me.pid, me.start)
+        );
+        drop((got, got2));
+        drop(listener);
+    }
+}
