@@ -51,6 +51,40 @@ pub fn recv_packet(fd: impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Resul
     retry(|| rustix::net::recv(&fd, &mut *buf, flags | RecvFlags::TRUNC))
 }
 
+/// [`recv_packet`] with the sender's credentials: also the pid of the
+/// process that sent the packet, as the kernel recorded it at the send
+/// (`SCM_CREDENTIALS`, which a sender cannot forge for another process;
+/// it comes when the receiving socket has `SO_PASSCRED`, see
+/// [`pass_credentials`], or had not been accepted yet at the send).
+pub fn recv_packet_from(
+    fd: impl AsFd,
+    buf: &mut [u8],
+    flags: RecvFlags,
+) -> io::Result<(usize, usize, Option<u32>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let cap = buf.len();
+    let r = retry(|| {
+        let mut iov = [io::IoSliceMut::new(&mut *buf)];
+        rustix::net::recvmsg(&fd, &mut iov, &mut control, flags | RecvFlags::TRUNC)
+    })?;
+    let mut sender = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmCredentials(c) = m {
+            sender = Some(c.pid.as_raw_nonzero().get() as u32);
+        }
+    }
+    Ok((r.bytes.min(cap), r.bytes, sender))
+}
+
+/// `SO_PASSCRED` on a socket: each packet it receives carries its
+/// sender's credentials ([`recv_packet_from`]). Set on a listener, the
+/// connections it accepts have it too.
+pub fn pass_credentials(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_passcred(fd, true)?)
+}
+
 /// `send(2)` with `MSG_NOSIGNAL | MSG_DONTWAIT`: never blocks (a full
 /// socket buffer is `WouldBlock`) and never raises `SIGPIPE`.
 pub fn send_nowait(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
