@@ -210,33 +210,42 @@ struct Started {
     pid: u32,
     m: Monitor,
     conn: ConnId,
-    /// The descriptor made before the exec (`start_with`'s `inherit`).
-    inherited: Option<i32>,
+}
+
+/// How a child gets its connection to the Monitor.
+#[derive(Clone, Copy, PartialEq)]
+enum Inherit {
+    /// It connects by the path.
+    No,
+    /// As the HA Spawner starts a process: a connection made by the
+    /// parent, given to the child as its descriptor 3 (`MTIPC_HA_FD=3:<the
+    /// parent's pid>`), the child's hello said by the parent
+    /// (`Preconnect::introduce`) before the child's first hook.
+    Introduced,
+    /// The same, but the parent never says the hello (a Spawner slower
+    /// than its child): the child says its own.
+    Early,
 }
 
 fn start(role: &str) -> Started {
-    start_with(role, false)
+    start_with(role, Inherit::No)
 }
 
-/// [`start`]; with `inherit`, as the HA Spawner starts a process: the
-/// connection made by the parent, given to the child as its descriptor 3
-/// (`$MTIPC_HA_FD`), the child's hello said by the parent (`Preconnect`).
-fn start_with(role: &str, inherit: bool) -> Started {
+/// [`start`], the connection got as `inherit` says.
+fn start_with(role: &str, inherit: Inherit) -> Started {
     let dir = Scratch::create(role);
     let sock = dir.dir().join("ha.sock");
     let ep = Endpoint::bind(&sock, Role::Active, 1).unwrap();
     let mut kids = Kids::default();
     let mut cmd = role_command(VAR, role, &[dir.path()]);
     cmd.env(ha::SOCKET_ENV, &sock);
-    let mut inherited = None;
     let mut pre = None;
-    if inherit {
+    if inherit != Inherit::No {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let c = Preconnect::connect(&sock).unwrap();
         let raw = c.fd().as_raw_fd();
-        inherited = Some(3);
-        cmd.env(ha::FD_ENV, "3");
+        cmd.env(ha::FD_ENV, format!("3:{}", std::process::id()));
         // SAFETY: dup2 only (async-signal-safe).
         unsafe {
             cmd.pre_exec(move || {
@@ -257,10 +266,12 @@ fn start_with(role: &str, inherit: bool) -> Started {
     kids.0.push(cmd.spawn().unwrap());
     drop(cmd);
     if let Some(c) = pre {
-        let id = mtipc::internals::sys::ProcId::of(kids.0[0].id())
-            .unwrap()
-            .unwrap();
-        c.introduce(id).unwrap();
+        if inherit == Inherit::Introduced {
+            let id = mtipc::internals::sys::ProcId::of(kids.0[0].id())
+                .unwrap()
+                .unwrap();
+            c.introduce(id).unwrap();
+        }
         std::fs::write(dir.dir().join("go"), "").unwrap();
     }
     let pid = kids.0[0].id();
@@ -288,7 +299,6 @@ fn start_with(role: &str, inherit: bool) -> Started {
         pid,
         m,
         conn,
-        inherited,
     }
 }
 
@@ -467,12 +477,11 @@ fn without_callbacks_no_thread_and_the_next_call_reconnects() {
 }
 
 /// Started as the Spawner starts a process: the hooks take the connection
-/// made before the exec (one connection, the hello the Spawner's, `ready`
-/// on it; the descriptor close-on-exec from then on, so the process's own
-/// children do not inherit it), and after the Monitor goes away the next
-/// hook connects by the path as without it.
-#[test]
-fn the_connection_made_before_the_exec_is_taken() {
+/// made before the exec (one connection, `ready` on it; moved to a
+/// close-on-exec descriptor of their own, 3 closed, so that the process's
+/// own children do not inherit it), and after the Monitor goes away the
+/// next hook connects by the path as without it.
+fn inherited_connection_is_taken(inherit: Inherit) {
     let Started {
         dir,
         sock,
@@ -480,11 +489,7 @@ fn the_connection_made_before_the_exec_is_taken() {
         pid,
         mut m,
         conn,
-        inherited: Some(raw),
-    } = start_with("plain", true)
-    else {
-        unreachable!()
-    };
+    } = start_with("plain", inherit);
     assert_eq!(m.events[1], Event::Ready { conn });
     assert_eq!(
         m.count(|e| matches!(e, Event::Connected { .. })),
@@ -492,9 +497,8 @@ fn the_connection_made_before_the_exec_is_taken() {
         "one connection: {:#?}",
         m.events
     );
-    // The inherited descriptor is a socket, now close-on-exec.
     let fd_dir = format!("/proc/{pid}/fd");
-    let inherited: Vec<String> = std::fs::read_dir(&fd_dir)
+    let sockets: Vec<String> = std::fs::read_dir(&fd_dir)
         .unwrap()
         .filter_map(|e| {
             let e = e.ok()?;
@@ -504,11 +508,11 @@ fn the_connection_made_before_the_exec_is_taken() {
                 .then(|| e.file_name().to_string_lossy().into_owned())
         })
         .collect();
-    // One socket, at the number made before the exec: the hooks made no
-    // connection of their own (it would be another socket, beside the
-    // inherited one left open).
-    assert_eq!(inherited, [raw.to_string()], "the sockets in {fd_dir}");
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", inherited[0])).unwrap();
+    // One socket, not at 3: the hooks made no connection of their own
+    // (it would be another socket, beside the inherited one left at 3).
+    assert_eq!(sockets.len(), 1, "the sockets in {fd_dir}: {sockets:?}");
+    assert_ne!(sockets[0], "3", "moved off 3");
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", sockets[0])).unwrap();
     let flags = info
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
@@ -537,6 +541,19 @@ fn the_connection_made_before_the_exec_is_taken() {
         m.said.iter().any(|l| l.starts_with("done "))
     });
     kids.0[0].wait().unwrap();
+}
+
+#[test]
+fn the_connection_made_before_the_exec_is_taken() {
+    inherited_connection_is_taken(Inherit::Introduced);
+}
+
+/// The Spawner slower than its process: the process says its own hello
+/// on the inherited connection (the Monitor knows from the kernel that it
+/// sent it), and takes it all the same.
+#[test]
+fn a_process_first_to_its_connection_says_its_own_hello() {
+    inherited_connection_is_taken(Inherit::Early);
 }
 
 #[test]

@@ -989,7 +989,16 @@ fn measure_own(root: &Path, app: &Path) -> Own {
         .map(|_| ms(own_start_to_ready(app, &sock, 10)))
         .collect();
     let fd: Vec<f64> = (0..30).map(|_| ms(own_start_to_notify(app))).collect();
-    let sp = sorted(&(0..30).map(|_| ms(spawn_returns(app))).collect::<Vec<_>>());
+    let sp = sorted(
+        &(0..30)
+            .map(|_| ms(spawn_returns(app, true)))
+            .collect::<Vec<_>>(),
+    );
+    let sp_posix = sorted(
+        &(0..30)
+            .map(|_| ms(spawn_returns(app, false)))
+            .collect::<Vec<_>>(),
+    );
     let own = Own {
         one: sorted(&one),
         ten: sorted(&ten),
@@ -1007,9 +1016,14 @@ fn measure_own(root: &Path, app: &Path) -> Own {
         pct(&own.fd, 90.0)
     );
     println!(
-        "std's Command::spawn with a pre_exec (fork, then wait until the child has exec'd, as mtipc-ha's engine spawns; 30 runs): p50 {:.2} ms, p90 {:.2} ms",
+        "std's Command::spawn with a pre_exec (fork, then wait until the child has exec'd, as mtipc-ha starts a process run as another user; 30 runs): p50 {:.2} ms, p90 {:.2} ms",
         pct(&sp, 50.0),
         pct(&sp, 90.0)
+    );
+    println!(
+        "std's Command::spawn without (posix_spawn, the child sharing this bench's memory until its exec, as mtipc-ha starts the others; 30 runs): p50 {:.2} ms, p90 {:.2} ms",
+        pct(&sp_posix, 50.0),
+        pct(&sp_posix, 90.0)
     );
     println!(
         "10 spawned at once, until all 10 said ready on the hooks endpoint (10 runs): p50 {:.2} ms, p90 {:.2} ms",
@@ -1019,21 +1033,27 @@ fn measure_own(root: &Path, app: &Path) -> Own {
     own
 }
 
-/// How long `Command::spawn` takes with a `pre_exec` (`setsid`), as the
-/// engine starts a process: std then forks and waits until the child has
-/// exec'd (or failed to): ns until `spawn` returns.
-fn spawn_returns(app: &Path) -> u64 {
+/// How long `Command::spawn` takes: with a `pre_exec` (`setsid`; std
+/// then forks, as mtipc-ha starts a process run as another user), or
+/// without (std then calls `posix_spawn`, whose child shares the parent's
+/// memory until its exec, as mtipc-ha starts the others); either waits
+/// until the child has exec'd (or failed to): ns until `spawn` returns.
+fn spawn_returns(app: &Path, fork: bool) -> u64 {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(app);
     cmd.env_remove("MTIPC_HA_SOCKET")
         .env_remove("HA_BENCH_NOTIFY_FD")
         .stdin(Stdio::null());
-    // SAFETY: setsid only, async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
+    if fork {
+        // SAFETY: setsid only, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    } else {
+        cmd.process_group(0);
     }
     let t0 = Instant::now();
     let mut child = cmd.spawn().expect("spawn app");

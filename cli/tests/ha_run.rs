@@ -299,27 +299,42 @@ cwd = "{cwd}"
     fds.sort();
     assert_eq!(fds, ["0", "1", "2"], "only stdin, stdout, stderr inherited");
     // A `notify` process also gets its connection to the Monitor as
-    // descriptor 3 (`MTIPC_HA_FD`), hello said by the Spawner, which its
-    // hooks took (close-on-exec once taken).
+    // descriptor 3 (`MTIPC_HA_FD=3:<the Spawner's pid>`), hello said by
+    // the Spawner, which its hooks took: moved to a close-on-exec
+    // descriptor of their own, 3 closed.
     let n = node.process("n").unwrap()["pid"].as_u64().unwrap();
     let environ = std::fs::read(format!("/proc/{n}/environ")).unwrap();
     assert!(
-        environ.split(|&b| b == 0).any(|v| v == b"MTIPC_HA_FD=3"),
-        "MTIPC_HA_FD=3 in n's environment"
+        environ
+            .split(|&b| b == 0)
+            .any(|v| v.starts_with(b"MTIPC_HA_FD=3:")),
+        "MTIPC_HA_FD=3:<pid> in n's environment"
     );
-    let link = std::fs::read_link(format!("/proc/{n}/fd/3")).unwrap();
-    assert!(link.to_string_lossy().starts_with("socket:"), "{link:?}");
-    let info = std::fs::read_to_string(format!("/proc/{n}/fdinfo/3")).unwrap();
+    let sockets: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{n}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            let fd = e.file_name().to_string_lossy().into_owned();
+            link.to_string_lossy().starts_with("socket:").then(|| {
+                let info = std::fs::read_to_string(format!("/proc/{n}/fdinfo/{fd}")).unwrap();
+                (fd, info)
+            })
+        })
+        .collect();
+    assert_eq!(
+        sockets.len(),
+        1,
+        "one connection to the Monitor: {sockets:?}"
+    );
+    let (fd, info) = &sockets[0];
+    assert_ne!(fd, "3", "moved off descriptor 3");
     let flags = info
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
         .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
         .unwrap();
-    assert_ne!(
-        flags & libc::O_CLOEXEC as u32,
-        0,
-        "taken by the hooks: {info}"
-    );
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "close-on-exec: {info}");
     // Its own session and process group.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
@@ -518,6 +533,62 @@ depends_on = ["bad"]
     assert_eq!(u["reason"], "dependency bad failed");
     let log = node.log();
     assert_eq!(log.matches("bad: ").filter(|_| true).count(), 3, "{log}");
+}
+
+/// A bare name is looked up in the `PATH` of the process's `env` (a
+/// directory not searchable and a file not executable are passed over),
+/// and a script without `#!` is run by `/bin/sh`, as `execvp` does; a name
+/// found only as a file that cannot be executed is `Permission denied`.
+fn path_lookup_and_scripts_without_interpreter_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Scratch::create("path");
+    let first = d.0.join("first");
+    let bin = d.0.join("bin");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&bin).unwrap();
+    // Found first, but not executable: passed over.
+    std::fs::write(first.join("greet"), "echo wrong > \"$OUT\"\n").unwrap();
+    std::fs::set_permissions(first.join("greet"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        bin.join("greet"),
+        "echo \"hello $1\" > \"$OUT\"\nexec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("greet"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = d.0.join("out");
+    let body = format!(
+        r#"
+[[process]]
+name = "greet"
+command = ["greet", "you"]
+env = {{ PATH = "{first}:{bin}:/usr/bin:/bin", OUT = "{out}" }}
+
+[[process]]
+name = "denied"
+command = ["greet"]
+env = {{ PATH = "{first}" }}
+restart = "never"
+"#,
+        first = first.display(),
+        bin = bin.display(),
+        out = out.display(),
+    );
+    let node = Node::start(&d.0, &body);
+    node.wait_state("greet", "up", Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&out).map_or(true, |t| t.is_empty()) {
+        assert!(Instant::now() < end, "greet never wrote {}", out.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello you\n");
+    let p = node.wait("denied", Duration::from_secs(10), |p| {
+        p["state"] == "failed"
+    });
+    let reason = p["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot execute \"greet\"") && reason.contains("Permission denied"),
+        "{reason}"
+    );
 }
 
 fn sigterm_stops_in_reverse_order_and_leaves_nothing() {
@@ -996,6 +1067,7 @@ ha_node::both!(
     watchdog_restarts_a_silent_process,
     ignored_stop_signal_gets_sigkill,
     command_that_cannot_execute_fails_with_its_reason,
+    path_lookup_and_scripts_without_interpreter_line,
     sigterm_stops_in_reverse_order_and_leaves_nothing,
     health_callback_makes_unhealthy_and_back,
     user_is_switched_by_root_and_refused_otherwise,

@@ -13,8 +13,10 @@
 //! its peer (`SO_PEERCRED`) runs as another uid than the endpoint's
 //! owner, when its hello does not come within [`HELLO_TIMEOUT`], names
 //! another pid than the peer's or a child of the peer's (the Spawner
-//! says the hello of a process it starts, on the connection the process
-//! inherits), or a start time that is not that process's; a connection that sends anything malformed or out of turn
+//! makes a connection for a process it starts, which the process
+//! inherits), is sent (`SCM_CREDENTIALS`) by another process than the one
+//! it names or the connection's maker, or names a start time that is not
+//! that process's; a connection that sends anything malformed or out of turn
 //! is closed. Every accepted connection gets the current role at once
 //! (the answer to its hello), and [`Endpoint::set_role`] sends a new one
 //! to all. [`Endpoint::poll_health`] asks one connection's health
@@ -169,6 +171,9 @@ impl Endpoint {
                 Error::io(format_args!("bind HA socket {shown}"), e)
             }
         })?;
+        // Each hello comes with its sender's pid (`recv_packet_from`).
+        sys::pass_credentials(&listener)
+            .map_err(|e| Error::io(format_args!("SO_PASSCRED on HA socket {shown}"), e))?;
         let meta = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .and_then(|()| std::fs::symlink_metadata(path))
             .map_err(|e| {
@@ -452,7 +457,13 @@ impl Endpoint {
             return false;
         };
         let mut buf = [0u8; MAX_MESSAGE + 1];
-        let (n, real) = match sys::recv_packet(&c.fd, &mut buf, RecvFlags::DONTWAIT) {
+        // Until the hello: with its sender's pid.
+        let read = if c.proc.is_none() {
+            sys::recv_packet_from(&c.fd, &mut buf, RecvFlags::DONTWAIT)
+        } else {
+            sys::recv_packet(&c.fd, &mut buf, RecvFlags::DONTWAIT).map(|(n, r)| (n, r, None))
+        };
+        let (n, real, sender) = match read {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) => {
@@ -486,7 +497,15 @@ impl Endpoint {
             (true, Message::Hello { pid: said, start })
                 if greeted == Some(ProcId { pid: said, start }) => {}
             (false, Message::Hello { pid: said, start }) => {
-                let reason = if said == pid {
+                // Who sent it: the kernel's word (no credentials, which
+                // the kernel always attaches here: the connection's maker).
+                let sender = sender.unwrap_or(pid);
+                let reason = if sender != said && sender != pid {
+                    Some(format!(
+                        "hello names pid {said} but was sent by pid {sender}, neither that \
+                         process nor the connection's maker (pid {pid})"
+                    ))
+                } else if said == pid {
                     let alive = ProcId::of(pid).ok().flatten();
                     (alive.map(|p| p.start) != Some(start)).then(|| {
                         format!(
@@ -495,9 +514,9 @@ impl Endpoint {
                         )
                     })
                 } else {
-                    // A child the peer introduces: the Spawner, for a
-                    // process it has just started (`inherit`). Only a
-                    // parent may speak for a process.
+                    // On a connection made by the process's parent: the
+                    // Spawner's, for a process it has just started
+                    // (`inherit`), said by the Spawner or by the process.
                     match (ProcId { pid: said, start }).parent_of() {
                         Ok(Some(parent)) if parent == pid => None,
                         Ok(Some(parent)) => Some(format!(
@@ -718,6 +737,55 @@ mod tests {
         let b = sys::seqpacket_connect(&path).unwrap();
         hello(&b, me.pid, me.start + 1);
         refused(&mut ep, "start time");
+        // A connection this process made, handed to a child: the child
+        // may say its own hello on it, not a sibling's (the kernel says
+        // who sent it).
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let mut sibling = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let sib = ProcId::of(sibling.id()).unwrap().unwrap();
+            let made = sys::seqpacket_connect(&path).unwrap();
+            let raw = made.as_raw_fd();
+            let mut liar = std::process::Command::new("sh");
+            liar.args([
+                "-c",
+                &format!("printf 'hello 1 {} {}' >&3", sib.pid, sib.start),
+            ]);
+            // SAFETY: dup2 and fcntl only (async-signal-safe).
+            unsafe {
+                liar.pre_exec(move || {
+                    let r = if raw == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(raw, 3)
+                    };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut liar = liar.spawn().unwrap();
+            let liar_pid = liar.id();
+            assert!(liar.wait().unwrap().success());
+            match next(&mut ep) {
+                Event::Refused { pid, reason, .. } => {
+                    assert_eq!(pid, me.pid, "the connection's maker");
+                    assert!(
+                        reason.contains(&format!("was sent by pid {liar_pid}")),
+                        "{reason}"
+                    );
+                }
+                e => panic!("{e:?}"),
+            }
+            drop(made);
+            sibling.kill().unwrap();
+            sibling.wait().unwrap();
+        }
         // Anything before hello, garbage, an oversized packet.
         let c = sys::seqpacket_connect(&path).unwrap();
         sys::send_nowait(&c, b"ready").unwrap();

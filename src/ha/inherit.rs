@@ -55,6 +55,13 @@ impl Preconnect {
         rustix::net::connect(&fd, &addr)?;
         let fl = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
+        // Owned by this process until `introduce` gives it to the child:
+        // the child, finding its parent there, may say its own hello; a
+        // process the child forks finds its grandparent, and leaves it.
+        // SAFETY: fcntl on an open descriptor, integer arguments.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, libc::getpid()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Preconnect { fd })
     }
 
@@ -66,11 +73,12 @@ impl Preconnect {
     /// Says the hello of `child` (a process this one started with the
     /// descriptor), then marks the connection as the child's (`F_SETOWN`;
     /// without `O_ASYNC` it sends no signal). A child whose first hook
-    /// comes before finds no owner and says its own hello (the Monitor
-    /// ignores the second of two same hellos); then this does nothing.
+    /// comes before finds its parent as the owner and says its own hello
+    /// (the Monitor ignores the second of two same hellos); then this does
+    /// nothing.
     pub fn introduce(&self, child: ProcId) -> io::Result<()> {
-        // SAFETY: F_GETOWN on an open descriptor: no memory effects.
-        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETOWN) } != 0 {
+        // SAFETY: F_GETOWN on an open descriptor; getpid: no memory effects.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETOWN) != libc::getpid() } {
             // The child was first and said its own (`own_hello`).
             return Ok(());
         }
@@ -174,21 +182,19 @@ unsafe fn check_and_say_ready(
     unsafe {
         let fd_bytes = std::ffi::CStr::from_ptr(fd_var).to_bytes();
         let path = std::ffi::CStr::from_ptr(path_var).to_bytes();
-        if fd_bytes.is_empty() || fd_bytes.len() > 9 || path.is_empty() {
+        if path.is_empty() {
             return None;
         }
-        let mut fd: RawFd = 0;
-        for &b in fd_bytes {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            fd = fd * 10 + RawFd::from(b - b'0');
-        }
+        let (fd, maker) = parse_fd_env(fd_bytes)?;
         if fd < 3 || libc::fcntl(fd, libc::F_GETFD) < 0 {
             return None;
         }
+        // Ours (introduced), or still its maker's, who is our parent (the
+        // Spawner has not got to it yet: we say our own hello); anything
+        // else is not for us.
         let owner = libc::fcntl(fd, libc::F_GETOWN);
-        if owner != libc::getpid() && owner != 0 {
+        let early = maker == Some(owner) && owner == libc::getppid();
+        if owner != libc::getpid() && !early {
             return None;
         }
         let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
@@ -233,10 +239,11 @@ unsafe fn check_and_say_ready(
         {
             return None;
         }
-        if owner == 0 && !own_hello(BorrowedFd::borrow_raw(fd)) {
-            return None;
-        }
-        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+        // From here it is ours: on a failure it is closed, not left to
+        // anyone else.
+        let fd = take_private(fd)?;
+        if early && !own_hello(BorrowedFd::borrow_raw(fd)) {
+            libc::close(fd);
             return None;
         }
         let m = b"ready";
@@ -246,16 +253,58 @@ unsafe fn check_and_say_ready(
             m.len(),
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         );
-        (sent == m.len() as isize).then_some(fd)
+        if sent != m.len() as isize {
+            libc::close(fd);
+            return None;
+        }
+        Some(fd)
+    }
+}
+
+/// `$MTIPC_HA_FD`: `FD` (a connection introduced already) or `FD:PID`
+/// (made by the process `PID`, which may not have said the hello yet).
+/// Decimal digits only; `None` for anything else.
+fn parse_fd_env(v: &[u8]) -> Option<(RawFd, Option<libc::pid_t>)> {
+    fn number(d: &[u8]) -> Option<i32> {
+        if d.is_empty() || d.len() > 9 || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(d.iter().fold(0, |n, &b| n * 10 + i32::from(b - b'0')))
+    }
+    match v.iter().position(|&b| b == b':') {
+        None => Some((number(v)?, None)),
+        Some(i) => Some((number(&v[..i])?, Some(number(&v[i + 1..])?))),
+    }
+}
+
+/// The connection moved from the number the Spawner gave it (shared
+/// knowledge: `$MTIPC_HA_FD`) to a new close-on-exec one that only the
+/// hooks know, so that a second copy of this library in the process, or
+/// anything else reading the variable, finds nothing there. `None` (the
+/// descriptor left as it was) if there is no descriptor to spare.
+///
+/// # Safety
+///
+/// `fd` is open, and the caller may close it.
+unsafe fn take_private(fd: RawFd) -> Option<RawFd> {
+    // SAFETY: fcntl and close on an open descriptor (the caller's promise).
+    unsafe {
+        let private = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+        if private < 0 {
+            return None;
+        }
+        libc::close(fd);
+        Some(private)
     }
 }
 
 /// On an inherited connection the Spawner has not yet said the hello of
-/// (its owner is still 0: this process got to its first hook before the
-/// Spawner, busy elsewhere, got to [`Preconnect::introduce`]): says this
-/// process's own hello and marks the connection as its own. The
-/// Monitor takes a hello from the connection's peer's child, and ignores
-/// the Spawner's same hello if it comes too. `false` if that failed.
+/// (its owner is still the parent: this process got to its first hook
+/// before the Spawner, busy elsewhere, got to [`Preconnect::introduce`]):
+/// says this process's own hello and marks the connection as its own. The
+/// Monitor takes a hello that a child of the connection's maker says for
+/// itself (`SCM_CREDENTIALS` tell it who sent it), and ignores the
+/// Spawner's same hello if it comes too. `false` if that failed.
 fn own_hello(fd: BorrowedFd<'_>) -> bool {
     let Ok(me) = ProcId::current() else {
         return false;
@@ -300,30 +349,28 @@ pub(crate) fn claim(value: Option<&std::ffi::OsStr>, path: &Path) -> Option<(Own
     match was & 0xffff_ffff {
         LOOKED => None,
         fd => {
+            // Checked again: the application may have closed it since
+            // (a close of everything from 3 up) and the number been
+            // reused.
+            let fd = fd as RawFd;
+            if check(fd, path)? != std::process::id() as libc::pid_t {
+                return None;
+            }
             // SAFETY: `ready_first` of this process (the pid says so)
-            // checked this descriptor and left it to the hooks; claimed
-            // once (the entry now says LOOKED).
-            Some((unsafe { OwnedFd::from_raw_fd(fd as RawFd) }, true))
+            // left this descriptor, still this process's connection to
+            // the Monitor (checked), to the hooks; claimed once (the entry
+            // now says LOOKED).
+            Some((unsafe { OwnedFd::from_raw_fd(fd) }, true))
         }
     }
 }
 
-/// The connection the Spawner left at `$MTIPC_HA_FD` (its hello said),
-/// if the variable names one and the descriptor is that: a connected
-/// `SOCK_SEQPACKET` UNIX socket whose owner (`F_GETOWN`) is this process
-/// (or nobody yet: then this process says its own hello, [`own_hello`])
-/// and whose peer is bound at `path` (the Monitor's socket). It is made
-/// close-on-exec, so that the process's own children do not inherit it.
-/// `None` for anything else (not a number, a closed descriptor, another
-/// kind of descriptor, another process's connection), which is left
-/// alone.
-fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
-    let raw: RawFd = value.to_str()?.parse().ok()?;
-    if raw < 3 {
-        return None;
-    }
+/// What makes `raw` a connection to the Monitor at `path`: open, a
+/// `SOCK_SEQPACKET` UNIX socket, its peer bound at `path` and running as
+/// this process's uid or root. Its owner (`F_GETOWN`), or `None`.
+fn check(raw: RawFd, path: &Path) -> Option<libc::pid_t> {
     // SAFETY: F_GETFD on a number: no memory effects; -1 if it is not open.
-    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+    if raw < 3 || unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
         return None;
     }
     // SAFETY: the descriptor is open (checked just above) and borrowed only
@@ -335,24 +382,46 @@ fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
     {
         return None;
     }
-    // SAFETY: F_GETOWN on an open descriptor: no memory effects.
-    let owner = unsafe { libc::fcntl(raw, libc::F_GETOWN) };
-    if owner < 0 || (owner != 0 && owner as u32 != std::process::id()) {
-        return None;
-    }
     let peer = rustix::net::getpeername(fd).ok()??;
     let peer = rustix::net::SocketAddrUnix::try_from(peer).ok()?;
     if peer.path()?.to_bytes() != path.as_os_str().as_encoded_bytes() {
         return None;
     }
-    if owner == 0 && !own_hello(fd) {
+    let cred = net::peer_cred(fd).ok()?;
+    if cred.uid != crate::sys::euid() && cred.uid != 0 {
         return None;
     }
-    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).ok()?;
-    // SAFETY: the descriptor is the Spawner's connection, left to this
-    // process for the hooks to own (checked above); nothing else in the
-    // process knows of it.
-    Some(unsafe { OwnedFd::from_raw_fd(raw) })
+    // SAFETY: F_GETOWN on an open descriptor: no memory effects.
+    Some(unsafe { libc::fcntl(raw, libc::F_GETOWN) })
+}
+
+/// The connection the Spawner left at `$MTIPC_HA_FD`, if the variable
+/// names one and the descriptor is that ([`check`]) and is this
+/// process's: its owner (`F_GETOWN`) is this process (the Spawner said its
+/// hello) or still its maker named in the variable, who is this process's
+/// parent (the Spawner has not yet: this process says its own,
+/// [`own_hello`]; a process forked from this one finds another parent). It is moved to a close-on-exec number of its own
+/// ([`take_private`]). `None` for anything else (not a number, a closed
+/// descriptor, another kind of descriptor, another process's connection,
+/// the connection of a process this one was forked from), which is left
+/// alone.
+fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
+    let (raw, maker) = parse_fd_env(value.as_encoded_bytes())?;
+    let owner = check(raw, path)?;
+    // SAFETY: getpid and getppid have no memory effects.
+    let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
+    let early = maker == Some(owner) && owner == parent;
+    if owner != me && !early {
+        return None;
+    }
+    // SAFETY: open (checked) and this process's connection to the Monitor.
+    let fd = unsafe { take_private(raw) }?;
+    // SAFETY: a new descriptor that nothing else knows of.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if early && !own_hello(fd.as_fd()) {
+        return None;
+    }
+    Some(fd)
 }
 
 #[cfg(test)]
@@ -479,12 +548,19 @@ mod tests {
         // SAFETY: fcntl on an open descriptor, integer arguments.
         unsafe { libc::fcntl(raw, libc::F_SETOWN, 1) };
         assert!(adopt(&os(raw.to_string()), &path).is_none());
-        // Marked as this process's: taken as it is, close-on-exec.
+        // Marked as this process's: taken, moved to a close-on-exec
+        // descriptor of its own (the number in the variable closed).
         // SAFETY: as above.
         unsafe { libc::fcntl(raw, libc::F_SETOWN, std::process::id() as libc::c_int) };
         std::mem::forget(right);
         let got = adopt(&os(raw.to_string()), &path).expect("adopted");
-        assert_eq!(got.as_raw_fd(), raw);
+        assert_ne!(got.as_raw_fd(), raw);
+        // SAFETY: F_GETFD on a number.
+        assert_eq!(
+            unsafe { libc::fcntl(raw, libc::F_GETFD) },
+            -1,
+            "{raw} closed"
+        );
         let flags = rustix::io::fcntl_getfd(&got).unwrap();
         assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
         let mine = net::accept(&listener).unwrap();
@@ -493,15 +569,28 @@ mod tests {
             net::recv(&mine, &mut buf, rustix::net::RecvFlags::DONTWAIT),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
         ));
-        // Nobody's yet (this process came before its Spawner's hello): its
-        // own hello said, the connection marked as its own.
+        // Still its maker's, who is this process's parent (the process
+        // came before its Spawner's hello): only with the maker in the
+        // variable, and then its own hello said, the connection marked as
+        // its own.
         let early = net::seqpacket_connect(&path).unwrap();
         let raw = early.as_raw_fd();
         std::mem::forget(early);
-        let got2 = adopt(&os(raw.to_string()), &path).expect("adopted");
+        let parent = std::os::unix::process::parent_id();
+        // SAFETY: as above.
+        unsafe { libc::fcntl(raw, libc::F_SETOWN, parent as libc::c_int) };
+        assert!(
+            adopt(&os(raw.to_string()), &path).is_none(),
+            "no maker named"
+        );
+        assert!(
+            adopt(&os(format!("{raw}:{}", parent + 1)), &path).is_none(),
+            "another maker named"
+        );
+        let got2 = adopt(&os(format!("{raw}:{parent}")), &path).expect("adopted");
         // SAFETY: F_GETOWN on an open descriptor.
         assert_eq!(
-            unsafe { libc::fcntl(raw, libc::F_GETOWN) } as u32,
+            unsafe { libc::fcntl(got2.as_raw_fd(), libc::F_GETOWN) } as u32,
             std::process::id()
         );
         let theirs = net::accept(&listener).unwrap();
@@ -511,6 +600,26 @@ mod tests {
             std::str::from_utf8(&buf[..n]).unwrap(),
             format!("hello 1 {} {}", me.pid, me.start)
         );
+        assert_eq!(parse_fd_env(b"3"), Some((3, None)));
+        assert_eq!(parse_fd_env(b"3:42"), Some((3, Some(42))));
+        for bad in [
+            &b""[..],
+            b":",
+            b"3:",
+            b":4",
+            b"x",
+            b"3:x",
+            b"-3",
+            b"3:4:5",
+            b"1234567890",
+        ] {
+            assert_eq!(
+                parse_fd_env(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         drop((got, got2));
         drop(listener);
     }

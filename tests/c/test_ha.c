@@ -301,7 +301,7 @@ static void inherited_app(const char *path) {
     if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) _exit(34);
     if (fcntl(fd, F_GETFD) & FD_CLOEXEC) _exit(35); /* not taken yet */
     if (mt_ha_ready() != MT_OK) _exit(36);
-    if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC)) _exit(37); /* taken: close-on-exec */
+    if (fcntl(fd, F_GETFD) != -1) _exit(37); /* taken: moved to a descriptor of the hooks' own */
     if (mt_ha_heartbeat() != MT_OK) _exit(38);           /* the hooks' own use of it */
     if (mt_ha_role_get(&role, &epoch) != MT_OK || role != MT_HA_ACTIVE) _exit(39);
     _exit(0);

@@ -214,9 +214,10 @@ const HOOKS_FD: libc::c_int = 3;
 /// `/dev/null`, stdout and stderr to `out`, the connection to the
 /// Monitor as descriptor 3 for a process that needs the hooks, `cwd`,
 /// every other descriptor closed, then the exec of `command` (a bare name
-/// looked up in the `PATH` of the process's environment, as `execvp`).
-/// The error is the exec's (or `chdir`'s), which glibc reports to the
-/// caller.
+/// looked up in the `PATH` of the process's environment, and a file
+/// without `#!` run by `/bin/sh`, as `execvp`). The error is the exec's
+/// (or `chdir`'s), which glibc reports to the caller. Needs glibc 2.34
+/// (`posix_spawn_file_actions_addclosefrom_np`; `addchdir_np` is 2.29).
 fn spawn_direct(p: &Process, socket: Option<&Path>, out: OwnedFd) -> std::io::Result<Spawned> {
     use std::ffi::{CString, OsStr, OsString};
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -242,7 +243,11 @@ fn spawn_direct(p: &Process, socket: Option<&Path>, out: OwnedFd) -> std::io::Re
         env.push((mtipc::ha::SOCKET_ENV.into(), s.into()));
     }
     if pre.is_some() {
-        env.push((mtipc::ha::FD_ENV.into(), HOOKS_FD.to_string().into()));
+        // `3:<our pid>`: the connection is ours until `introduce` gives it
+        // to the process; a process that gets to its first hook before
+        // says its own hello (see `mtipc::internals::ha::Preconnect`).
+        let value = format!("{HOOKS_FD}:{}", std::process::id());
+        env.push((mtipc::ha::FD_ENV.into(), value.into()));
     }
     let program = resolve_program(OsStr::new(&p.command[0]), &env, &p.cwd)?;
     let cstr = |b: Vec<u8>| {
@@ -341,6 +346,20 @@ fn spawn_direct(p: &Process, socket: Option<&Path>, out: OwnedFd) -> std::io::Re
                 envp_p.as_ptr(),
             );
         }
+        if r == libc::ENOEXEC {
+            // A script without `#!`: run by /bin/sh, as execvp does.
+            let mut sh_argv: Vec<*mut libc::c_char> = vec![c"/bin/sh".as_ptr().cast_mut()];
+            sh_argv.push(program.as_ptr().cast_mut());
+            sh_argv.extend(argv_p.iter().skip(1).copied());
+            r = libc::posix_spawn(
+                &mut pid,
+                c"/bin/sh".as_ptr(),
+                &fa,
+                &at,
+                sh_argv.as_ptr(),
+                envp_p.as_ptr(),
+            );
+        }
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut at);
         r
@@ -390,7 +409,6 @@ fn resolve_program(
     cwd: &Path,
 ) -> std::io::Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
     if prog.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(prog));
     }
@@ -408,11 +426,11 @@ fn resolve_program(
             cwd.join(dir)
         };
         let candidate = dir.join(prog);
-        if let Ok(m) = std::fs::metadata(&candidate) {
-            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(candidate);
-            }
-            denied = true;
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && executable(&candidate) => return Ok(candidate),
+            Ok(_) => denied = true,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => denied = true,
+            Err(_) => {}
         }
     }
     Err(std::io::Error::from_raw_os_error(if denied {
@@ -420,6 +438,16 @@ fn resolve_program(
     } else {
         libc::ENOENT
     }))
+}
+
+/// Whether this process (its effective ids) may execute `path`.
+fn executable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path; no memory effects.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
 }
 
 /// Starts `p` as another user (`ids`, the supervisor being root): fork,

@@ -74,6 +74,8 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
     // on a new connection, until acknowledged).
     let mut sent: Vec<u32> = Vec::new();
     let mut last_node_check = Instant::now();
+    // When a write of the state put off after an end is due.
+    let mut save_due: Option<Instant> = None;
     loop {
         if super::STOPS.load(Ordering::Acquire) > 0 {
             break;
@@ -111,11 +113,14 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             }
             // Everything that matters wakes the wait; the timeout only
             // paces the asking of the node for an adopted process's end.
-            let wait = if sp.adopted.iter().any(|a| a.gone_at.is_some()) {
+            let mut wait = if sp.adopted.iter().any(|a| a.gone_at.is_some()) {
                 Duration::from_millis(5)
             } else {
                 Duration::from_secs(2)
             };
+            if let Some(t) = save_due {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
             crate::ha::poll_fds(&fds, wait);
         }
         super::drain(&wake);
@@ -134,8 +139,11 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         }
         sp.reap();
         sp.check_adopted();
+        let mut answered = false;
+        let mut ended_now = false;
         if let Some(s) = &mut server {
             for l in s.lines() {
+                answered = true;
                 match wire::parse::<ToSpawner>(&l) {
                     Ok(m) => {
                         let answer = sp.handle(m);
@@ -162,22 +170,36 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                     break;
                 }
                 sent.push(e.pid);
+                ended_now = true;
             }
             if s.closed() {
                 server = None;
             }
         }
-        // Written after the ends went out: a restart is not delayed by
-        // the write (a Spawner killed in between leaves the process in
-        // its state's `running`; its successor finds it gone and asks the
-        // node, which did not reap it: reported as SIGKILL).
+        // Written after the ends went out, and after the Server's answer
+        // to them (a restart, most often, which comes within a fraction
+        // of a millisecond; at most SAVE_DELAY later): a restart is not
+        // delayed by the write (a Spawner killed in between leaves the
+        // process in its state's `running`; its successor finds it gone
+        // and asks the node, which did not reap it: reported as SIGKILL).
         if sp.dirty {
-            sp.save();
+            if ended_now && !answered && save_due.is_none() {
+                save_due = Some(Instant::now() + SAVE_DELAY);
+            } else if answered || save_due.map_or(true, |t| Instant::now() >= t) {
+                sp.save();
+                save_due = None;
+            }
+        } else {
+            save_due = None;
         }
     }
     let _ = std::fs::remove_file(super::spawner_socket(&sp.ctx.domain));
     std::process::ExitCode::SUCCESS
 }
+
+/// How long the write of the state waits after an end for the Server's
+/// answer (see the main loop).
+const SAVE_DELAY: Duration = Duration::from_millis(5);
 
 impl Spawner {
     fn save(&mut self) {
@@ -436,9 +458,10 @@ impl Spawner {
                 why,
             },
         };
-        // Written at once: the pid must be known to a successor (one
-        // started before this write finds the process by its environment).
-        self.save();
+        // Written once the answer is out (the main loop saves when dirty):
+        // the pid must be known to a successor, and one started before
+        // this write finds the process by its environment.
+        self.dirty = true;
         answer
     }
 }
