@@ -1152,7 +1152,9 @@ int mt_ha_supervised(void);
  * not root). Outside supervision: `MT_OK`, nothing done.
  *
  * No thread is started: an application without callbacks has none of
- * the library's.
+ * the library's. A process the HA Spawner started with its connection
+ * already made (`MTIPC_HA_FD`, for `ready = "notify"` or a watchdog)
+ * sends on that one: the first call makes no connection.
  */
 mt_status mt_ha_ready(void);
 

@@ -1606,7 +1606,9 @@ inline bool supervised() noexcept { return mt_ha_supervised() != 0; }
  * Tells the Monitor that the application is ready (mt_ha_ready); kept and
  * told again to a Monitor that restarts. Returns once sent, without waiting
  * for the Monitor; starts no thread (only a set_health or on_role callback
- * does). Throws Error(MT_ERR_UNAVAILABLE) while no Monitor is connected.
+ * does). A process the HA Spawner started with its connection already made
+ * (MTIPC_HA_FD) sends on that one. Throws Error(MT_ERR_UNAVAILABLE) while
+ * no Monitor is connected.
  */
 inline void ready() { check(mt_ha_ready()); }
 

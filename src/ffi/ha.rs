@@ -85,7 +85,9 @@ pub extern "C" fn mt_ha_supervised() -> c_int {
 /// not root). Outside supervision: `MT_OK`, nothing done.
 ///
 /// No thread is started: an application without callbacks has none of
-/// the library's.
+/// the library's. A process the HA Spawner started with its connection
+/// already made (`MTIPC_HA_FD`, for `ready = "notify"` or a watchdog)
+/// sends on that one: the first call makes no connection.
 #[no_mangle]
 pub extern "C" fn mt_ha_ready() -> mt_status {
     // The first call of a process the Spawner started, on the connection

@@ -154,7 +154,9 @@ pub fn supervised() -> bool {
 
 /// Says that the application is ready (the `notify` readiness of its
 /// `ready` key). Kept and said again to every Monitor the library connects
-/// to later. Does not wait for the Monitor: `Ok` once it is sent.
+/// to later. Does not wait for the Monitor: `Ok` once it is sent. The
+/// first call of a process started with its connection already made
+/// (`$MTIPC_HA_FD`, [`super::FD_ENV`]) sends on that one.
 /// `Unavailable` if no Monitor is connected now and none could be
 /// connected to (the library says it once one is). Outside supervision:
 /// `Ok`, nothing done.

@@ -59,8 +59,9 @@ def ready() -> None:
     """Tells the Monitor that the application is ready (kept, and told
     again to a Monitor that restarts). Returns once it is sent, without
     waiting for the Monitor, and starts no thread (only a callback of
-    ``set_health`` or ``on_role`` does). Raises ``UnavailableError`` while
-    no Monitor is connected."""
+    ``set_health`` or ``on_role`` does). A process the HA Spawner started
+    with its connection already made (``MTIPC_HA_FD``) sends on that one.
+    Raises ``UnavailableError`` while no Monitor is connected."""
     _mtipc._ha_ready()
 
 
