@@ -159,7 +159,8 @@ impl Endpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format_args!("HA socket {shown}"), e)),
         }
-        let listener = sys::seqpacket_listen(path, 128).map_err(|e| {
+        // Each hello comes with its sender's pid (`recv_packet_from`).
+        let listener = sys::seqpacket_listen_with_credentials(path, 128).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENAMETOOLONG)
                 || e.raw_os_error() == Some(libc::EINVAL)
             {
@@ -171,9 +172,6 @@ impl Endpoint {
                 Error::io(format_args!("bind HA socket {shown}"), e)
             }
         })?;
-        // Each hello comes with its sender's pid (`recv_packet_from`).
-        sys::pass_credentials(&listener)
-            .map_err(|e| Error::io(format_args!("SO_PASSCRED on HA socket {shown}"), e))?;
         let meta = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .and_then(|()| std::fs::symlink_metadata(path))
             .map_err(|e| {
@@ -497,13 +495,15 @@ impl Endpoint {
             (true, Message::Hello { pid: said, start })
                 if greeted == Some(ProcId { pid: said, start }) => {}
             (false, Message::Hello { pid: said, start }) => {
-                // Who sent it: the kernel's word (no credentials, which
-                // the kernel always attaches here: the connection's maker).
-                let sender = sender.unwrap_or(pid);
-                let reason = if sender != said && sender != pid {
+                // Who sent it: the kernel's word, which every packet on
+                // a connection of this listener carries.
+                let reason = if sender.is_none() {
+                    Some("hello without its sender's credentials".to_string())
+                } else if sender != Some(said) && sender != Some(pid) {
                     Some(format!(
-                        "hello names pid {said} but was sent by pid {sender}, neither that \
-                         process nor the connection's maker (pid {pid})"
+                        "hello names pid {said} but was sent by pid {}, neither that \
+                         process nor the connection's maker (pid {pid})",
+                        sender.unwrap_or(0)
                     ))
                 } else if said == pid {
                     let alive = ProcId::of(pid).ok().flatten();

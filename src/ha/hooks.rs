@@ -509,11 +509,13 @@ impl Hooks {
     /// taken instead if there is one and the Monitor has not closed it.
     /// The caller holds `connecting`.
     fn open(&self, path: &Path, wait_role: bool) -> Result<Arc<Conn>> {
-        if let Some((fd, ready_said)) = self.inherited(path) {
-            if ready_said {
-                // The first `ready` was said on it (`inherit::ready_first`).
-                self.state().ready = true;
-            }
+        let (inherited, ready_said) = self.inherited(path);
+        if ready_said {
+            // The first `ready` was said (`inherit::ready_first`): said
+            // again on any later connection.
+            self.state().ready = true;
+        }
+        if let Some(fd) = inherited {
             // A Monitor that refused the hello, or died, closed it: then
             // the path, as without it.
             let mut byte = [0u8; 1];
@@ -557,11 +559,12 @@ impl Hooks {
     }
 
     /// The connection `$MTIPC_HA_FD` names, looked for once per process
-    /// (the first connection only): see `inherit::adopt`.
-    fn inherited(&self, path: &Path) -> Option<(OwnedFd, bool)> {
+    /// (the first connection only), and whether the first `ready` was
+    /// said on it: see `inherit::claim`.
+    fn inherited(&self, path: &Path) -> (Option<OwnedFd>, bool) {
         let v = std::env::var_os(FD_ENV).filter(|v| !v.is_empty());
         let got = inherit::claim(v.as_deref(), path);
-        if got.is_none() {
+        if got.0.is_none() {
             if let Some(v) = v {
                 debug!(value = ?v, "ha: {FD_ENV} names no connection of this process to the Monitor");
             }

@@ -280,8 +280,9 @@ fn parse_fd_env(v: &[u8]) -> Option<(RawFd, Option<libc::pid_t>)> {
 /// The connection moved from the number the Spawner gave it (shared
 /// knowledge: `$MTIPC_HA_FD`) to a new close-on-exec one that only the
 /// hooks know, so that a second copy of this library in the process, or
-/// anything else reading the variable, finds nothing there. `None` (the
-/// descriptor left as it was) if there is no descriptor to spare.
+/// anything else reading the variable, finds nothing there; with no
+/// descriptor to spare, kept where it is and made close-on-exec. `None`
+/// (the descriptor left as it was) if even that fails.
 ///
 /// # Safety
 ///
@@ -291,7 +292,8 @@ unsafe fn take_private(fd: RawFd) -> Option<RawFd> {
     unsafe {
         let private = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
         if private < 0 {
-            return None;
+            // No descriptor to spare: kept where it is, close-on-exec.
+            return (libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) == 0).then_some(fd);
         }
         libc::close(fd);
         Some(private)
@@ -322,11 +324,12 @@ fn own_hello(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// The inherited connection for the hooks' first connection, once per
-/// process: the one [`ready_first`] said `ready` on (`(fd, true)`), or,
-/// if it never looked, [`adopt`]'s (`(fd, false)`). `None` after the
+/// process, and whether `ready` was said on it: the one [`ready_first`]
+/// said `ready` on (`true`, even if the descriptor is no longer there),
+/// or, if it never looked, [`adopt`]'s (`false`). `None` after the
 /// first call, in a child forked after [`ready_first`] (the connection is
 /// its parent's), and when there is none.
-pub(crate) fn claim(value: Option<&std::ffi::OsStr>, path: &Path) -> Option<(OwnedFd, bool)> {
+pub(crate) fn claim(value: Option<&std::ffi::OsStr>, path: &Path) -> (Option<OwnedFd>, bool) {
     let pid = u64::from(std::process::id());
     let was = loop {
         let v = FIRST.load(Ordering::Acquire);
@@ -344,23 +347,23 @@ pub(crate) fn claim(value: Option<&std::ffi::OsStr>, path: &Path) -> Option<(Own
     };
     if !mine(was, pid) {
         // Nobody of this process looked: the variable, checked.
-        return adopt(value?, path).map(|fd| (fd, false));
+        return (value.and_then(|v| adopt(v, path)), false);
     }
     match was & 0xffff_ffff {
-        LOOKED => None,
+        LOOKED => (None, false),
         fd => {
-            // Checked again: the application may have closed it since
-            // (a close of everything from 3 up) and the number been
-            // reused.
+            // `ready` was said on it, whatever becomes of it now. Checked
+            // again: the application may have closed it since (a close of
+            // everything from 3 up) and the number been reused.
             let fd = fd as RawFd;
-            if check(fd, path)? != std::process::id() as libc::pid_t {
-                return None;
+            if check(fd, path) != Some(std::process::id() as libc::pid_t) {
+                return (None, true);
             }
             // SAFETY: `ready_first` of this process (the pid says so)
             // left this descriptor, still this process's connection to
             // the Monitor (checked), to the hooks; claimed once (the entry
             // now says LOOKED).
-            Some((unsafe { OwnedFd::from_raw_fd(fd) }, true))
+            (Some(unsafe { OwnedFd::from_raw_fd(fd) }), true)
         }
     }
 }
@@ -520,9 +523,9 @@ mod tests {
     fn adopt_refuses_what_is_not_the_monitors_connection() {
         let dir = Dir::new("adopt");
         let path = dir.path().join("m.sock");
-        let listener = net::seqpacket_listen(&path, 4).unwrap();
+        let listener = net::seqpacket_listen_with_credentials(&path, 4).unwrap();
         let other = dir.path().join("o.sock");
-        let _other_listener = net::seqpacket_listen(&other, 4).unwrap();
+        let _other_listener = net::seqpacket_listen_with_credentials(&other, 4).unwrap();
         let os = |s: String| std::ffi::OsString::from(s);
         // Not a number, stdio, a closed descriptor.
         assert!(adopt(&os("x".into()), &path).is_none());

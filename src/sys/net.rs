@@ -53,49 +53,86 @@ pub fn recv_packet(fd: impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Resul
 
 /// [`recv_packet`] with the sender's credentials: also the pid of the
 /// process that sent the packet, as the kernel recorded it at the send
-/// (`SCM_CREDENTIALS`, which a sender cannot forge for another process;
-/// it comes when the receiving socket has `SO_PASSCRED`, see
-/// [`pass_credentials`], or had not been accepted yet at the send).
+/// (`SCM_CREDENTIALS`, which a sender cannot forge for another process).
+/// The receiving socket needs `SO_PASSCRED` (a listener made by
+/// [`seqpacket_listen_with_credentials`] gives it to what it accepts).
+/// `None` when the packet carries none, or a pid of 0 (a sender this
+/// process's pid namespace cannot name). Read with `libc::recvmsg` into a
+/// raw `ucred`: the kernel may write a pid of 0 there, which a type with a
+/// non-zero pid must never hold.
 pub fn recv_packet_from(
     fd: impl AsFd,
     buf: &mut [u8],
     flags: RecvFlags,
 ) -> io::Result<(usize, usize, Option<u32>)> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
+    use std::os::fd::AsRawFd;
+    // Room for one SCM_CREDENTIALS message, aligned for cmsghdr.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let raw = fd.as_fd().as_raw_fd();
     let cap = buf.len();
-    let r = retry(|| {
-        let mut iov = [io::IoSliceMut::new(&mut *buf)];
-        rustix::net::recvmsg(&fd, &mut iov, &mut control, flags | RecvFlags::TRUNC)
-    })?;
-    let mut sender = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmCredentials(c) = m {
-            sender = Some(c.pid.as_raw_nonzero().get() as u32);
+    let n = loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: cap,
+        };
+        // SAFETY: zeroed msghdr is a valid "no name, no iov" header; the
+        // pointers set below point to live buffers of the lengths given.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len() as _;
+        let f = flags.bits() as libc::c_int | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC;
+        // SAFETY: recvmsg on an open descriptor with the header above.
+        let r = unsafe { libc::recvmsg(raw, &mut msg, f) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
         }
-    }
-    Ok((r.bytes.min(cap), r.bytes, sender))
-}
-
-/// `SO_PASSCRED` on a socket: each packet it receives carries its
-/// sender's credentials ([`recv_packet_from`]). Set on a listener, the
-/// connections it accepts have it too.
-pub fn pass_credentials(fd: impl AsFd) -> io::Result<()> {
-    Ok(rustix::net::sockopt::set_socket_passcred(fd, true)?)
-}
-
-/// `send(2)` with `MSG_NOSIGNAL | MSG_DONTWAIT`: never blocks (a full
-/// socket buffer is `WouldBlock`) and never raises `SIGPIPE`.
-pub fn send_nowait(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
-    use rustix::net::SendFlags;
-    retry(|| rustix::net::send(&fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT))
+        let mut sender = None;
+        // SAFETY: the CMSG macros walk the control buffer the kernel
+        // filled, within msg_controllen; the data of an SCM_CREDENTIALS
+        // message is a ucred (read unaligned, as plain integers).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                    let u: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    if u.pid > 0 {
+                        sender = Some(u.pid as u32);
+                    }
+                } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS
+                {
+                    // Descriptors nobody asked for: closed (they came
+                    // close-on-exec, MSG_CMSG_CLOEXEC).
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let p = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                    for i in 0..len / std::mem::size_of::<libc::c_int>() {
+                        libc::close(std::ptr::read_unaligned(p.add(i)));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        break (r as usize, sender);
+    };
+    Ok((n.0.min(cap), n.0, n.1))
 }
 
 /// A `SOCK_SEQPACKET` UNIX socket bound to `path` and listening
-/// (non-blocking, close-on-exec). The caller removes a stale file first
-/// and sets the file's mode.
-pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> io::Result<OwnedFd> {
+/// (non-blocking, close-on-exec; the caller removes a stale file first and
+/// sets the file's mode), with `SO_PASSCRED` set before the bind, so that
+/// every connection it accepts, from the first, receives its packets with
+/// their senders' credentials ([`recv_packet_from`]).
+pub fn seqpacket_listen_with_credentials(
+    path: &std::path::Path,
+    backlog: i32,
+) -> io::Result<OwnedFd> {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
     let addr = SocketAddrUnix::new(path)?;
     let fd = rustix::net::socket_with(
@@ -104,9 +141,17 @@ pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> io::Result<Owne
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
+    rustix::net::sockopt::set_socket_passcred(&fd, true)?;
     rustix::net::bind(&fd, &addr)?;
     rustix::net::listen(&fd, backlog)?;
     Ok(fd)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL | MSG_DONTWAIT`: never blocks (a full
+/// socket buffer is `WouldBlock`) and never raises `SIGPIPE`.
+pub fn send_nowait(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    use rustix::net::SendFlags;
+    retry(|| rustix::net::send(&fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT))
 }
 
 /// A `SOCK_SEQPACKET` UNIX socket connected to `path` (blocking,
@@ -351,7 +396,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
-        let l = seqpacket_listen(&path, 4).unwrap();
+        let l = seqpacket_listen_with_credentials(&path, 4).unwrap();
         assert_eq!(
             accept(&l).unwrap_err().kind(),
             std::io::ErrorKind::WouldBlock
@@ -369,10 +414,11 @@ mod tests {
             (3, 3)
         );
         assert_eq!(&buf[..3], b"one");
-        // Longer than the buffer: cut, and the real length says so.
+        // Longer than the buffer: cut, and the real length says so; with
+        // the sender's pid (the listener's SO_PASSCRED, from the first).
         assert_eq!(
-            recv_packet(&s, &mut buf, RecvFlags::empty()).unwrap(),
-            (4, 6)
+            recv_packet_from(&s, &mut buf, RecvFlags::empty()).unwrap(),
+            (4, 6, Some(std::process::id()))
         );
         drop(c);
         assert_eq!(
@@ -380,7 +426,7 @@ mod tests {
             (0, 0)
         );
         let long = dir.join("x".repeat(200));
-        assert!(seqpacket_listen(&long, 1).is_err());
+        assert!(seqpacket_listen_with_credentials(&long, 1).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -83,7 +83,9 @@ pub fn poll_fds(fds: &[std::os::fd::BorrowedFd<'_>], timeout: std::time::Duratio
             revents: 0,
         })
         .collect();
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // Rounded up: a wait of 0.4 ms is 1 ms, not a poll that returns at
+    // once (which would spin until the deadline).
+    let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
     // SAFETY: p is a valid array of p.len() pollfd.
     let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
     if n <= 0 {

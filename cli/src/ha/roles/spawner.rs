@@ -193,6 +193,10 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             save_due = None;
         }
     }
+    // A write put off (SAVE_DELAY) is not lost with the loop.
+    if sp.dirty {
+        sp.save();
+    }
     let _ = std::fs::remove_file(super::spawner_socket(&sp.ctx.domain));
     std::process::ExitCode::SUCCESS
 }
@@ -204,13 +208,18 @@ const SAVE_DELAY: Duration = Duration::from_millis(5);
 impl Spawner {
     fn save(&mut self) {
         self.dirty = false;
-        self.state.running = self
-            .children
+        self.state.running = self.running();
+        self.state.store(&super::spawner_state(&self.ctx.domain));
+    }
+
+    /// What runs now: its children and the processes it took up (the
+    /// state file's `running` is as of its last write).
+    fn running(&self) -> Vec<Running> {
+        self.children
             .iter()
             .cloned()
             .chain(self.adopted.iter().map(|a| a.run.clone()))
-            .collect();
-        self.state.store(&super::spawner_state(&self.ctx.domain));
+            .collect()
     }
 
     /// Takes up what an earlier Spawner left.
@@ -367,7 +376,7 @@ impl Spawner {
     fn handle(&mut self, m: ToSpawner) -> Option<FromSpawner> {
         match m {
             ToSpawner::List => Some(FromSpawner::Listed {
-                running: self.state.running.clone(),
+                running: self.running(),
                 ended: self.state.ended.clone(),
             }),
             ToSpawner::Ack { pid } => {
