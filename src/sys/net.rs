@@ -23,12 +23,31 @@ pub struct PeerCred {
     pub uid: u32,
 }
 
-/// `SO_PEERCRED` of a connected UNIX socket.
+/// `SO_PEERCRED` of a connected UNIX socket. The pid is 0 for a peer this
+/// process's pid namespace cannot name (read into a raw `ucred`: a type
+/// whose pid cannot be 0 must never hold what the kernel writes then).
 pub fn peer_cred(fd: impl AsFd) -> io::Result<PeerCred> {
-    let c = rustix::net::sockopt::socket_peercred(fd)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed ucred is valid; getsockopt writes at most `len`
+    // bytes into it.
+    let mut c: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt on an open descriptor into the ucred above.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(PeerCred {
-        pid: c.pid.as_raw_nonzero().get() as u32,
-        uid: c.uid.as_raw(),
+        pid: u32::try_from(c.pid).unwrap_or(0),
+        uid: c.uid,
     })
 }
 
