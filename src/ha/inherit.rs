@@ -166,8 +166,11 @@ pub(crate) fn ready_first() -> bool {
     said.is_some()
 }
 
-/// [`adopt`]'s checks with `libc`, then `ready` sent: the descriptor, or
-/// `None` (nothing changed but, maybe, its close-on-exec flag).
+/// [`adopt`]'s checks with `libc`, then the connection moved to a
+/// descriptor of its own ([`take_private`]), the process's own hello said
+/// if the Spawner has not said it, and `ready` sent: the new descriptor;
+/// `None` with the descriptor left as it was when a check failed, or
+/// closed when a send failed after the checks.
 ///
 /// # Safety
 ///
