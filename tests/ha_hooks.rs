@@ -246,21 +246,7 @@ fn start_with(role: &str, inherit: Inherit) -> Started {
         let c = Preconnect::connect(&sock).unwrap();
         let raw = c.fd().as_raw_fd();
         cmd.env(ha::FD_ENV, format!("3:{}", std::process::id()));
-        // SAFETY: dup2 only (async-signal-safe).
-        unsafe {
-            cmd.pre_exec(move || {
-                // dup2 onto itself would leave it close-on-exec.
-                let r = if raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 3)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::give_as_fd3(&mut cmd, raw);
         pre = Some(c);
     }
     kids.0.push(cmd.spawn().unwrap());
@@ -497,28 +483,17 @@ fn inherited_connection_is_taken(inherit: Inherit) {
         "one connection: {:#?}",
         m.events
     );
-    let fd_dir = format!("/proc/{pid}/fd");
-    let sockets: Vec<String> = std::fs::read_dir(&fd_dir)
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let link = std::fs::read_link(e.path()).ok()?;
-            link.to_string_lossy()
-                .starts_with("socket:")
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-        .collect();
+    let sockets = common::sockets_of(pid);
     // One socket, not at 3: the hooks made no connection of their own
     // (it would be another socket, beside the inherited one left at 3).
-    assert_eq!(sockets.len(), 1, "the sockets in {fd_dir}: {sockets:?}");
-    assert_ne!(sockets[0], "3", "moved off 3");
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", sockets[0])).unwrap();
-    let flags = info
-        .lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
-        .unwrap();
-    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "close-on-exec: {info}");
+    assert_eq!(sockets.len(), 1, "the sockets of {pid}: {sockets:?}");
+    let (fd, flags) = &sockets[0];
+    assert_ne!(fd, "3", "moved off 3");
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "close-on-exec: {flags:o}"
+    );
 
     // The Monitor goes away and comes back: the path, as without it.
     m.ep = None;

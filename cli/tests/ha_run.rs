@@ -310,31 +310,19 @@ cwd = "{cwd}"
             .any(|v| v.starts_with(b"MTIPC_HA_FD=3:")),
         "MTIPC_HA_FD=3:<pid> in n's environment"
     );
-    let sockets: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{n}/fd"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let link = std::fs::read_link(e.path()).ok()?;
-            let fd = e.file_name().to_string_lossy().into_owned();
-            link.to_string_lossy().starts_with("socket:").then(|| {
-                let info = std::fs::read_to_string(format!("/proc/{n}/fdinfo/{fd}")).unwrap();
-                (fd, info)
-            })
-        })
-        .collect();
+    let sockets = common::sockets_of(n as u32);
     assert_eq!(
         sockets.len(),
         1,
         "one connection to the Monitor: {sockets:?}"
     );
-    let (fd, info) = &sockets[0];
+    let (fd, flags) = &sockets[0];
     assert_ne!(fd, "3", "moved off descriptor 3");
-    let flags = info
-        .lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
-        .unwrap();
-    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "close-on-exec: {info}");
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "close-on-exec: {flags:o}"
+    );
     // Its own session and process group.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat

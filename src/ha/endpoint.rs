@@ -487,8 +487,8 @@ impl Endpoint {
                 return false;
             }
         };
-        let (pid, hello_done, greeted) = (c.pid, c.proc.is_some(), c.proc);
-        match (hello_done, m) {
+        let (pid, greeted) = (c.pid, c.proc);
+        match (greeted.is_some(), m) {
             // The same hello again: the process said its own on the
             // connection the Spawner made for it, racing the Spawner's
             // (`inherit`). Nothing new.
@@ -755,20 +755,7 @@ mod tests {
                 "-c",
                 &format!("printf 'hello 1 {} {}' >&3", sib.pid, sib.start),
             ]);
-            // SAFETY: dup2 and fcntl only (async-signal-safe).
-            unsafe {
-                liar.pre_exec(move || {
-                    let r = if raw == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(raw, 3)
-                    };
-                    if r < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            crate::ha::inherit::give_as_fd3(&mut liar, raw);
             let mut liar = liar.spawn().unwrap();
             let liar_pid = liar.id();
             assert!(liar.wait().unwrap().success());

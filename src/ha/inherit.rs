@@ -44,17 +44,7 @@ impl Preconnect {
     /// (`WouldBlock`), as is one that does not listen. The socket is
     /// blocking afterwards, as a connection the hooks make themselves.
     pub fn connect(path: &Path) -> io::Result<Preconnect> {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        let addr = rustix::net::SocketAddrUnix::new(path)?;
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )?;
-        rustix::net::connect(&fd, &addr)?;
-        let fl = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
+        let fd = net::seqpacket_connect_nowait(path)?;
         // Owned by this process until `introduce` gives it to the child:
         // the child, finding its parent there, may say its own hello; a
         // process the child forks finds its grandparent, and leaves it.
@@ -431,6 +421,29 @@ fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
 }
 
 #[cfg(test)]
+/// Gives `raw` to the process `cmd` starts as its descriptor 3 (open across
+/// the exec), as the Spawner does with the Monitor connection.
+pub(crate) fn give_as_fd3(cmd: &mut std::process::Command, raw: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure makes system calls only (dup2 or fcntl):
+    // async-signal-safe, no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave it close-on-exec.
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -475,21 +488,7 @@ mod tests {
         let raw = pre.fd().as_raw_fd();
         let mut cmd = std::process::Command::new("sleep");
         cmd.arg("30");
-        // SAFETY: dup2 only (async-signal-safe).
-        unsafe {
-            cmd.pre_exec(move || {
-                // dup2 onto itself would leave it close-on-exec.
-                let r = if raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 3)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        give_as_fd3(&mut cmd, raw);
         let mut child = cmd.spawn().unwrap();
         let kid = ProcId::of(child.id()).unwrap().unwrap();
         pre.introduce(kid).unwrap();

@@ -152,14 +152,8 @@ pub fn seqpacket_listen_with_credentials(
     path: &std::path::Path,
     backlog: i32,
 ) -> io::Result<OwnedFd> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let addr = SocketAddrUnix::new(path)?;
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let fd = seqpacket_socket(rustix::net::SocketFlags::NONBLOCK)?;
     rustix::net::sockopt::set_socket_passcred(&fd, true)?;
     rustix::net::bind(&fd, &addr)?;
     rustix::net::listen(&fd, backlog)?;
@@ -176,16 +170,33 @@ pub fn send_nowait(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
 /// A `SOCK_SEQPACKET` UNIX socket connected to `path` (blocking,
 /// close-on-exec).
 pub fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let addr = SocketAddrUnix::new(path)?;
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let fd = seqpacket_socket(rustix::net::SocketFlags::empty())?;
     retry(|| rustix::net::connect(&fd, &addr))?;
     Ok(fd)
+}
+
+/// [`seqpacket_connect`] without waiting: a listener whose backlog is full
+/// is `WouldBlock` at once, not a `connect` that blocks until it accepts.
+/// The socket is blocking afterwards.
+pub fn seqpacket_connect_nowait(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let fd = seqpacket_socket(rustix::net::SocketFlags::NONBLOCK)?;
+    rustix::net::connect(&fd, &addr)?;
+    let fl = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(fd)
+}
+
+/// A new `SOCK_SEQPACKET` UNIX socket, close-on-exec, with `flags` too.
+fn seqpacket_socket(flags: rustix::net::SocketFlags) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | flags,
+        None,
+    )?)
 }
 
 /// `accept(2)` on a listening socket: the connection, non-blocking and

@@ -290,3 +290,49 @@ pub fn spawn_as_uid(uid: u32, make: impl Fn(&Path) -> Command) -> (Scratch, Chil
     }
     panic!("uid {uid} can run this test binary from none of: {tried:?}");
 }
+
+/// Gives `raw` to the process `cmd` starts as its descriptor 3 (open across
+/// the exec), as the Spawner does with the Monitor connection.
+#[allow(dead_code)]
+pub fn give_as_fd3(cmd: &mut Command, raw: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure makes system calls only (dup2 or fcntl):
+    // async-signal-safe, no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave it close-on-exec.
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The sockets process `pid` holds: each descriptor's number and its
+/// `flags` (octal in `/proc/PID/fdinfo`, e.g. `O_CLOEXEC`).
+#[allow(dead_code)]
+pub fn sockets_of(pid: u32) -> Vec<(String, u32)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            let fd = e.file_name().to_string_lossy().into_owned();
+            if !link.to_string_lossy().starts_with("socket:") {
+                return None;
+            }
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+            Some((fd, flags))
+        })
+        .collect()
+}
