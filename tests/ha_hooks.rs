@@ -242,7 +242,6 @@ fn start_with(role: &str, inherit: Inherit) -> Started {
     let mut pre = None;
     if inherit != Inherit::No {
         use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
         let c = Preconnect::connect(&sock).unwrap();
         let raw = c.fd().as_raw_fd();
         cmd.env(ha::FD_ENV, format!("3:{}", std::process::id()));

@@ -742,7 +742,6 @@ mod tests {
         // who sent it).
         {
             use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
             let mut sibling = std::process::Command::new("sleep")
                 .arg("30")
                 .spawn()

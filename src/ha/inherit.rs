@@ -480,7 +480,6 @@ mod tests {
     #[test]
     fn a_parent_introduces_its_child() {
         use crate::ha::endpoint::{Endpoint, Event};
-        use std::os::unix::process::CommandExt;
         let dir = Dir::new("child");
         let path = dir.path().join("m.sock");
         let mut ep = Endpoint::bind(&path, crate::ha::Role::Active, 1).unwrap();
