@@ -12,6 +12,7 @@
 //! - [`fault_*`]: kill -9 of a tenant (idle, mid-conversation), a stopped
 //!   tenant, kill -9 of an attacher mid-round and of the daemon.
 //! - [`refusals`], [`foreign_uid_is_denied`], [`symlinked_response`].
+//! - [`waiters_are_batch_and_handlers_are_not`]: the waiters' scheduling.
 //! - [`garbage_files`]: planted garbage never crashes anybody.
 //!
 //! The tests take a common lock (one at a time): their timing checks and
@@ -66,6 +67,48 @@ fn echo_through_the_daemon() {
     wait_event(&s.file("events"), "end e0 MT_ERR_CLOSED");
     wait_marker(&s.file("marker"), &["e0"]);
     assert_round_clean(&domain);
+}
+
+/// The scheduling policy (field 41 of `/proc/<pid>/task/<tid>/stat`) of
+/// each thread of `pid` whose name starts with `prefix`.
+fn policies(pid: u32, prefix: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+        // Fields after the command name, which ends at the last ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push(policy);
+    }
+    out
+}
+
+/// The waiters of a tenant process and of mtipcd run as `SCHED_BATCH` (3)
+/// (docs/attach.md, "The round"); the tenant's handler thread has the
+/// advertising thread's policy back (`SCHED_OTHER`, 0).
+#[test]
+fn waiters_are_batch_and_handlers_are_not() {
+    let _g = serial();
+    let s = Scratch::new("sched");
+    let d = Mtipcd::start(&s);
+    let t = Tenants::start(&s, &ids("p", 2));
+    let domain = s.domain();
+    wait_listed(&domain, &t.ids);
+    assert_eq!(policies(t.pid(), "mtipc-waiter"), vec![3, 3]);
+    assert_eq!(policies(d.pid(), "mtipc-waiter"), vec![3]);
+    // mtipcd's relay is not a waiter.
+    assert_eq!(policies(d.pid(), "mtipc-relay"), vec![0]);
+    let conn = attach_to(&domain, "p1").expect("attach");
+    echo(&conn, b"policy");
+    // The handler runs on the connection's thread until the end closes.
+    assert_eq!(policies(t.pid(), "mtipc-conn-p1"), vec![0]);
+    conn.close();
+    wait_event(&s.file("events"), "end p1 MT_ERR_CLOSED");
 }
 
 /// Attaches to two of `n` tenants (in `procs` processes): only the target's

@@ -96,6 +96,9 @@ pub fn advertise(
     let fingerprint = key.fingerprint();
     let domain_path = domain.path().to_path_buf();
     let gate: Gate = Arc::new(std::sync::Mutex::new(true));
+    // The waiter runs as a background thread (`SCHED_BATCH`); the
+    // handler's thread gets back the policy of the thread advertising.
+    let policy = crate::sys::thread::SchedPolicy::current();
     let on_response: OnResponse = {
         let (domain_path, tenant, gate) = (domain_path.clone(), tenant.to_string(), gate.clone());
         Box::new(move |r: Response| {
@@ -106,6 +109,7 @@ pub fn advertise(
                 key.clone(),
                 handler.clone(),
                 gate.clone(),
+                policy,
             )
         })
     };
@@ -140,6 +144,11 @@ pub(crate) fn start_waiter(
     let waiter = std::thread::Builder::new()
         .name(format!("mtipc-waiter-{id}"))
         .spawn(move || {
+            // Woken at every round of the domain, for a few microseconds
+            // of work: as `SCHED_BATCH` its wake-ups do not preempt the
+            // running thread (an attacher unlocking the next of N
+            // synchronization files, the application's own threads).
+            crate::sys::thread::become_background();
             crate::log::quiet_panics(move || {
                 let mut served = Served(VecDeque::new());
                 let mut scan = scan_all.then(ResponseScan::new);
@@ -266,7 +275,9 @@ fn find_responses(
 }
 
 /// Answers one response on a thread of its own: connect to the relay, run
-/// the TLS server side, check the one-time key, hand the connection over.
+/// the TLS server side, check the one-time key, hand the connection over,
+/// with `policy` (the advertising thread's scheduling policy) given back
+/// to that thread.
 fn serve(
     domain: &Path,
     tenant: &str,
@@ -274,6 +285,7 @@ fn serve(
     key: Arc<ServerKey>,
     handler: Handler,
     gate: Gate,
+    policy: Option<crate::sys::thread::SchedPolicy>,
 ) {
     let relay_path = domain.join(RELAY_SOCKET);
     let domain = domain.to_path_buf();
@@ -281,6 +293,12 @@ fn serve(
     let spawned = std::thread::Builder::new()
         .name(format!("mtipc-conn-{tenant}"))
         .spawn(move || {
+            // Started by the (batch) waiter: the application's policy back.
+            if let Some(p) = policy {
+                if let Err(e) = p.apply() {
+                    crate::log::debug!(error = %e, "connection thread keeps the waiter's scheduling policy");
+                }
+            }
             // The handshake is the library's (its panics are reported, not
             // printed); the handler is the application's.
             let result = crate::log::quiet_panics(|| {

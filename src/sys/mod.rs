@@ -1,7 +1,7 @@
 //! The foundation every capability builds on: process identity (and the
 //! host's name), names, files opened without following links, atomic
 //! publish and replace, `flock`, and the socket calls (`poll`, `send`
-//! without `SIGPIPE`, peer credentials). Each mechanism lives here once;
+//! without `SIGPIPE`, peer credentials), a thread's scheduling policy. Each mechanism lives here once;
 //! the capabilities (`attach`, `session`, `closure`, and those to come) use
 //! it and never each other's internals.
 //!
@@ -14,6 +14,7 @@ pub mod fs;
 pub mod name;
 pub mod net;
 pub mod proc;
+pub mod thread;
 
 pub use dir::{Dir, FileId, Stamp};
 pub use fs::{check_owner, make_dir, LockFile};
