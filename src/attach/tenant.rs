@@ -65,6 +65,11 @@ impl Served {
 
 /// Advertises `tenant` in `domain`, accepting `protocols` (at least one),
 /// and calls `handler` with each attached connection.
+///
+/// The advertisement's waiter thread runs as `SCHED_BATCH` if the calling
+/// thread runs under the default `SCHED_OTHER` (it then never preempts the
+/// application's threads); each `handler` call runs on a thread of its own
+/// with the calling thread's scheduling policy.
 pub fn advertise(
     domain: &Domain,
     tenant: &str,
