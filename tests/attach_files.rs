@@ -870,6 +870,83 @@ fn an_advert_cache_lists_what_list_lists_and_sees_every_replacement() {
     assert_eq!(cache.list(&dom).unwrap(), (vec![], 0));
 }
 
+/// A directory unchanged since a full check made well after its last
+/// change is trusted without its files being looked at (docs/attach.md,
+/// "What a process keeps between rounds"): a file rewritten in place, which
+/// mtipc never does, is seen only when the next full check comes due (at
+/// most about two seconds), while an entry added, removed or renamed in the
+/// directory is seen at the next listing.
+#[test]
+fn an_advert_cache_trusts_a_quiet_directory_and_sees_its_entries_change() {
+    let s = Scratch::new("quiet");
+    let dom = s.domain();
+    let orig = my_advert("acme");
+    let acme = AdvertFiles::publish(&dom, &orig).unwrap();
+    let mut cache = AdvertCache::new();
+    cache.list(&dom).unwrap();
+    cache.sync("acme").unwrap();
+    // Its last change now lies well before the next (full) check, which
+    // records the directory's stamp; the one after may trust it.
+    std::thread::sleep(Duration::from_millis(120));
+    cache.list(&dom).unwrap();
+    cache.sync("acme").unwrap();
+
+    // Rewritten in place: same inode, so the directory does not change.
+    let mut edited = orig.clone();
+    edited.protocols = vec!["other".to_string()];
+    let adv = acme.dir().join("advert");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&adv)
+        .unwrap();
+    f.write_all(edited.to_text().as_bytes()).unwrap();
+    drop(f);
+    let begun = std::time::Instant::now();
+    assert_eq!(
+        cache.list(&dom).unwrap().0[0].advert,
+        orig,
+        "a quiet directory's files are not looked at"
+    );
+    loop {
+        if cache.list(&dom).unwrap().0[0].advert == edited {
+            break;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(4),
+            "the full check never came due"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Quiet again, then the sync file replaced by a rename (an entry of the
+    // directory changes): the next listing looks, and `sync` opens the new
+    // file.
+    std::thread::sleep(Duration::from_millis(120));
+    cache.list(&dom).unwrap();
+    cache.sync("acme").unwrap();
+    let sync_path = acme.dir().join("sync");
+    let tmp = acme.dir().join("sync.new");
+    write_private(&tmp, &fs::read(&sync_path).unwrap());
+    fs::rename(&tmp, &sync_path).unwrap();
+    cache.list(&dom).unwrap();
+    let fresh = SyncFile::open(acme.dir()).unwrap();
+    assert!(cache.sync("acme").unwrap().try_lock_exclusive().unwrap());
+    assert!(
+        !fresh.try_lock_exclusive().unwrap(),
+        "the kept sync file must be the one now in the directory"
+    );
+    cache.sync("acme").unwrap().unlock().unwrap();
+
+    // A new advertisement beside it is listed at once, and one withdrawn
+    // is gone at once.
+    let beta = AdvertFiles::publish(&dom, &my_advert("beta")).unwrap();
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["acme", "beta"]);
+    beta.withdraw().unwrap();
+    assert_eq!(ids(&cache.list(&dom).unwrap().0), ["acme"]);
+    drop(acme);
+}
+
 #[test]
 fn a_response_scan_finds_each_response_and_follows_replaced_directories() {
     let s = Scratch::new("scan");

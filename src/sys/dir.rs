@@ -46,6 +46,26 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// The file's identity.
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// When the file last changed (its `ctime`: contents, metadata, and for
+    /// a directory any entry added, removed or renamed in it).
+    pub fn changed(&self) -> std::time::SystemTime {
+        let (s, ns) = self.ctime;
+        let since_epoch =
+            std::time::Duration::new(s.unsigned_abs(), ns.clamp(0, 999_999_999) as u32);
+        if s >= 0 {
+            std::time::UNIX_EPOCH + since_epoch
+        } else {
+            std::time::UNIX_EPOCH - since_epoch
+        }
+    }
+}
+
 impl FileId {
     // The stat field types differ between architectures.
     #[allow(clippy::unnecessary_cast)]
@@ -142,6 +162,14 @@ impl Dir {
         let st =
             rustix::fs::fstat(&self.fd).map_err(|e| Error::io(self.path.display(), e.into()))?;
         Ok(FileId::of(&st))
+    }
+
+    /// The [`Stamp`] of the open directory itself (one `fstat`): its change
+    /// time moves whenever an entry is added to it, removed or renamed.
+    pub fn own_stamp(&self) -> Result<Stamp> {
+        let st =
+            rustix::fs::fstat(&self.fd).map_err(|e| Error::io(self.path.display(), e.into()))?;
+        Ok(Stamp::of(&st))
     }
 
     /// The directory's path (for messages, and for callers that need it).

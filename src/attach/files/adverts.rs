@@ -14,7 +14,7 @@ use crate::ErrorKind;
 use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long publishing or withdrawing waits for the `adverts` directory's
 /// lock (held by others for a few file operations at a time).
@@ -282,12 +282,15 @@ pub fn list(domain: &Path) -> Result<(Vec<Listed>, usize)> {
 /// its advertisement file (bytes and parsed) and its synchronization file,
 /// opened and mapped once.
 ///
-/// Nothing is trusted because it was seen before: each [`AdvertCache::list`]
-/// checks that the name still leads to the same directory (device and
-/// inode, without following a link), reads the advertisement file again
-/// and compares it byte for byte, checks the process again, and
-/// [`AdvertCache::sync`] checks that the synchronization file is still the
-/// one kept. Anything else is examined afresh, as [`list`] does.
+/// Each [`AdvertCache::list`] checks that the name still leads to the same
+/// directory (device and inode, without following a link) and checks the
+/// process again. The directory's files are looked at again (the
+/// advertisement file's stamp, then its bytes if the stamp changed, and in
+/// [`AdvertCache::sync`] the synchronization file's identity) unless the
+/// directory itself is unchanged since a full check made well after its
+/// last change (`quiet_since`: one `fstat` of the kept directory instead
+/// of two `fstatat`), and at least every one to two seconds anyway.
+/// Anything changed is examined afresh, as [`list`] does.
 #[derive(Debug, Default)]
 pub struct AdvertCache {
     entries: HashMap<String, Cached>,
@@ -302,6 +305,42 @@ struct Cached {
     bytes: Vec<u8>,
     advert: Advert,
     sync: Option<(SyncFile, FileId)>,
+    /// The directory's own stamp at its last full check, and the clock
+    /// read just before that stamp was taken (see [`quiet_since`]).
+    checked: Option<(Stamp, SystemTime)>,
+    /// Whether this round's listing found the directory unchanged since
+    /// its last full check: [`AdvertCache::sync`] then keeps the kept
+    /// synchronization file without looking at the entry again.
+    quiet: bool,
+}
+
+/// How long before a full check a directory's last change must be for an
+/// unchanged stamp to be trusted: longer than a tick of the kernel's
+/// coarse clock (at most 10 ms), which stamps the change times. A change
+/// made after the check then gets a later change time than the one kept.
+const QUIET_MARGIN: Duration = Duration::from_millis(50);
+
+/// The longest a directory goes without a full check (its advertisement
+/// file's stamp and its synchronization file looked at again), plus up to
+/// 1 s spread by inode number so that the entries of a domain do not all
+/// come due in the same round.
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether an advertisement directory whose stamp is `now` has changed in
+/// no way since a full check that took `then` with the clock at `at`:
+/// same stamp (identity, size, change time), its last change at least
+/// [`QUIET_MARGIN`] before `at`, and the check younger than
+/// [`FULL_CHECK_EVERY`] (plus the spread). Entries are added to, removed
+/// from and renamed in an advertisement directory (the advertisement and
+/// synchronization files are published by rename) but never rewritten in
+/// place by mtipc, so an unchanged directory holds the same files.
+fn quiet_since(then: &Stamp, at: SystemTime, now: &Stamp, clock: SystemTime) -> bool {
+    let spread = Duration::from_millis(then.id().ino() % 1024);
+    then == now
+        && then.changed() + QUIET_MARGIN <= at
+        && clock
+            .duration_since(at)
+            .is_ok_and(|d| d < FULL_CHECK_EVERY + spread)
 }
 
 impl AdvertCache {
@@ -350,11 +389,17 @@ impl AdvertCache {
             .entries
             .get_mut(id)
             .ok_or_else(|| err!(NotFound, "advertisement {} is not listed", shown(id)))?;
-        let current = match c.dir.entry_id(SYNC_FILE)? {
-            Some((EntryType::RegularFile, fid)) => Some(fid),
-            _ => None,
+        // A quiet directory (see `quiet_since`) holds the file kept.
+        let reopen = if c.quiet && c.sync.is_some() {
+            false
+        } else {
+            let current = match c.dir.entry_id(SYNC_FILE)? {
+                Some((EntryType::RegularFile, fid)) => Some(fid),
+                _ => None,
+            };
+            c.sync.as_ref().map(|(_, fid)| Some(*fid)) != Some(current)
         };
-        if c.sync.as_ref().map(|(_, fid)| Some(*fid)) != Some(current) {
+        if reopen {
             c.sync = None;
             let s = SyncFile::open_in(&c.dir, false)?;
             let fid = s.id()?;
@@ -584,6 +629,26 @@ fn examine_cached(
 ) -> Entry {
     if let Some(c) = cache.get_mut(name) {
         let same_dir = dir_ino == Some(c.dir_id.ino());
+        // The clock, then the directory's own stamp, then (if it changed
+        // or is due) the files: a change after this stamp gets a later
+        // change time (see `quiet_since`).
+        let clock = SystemTime::now();
+        let dir_stamp = if same_dir {
+            c.dir.own_stamp().ok()
+        } else {
+            None
+        };
+        c.quiet = match (&c.checked, &dir_stamp) {
+            (Some((then, at)), Some(now)) => quiet_since(then, *at, now, clock),
+            _ => false,
+        };
+        if c.quiet {
+            return if procs.is_live(&c.advert) {
+                Entry::Live(c.advert.clone())
+            } else {
+                Entry::Stale(stale_reason(&Ok(c.advert.clone())))
+            };
+        }
         // Unchanged file (same stamp): the kept copy. Else read it again
         // and compare.
         let same_file = same_dir
@@ -599,6 +664,7 @@ fn examine_cached(
                 _ => false,
             };
         if same_file {
+            c.checked = dir_stamp.map(|st| (st, clock));
             return if procs.is_live(&c.advert) {
                 Entry::Live(c.advert.clone())
             } else {
@@ -619,6 +685,8 @@ fn examine_cached(
                     bytes,
                     advert: advert.clone(),
                     sync: None,
+                    checked: None,
+                    quiet: false,
                 },
             );
         }
