@@ -573,9 +573,9 @@ public:
      * MT_ERR_EXISTS if a live process advertises that id, MT_ERR_INVALID
      * for a bad id, protocol list or an empty handler. `domain` may be
      * destroyed before the Advert. The waiter thread runs as SCHED_BATCH
-     * when the calling thread runs under SCHED_OTHER; the handler runs on
-     * a thread of its own per connection with the calling thread's
-     * scheduling policy.
+     * when it starts under SCHED_OTHER; the handler runs on a thread of its
+     * own per connection with the policy the waiter started with (the
+     * calling thread's, as any thread it starts gets it).
      */
     Advert(const Domain &domain, const std::string &tenant, Handler handler,
            const std::optional<std::string> &protocols = std::nullopt) {

@@ -140,7 +140,9 @@ pub fn emit(level: Level, target: &str, message: &str) {
         Err(p) => p.into_inner().clone(),
     };
     if let Some(l) = logger {
-        l(level, target, message);
+        // The application's code: on a library thread made batch (an
+        // advertisement's waiter), with the policy that thread had.
+        crate::sys::thread::in_foreground(|| l(level, target, message));
     }
 }
 

@@ -307,8 +307,11 @@ fn round(
     }
 
     // Open every participant's synchronization file (or check the one
-    // kept); one that vanished in the meantime (withdrawn) is not a
-    // participant.
+    // kept, unless the listing found its directory quiet); one that
+    // vanished in the meantime (withdrawn) is not a participant. A quiet
+    // one withdrawn between the listing and here stays in the round with
+    // its file: its waiter is gone, so the round waits for it only for
+    // `GRACE`, as for one withdrawn just after this check.
     let mut present = Vec::with_capacity(listed.len());
     for l in &listed {
         match cache.sync(&l.advert.id) {

@@ -66,10 +66,11 @@ impl Served {
 /// Advertises `tenant` in `domain`, accepting `protocols` (at least one),
 /// and calls `handler` with each attached connection.
 ///
-/// The advertisement's waiter thread runs as `SCHED_BATCH` if the calling
-/// thread runs under the default `SCHED_OTHER` (it then never preempts the
+/// The advertisement's waiter thread runs as `SCHED_BATCH` if it starts
+/// under the default `SCHED_OTHER` (its wake-ups then do not preempt the
 /// application's threads); each `handler` call runs on a thread of its own
-/// with the calling thread's scheduling policy.
+/// with the policy the waiter started with (the calling thread's, unless
+/// that has `SCHED_RESET_ON_FORK`).
 pub fn advertise(
     domain: &Domain,
     tenant: &str,
@@ -101,9 +102,6 @@ pub fn advertise(
     let fingerprint = key.fingerprint();
     let domain_path = domain.path().to_path_buf();
     let gate: Gate = Arc::new(std::sync::Mutex::new(true));
-    // The waiter runs as a background thread (`SCHED_BATCH`); the
-    // handler's thread gets back the policy of the thread advertising.
-    let policy = crate::sys::thread::SchedPolicy::current();
     let on_response: OnResponse = {
         let (domain_path, tenant, gate) = (domain_path.clone(), tenant.to_string(), gate.clone());
         Box::new(move |r: Response| {
@@ -114,7 +112,6 @@ pub fn advertise(
                 key.clone(),
                 handler.clone(),
                 gate.clone(),
-                policy,
             )
         })
     };
@@ -280,9 +277,9 @@ fn find_responses(
 }
 
 /// Answers one response on a thread of its own: connect to the relay, run
-/// the TLS server side, check the one-time key, hand the connection over,
-/// with `policy` (the advertising thread's scheduling policy) given back
-/// to that thread.
+/// the TLS server side, check the one-time key, hand the connection over;
+/// that thread gets back the scheduling policy the waiter had before it
+/// became a background thread (the advertising thread's).
 fn serve(
     domain: &Path,
     tenant: &str,
@@ -290,19 +287,19 @@ fn serve(
     key: Arc<ServerKey>,
     handler: Handler,
     gate: Gate,
-    policy: Option<crate::sys::thread::SchedPolicy>,
 ) {
+    // Called on the waiter, a background thread: what it had before.
+    let policy = crate::sys::thread::foreground_policy();
     let relay_path = domain.join(RELAY_SOCKET);
     let domain = domain.to_path_buf();
     let tenant = tenant.to_string();
     let spawned = std::thread::Builder::new()
         .name(format!("mtipc-conn-{tenant}"))
         .spawn(move || {
-            // Started by the (batch) waiter: the application's policy back.
+            // Started by the (batch) waiter: the policy the waiter was
+            // started with (the advertising thread's) back.
             if let Some(p) = policy {
-                if let Err(e) = p.apply() {
-                    crate::log::debug!(error = %e, "connection thread keeps the waiter's scheduling policy");
-                }
+                crate::sys::thread::become_foreground(p);
             }
             // The handshake is the library's (its panics are reported, not
             // printed); the handler is the application's.

@@ -136,9 +136,9 @@ const MAX_PROTOCOLS: usize = 16 * 33;
 /// `MT_ERR_EXISTS` if a live process already advertises that id;
 /// `MT_ERR_INVALID` for a bad id (1 to 64 bytes of `A-Za-z0-9_.-`, not
 /// starting with `.` or `-`) or a NULL handler. The waiter thread runs as
-/// `SCHED_BATCH` when the calling thread runs under `SCHED_OTHER`; each
-/// handler call runs on a thread of its own with the calling thread's
-/// scheduling policy.
+/// `SCHED_BATCH` when it starts under `SCHED_OTHER`; each handler call runs
+/// on a thread of its own with the policy the waiter started with (the
+/// calling thread's, as any thread it starts gets it).
 ///
 /// # Safety
 /// `d` is a live handle; `tenant` a NUL-terminated string; `out` valid for

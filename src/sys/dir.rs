@@ -53,15 +53,16 @@ impl Stamp {
     }
 
     /// When the file last changed (its `ctime`: contents, metadata, and for
-    /// a directory any entry added, removed or renamed in it).
-    pub fn changed(&self) -> std::time::SystemTime {
+    /// a directory any entry added, removed or renamed in it); `None` for a
+    /// time the clock cannot represent (a file system reporting nonsense).
+    pub fn changed(&self) -> Option<std::time::SystemTime> {
         let (s, ns) = self.ctime;
-        let since_epoch =
-            std::time::Duration::new(s.unsigned_abs(), ns.clamp(0, 999_999_999) as u32);
+        let ns = std::time::Duration::from_nanos(u64::try_from(ns).ok()?.min(999_999_999));
+        let secs = std::time::Duration::from_secs(s.unsigned_abs());
         if s >= 0 {
-            std::time::UNIX_EPOCH + since_epoch
+            std::time::UNIX_EPOCH.checked_add(secs)?.checked_add(ns)
         } else {
-            std::time::UNIX_EPOCH - since_epoch
+            std::time::UNIX_EPOCH.checked_sub(secs)?.checked_add(ns)
         }
     }
 }
@@ -419,5 +420,30 @@ mod tests {
         drop(a);
         assert!(b.lock_within(Duration::ZERO).unwrap());
         std::fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn change_times_before_and_after_the_epoch_and_nonsense() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |ctime| {
+            Stamp {
+                id: FileId::new(1, 2),
+                size: 0,
+                ctime,
+            }
+            .changed()
+        };
+        assert_eq!(at((5, 250)), Some(UNIX_EPOCH + Duration::new(5, 250)));
+        // -1 s + 0.5 s: half a second before the epoch.
+        assert_eq!(
+            at((-1, 500_000_000)),
+            Some(UNIX_EPOCH - Duration::from_millis(500))
+        );
+        assert_eq!(at((5, -1)), None);
+        // The extremes do not panic; a margin added to the largest is
+        // refused, not wrapped (`quiet_since` then does a full check).
+        let last = at((i64::MAX, 999_999_999)).expect("representable here");
+        assert_eq!(last.checked_add(Duration::from_millis(50)), None);
+        let _ = at((i64::MIN, 0));
     }
 }

@@ -59,56 +59,119 @@ impl SchedPolicy {
     }
 }
 
+thread_local! {
+    /// The policy this thread had before [`become_background`] made it
+    /// batch (`None` on other threads, and on one left as it was).
+    static FOREGROUND: std::cell::Cell<Option<SchedPolicy>> = const { std::cell::Cell::new(None) };
+}
+
 /// Makes the calling thread a background thread: `SCHED_BATCH` (same nice
-/// value) if it runs under the default `SCHED_OTHER`. A thread the
-/// application gave another policy (real time, `SCHED_IDLE`, already
-/// batch) keeps it. Returns the policy it had, for the threads it starts
-/// on the application's behalf ([`SchedPolicy::apply`]). Lowering one's
-/// own policy needs no privilege; if it fails anyway the thread simply
-/// stays as it was.
-pub fn become_background() -> Option<SchedPolicy> {
-    let had = SchedPolicy::current()?;
-    if had.base() == libc::SCHED_OTHER {
-        let batch = SchedPolicy {
-            policy: libc::SCHED_BATCH | (had.policy & libc::SCHED_RESET_ON_FORK),
-            priority: 0,
-        };
-        // Failure leaves the thread as it was, which is only slower.
-        let _ = batch.apply();
+/// value) if it runs under the default `SCHED_OTHER`, so that its
+/// wake-ups do not preempt the running thread. A thread that has another
+/// policy (real time, `SCHED_IDLE`, already batch) keeps it. Lowering
+/// one's own policy needs no privilege; if it fails anyway the thread
+/// simply stays as it was. [`foreground_policy`] then gives what the
+/// thread had, for the threads it starts and the code it runs on the
+/// application's behalf.
+pub fn become_background() {
+    let Some(had) = SchedPolicy::current() else {
+        return;
+    };
+    if had.base() != libc::SCHED_OTHER {
+        return;
     }
-    Some(had)
+    let batch = SchedPolicy {
+        policy: libc::SCHED_BATCH | (had.policy & libc::SCHED_RESET_ON_FORK),
+        priority: 0,
+    };
+    if batch.apply().is_ok() {
+        FOREGROUND.with(|f| f.set(Some(had)));
+    }
+}
+
+/// The policy the calling thread had before [`become_background`] made it
+/// batch; `None` if it did not.
+pub fn foreground_policy() -> Option<SchedPolicy> {
+    FOREGROUND.with(|f| f.get())
+}
+
+/// Gives the calling thread `policy` (what a background thread had, see
+/// [`foreground_policy`]), falling back to `SCHED_OTHER`, which a batch
+/// thread may always return to, if the kernel refuses it.
+pub fn become_foreground(policy: SchedPolicy) {
+    if policy.apply().is_err() {
+        let _ = SchedPolicy {
+            policy: libc::SCHED_OTHER | (policy.policy & libc::SCHED_RESET_ON_FORK),
+            priority: 0,
+        }
+        .apply();
+    }
+}
+
+/// Runs `f` with the calling thread back at its [`foreground_policy`] if
+/// it is a background thread (for application code the library calls
+/// from one: a logger, which may start threads of its own that would
+/// inherit batch), and batch again afterwards.
+pub fn in_foreground<T>(f: impl FnOnce() -> T) -> T {
+    let Some(fg) = foreground_policy() else {
+        return f();
+    };
+    become_foreground(fg);
+    let r = f();
+    let _ = SchedPolicy {
+        policy: libc::SCHED_BATCH | (fg.policy & libc::SCHED_RESET_ON_FORK),
+        priority: 0,
+    }
+    .apply();
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn base() -> i32 {
+        SchedPolicy::current().unwrap().base()
+    }
+
+    /// Test threads start as `SCHED_OTHER` whatever policy the runner has
+    /// (root may leave `SCHED_IDLE`; these tests run as root in CI).
+    fn other() -> SchedPolicy {
+        let p = SchedPolicy {
+            policy: libc::SCHED_OTHER,
+            priority: 0,
+        };
+        p.apply().expect("SCHED_OTHER");
+        p
+    }
+
     #[test]
     fn background_thread_is_batch_and_gives_back_what_it_had() {
         std::thread::spawn(|| {
-            let before = SchedPolicy::current().expect("own policy");
-            assert_eq!(
-                before.base(),
-                libc::SCHED_OTHER,
-                "test threads start as SCHED_OTHER"
-            );
-            let had = become_background().expect("own policy");
+            let before = other();
+            assert_eq!(foreground_policy(), None);
+            become_background();
+            assert_eq!(base(), libc::SCHED_BATCH);
+            let had = foreground_policy().expect("made batch");
             assert_eq!(had, before);
-            assert_eq!(SchedPolicy::current().unwrap().base(), libc::SCHED_BATCH);
+            // Application code run from it sees the policy it had.
+            assert_eq!(in_foreground(base), libc::SCHED_OTHER);
+            assert_eq!(base(), libc::SCHED_BATCH);
             // A thread started from it inherits batch until it applies
             // what the application had.
             let child = std::thread::spawn(move || {
-                let inherited = SchedPolicy::current().unwrap().base();
-                had.apply().unwrap();
+                let inherited = base();
+                become_foreground(had);
                 (inherited, SchedPolicy::current().unwrap())
             })
             .join()
             .unwrap();
             assert_eq!(child.0, libc::SCHED_BATCH);
             assert_eq!(child.1, before);
-            // Already batch: left as it is.
-            assert_eq!(become_background().unwrap().base(), libc::SCHED_BATCH);
-            assert_eq!(SchedPolicy::current().unwrap().base(), libc::SCHED_BATCH);
+            // Already batch: left as it is, and what it had is kept.
+            become_background();
+            assert_eq!(base(), libc::SCHED_BATCH);
+            assert_eq!(foreground_policy(), Some(had));
         })
         .join()
         .unwrap();
@@ -117,14 +180,33 @@ mod tests {
     #[test]
     fn an_idle_thread_keeps_its_policy() {
         std::thread::spawn(|| {
+            other();
             SchedPolicy {
                 policy: libc::SCHED_IDLE,
                 priority: 0,
             }
             .apply()
             .unwrap();
-            assert_eq!(become_background().unwrap().base(), libc::SCHED_IDLE);
-            assert_eq!(SchedPolicy::current().unwrap().base(), libc::SCHED_IDLE);
+            become_background();
+            assert_eq!(base(), libc::SCHED_IDLE);
+            assert_eq!(foreground_policy(), None);
+            assert_eq!(in_foreground(base), libc::SCHED_IDLE);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_refused_policy_falls_back_to_other() {
+        std::thread::spawn(|| {
+            other();
+            become_background();
+            // SCHED_DEADLINE cannot be set with sched_setscheduler.
+            become_foreground(SchedPolicy {
+                policy: libc::SCHED_DEADLINE,
+                priority: 0,
+            });
+            assert_eq!(base(), libc::SCHED_OTHER);
         })
         .join()
         .unwrap();

@@ -840,9 +840,10 @@ def advertise(
 
     ``protocols``: 1 to 16 names of ``[a-z0-9_.-]`` (``None``: ``["msg"]``).
     The handler runs on a thread of its own per connection, with the
-    calling thread's scheduling policy, and owns the connection (closed
-    when dropped). The advertisement's waiter thread runs as
-    ``SCHED_BATCH`` when the calling thread runs under ``SCHED_OTHER``. If it raises, the exception is
+    scheduling policy the waiter thread started with (the calling
+    thread's), and owns the connection (closed when dropped). The
+    advertisement's waiter thread runs as ``SCHED_BATCH`` when it starts
+    under ``SCHED_OTHER``. If it raises, the exception is
     reported through ``sys.unraisablehook`` (by default on stderr) and the
     connection is closed. Raises ``InvalidError`` (bad tenant id or
     protocols), ``ExistsError`` (a live tenant of that id exists).

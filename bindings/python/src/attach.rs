@@ -528,9 +528,9 @@ impl From<core::TenantInfo> for TenantInfo {
 /// Advertises `tenant` in the domain, accepting `protocols` (a list of 1 to
 /// 16 names of `[a-z0-9_.-]`; `None`: `["msg"]`), and calls
 /// `handler(conn)` with each attached connection, on a thread of its own per
-/// connection (the GIL taken there) with the calling thread's scheduling
-/// policy; the waiter thread runs as `SCHED_BATCH` when the calling thread
-/// runs under `SCHED_OTHER`. The handler owns the connection: it is
+/// connection (the GIL taken there) with the scheduling policy the waiter
+/// thread started with (the calling thread's); the waiter thread runs as
+/// `SCHED_BATCH` when it starts under `SCHED_OTHER`. The handler owns the connection: it is
 /// closed when the handler drops it. If the handler raises, the exception
 /// is reported like any unraisable one (`sys.unraisablehook`, by default on
 /// stderr) and the connection is closed.

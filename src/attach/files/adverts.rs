@@ -327,7 +327,11 @@ const QUIET_MARGIN: Duration = Duration::from_millis(50);
 const FULL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether an advertisement directory whose stamp is `now` has changed in
-/// no way since a full check that took `then` with the clock at `at`:
+/// no way since a full check that took `then` with the clock at `at`
+/// (this relies on change times finer than [`QUIET_MARGIN`], as tmpfs,
+/// ext4 with large inodes, xfs and btrfs keep them, and on the kernel's
+/// clock not lagging by more than that; elsewhere a change could go unseen
+/// until the next full check, at most about 2 s later):
 /// same stamp (identity, size, change time), its last change at least
 /// [`QUIET_MARGIN`] before `at`, and the check younger than
 /// [`FULL_CHECK_EVERY`] (plus the spread). Entries are added to, removed
@@ -337,7 +341,10 @@ const FULL_CHECK_EVERY: Duration = Duration::from_secs(1);
 fn quiet_since(then: &Stamp, at: SystemTime, now: &Stamp, clock: SystemTime) -> bool {
     let spread = Duration::from_millis(then.id().ino() % 1024);
     then == now
-        && then.changed() + QUIET_MARGIN <= at
+        && then
+            .changed()
+            .and_then(|t| t.checked_add(QUIET_MARGIN))
+            .is_some_and(|t| t <= at)
         && clock
             .duration_since(at)
             .is_ok_and(|d| d < FULL_CHECK_EVERY + spread)
