@@ -33,6 +33,10 @@ pub struct Remote {
     wake: OwnedFd,
     watches: BTreeMap<u32, Watch>,
     pending: Vec<Happening>,
+    /// Ends to acknowledge to the Spawner: sent after the request that
+    /// follows them (the restart's `spawn`), so that the Spawner, woken by
+    /// the first line, finds that request already there.
+    acks: Vec<u32>,
     tried: Instant,
 }
 
@@ -47,6 +51,7 @@ impl Remote {
             wake,
             watches: BTreeMap::new(),
             pending: Vec::new(),
+            acks: Vec::new(),
             tried: Instant::now() - RETRY,
         }
     }
@@ -77,9 +82,7 @@ impl Remote {
     fn spawner_line(&mut self, l: &[u8]) -> Option<FromSpawner> {
         match wire::parse::<FromSpawner>(l) {
             Ok(FromSpawner::Exited(e)) => {
-                if let Some(s) = &mut self.spawner {
-                    s.send(&ToSpawner::Ack { pid: e.pid });
-                }
+                self.acks.push(e.pid);
                 self.pending.push(Happening::Exited {
                     pid: e.pid,
                     exit: e.exit,
@@ -94,13 +97,27 @@ impl Remote {
         }
     }
 
-    /// Sends `m` to the Spawner and waits up to 5 s for the first answer
-    /// that `want` takes (news meanwhile are kept).
+    /// Sends the acknowledgements of the ends taken in (an end not
+    /// acknowledged, on a connection that is gone, is sent again by the
+    /// Spawner to the next Server).
+    fn send_acks(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        if let Some(s) = &mut self.spawner {
+            for pid in acks {
+                s.send(&ToSpawner::Ack { pid });
+            }
+        }
+    }
+
+    /// Sends `m` to the Spawner, then the acknowledgements due, and waits
+    /// up to 5 s for the first answer that `want` takes (news meanwhile are
+    /// kept).
     fn ask<T>(&mut self, m: &ToSpawner, want: impl Fn(FromSpawner) -> Option<T>) -> Option<T> {
         self.connect();
         if !self.spawner.as_mut()?.send(m) {
             return None;
         }
+        self.send_acks();
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
             let lines = self
@@ -188,6 +205,9 @@ impl Backend for Remote {
 
     fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>) {
         self.connect();
+        // What the last round decided has been sent (a restart's `spawn`
+        // before the end's acknowledgement).
+        self.send_acks();
         let mut wait = if self.pending.is_empty() {
             wait
         } else {
