@@ -1,8 +1,10 @@
 //! The calling thread's scheduling policy: a library thread that only
 //! waits for work on the application's behalf (an advertisement's waiter)
-//! runs as `SCHED_BATCH`, so that its wake-ups never preempt the
-//! application's threads, and what it starts for the application (a
-//! connection's handler thread) gets back the policy the application had.
+//! runs as `SCHED_BATCH`, so that its wake-ups do not preempt the
+//! application's threads (it still shares the CPU with them at the
+//! scheduler's ticks), and what it starts or calls for the application (a
+//! connection's handler thread, the logger) gets back the policy the
+//! thread had before.
 //!
 //! `sched_getscheduler(2)` and `sched_setscheduler(2)` with pid 0 act on
 //! the calling thread. rustix does not wrap them; they are called through
