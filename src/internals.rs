@@ -101,6 +101,9 @@ pub mod ha {
     // The connection the Spawner makes for a child: mtipc-ha's Spawner,
     // tests/ha_hooks.
     pub use crate::ha::inherit::Preconnect;
+    // A child started with a connection as its descriptor 3, as the
+    // Spawner starts one: tests/ha_hooks (through tests/common).
+    pub use crate::ha::inherit::give_as_fd3;
     // The messages: fuzz/ha_message, tests/parsers.
     pub use crate::ha::proto::{parse, Health, Message, MAX_MESSAGE};
 }

@@ -420,10 +420,11 @@ fn adopt(value: &std::ffi::OsStr, path: &Path) -> Option<OwnedFd> {
     Some(fd)
 }
 
-#[cfg(test)]
 /// Gives `raw` to the process `cmd` starts as its descriptor 3 (open across
-/// the exec), as the Spawner does with the Monitor connection.
-pub(crate) fn give_as_fd3(cmd: &mut std::process::Command, raw: RawFd) {
+/// the exec), as the Spawner does with the Monitor connection. For tests
+/// (the library's own and, through `internals::ha`, the integration
+/// tests'): the Spawner itself passes it with `posix_spawn`'s file actions.
+pub fn give_as_fd3(cmd: &mut std::process::Command, raw: RawFd) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure makes system calls only (dup2 or fcntl):
     // async-signal-safe, no allocation.

@@ -48,6 +48,15 @@ impl SchedPolicy {
         self.policy & !libc::SCHED_RESET_ON_FORK
     }
 
+    /// `base` (a time-sharing policy, priority 0), keeping this policy's
+    /// `SCHED_RESET_ON_FORK` flag.
+    fn as_base(&self, base: i32) -> SchedPolicy {
+        SchedPolicy {
+            policy: base | (self.policy & libc::SCHED_RESET_ON_FORK),
+            priority: 0,
+        }
+    }
+
     /// Gives this policy to the calling thread.
     pub fn apply(&self) -> std::io::Result<()> {
         let param = libc::sched_param {
@@ -82,11 +91,7 @@ pub fn become_background() {
     if had.base() != libc::SCHED_OTHER {
         return;
     }
-    let batch = SchedPolicy {
-        policy: libc::SCHED_BATCH | (had.policy & libc::SCHED_RESET_ON_FORK),
-        priority: 0,
-    };
-    if batch.apply().is_ok() {
+    if had.as_base(libc::SCHED_BATCH).apply().is_ok() {
         FOREGROUND.with(|f| f.set(Some(had)));
     }
 }
@@ -102,11 +107,7 @@ pub fn foreground_policy() -> Option<SchedPolicy> {
 /// thread may always return to, if the kernel refuses it.
 pub fn become_foreground(policy: SchedPolicy) {
     if policy.apply().is_err() {
-        let _ = SchedPolicy {
-            policy: libc::SCHED_OTHER | (policy.policy & libc::SCHED_RESET_ON_FORK),
-            priority: 0,
-        }
-        .apply();
+        let _ = policy.as_base(libc::SCHED_OTHER).apply();
     }
 }
 
@@ -120,11 +121,7 @@ pub fn in_foreground<T>(f: impl FnOnce() -> T) -> T {
     };
     become_foreground(fg);
     let r = f();
-    let _ = SchedPolicy {
-        policy: libc::SCHED_BATCH | (fg.policy & libc::SCHED_RESET_ON_FORK),
-        priority: 0,
-    }
-    .apply();
+    let _ = fg.as_base(libc::SCHED_BATCH).apply();
     r
 }
 

@@ -291,28 +291,10 @@ pub fn spawn_as_uid(uid: u32, make: impl Fn(&Path) -> Command) -> (Scratch, Chil
     panic!("uid {uid} can run this test binary from none of: {tried:?}");
 }
 
-/// Gives `raw` to the process `cmd` starts as its descriptor 3 (open across
-/// the exec), as the Spawner does with the Monitor connection.
-#[allow(dead_code)]
-pub fn give_as_fd3(cmd: &mut Command, raw: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure makes system calls only (dup2 or fcntl):
-    // async-signal-safe, no allocation.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would leave it close-on-exec.
-            let r = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
+/// Gives `raw` to the process a `Command` starts as its descriptor 3 (the
+/// library's helper, as the Spawner hands the Monitor connection over).
+#[allow(unused_imports)]
+pub use mtipc::internals::ha::give_as_fd3;
 
 /// The sockets process `pid` holds: each descriptor's number and its
 /// `flags` (octal in `/proc/PID/fdinfo`, e.g. `O_CLOEXEC`).

@@ -456,6 +456,8 @@ fn list_with(
     // advertises many tenants.
     let mut procs = Procs::default();
     let mut skipped = Skipped::default();
+    // Before every stamp the listing takes (`examine_cached`).
+    let clock = SystemTime::now();
     let entries =
         std::fs::read_dir(adverts.path()).map_err(|e| Error::io(adverts.path().display(), e))?;
     let mut removal = Removal::default();
@@ -483,7 +485,7 @@ fn list_with(
                     .file_type()
                     .is_ok_and(|t| t.is_dir())
                     .then(|| entry.ino());
-                examine_cached(&adverts, &name, ino, &mut procs, c)
+                examine_cached(&adverts, &name, ino, clock, &mut procs, c)
             }
             None => examine(&adverts, &name, &mut procs).0,
         };
@@ -631,15 +633,16 @@ fn examine_cached(
     adverts: &Dir,
     name: &str,
     dir_ino: Option<u64>,
+    clock: SystemTime,
     procs: &mut Procs,
     cache: &mut HashMap<String, Cached>,
 ) -> Entry {
     if let Some(c) = cache.get_mut(name) {
         let same_dir = dir_ino == Some(c.dir_id.ino());
-        // The clock, then the directory's own stamp, then (if it changed
-        // or is due) the files: a change after this stamp gets a later
-        // change time (see `quiet_since`).
-        let clock = SystemTime::now();
+        // The clock (read once for the listing, before any stamp), then
+        // the directory's own stamp, then (if it changed or is due) the
+        // files: a change after this stamp gets a later change time (see
+        // `quiet_since`).
         let dir_stamp = if same_dir {
             c.dir.own_stamp().ok()
         } else {

@@ -329,9 +329,8 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             pid: e.pid,
             exit: e.exit,
         });
-        if let Some(s) = &mut remote.spawner {
-            s.send(&ToSpawner::Ack { pid: e.pid });
-        }
+        // Sent with the first wait, as every acknowledgement is.
+        remote.acks.push(e.pid);
     }
     let mut sup = Supervisor::new(
         &config,
