@@ -731,6 +731,108 @@ fn root_may_ask_a_supervisor_of_another_uid() {
     assert_eq!(node.process("s")["state"], "stopped");
 }
 
+/// Processes restarted at once (`restart_backoff_ms = 0`; under `up`, by
+/// the Spawner on the Server's standing order) stop when asked and stay
+/// stopped. One that runs: stopped and started 5 times, it starts exactly
+/// once each time (its stop signal calls its order off: nothing is
+/// started to be killed). One that ends every 20 ms, stopped and started
+/// 10 times: a stop that crosses one of its ends leaves nothing running
+/// (a process started again on the order while the stop was on its way
+/// is killed; once the stop is asked for, a new process of it would run
+/// on, so one left over would be seen), and nothing starts it again
+/// until it is started.
+fn processes_restarted_at_once_stop_when_asked() {
+    let d = Scratch::create("atonce");
+    let steady = d.0.join("steady");
+    let flap = d.0.join("flap");
+    let hold = d.0.join("hold");
+    let body = format!(
+        "[[process]]\nname = \"steady\"\ncommand = [\"/bin/sh\", \"-c\", {}]\nrestart_backoff_ms = 0\n\n\
+         [[process]]\nname = \"flap\"\ncommand = [\"/bin/sh\", \"-c\", {}]\n\
+         restart_backoff_ms = 0\nrestart_max = 1000000\nrestart_window_ms = 1000\n",
+        toml_str(&format!("echo $$ >> {}; exec sleep 1000", steady.display())),
+        toml_str(&format!(
+            "echo $$ >> {}; [ -e {} ] && exec sleep 1000; sleep 0.02; exit 1",
+            flap.display(),
+            hold.display()
+        ))
+    );
+    let node = Node::serving(&d.0, &body);
+    let starts = |f: &Path| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < end, "{what}\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let not_wanted = "not wanted now";
+    for round in 1..=5 {
+        wait_for(&format!("steady round {round}: its start"), &|| {
+            starts(&steady) == round
+        });
+        node.ok(&["stop", "steady"]);
+        wait_for(&format!("steady round {round}: stopped"), &|| {
+            node.process("steady")["state"] == "stopped"
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            starts(&steady),
+            round,
+            "steady round {round}\n{}",
+            node.log()
+        );
+        assert_eq!(
+            ha_node::live_named(&node.domain(), "steady"),
+            Vec::<u32>::new()
+        );
+        node.ok(&["start", "steady"]);
+    }
+    assert!(!node.log().contains(not_wanted), "{}", node.log());
+    for round in 0..10 {
+        // Flapping: three more starts.
+        let from = starts(&flap);
+        wait_for(&format!("flap round {round}: it restarts"), &|| {
+            starts(&flap) >= from + 3
+        });
+        std::fs::write(&hold, "").unwrap();
+        node.ok(&["stop", "flap"]);
+        wait_for(&format!("flap round {round}: stopped"), &|| {
+            node.process("flap")["state"] == "stopped"
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let p = node.process("flap");
+        assert_eq!(
+            p["state"],
+            "stopped",
+            "flap round {round}: {p}\n{}",
+            node.log()
+        );
+        assert!(p["pid"].is_null(), "flap round {round}: {p}");
+        assert_eq!(
+            ha_node::live_named(&node.domain(), "flap"),
+            Vec::<u32>::new(),
+            "flap round {round}: a process of the name still runs\n{}",
+            node.log()
+        );
+        let n = starts(&flap);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            starts(&flap),
+            n,
+            "flap round {round}: started while stopped\n{}",
+            node.log()
+        );
+        std::fs::remove_file(&hold).unwrap();
+        node.ok(&["start", "flap"]);
+    }
+}
+
 // Every test runs against both programs: `mtipc-ha run` (one process)
 // and `mtipc-ha up` (the five roles).
 ha_node::both!(
@@ -741,4 +843,5 @@ ha_node::both!(
     waits_show_progress_time_out_and_report_failures,
     hostile_requests_on_the_wire,
     root_may_ask_a_supervisor_of_another_uid,
+    processes_restarted_at_once_stop_when_asked,
 );

@@ -1,7 +1,10 @@
 //! The five roles of `mtipc-ha up` under `kill -9`: for each role, 20
 //! times (`MTIPC_HA_KILLS` to change it), the role is killed while the
-//! node's processes start, run and stop (a `mtipc ha restart @g` in
-//! flight, the kill at a random moment within its first 120 ms). After
+//! node's processes start, run and stop: every other time a `mtipc ha
+//! restart @g` in flight, the kill at a random moment within its first
+//! 120 ms; the other times right after (0 to 3 ms) a `kill -9` of `g1`,
+//! which restarts at once (its backoff is 0) on the Spawner's standing
+//! order. After
 //! each kill: the role runs again (another pid), every process that should
 //! run is running, none twice, none orphaned and no zombie left under the
 //! node (all checked through `/proc`: each supervised process is found by
@@ -54,8 +57,16 @@ impl Node {
             "[{}, \"child_entry\", \"--exact\", \"--nocapture\", \"--test-threads=1\", \"-q\"]\nenv = {{ {VAR}_ROLE = \"notify\" }}",
             serde_json::to_string(&exe.display().to_string()).unwrap()
         );
+        // The group's processes restart at once if they end (a backoff
+        // of 0): they run under the Spawner's standing orders, which the
+        // group's restarts call off.
         let sleeper = |name: &str, extra: &str| {
-            format!("[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & exec sleep 1000\"]\nrestart_backoff_ms = 10\nstop_timeout_ms = 2000\n{extra}\n")
+            let backoff = if extra.contains("tenant_group") {
+                0
+            } else {
+                10
+            };
+            format!("[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & exec sleep 1000\"]\nrestart_backoff_ms = {backoff}\nstop_timeout_ms = 2000\n{extra}\n")
         };
         let text = format!(
             "[node]\nname = \"k\"\ndomain = \"{dom}\"\n\n{a}{b}{c}\
@@ -335,19 +346,37 @@ fn kill_role_repeatedly(role: &str) {
     for k in 0..n {
         let what = format!("{role} kill {}/{n}", k + 1);
         let victim = node.role(role).expect("the role runs");
-        // Processes starting and stopping: a group restart in flight.
-        let mut restart = node
-            .mtipc(&["restart", "@g", "--timeout-ms", "20000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rand_below(120, k as u64)));
-        // SAFETY: kill has no memory effects.
-        assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-        // The restart may fail with its Server gone; the group is wanted
-        // again either way.
-        let _ = restart.wait();
+        if k % 2 == 0 {
+            // Processes starting and stopping: a group restart in flight.
+            let mut restart = node
+                .mtipc(&["restart", "@g", "--timeout-ms", "20000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rand_below(120, k as u64)));
+            // SAFETY: kill has no memory effects.
+            assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+            // The restart may fail with its Server gone; the group is
+            // wanted again either way.
+            let _ = restart.wait();
+        } else {
+            // A process that is restarted at once (on the Spawner's
+            // standing order) killed, the role killed while that happens.
+            let s = node.status().expect("a status");
+            let g1 = s["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "g1")
+                .and_then(|p| p["pid"].as_u64())
+                .expect("g1 runs");
+            // SAFETY: kill has no memory effects.
+            assert_eq!(unsafe { libc::kill(g1 as i32, libc::SIGKILL) }, 0);
+            std::thread::sleep(Duration::from_micros(rand_below(3000, k as u64)));
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+        }
         let end = Instant::now() + Duration::from_secs(10);
         while node.role(role).map_or(true, |p| p == victim) {
             assert!(

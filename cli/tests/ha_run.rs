@@ -1047,6 +1047,125 @@ restart = "never"
     );
 }
 
+/// `restart_backoff_ms = 0` (restarted at once: under `up` the Spawner
+/// starts the process again on the Server's standing order, without
+/// asking): the policies and the cap hold as with a backoff; a process
+/// killed with `kill -9` at varying moments after its start is followed
+/// by exactly one new process each time, counted as a restart, and its
+/// dependent is left alone.
+fn restart_at_once_keeps_policies_cap_and_one_process() {
+    let d = Scratch::create("atonce");
+    let count = |name: &str, end: &str| {
+        sh(&format!(
+            "echo x 0 $$ >> {}; {end}",
+            d.0.join(name).display()
+        ))
+    };
+    let body = format!(
+        r#"
+[[process]]
+name = "onfail-ok"
+command = {}
+restart = "on-failure"
+restart_backoff_ms = 0
+
+[[process]]
+name = "onfail-bad"
+command = {}
+restart = "on-failure"
+restart_backoff_ms = 0
+restart_max = 2
+
+[[process]]
+name = "always-ok"
+command = {}
+restart_backoff_ms = 0
+restart_max = 3
+
+[[process]]
+name = "steady"
+command = {}
+restart_backoff_ms = 0
+restart_max = 1000
+
+[[process]]
+name = "dep"
+command = ["/bin/sleep", "1000"]
+depends_on = ["steady"]
+restart_backoff_ms = 0
+"#,
+        count("onfail-ok", "exit 0"),
+        count("onfail-bad", "exit 2"),
+        count("always-ok", "exit 0"),
+        count("steady", "exec sleep 1000"),
+    );
+    let node = Node::start(&d.0, &body);
+    let p = node.wait_state("onfail-ok", "stopped", Duration::from_secs(10));
+    assert_eq!(p["reason"], "exited (exit 0)");
+    let p = node.wait_state("onfail-bad", "failed", Duration::from_secs(10));
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit 2; 2 restarts"),
+        "{p}"
+    );
+    let p = node.wait_state("always-ok", "failed", Duration::from_secs(10));
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit 0; 3 restarts"),
+        "{p}"
+    );
+    let dep = node.wait_state("dep", "up", Duration::from_secs(10))["pid"].clone();
+    let mut p = node.wait_state("steady", "up", Duration::from_secs(10));
+    let mut pids = vec![p["pid"].as_u64().unwrap()];
+    let kills = 20;
+    for k in 1..=kills {
+        let old = p["pid"].as_u64().unwrap();
+        // At once after the start is seen, or up to 20 ms later.
+        std::thread::sleep(Duration::from_millis(5 * (k % 5)));
+        // SAFETY: kill has no memory effects.
+        assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+        p = node.wait("steady", Duration::from_secs(10), |p| {
+            p["state"] == "up" && p["pid"].as_u64().is_some_and(|n| n != old) && p["restarts"] == k
+        });
+        let new = p["pid"].as_u64().unwrap();
+        pids.push(new);
+        assert_eq!(
+            ha_node::live_named(&node.domain(), "steady"),
+            vec![new as u32],
+            "kill {k}: one process of the name, the status's\n--- log:\n{}",
+            node.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let p = node.process("steady").unwrap();
+    assert_eq!(p["restarts"], kills);
+    assert_eq!(p["pid"].as_u64(), pids.last().copied());
+    // Every start stamped (a process killed before its shell got to the
+    // stamp has none) was one the status showed: nothing started twice.
+    let st = stamps(&d.0.join("steady"));
+    assert!(st.len() <= pids.len(), "{st:?} against {pids:?}");
+    for (_, _, pid) in &st {
+        assert!(
+            pids.contains(&u64::from(*pid)),
+            "pid {pid} of {st:?} not in {pids:?}"
+        );
+    }
+    assert_eq!(
+        node.process("dep").unwrap()["pid"],
+        dep,
+        "the dependent was left alone"
+    );
+    let runs = |n: &str| stamps(&d.0.join(n)).len();
+    assert_eq!(
+        [runs("onfail-ok"), runs("onfail-bad"), runs("always-ok")],
+        [1, 3, 4]
+    );
+}
+
 // Every test runs against both programs: `mtipc-ha run` (one process)
 // and `mtipc-ha up` (the five roles).
 ha_node::both!(
@@ -1065,4 +1184,5 @@ ha_node::both!(
     a_second_supervisor_of_the_domain_is_refused,
     a_second_sigterm_kills_at_once,
     restart_policies,
+    restart_at_once_keeps_policies_cap_and_one_process,
 );

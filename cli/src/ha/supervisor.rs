@@ -27,7 +27,7 @@ use mtipc::ha::config::{Config, Process, Ready, Restart};
 use mtipc::internals::ha::Endpoint;
 use mtipc::log::Level;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -208,6 +208,18 @@ pub enum SpawnError {
     Unavailable(String),
 }
 
+/// A running process that the table would start again at once if it
+/// ended now (see [`Backend::restart_at_once`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtOnce {
+    /// The process.
+    pub pid: u32,
+    /// Its start time.
+    pub start: u64,
+    /// Only if it fails (`restart = "on-failure"`).
+    pub failed_only: bool,
+}
+
 /// Where the table's requests go and its news come from.
 pub trait Backend {
     /// Starts `p` with its output to `log`.
@@ -220,6 +232,16 @@ pub trait Backend {
     fn unwatch(&mut self, pid: u32);
     /// Waits at most `wait` for news; appends them to `out`.
     fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>);
+    /// The running processes that the table would start again at once if
+    /// they ended now, given after every round (the whole list each
+    /// time). A backend may start such a process again as soon as it
+    /// ends, before the table hears of the end, and answer the table's
+    /// next [`Backend::spawn`] of that name with it; a process started so
+    /// that the table does not ask for by the end of the round in which
+    /// it hears of the end is the backend's to kill. Signalling a process
+    /// ([`Backend::signal`]) calls this off for it at once. The default
+    /// does nothing (the table starts every process itself).
+    fn restart_at_once(&mut self, _now: &[AtOnce]) {}
 }
 
 /// The backend of `mtipc-ha run`: everything in this process. It spawns
@@ -643,7 +665,58 @@ impl Supervisor {
         let now = Instant::now();
         self.start_ready(now);
         self.stop_due(now);
+        let at_once = self.at_once(now);
+        self.backend.restart_at_once(&at_once);
         self.write_status();
+    }
+
+    /// The running processes that [`Supervisor::exited`] would restart at
+    /// once (a backoff of 0, the cap not reached within the window, the
+    /// policy not `never`), that are wanted and not being stopped, whose
+    /// dependencies are up, on a node that is not stopping.
+    fn at_once(&self, now: Instant) -> Vec<AtOnce> {
+        if self.node_stopping {
+            return Vec::new();
+        }
+        let up: HashMap<&str, bool> = self
+            .entries
+            .iter()
+            .map(|e| (e.cfg.name.as_str(), e.is_up()))
+            .collect();
+        let mut v = Vec::new();
+        for e in &self.entries {
+            let Some(pid) = e.pid else { continue };
+            if !e.want
+                || e.stopping.is_some()
+                || e.cfg.restart_backoff_ms != 0
+                || e.cfg.restart == Restart::Never
+            {
+                continue;
+            }
+            let window = Duration::from_millis(e.cfg.restart_window_ms);
+            let recent = e
+                .recent
+                .iter()
+                .filter(|&&t| now.saturating_duration_since(t) < window)
+                .count();
+            if recent >= e.cfg.restart_max as usize {
+                continue;
+            }
+            if !e
+                .cfg
+                .depends_on
+                .iter()
+                .all(|d| up.get(d.as_str()).copied().unwrap_or(true))
+            {
+                continue;
+            }
+            v.push(AtOnce {
+                pid,
+                start: e.start,
+                failed_only: e.cfg.restart == Restart::OnFailure,
+            });
+        }
+        v
     }
 
     fn by_pid(&self, pid: u32) -> Option<usize> {
@@ -1096,6 +1169,136 @@ mod tests {
             .find(|e| e.cfg.name == name)
             .unwrap()
             .state
+    }
+
+    /// A backend without processes: pids handed out in order, ends given
+    /// by the test, the last list of [`Backend::restart_at_once`] kept.
+    struct Fake {
+        next: u32,
+        news: std::rc::Rc<std::cell::RefCell<Vec<Happening>>>,
+        orders: std::rc::Rc<std::cell::RefCell<Vec<AtOnce>>>,
+    }
+    impl Backend for Fake {
+        fn spawn(&mut self, _p: &Process, _log: &Path) -> Result<Spawned, SpawnError> {
+            self.next += 1;
+            Ok(Spawned {
+                pid: self.next,
+                start: 1,
+            })
+        }
+        fn signal(&mut self, _pid: u32, _start: u64, _sig: i32) {}
+        fn watch(&mut self, _w: Watch) {}
+        fn unwatch(&mut self, _pid: u32) {}
+        fn wait(&mut self, _wait: Duration, out: &mut Vec<Happening>) {
+            out.append(&mut self.news.borrow_mut());
+        }
+        fn restart_at_once(&mut self, now: &[AtOnce]) {
+            *self.orders.borrow_mut() = now.to_vec();
+        }
+    }
+
+    /// Which running processes the table says it would restart at once:
+    /// a backoff of 0, a policy other than `never` (`on-failure`: only
+    /// if it failed), under the cap, wanted and not stopping, its
+    /// dependencies up, the node not stopping.
+    #[test]
+    fn restart_at_once_is_given_only_where_the_table_would_restart_at_once() {
+        let text = "[node]\nname = \"t\"\n\
+            [[process]]\nname = \"now\"\ncommand = [\"x\"]\nrestart_backoff_ms = 0\nrestart_max = 1\n\
+            [[process]]\nname = \"later\"\ncommand = [\"x\"]\n\
+            [[process]]\nname = \"never\"\ncommand = [\"x\"]\nrestart_backoff_ms = 0\nrestart = \"never\"\n\
+            [[process]]\nname = \"onfail\"\ncommand = [\"x\"]\nrestart_backoff_ms = 0\nrestart = \"on-failure\"\n\
+            [[process]]\nname = \"db\"\ncommand = [\"x\"]\nready = \"notify\"\nrestart_backoff_ms = 0\n\
+            [[process]]\nname = \"web\"\ncommand = [\"x\"]\ndepends_on = [\"db\"]\nrestart_backoff_ms = 0\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let news = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let orders = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let fake = Fake {
+            next: 100,
+            news: news.clone(),
+            orders: orders.clone(),
+        };
+        let d = scratch("atonce");
+        let mut sup = Supervisor::new(
+            &config,
+            Box::new(fake),
+            Options {
+                status_file: None,
+                domain: d.0.clone(),
+            },
+        );
+        let pid = |sup: &Supervisor, n: &str| {
+            sup.entries
+                .iter()
+                .find(|e| e.cfg.name == n)
+                .unwrap()
+                .pid
+                .unwrap()
+        };
+        let given = |sup: &Supervisor| -> Vec<(String, bool)> {
+            let mut v: Vec<(String, bool)> = orders
+                .borrow()
+                .iter()
+                .map(|a| {
+                    let e = sup.entries.iter().find(|e| e.pid == Some(a.pid)).unwrap();
+                    assert_eq!(a.start, e.start);
+                    (e.cfg.name.clone(), a.failed_only)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let own = |v: &[(&str, bool)]| -> Vec<(String, bool)> {
+            v.iter().map(|(n, f)| (n.to_string(), *f)).collect()
+        };
+        sup.start_all();
+        sup.step(Duration::ZERO);
+        // web waits for db's `ready`: not running yet.
+        assert_eq!(
+            given(&sup),
+            own(&[("db", false), ("now", false), ("onfail", true)])
+        );
+        let db = pid(&sup, "db");
+        news.borrow_mut()
+            .push(Happening::Seen(Seen::Ready { pid: db }));
+        sup.step(Duration::ZERO);
+        assert_eq!(
+            given(&sup),
+            own(&[
+                ("db", false),
+                ("now", false),
+                ("onfail", true),
+                ("web", false)
+            ])
+        );
+        // `now` ends and is restarted (at once): its one restart within the
+        // window is used, so it gets no order (the next end fails it).
+        let now = pid(&sup, "now");
+        news.borrow_mut().push(Happening::Exited {
+            pid: now,
+            exit: Exit::Code(1),
+        });
+        sup.step(Duration::ZERO);
+        assert_ne!(pid(&sup, "now"), now);
+        assert_eq!(
+            given(&sup),
+            own(&[("db", false), ("onfail", true), ("web", false)])
+        );
+        // db not ready (a new process): web's order is called off with it.
+        let db = pid(&sup, "db");
+        news.borrow_mut().push(Happening::Exited {
+            pid: db,
+            exit: Exit::Signal(9),
+        });
+        sup.step(Duration::ZERO);
+        assert_eq!(given(&sup), own(&[("db", false), ("onfail", true)]));
+        // A process being stopped has none; a stopping node has none.
+        sup.stop("onfail").unwrap();
+        sup.step(Duration::ZERO);
+        assert_eq!(given(&sup), own(&[("db", false)]));
+        sup.stop_all();
+        sup.step(Duration::ZERO);
+        assert_eq!(given(&sup), own(&[]));
     }
 
     #[test]

@@ -113,3 +113,44 @@ impl Drop for Node {
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
+
+/// The live processes (not zombies) that the supervisor of `domain`
+/// started as `name`, as `/proc` shows them: session leaders whose
+/// environment has `MTIPC_HA_PROCESS=name` and a `MTIPC_HA_SOCKET`
+/// under `domain` (what a process forks inherits the variables, but does
+/// not lead the session).
+#[allow(dead_code)]
+pub fn live_named(domain: &Path, name: &str) -> Vec<u32> {
+    let want = format!("MTIPC_HA_PROCESS={name}");
+    let sock = format!("MTIPC_HA_SOCKET={}/", domain.display());
+    let mut out = Vec::new();
+    for d in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if !vars.contains(&want.as_bytes()) || !vars.iter().any(|v| v.starts_with(sock.as_bytes()))
+        {
+            continue;
+        }
+        // SAFETY: getsid has no memory effects.
+        if unsafe { libc::getsid(pid as libc::pid_t) } != pid as libc::pid_t {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rfind(')')
+                    .map(|k| st[k + 1..].trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}

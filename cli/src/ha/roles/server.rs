@@ -15,7 +15,9 @@ use super::{log, Ctx, Pid, Role};
 use crate::ha::control::{self, Control};
 use crate::ha::monitor::{Seen, Watch};
 use crate::ha::spawn::{self, Spawned};
-use crate::ha::supervisor::{self, Backend, Happening, Options, SpawnError, Status, Supervisor};
+use crate::ha::supervisor::{
+    self, AtOnce, Backend, Happening, Options, SpawnError, Status, Supervisor,
+};
 use mtipc::ha::config::Process;
 use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
@@ -37,6 +39,14 @@ pub struct Remote {
     /// follows them (the restart's `spawn`), so that the Spawner, woken by
     /// the first line, finds that request already there.
     acks: Vec<u32>,
+    /// The standing orders the Spawner has on this connection, as this
+    /// side knows them: pid -> (start, only if it failed).
+    orders: BTreeMap<u32, (u64, bool)>,
+    /// Processes the Spawner started again at once on an order, until the
+    /// table asks for them (`spawn`); `true` once their predecessor's end
+    /// has been handed to the table (then a round has passed, and one not
+    /// asked for is killed).
+    restarted: Vec<(Running, bool)>,
     tried: Instant,
 }
 
@@ -52,6 +62,8 @@ impl Remote {
             watches: BTreeMap::new(),
             pending: Vec::new(),
             acks: Vec::new(),
+            orders: BTreeMap::new(),
+            restarted: Vec::new(),
             tried: Instant::now() - RETRY,
         }
     }
@@ -65,6 +77,8 @@ impl Remote {
             self.spawner = wire::connect(&super::spawner_socket(&self.domain))
                 .and_then(Conn::new)
                 .ok();
+            // A new connection has no orders (the Spawner drops them).
+            self.orders.clear();
         }
         if self.monitor.as_ref().map_or(true, Conn::closed) {
             self.monitor = wire::connect(&super::monitor_socket(&self.domain))
@@ -82,6 +96,17 @@ impl Remote {
     fn spawner_line(&mut self, l: &[u8]) -> Option<FromSpawner> {
         match wire::parse::<FromSpawner>(l) {
             Ok(FromSpawner::Exited(e)) => {
+                // The order, if any, was used or lapsed with the process.
+                self.orders.remove(&e.pid);
+                // Started again on an order: for the table to take, if the
+                // process it replaces is one the table runs (an end sent
+                // again to a new Server was taken up through the list,
+                // and the new process with it).
+                if let Some(n) = e.then {
+                    if self.watches.contains_key(&e.pid) {
+                        self.restarted.push((n, false));
+                    }
+                }
                 self.acks.push(e.pid);
                 self.pending.push(Happening::Exited {
                     pid: e.pid,
@@ -156,6 +181,13 @@ impl Remote {
 
 impl Backend for Remote {
     fn spawn(&mut self, p: &Process, _log: &Path) -> Result<Spawned, SpawnError> {
+        if let Some(k) = self.restarted.iter().position(|(r, _)| r.name == p.name) {
+            let (r, _) = self.restarted.swap_remove(k);
+            return Ok(Spawned {
+                pid: r.pid,
+                start: r.start,
+            });
+        }
         let name = p.name.clone();
         let got = self.ask(&ToSpawner::Spawn { name: name.clone() }, |m| match m {
             FromSpawner::Spawned {
@@ -176,6 +208,8 @@ impl Backend for Remote {
     }
 
     fn signal(&mut self, pid: u32, start: u64, sig: i32) {
+        // The Spawner drops its order for a process it signals.
+        self.orders.remove(&pid);
         self.connect();
         let sent = self
             .spawner
@@ -203,7 +237,57 @@ impl Backend for Remote {
         }
     }
 
+    fn restart_at_once(&mut self, now: &[AtOnce]) {
+        let Some(s) = &mut self.spawner else {
+            self.orders.clear();
+            return;
+        };
+        // The changes of the orders, then the acknowledgements due (of
+        // the ends this round acted on), in one write: the Spawner wakes
+        // once for them.
+        let mut msgs = Vec::new();
+        self.orders.retain(|pid, _| {
+            let keep = now.iter().any(|a| a.pid == *pid);
+            if !keep {
+                msgs.push(ToSpawner::CallOff { pid: *pid });
+            }
+            keep
+        });
+        for a in now {
+            let want = (a.start, a.failed_only);
+            if self.orders.insert(a.pid, want) != Some(want) {
+                msgs.push(ToSpawner::RestartAtOnce {
+                    pid: a.pid,
+                    start: a.start,
+                    failed_only: a.failed_only,
+                });
+            }
+        }
+        msgs.extend(self.acks.drain(..).map(|pid| ToSpawner::Ack { pid }));
+        s.send_all(&msgs);
+    }
+
     fn wait(&mut self, wait: Duration, out: &mut Vec<Happening>) {
+        // A process restarted on an order that the table did not ask for
+        // in the round that heard of its predecessor's end (it stopped
+        // wanting it in the meantime: an order and a stop crossed) is
+        // killed.
+        let mut k = 0;
+        while k < self.restarted.len() {
+            if !self.restarted[k].1 {
+                k += 1;
+                continue;
+            }
+            let (r, _) = self.restarted.swap_remove(k);
+            log(
+                Level::Info,
+                &format!(
+                    "server: {} (pid {}) was started again at once but is not wanted now; SIGKILL",
+                    r.name, r.pid
+                ),
+            );
+            self.signal(r.pid, r.start, libc::SIGKILL);
+        }
         self.connect();
         // What the last round decided has been sent (a restart's `spawn`
         // before the end's acknowledgement).
@@ -251,6 +335,9 @@ impl Backend for Remote {
             self.monitor = None;
         }
         out.append(&mut self.pending);
+        for r in &mut self.restarted {
+            r.1 = true;
+        }
     }
 }
 
@@ -409,4 +496,177 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         }
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::spawn::Exit;
+    use mtipc::ha::config::Config;
+    use std::os::unix::net::UnixStream;
+
+    /// A Remote whose Spawner is the other end of a socket pair (no
+    /// Monitor: its connection fails and is not needed here).
+    fn remote() -> (Remote, Conn) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (w, _keep) = UnixStream::pair().unwrap();
+        let mut r = Remote::new(Path::new("/nonexistent/mtipc-test"), OwnedFd::from(w));
+        r.spawner = Some(Conn::new(a).unwrap());
+        (r, Conn::new(b).unwrap())
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "[node]\nname = \"t\"\n[[process]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nrestart_backoff_ms = 0\n",
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn watch(r: &mut Remote, pid: u32, start: u64) {
+        r.watch(Watch {
+            name: "a".into(),
+            pid,
+            start,
+            monitor_ms: 1000,
+            watchdog_ms: 0,
+        });
+    }
+
+    /// An end of a watched process that the Spawner followed with a new
+    /// process on its order.
+    fn ended_then(spawner: &mut Conn, pid: u32, new: u32) {
+        // Start times no process has: nothing real is ever signalled.
+        let e = Ended {
+            name: "a".into(),
+            pid,
+            start: u64::MAX - 1,
+            exit: Exit::Signal(9),
+            then: Some(Running {
+                name: "a".into(),
+                pid: new,
+                start: u64::MAX,
+            }),
+        };
+        assert!(spawner.send(&FromSpawner::Exited(e)));
+    }
+
+    fn sent(spawner: &mut Conn) -> Vec<ToSpawner> {
+        spawner
+            .wait_lines(Duration::from_millis(100))
+            .iter()
+            .map(|l| wire::parse::<ToSpawner>(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_process_started_on_an_order_is_the_next_spawn_of_its_name() {
+        let (mut r, mut sp) = remote();
+        let cfg = config();
+        watch(&mut r, 1_000_001, u64::MAX - 1);
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        let mut out = Vec::new();
+        r.wait(Duration::from_millis(500), &mut out);
+        assert!(
+            matches!(out[..], [Happening::Exited { pid: 1_000_001, .. }]),
+            "{out:?}"
+        );
+        // The table asks: answered by the new process, nothing sent.
+        let s = r
+            .spawn(cfg.process("a").unwrap(), Path::new("/dev/null"))
+            .unwrap();
+        assert_eq!((s.pid, s.start), (1_000_002, u64::MAX));
+        r.wait(Duration::from_millis(10), &mut out);
+        assert_eq!(sent(&mut sp), vec![ToSpawner::Ack { pid: 1_000_001 }]);
+    }
+
+    #[test]
+    fn a_process_started_on_an_order_and_not_asked_for_is_killed() {
+        let (mut r, mut sp) = remote();
+        watch(&mut r, 1_000_001, u64::MAX - 1);
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        let mut out = Vec::new();
+        r.wait(Duration::from_millis(500), &mut out);
+        assert_eq!(out.len(), 1);
+        // The round acted on the end without asking for the process (it
+        // was being stopped): the next round kills it.
+        r.wait(Duration::from_millis(10), &mut out);
+        let msgs = sent(&mut sp);
+        assert!(
+            msgs.contains(&ToSpawner::Signal {
+                pid: 1_000_002,
+                start: u64::MAX,
+                sig: libc::SIGKILL
+            }),
+            "{msgs:?}"
+        );
+        assert!(r.restarted.is_empty());
+    }
+
+    #[test]
+    fn an_end_sent_again_for_a_process_not_watched_leaves_its_successor_alone() {
+        let (mut r, mut sp) = remote();
+        // Not watched: a new Server took the successor up from the list.
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        let mut out = Vec::new();
+        r.wait(Duration::from_millis(500), &mut out);
+        r.wait(Duration::from_millis(10), &mut out);
+        let msgs = sent(&mut sp);
+        assert!(
+            !msgs.iter().any(|m| matches!(m, ToSpawner::Signal { .. })),
+            "{msgs:?}"
+        );
+        assert!(r.restarted.is_empty());
+    }
+
+    #[test]
+    fn orders_are_sent_as_they_change_with_the_acks_in_one_write() {
+        let (mut r, mut sp) = remote();
+        let a = |pid| AtOnce {
+            pid,
+            start: 7,
+            failed_only: false,
+        };
+        r.acks.push(5);
+        r.restart_at_once(&[a(1), a(2)]);
+        assert_eq!(
+            sent(&mut sp),
+            vec![
+                ToSpawner::RestartAtOnce {
+                    pid: 1,
+                    start: 7,
+                    failed_only: false
+                },
+                ToSpawner::RestartAtOnce {
+                    pid: 2,
+                    start: 7,
+                    failed_only: false
+                },
+                ToSpawner::Ack { pid: 5 },
+            ]
+        );
+        // Unchanged: nothing sent.
+        r.restart_at_once(&[a(1), a(2)]);
+        assert_eq!(sent(&mut sp), vec![]);
+        // 1 called off; 2 signalled (the Spawner drops its order): given
+        // again if the table still says so.
+        r.signal(2, 7, 0);
+        r.restart_at_once(&[a(2)]);
+        assert_eq!(
+            sent(&mut sp),
+            vec![
+                ToSpawner::Signal {
+                    pid: 2,
+                    start: 7,
+                    sig: 0
+                },
+                ToSpawner::CallOff { pid: 1 },
+                ToSpawner::RestartAtOnce {
+                    pid: 2,
+                    start: 7,
+                    failed_only: false
+                },
+            ]
+        );
+    }
 }

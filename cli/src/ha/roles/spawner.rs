@@ -3,6 +3,15 @@
 //! node process for its log), signals their groups, reaps them, and
 //! reports every end to the Server until the Server acknowledges it.
 //!
+//! A process the Server would restart at once when it ends (no backoff,
+//! its restart cap not near, wanted, not being stopped: the Server
+//! decides) gets a *standing order* ([`ToSpawner::RestartAtOnce`]): the
+//! Spawner starts it again as soon as it reaps it and reports the end
+//! with the new process, saving the round trip to the Server and back on
+//! the restart's path. An order is used once and lapses when the process
+//! is signalled (a stop goes through here), when the Server connection
+//! changes, or when the Server calls it off.
+//!
 //! Its state (`<domain>/ha/spawner.json`: what runs, what ended
 //! unacknowledged) is rewritten after every change,
 //! so that a Spawner started after one was killed takes up the processes:
@@ -21,6 +30,7 @@ use crate::ha::supervisor::socket_path;
 use mtipc::ha::config::Config;
 use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,6 +53,9 @@ struct Spawner {
     node: Option<Conn>,
     /// The state changed since it was last written.
     dirty: bool,
+    /// Standing orders of the current Server connection: pid -> (its
+    /// start time, only if it failed).
+    orders: HashMap<u32, (u64, bool)>,
 }
 
 /// The Spawner's main: runs until the node is gone or it is told to end.
@@ -67,6 +80,7 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         adopted: Vec::new(),
         node: None,
         dirty: false,
+        orders: HashMap::new(),
     };
     sp.take_up();
     let mut server: Option<Conn> = None;
@@ -133,6 +147,8 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                 Ok(c) => {
                     server = Some(c);
                     sent.clear();
+                    // The orders were the last Server's.
+                    sp.orders.clear();
                 }
                 Err(e) => log(Level::Warn, &format!("spawner: {e}")),
             }
@@ -174,6 +190,9 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
             }
             if s.closed() {
                 server = None;
+                // Orders are the connection's: a Server that is gone
+                // cannot take up a process started on one.
+                sp.orders.clear();
             }
         }
         // Written after the ends went out, and after the Server's answer
@@ -301,17 +320,59 @@ impl Spawner {
             .and_then(|n| n.exit)
     }
 
+    /// Records the end of `r` (to report), after starting it again at
+    /// once if a standing order says so.
     fn ended(&mut self, r: Running, exit: Exit) {
-        log(
-            Level::Debug,
-            &format!("spawner: {} (pid {}) ended: {exit}", r.name, r.pid),
-        );
+        let order = self.orders.remove(&r.pid);
+        let then = match order {
+            Some((start, failed_only)) if start == r.start && (!failed_only || exit.failed()) => {
+                match self.spawn(&r.name) {
+                    FromSpawner::Spawned { name, pid, start } => Some(Running { name, pid, start }),
+                    FromSpawner::Failed { why, .. } => {
+                        // Reported as a plain end: the Server's own
+                        // request gets the reason.
+                        log(
+                            Level::Debug,
+                            &format!(
+                                "spawner: {}: could not start it again at once: {why}",
+                                r.name
+                            ),
+                        );
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match &then {
+            Some(n) => log(
+                Level::Debug,
+                &format!(
+                    "spawner: {} (pid {}) ended: {exit}; started again at once (standing order): pid {}",
+                    r.name, r.pid, n.pid
+                ),
+            ),
+            None => log(
+                Level::Debug,
+                &format!("spawner: {} (pid {}) ended: {exit}", r.name, r.pid),
+            ),
+        }
         self.state.ended.push(Ended {
             name: r.name,
             pid: r.pid,
             start: r.start,
             exit,
+            then,
         });
+    }
+
+    /// Whether `pid`, started at `start`, is a process this Spawner runs.
+    fn ours(&self, pid: u32, start: u64) -> bool {
+        self.children
+            .iter()
+            .chain(self.adopted.iter().map(|a| &a.run))
+            .any(|r| r.pid == pid && r.start == start)
     }
 
     fn reap(&mut self) {
@@ -388,14 +449,28 @@ impl Spawner {
                 None
             }
             ToSpawner::Signal { pid, start, sig } => {
-                let ours = self
-                    .children
-                    .iter()
-                    .chain(self.adopted.iter().map(|a| &a.run))
-                    .any(|r| r.pid == pid && r.start == start);
-                if ours && (Pid { pid, start }).alive() {
+                // A signalled process is being stopped (or killed): its
+                // end is the Server's to decide on.
+                self.orders.remove(&pid);
+                if self.ours(pid, start) && (Pid { pid, start }).alive() {
                     spawn::signal_group(pid, sig);
                 }
+                None
+            }
+            ToSpawner::RestartAtOnce {
+                pid,
+                start,
+                failed_only,
+            } => {
+                // Only for a process that runs now: an order that crossed
+                // the process's end lapses with it.
+                if self.ours(pid, start) {
+                    self.orders.insert(pid, (start, failed_only));
+                }
+                None
+            }
+            ToSpawner::CallOff { pid } => {
+                self.orders.remove(&pid);
                 None
             }
             ToSpawner::Spawn { name } => Some(self.spawn(&name)),

@@ -39,6 +39,10 @@ pub struct Ended {
     pub start: u64,
     /// How it ended.
     pub exit: Exit,
+    /// The process the Spawner started in its place at once, on the
+    /// Server's standing order ([`ToSpawner::RestartAtOnce`]), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Running>,
 }
 
 /// The Server's requests to the Spawner.
@@ -65,6 +69,26 @@ pub enum ToSpawner {
     },
     /// The Server took note of the end of `pid`.
     Ack {
+        /// The process.
+        pid: u32,
+    },
+    /// A standing order: when `pid` (started at `start`) ends, start its
+    /// configured process again at once, before reporting the end (with
+    /// the new process in [`Ended::then`]); only if it failed when
+    /// `failed_only`. It is used once; it lapses when that process ends
+    /// or is signalled, when the Server connection changes, and when it
+    /// is called off. The Server gives it only for a process its table
+    /// would restart at once.
+    RestartAtOnce {
+        /// The process.
+        pid: u32,
+        /// Its start time.
+        start: u64,
+        /// Only if it fails (a non-zero exit or a signal).
+        failed_only: bool,
+    },
+    /// Calls off the standing order for `pid`, if there is one.
+    CallOff {
         /// The process.
         pid: u32,
     },
@@ -341,7 +365,20 @@ impl Conn {
     /// Sends `m`, waiting at most 2 s for room; on failure the connection
     /// is closed.
     pub fn send<T: Serialize>(&mut self, m: &T) -> bool {
-        let bytes = line(m);
+        self.write_all(&line(m))
+    }
+
+    /// Sends `ms` in one write (so that the peer wakes once for all of
+    /// them); false as [`Conn::send`]. Nothing is written for none.
+    pub fn send_all<T: Serialize>(&mut self, ms: &[T]) -> bool {
+        if ms.is_empty() {
+            return !self.closed;
+        }
+        let bytes: Vec<u8> = ms.iter().flat_map(|m| line(m)).collect();
+        self.write_all(&bytes)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> bool {
         let end = Instant::now() + Duration::from_secs(2);
         let mut at = 0;
         while at < bytes.len() {
@@ -514,6 +551,12 @@ mod tests {
                 sig: 15,
             },
             ToSpawner::Ack { pid: 5 },
+            ToSpawner::RestartAtOnce {
+                pid: 5,
+                start: 9,
+                failed_only: true,
+            },
+            ToSpawner::CallOff { pid: 5 },
         ];
         for m in ms {
             let l = line(&m);
@@ -525,6 +568,22 @@ mod tests {
             pid: 7,
             start: 1,
             exit: Exit::Signal(9),
+            then: None,
+        });
+        let l = line(&e);
+        assert_eq!(parse::<FromSpawner>(&l[..l.len() - 1]).unwrap(), e);
+        // An end that was restarted at once carries the new process; a
+        // line without `then` (an older Spawner's state) still parses.
+        let e = FromSpawner::Exited(Ended {
+            name: "db".into(),
+            pid: 7,
+            start: 1,
+            exit: Exit::Code(1),
+            then: Some(Running {
+                name: "db".into(),
+                pid: 8,
+                start: 2,
+            }),
         });
         let l = line(&e);
         assert_eq!(parse::<FromSpawner>(&l[..l.len() - 1]).unwrap(), e);
@@ -569,6 +628,11 @@ mod tests {
             pid: 42,
             start: 7,
             exit: Exit::Code(3),
+            then: Some(Running {
+                name: "db".into(),
+                pid: 43,
+                start: 8,
+            }),
         };
         let samples: Vec<Vec<u8>> = vec![
             line(&ToSpawner::Signal {
@@ -577,6 +641,12 @@ mod tests {
                 sig: 15,
             }),
             line(&ToSpawner::Spawn { name: "web".into() }),
+            line(&ToSpawner::RestartAtOnce {
+                pid: 1,
+                start: 2,
+                failed_only: false,
+            }),
+            line(&ToSpawner::CallOff { pid: 1 }),
             line(&FromSpawner::Listed {
                 running: vec![Running {
                     name: "db".into(),
