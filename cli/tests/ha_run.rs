@@ -1099,7 +1099,8 @@ restart_backoff_ms = 0
         count("always-ok", "exit 0"),
         count("steady", "exec sleep 1000"),
     );
-    let node = Node::start(&d.0, &body);
+    // At debug level the Spawner says when it used an order.
+    let node = Node::start_env(&d.0, &body, &[("MTIPC_LOG", "debug")]);
     let p = node.wait_state("onfail-ok", "stopped", Duration::from_secs(10));
     assert_eq!(p["reason"], "exited (exit 0)");
     let p = node.wait_state("onfail-bad", "failed", Duration::from_secs(10));
@@ -1164,6 +1165,17 @@ restart_backoff_ms = 0
         [runs("onfail-ok"), runs("onfail-bad"), runs("always-ok")],
         [1, 3, 4]
     );
+    if ha_node::mode() == "up" {
+        // The restarts took the standing orders' path: most of the kills
+        // (one that lands before its process's order was read takes the
+        // Server's), and the failures of onfail-bad and always-ok.
+        let used = node
+            .log()
+            .lines()
+            .filter(|l| l.contains("started again at once (standing order)"))
+            .count();
+        assert!(used >= 10, "{used} restarts on an order\n{}", node.log());
+    }
 }
 
 // Every test runs against both programs: `mtipc-ha run` (one process)

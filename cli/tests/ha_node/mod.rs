@@ -56,6 +56,12 @@ impl Node {
     /// Writes `DIR/node.toml` (node "t", domain `DIR/dom`, then `body`)
     /// and starts `mtipc-ha run` (or `up`: [`mode`]) on it.
     pub fn start(dir: &Path, body: &str) -> Node {
+        Node::start_env(dir, body, &[])
+    }
+
+    /// [`Node::start`] with `env` set for the supervisor (and inherited by
+    /// its roles and processes).
+    pub fn start_env(dir: &Path, body: &str, env: &[(&str, &str)]) -> Node {
         let config = dir.join("node.toml");
         let text = format!(
             "[node]\nname = \"t\"\ndomain = \"{}\"\n\n{body}",
@@ -66,6 +72,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_mtipc-ha"))
             .arg(mode())
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -35,10 +35,13 @@ pub struct Remote {
     wake: OwnedFd,
     watches: BTreeMap<u32, Watch>,
     pending: Vec<Happening>,
-    /// Ends to acknowledge to the Spawner: sent after the request that
-    /// follows them (the restart's `spawn`), so that the Spawner, woken by
-    /// the first line, finds that request already there.
+    /// Ends to acknowledge to the Spawner: those handed to the table
+    /// (`unhanded` until then), sent after the request that follows them
+    /// (the restart's `spawn`), so that the Spawner, woken by the first
+    /// line, finds that request already there.
     acks: Vec<u32>,
+    /// Ends read but not handed to the table yet (in `pending`).
+    unhanded: Vec<u32>,
     /// The standing orders the Spawner has on this connection, as this
     /// side knows them: pid -> (start, only if it failed).
     orders: BTreeMap<u32, (u64, bool)>,
@@ -62,6 +65,7 @@ impl Remote {
             watches: BTreeMap::new(),
             pending: Vec::new(),
             acks: Vec::new(),
+            unhanded: Vec::new(),
             orders: BTreeMap::new(),
             restarted: Vec::new(),
             tried: Instant::now() - RETRY,
@@ -98,16 +102,21 @@ impl Remote {
             Ok(FromSpawner::Exited(e)) => {
                 // The order, if any, was used or lapsed with the process.
                 self.orders.remove(&e.pid);
+                // A process started on an order that has ended before the
+                // table took it: the table asks for a new one.
+                self.restarted.retain(|(r, _)| r.pid != e.pid);
                 // Started again on an order: for the table to take, if the
                 // process it replaces is one the table runs (an end sent
                 // again to a new Server was taken up through the list,
-                // and the new process with it).
+                // and the new process with it), once (an end sent twice).
                 if let Some(n) = e.then {
-                    if self.watches.contains_key(&e.pid) {
+                    if self.watches.contains_key(&e.pid)
+                        && !self.restarted.iter().any(|(r, _)| r.pid == n.pid)
+                    {
                         self.restarted.push((n, false));
                     }
                 }
-                self.acks.push(e.pid);
+                self.unhanded.push(e.pid);
                 self.pending.push(Happening::Exited {
                     pid: e.pid,
                     exit: e.exit,
@@ -243,8 +252,8 @@ impl Backend for Remote {
             return;
         };
         // The changes of the orders, then the acknowledgements due (of
-        // the ends this round acted on), in one write: the Spawner wakes
-        // once for them.
+        // the ends handed to the table, which this round acted on), in
+        // one write: the Spawner wakes once for them.
         let mut msgs = Vec::new();
         self.orders.retain(|pid, _| {
             let keep = now.iter().any(|a| a.pid == *pid);
@@ -279,6 +288,10 @@ impl Backend for Remote {
                 continue;
             }
             let (r, _) = self.restarted.swap_remove(k);
+            if self.watches.contains_key(&r.pid) {
+                // The table runs it (taken up otherwise): not ours to kill.
+                continue;
+            }
             log(
                 Level::Info,
                 &format!(
@@ -335,6 +348,7 @@ impl Backend for Remote {
             self.monitor = None;
         }
         out.append(&mut self.pending);
+        self.acks.append(&mut self.unhanded);
         for r in &mut self.restarted {
             r.1 = true;
         }
@@ -412,12 +426,25 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
         if known && !table.iter().any(|t| t.0 == e.name) {
             table.push((e.name.clone(), e.pid, e.start));
         }
+        // Ended and started again at once on the last Server's order, the
+        // end not handled by it: taken up as the old process, whose end
+        // the table then handles (the restart counted), answered by the
+        // new one.
+        if let (true, Some(n)) = (known, &e.then) {
+            if let Some(t) = table
+                .iter_mut()
+                .find(|t| t.0 == n.name && t.1 == n.pid && t.2 == n.start)
+            {
+                *t = (e.name.clone(), e.pid, e.start);
+                remote.restarted.push((n.clone(), false));
+            }
+        }
         remote.pending.push(Happening::Exited {
             pid: e.pid,
             exit: e.exit,
         });
-        // Sent with the first wait, as every acknowledgement is.
-        remote.acks.push(e.pid);
+        // Sent once the table has it, as every acknowledgement is.
+        remote.unhanded.push(e.pid);
     }
     let mut sup = Supervisor::new(
         &config,
@@ -620,7 +647,57 @@ mod tests {
     }
 
     #[test]
-    fn orders_are_sent_as_they_change_with_the_acks_in_one_write() {
+    fn a_process_started_on_an_order_that_ended_is_not_handed_out() {
+        let (mut r, mut sp) = remote();
+        watch(&mut r, 1_000_001, u64::MAX - 1);
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        // Its successor ended too before the table took it.
+        let e = Ended {
+            name: "a".into(),
+            pid: 1_000_002,
+            start: u64::MAX,
+            exit: Exit::Code(1),
+            then: None,
+        };
+        assert!(sp.send(&FromSpawner::Exited(e)));
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            r.wait(Duration::from_millis(500), &mut out);
+        }
+        assert!(r.restarted.is_empty(), "{:?}", r.restarted);
+        // Both acknowledged once the table has them.
+        assert_eq!(r.acks, vec![1_000_001, 1_000_002]);
+    }
+
+    #[test]
+    fn an_end_read_twice_hands_out_its_successor_once() {
+        let (mut r, mut sp) = remote();
+        let cfg = config();
+        watch(&mut r, 1_000_001, u64::MAX - 1);
+        // Sent again on a new connection before the first was handled.
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        ended_then(&mut sp, 1_000_001, 1_000_002);
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            r.wait(Duration::from_millis(500), &mut out);
+        }
+        assert_eq!(r.restarted.len(), 1);
+        let s = r
+            .spawn(cfg.process("a").unwrap(), Path::new("/dev/null"))
+            .unwrap();
+        assert_eq!(s.pid, 1_000_002);
+        // The table's own process: never killed.
+        watch(&mut r, 1_000_002, u64::MAX);
+        r.wait(Duration::from_millis(10), &mut out);
+        let msgs = sent(&mut sp);
+        assert!(
+            !msgs.iter().any(|m| matches!(m, ToSpawner::Signal { .. })),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn orders_are_sent_as_they_change_then_the_acks_due() {
         let (mut r, mut sp) = remote();
         let a = |pid| AtOnce {
             pid,
