@@ -1,4 +1,4 @@
-//! The five roles of `mtipc-ha up` under `kill -9`: for each role, 20
+//! The five roles of `mtipc-ha up` under `kill -9`: for each role, 40
 //! times (`MTIPC_HA_KILLS` to change it), the role is killed while the
 //! node's processes start, run and stop: every other time a `mtipc ha
 //! restart @g` in flight, the kill at a random moment within its first
@@ -58,15 +58,15 @@ impl Node {
             serde_json::to_string(&exe.display().to_string()).unwrap()
         );
         // The group's processes restart at once if they end (a backoff
-        // of 0): they run under the Spawner's standing orders, which the
-        // group's restarts call off.
+        // of 0, and no cap in the way of g1's kills): they run under the
+        // Spawner's standing orders, which the group's restarts call off.
         let sleeper = |name: &str, extra: &str| {
-            let backoff = if extra.contains("tenant_group") {
-                0
+            let restart = if extra.contains("tenant_group") {
+                "restart_backoff_ms = 0\nrestart_max = 1000000"
             } else {
-                10
+                "restart_backoff_ms = 10"
             };
-            format!("[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & exec sleep 1000\"]\nrestart_backoff_ms = {backoff}\nstop_timeout_ms = 2000\n{extra}\n")
+            format!("[[process]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & exec sleep 1000\"]\n{restart}\nstop_timeout_ms = 2000\n{extra}\n")
         };
         let text = format!(
             "[node]\nname = \"k\"\ndomain = \"{dom}\"\n\n{a}{b}{c}\
@@ -318,7 +318,7 @@ fn kills() -> usize {
     std::env::var("MTIPC_HA_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(40)
 }
 
 fn pids_outside_g(s: &Value) -> BTreeMap<String, u64> {
