@@ -140,8 +140,10 @@ pub mod sys {
     // A connected UNIX socket's peer (SO_PEERCRED): the HA supervisor's
     // control socket and `mtipc ha` (cli/src/ha/control.rs).
     pub use crate::sys::net::{peer_cred, PeerCred};
-    // An epoll set: the HA Monitor's wake descriptor (cli/src/ha/roles/monitor.rs).
-    pub use crate::sys::net::Epoll;
+    // An epoll set: the HA Monitor's wake descriptor (cli/src/ha/roles/monitor.rs),
+    // and the HA log thread's set of output pipes with its wake pipe
+    // (cli/src/ha/spawn.rs).
+    pub use crate::sys::net::{drain, pipe, poke, Epoll};
     // The effective uid: the same checks.
     pub use crate::sys::euid;
 }

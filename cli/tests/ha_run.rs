@@ -1178,6 +1178,56 @@ restart_backoff_ms = 0
     }
 }
 
+/// The output of 40 processes reaches their 40 logs through one thread
+/// of the process that keeps the logs (`run`, or `up`'s node process),
+/// not one thread each; and a process that writes much more than a pipe
+/// holds (1 MiB) neither blocks nor loses any of it.
+fn logs_of_many_processes_take_one_thread() {
+    let d = Scratch::create("logs");
+    let mut body = String::new();
+    for k in 0..40 {
+        body += &format!(
+            "[[process]]\nname = \"p{k}\"\ncommand = {}\n\n",
+            sh(&format!("echo hello from p{k}; exec sleep 1000"))
+        );
+    }
+    body += &format!(
+        "[[process]]\nname = \"big\"\ncommand = {}\n",
+        sh("head -c 1048576 /dev/zero; echo; echo done; exec sleep 1000")
+    );
+    let node = Node::start(&d.0, &body);
+    let logs = node.domain().join("ha/log");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let said = (0..40)
+            .filter(|k| {
+                std::fs::read_to_string(logs.join(format!("p{k}.log")))
+                    .is_ok_and(|t| t == format!("hello from p{k}\n"))
+            })
+            .count();
+        let big = std::fs::read(logs.join("big.log")).unwrap_or_default();
+        if said == 40 && big.ends_with(b"\ndone\n") {
+            assert_eq!(big.len(), 1048576 + 6, "the big log is whole");
+            assert!(big[..1048576].iter().all(|&b| b == 0));
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{said} of 40 logs, big {} bytes\n{}",
+            big.len(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", node.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        threads <= 8,
+        "{threads} threads in the process that keeps 41 logs"
+    );
+}
+
 // Every test runs against both programs: `mtipc-ha run` (one process)
 // and `mtipc-ha up` (the five roles).
 ha_node::both!(
@@ -1197,4 +1247,5 @@ ha_node::both!(
     a_second_sigterm_kills_at_once,
     restart_policies,
     restart_at_once_keeps_policies_cap_and_one_process,
+    logs_of_many_processes_take_one_thread,
 );

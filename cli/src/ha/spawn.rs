@@ -137,7 +137,7 @@ pub const PROCESS_ENV: &str = "MTIPC_HA_PROCESS";
 /// exec. `socket` is the Monitor's socket, passed in `MTIPC_HA_SOCKET`.
 /// `Err` is the reason it could not start, one line (the exec error
 /// included: std reports it from the child through a close-on-exec pipe).
-/// A thread of this process copies its output into the log.
+/// This process's log thread copies its output into the log ([`copy_log`]).
 pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, String> {
     let (spawned, rd, writer) = start(p, log, socket)?;
     copy_log(&p.name, rd, writer).map_err(|e| format!("log thread: {e}"))?;
@@ -145,23 +145,129 @@ pub fn spawn(p: &Process, log: &Path, socket: Option<&Path>) -> Result<Spawned, 
 }
 
 /// Copies what `rd` (the read end of a process's output pipe) gives into
-/// `writer`, in a thread, until every holder of the write end is gone.
-pub fn copy_log(name: &str, rd: OwnedFd, mut writer: LogWriter) -> std::io::Result<()> {
-    let mut rd = File::from(rd);
-    std::thread::Builder::new()
-        .name(format!("mtipc-ha-log-{name}"))
-        .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match rd.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => writer.write(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+/// `writer` until every holder of the write end is gone. One thread of
+/// this process, `mtipc-ha-logs`, started with the first pipe, copies
+/// every pipe (an epoll set over their read ends): a node of 4096
+/// processes has one such thread, not 4096, and a restart starts no
+/// thread. `Err` if that thread cannot be started (or is gone).
+pub fn copy_log(name: &str, rd: OwnedFd, writer: LogWriter) -> std::io::Result<()> {
+    static COPIER: std::sync::OnceLock<std::io::Result<Copier>> = std::sync::OnceLock::new();
+    let copier = COPIER.get_or_init(Copier::start);
+    let c = match copier {
+        Ok(c) => c,
+        Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
+    };
+    // Read only when the set says so; never blocks the other pipes.
+    set_nonblocking(&rd)?;
+    c.tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((name.to_string(), rd, writer))
+        .map_err(|_| std::io::Error::other("the log thread is gone"))?;
+    mtipc::internals::sys::poke(&c.wake);
+    Ok(())
+}
+
+/// The log thread's handle: new pipes go through the channel, and a byte
+/// on the wake pipe tells the thread to look.
+struct Copier {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<(String, OwnedFd, LogWriter)>>,
+    wake: OwnedFd,
+}
+
+impl Copier {
+    fn start() -> std::io::Result<Copier> {
+        use mtipc::internals::sys as net;
+        let (wake_rd, wake) = net::pipe()?;
+        let (tx, rx) = std::sync::mpsc::channel::<(String, OwnedFd, LogWriter)>();
+        // The set is made by the thread (it is not `Send`), which says
+        // whether it could.
+        let (made_tx, made) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
+        std::thread::Builder::new()
+            .name("mtipc-ha-logs".into())
+            .spawn(move || {
+                let set = net::Epoll::new().and_then(|set| set.add(&wake_rd, 0).map(|()| set));
+                let mut set = match set {
+                    Ok(set) => {
+                        let _ = made_tx.send(Ok(()));
+                        set
+                    }
+                    Err(e) => {
+                        let _ = made_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut pipes: std::collections::HashMap<u64, (String, File, LogWriter)> =
+                    std::collections::HashMap::new();
+                let mut next: u64 = 1;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut ready = Vec::new();
+                loop {
+                    ready.clear();
+                    if set.wait(None, &mut ready).is_err() {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    for &key in &ready {
+                        if key == 0 {
+                            net::drain(&wake_rd);
+                            while let Ok((name, rd, w)) = rx.try_recv() {
+                                if let Err(e) = set.add(&rd, next) {
+                                    mtipc::log::emit(
+                                        mtipc::log::Level::Error,
+                                        "mtipc-ha",
+                                        &format!("{name}: log: {e}; its output is lost"),
+                                    );
+                                    continue;
+                                }
+                                pipes.insert(next, (name, File::from(rd), w));
+                                next += 1;
+                            }
+                            continue;
+                        }
+                        let Some((_, rd, w)) = pipes.get_mut(&key) else {
+                            continue;
+                        };
+                        // One read a wake-up (the set is level-triggered:
+                        // what is left comes next), so that one busy
+                        // process does not hold up the others' logs.
+                        let done = match rd.read(&mut buf) {
+                            Ok(0) => true,
+                            Ok(n) => {
+                                w.write(&buf[..n]);
+                                false
+                            }
+                            Err(e) => !matches!(
+                                e.kind(),
+                                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                            ),
+                        };
+                        if done {
+                            if let Some((_, rd, _)) = pipes.remove(&key) {
+                                set.remove(&rd);
+                            }
+                        }
+                    }
                 }
-            }
+            })?;
+        made.recv()
+            .map_err(|_| std::io::Error::other("the log thread ended"))??;
+        Ok(Copier {
+            tx: std::sync::Mutex::new(tx),
+            wake,
         })
-        .map(|_| ())
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an open descriptor with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// As [`spawn`], but the output is left to the caller: the read end of
