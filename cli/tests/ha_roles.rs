@@ -18,8 +18,10 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod ha_node;
 
 use common::Scratch;
+use ha_node::{alive, supervised};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,45 +200,8 @@ fn zombie(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|f| f[0] == "Z")
 }
 
-fn alive(pid: u32) -> bool {
-    stat_fields(pid).is_some_and(|f| f[0] != "Z")
-}
-
 fn ppid(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
-}
-
-/// Every live process of the node of `domain`: (pid, its
-/// `MTIPC_HA_PROCESS`, whether it leads its session).
-fn supervised(domain: &Path) -> Vec<(u32, String, bool)> {
-    let sock = format!(
-        "MTIPC_HA_SOCKET={}",
-        domain.join("ha/monitor.sock").display()
-    );
-    let mut out = Vec::new();
-    for d in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        if !vars.contains(&sock.as_bytes()) || !alive(pid) {
-            continue;
-        }
-        let Some(name) = vars
-            .iter()
-            .find_map(|v| v.strip_prefix(b"MTIPC_HA_PROCESS="))
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-        else {
-            continue;
-        };
-        // SAFETY: getsid has no memory effects.
-        let leader = unsafe { libc::getsid(pid as i32) } == pid as i32;
-        out.push((pid, name, leader));
-    }
-    out
 }
 
 fn kill_supervised(domain: &Path) {

@@ -678,11 +678,9 @@ impl Supervisor {
         if self.node_stopping {
             return Vec::new();
         }
-        let up: HashMap<&str, bool> = self
-            .entries
-            .iter()
-            .map(|e| (e.cfg.name.as_str(), e.is_up()))
-            .collect();
+        // Which processes are up, made only for a candidate with
+        // dependencies (the default backoff makes none a candidate).
+        let mut up: Option<HashMap<&str, bool>> = None;
         let mut v = Vec::new();
         for e in &self.entries {
             let Some(pid) = e.pid else { continue };
@@ -702,13 +700,21 @@ impl Supervisor {
             if recent >= e.cfg.restart_max as usize {
                 continue;
             }
-            if !e
-                .cfg
-                .depends_on
-                .iter()
-                .all(|d| up.get(d.as_str()).copied().unwrap_or(true))
-            {
-                continue;
+            if !e.cfg.depends_on.is_empty() {
+                let up = up.get_or_insert_with(|| {
+                    self.entries
+                        .iter()
+                        .map(|x| (x.cfg.name.as_str(), x.is_up()))
+                        .collect()
+                });
+                if !e
+                    .cfg
+                    .depends_on
+                    .iter()
+                    .all(|d| up.get(d.as_str()).copied().unwrap_or(true))
+                {
+                    continue;
+                }
             }
             v.push(AtOnce {
                 pid,

@@ -121,15 +121,17 @@ pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// The live processes (not zombies) that the supervisor of `domain`
-/// started as `name`, as `/proc` shows them: session leaders whose
-/// environment has `MTIPC_HA_PROCESS=name` and a `MTIPC_HA_SOCKET`
-/// under `domain` (what a process forks inherits the variables, but does
-/// not lead the session).
+/// Every live process (not a zombie) of the node of `domain`, as `/proc`
+/// shows them: (pid, its `MTIPC_HA_PROCESS`, whether it leads its
+/// session). The supervisor's processes are found by the variables it
+/// gives them (this node's `MTIPC_HA_SOCKET`); what they fork inherits
+/// the variables, but does not lead the session.
 #[allow(dead_code)]
-pub fn live_named(domain: &Path, name: &str) -> Vec<u32> {
-    let want = format!("MTIPC_HA_PROCESS={name}");
-    let sock = format!("MTIPC_HA_SOCKET={}/", domain.display());
+pub fn supervised(domain: &Path) -> Vec<(u32, String, bool)> {
+    let sock = format!(
+        "MTIPC_HA_SOCKET={}",
+        domain.join("ha/monitor.sock").display()
+    );
     let mut out = Vec::new();
     for d in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -139,25 +141,44 @@ pub fn live_named(domain: &Path, name: &str) -> Vec<u32> {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        if !vars.contains(&want.as_bytes()) || !vars.iter().any(|v| v.starts_with(sock.as_bytes()))
-        {
+        if !vars.contains(&sock.as_bytes()) || !alive(pid) {
             continue;
         }
+        let Some(name) = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"MTIPC_HA_PROCESS="))
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+        else {
+            continue;
+        };
         // SAFETY: getsid has no memory effects.
-        if unsafe { libc::getsid(pid as libc::pid_t) } != pid as libc::pid_t {
-            continue;
-        }
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|st| {
-                st.rfind(')')
-                    .map(|k| st[k + 1..].trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie {
-            out.push(pid);
-        }
+        let leader = unsafe { libc::getsid(pid as i32) } == pid as i32;
+        out.push((pid, name, leader));
     }
-    out.sort_unstable();
     out
+}
+
+/// The live processes that the supervisor of `domain` started as `name`
+/// ([`supervised`] session leaders of that name), in pid order.
+#[allow(dead_code)]
+pub fn live_named(domain: &Path, name: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = supervised(domain)
+        .into_iter()
+        .filter(|(_, n, leader)| n == name && *leader)
+        .map(|(pid, _, _)| pid)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Whether `pid` runs and is not a zombie (`/proc/<pid>/stat`'s state).
+#[allow(dead_code)]
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rfind(')')
+                .map(|k| !st[k + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }

@@ -22,7 +22,7 @@ use mtipc::ha::config::Process;
 use mtipc::internals::sync::Ordering;
 use mtipc::log::Level;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,14 +46,25 @@ pub struct Remote {
     /// side knows them: pid -> (start, only if it failed).
     orders: BTreeMap<u32, (u64, bool)>,
     /// Processes the Spawner started again at once on an order, until the
-    /// table asks for them (`spawn`); `true` once their predecessor's end
-    /// has been handed to the table (then a round has passed, and one not
-    /// asked for is killed).
-    restarted: Vec<(Running, bool)>,
+    /// table asks for them (`spawn`).
+    restarted: Vec<Restarted>,
     tried: Instant,
 }
 
 const RETRY: Duration = Duration::from_millis(20);
+
+/// A process the Spawner started again at once on an order, not yet
+/// taken by the table.
+struct Restarted {
+    run: Running,
+    /// Its predecessor's end has been handed to the table (then a round
+    /// has passed, and one the table did not ask for is not wanted).
+    delivered: bool,
+    /// How it ended, if it ended before the table took it: the end is
+    /// handed to the table once it has (so that the table counts it and
+    /// restarts it, or not, by its policy).
+    ended: Option<crate::ha::spawn::Exit>,
+}
 
 impl Remote {
     fn new(domain: &Path, wake: OwnedFd) -> Remote {
@@ -103,17 +114,24 @@ impl Remote {
                 // The order, if any, was used or lapsed with the process.
                 self.orders.remove(&e.pid);
                 // A process started on an order that has ended before the
-                // table took it: the table asks for a new one.
-                self.restarted.retain(|(r, _)| r.pid != e.pid);
+                // table took it: its end waits until the table has it.
+                if let Some(r) = self.restarted.iter_mut().find(|r| r.run.pid == e.pid) {
+                    r.ended = Some(e.exit);
+                    return None;
+                }
                 // Started again on an order: for the table to take, if the
                 // process it replaces is one the table runs (an end sent
                 // again to a new Server was taken up through the list,
                 // and the new process with it), once (an end sent twice).
                 if let Some(n) = e.then {
                     if self.watches.contains_key(&e.pid)
-                        && !self.restarted.iter().any(|(r, _)| r.pid == n.pid)
+                        && !self.restarted.iter().any(|r| r.run.pid == n.pid)
                     {
-                        self.restarted.push((n, false));
+                        self.restarted.push(Restarted {
+                            run: n,
+                            delivered: false,
+                            ended: None,
+                        });
                     }
                 }
                 self.unhanded.push(e.pid);
@@ -190,8 +208,13 @@ impl Remote {
 
 impl Backend for Remote {
     fn spawn(&mut self, p: &Process, _log: &Path) -> Result<Spawned, SpawnError> {
-        if let Some(k) = self.restarted.iter().position(|(r, _)| r.name == p.name) {
-            let (r, _) = self.restarted.swap_remove(k);
+        if let Some(k) = self.restarted.iter().position(|r| r.run.name == p.name) {
+            let Restarted { run: r, ended, .. } = self.restarted.swap_remove(k);
+            if let Some(exit) = ended {
+                // Ended already: the table hears of it next round.
+                self.pending.push(Happening::Exited { pid: r.pid, exit });
+                self.unhanded.push(r.pid);
+            }
             return Ok(Spawned {
                 pid: r.pid,
                 start: r.start,
@@ -255,8 +278,9 @@ impl Backend for Remote {
         // the ends handed to the table, which this round acted on), in
         // one write: the Spawner wakes once for them.
         let mut msgs = Vec::new();
+        let given: HashSet<u32> = now.iter().map(|a| a.pid).collect();
         self.orders.retain(|pid, _| {
-            let keep = now.iter().any(|a| a.pid == *pid);
+            let keep = given.contains(pid);
             if !keep {
                 msgs.push(ToSpawner::CallOff { pid: *pid });
             }
@@ -283,11 +307,17 @@ impl Backend for Remote {
         // killed.
         let mut k = 0;
         while k < self.restarted.len() {
-            if !self.restarted[k].1 {
+            if !self.restarted[k].delivered {
                 k += 1;
                 continue;
             }
-            let (r, _) = self.restarted.swap_remove(k);
+            let Restarted { run: r, ended, .. } = self.restarted.swap_remove(k);
+            if ended.is_some() {
+                // Gone already: nothing to kill, its end only to
+                // acknowledge.
+                self.acks.push(r.pid);
+                continue;
+            }
             if self.watches.contains_key(&r.pid) {
                 // The table runs it (taken up otherwise): not ours to kill.
                 continue;
@@ -302,8 +332,8 @@ impl Backend for Remote {
             self.signal(r.pid, r.start, libc::SIGKILL);
         }
         self.connect();
-        // What the last round decided has been sent (a restart's `spawn`
-        // before the end's acknowledgement).
+        // Acknowledgements that a round without a Spawner connection left
+        // (a round sends its own with its orders, `restart_at_once`).
         self.send_acks();
         let mut wait = if self.pending.is_empty() {
             wait
@@ -350,7 +380,7 @@ impl Backend for Remote {
         out.append(&mut self.pending);
         self.acks.append(&mut self.unhanded);
         for r in &mut self.restarted {
-            r.1 = true;
+            r.delivered = true;
         }
     }
 }
@@ -436,7 +466,11 @@ pub fn run(ctx: Ctx) -> std::process::ExitCode {
                 .find(|t| t.0 == n.name && t.1 == n.pid && t.2 == n.start)
             {
                 *t = (e.name.clone(), e.pid, e.start);
-                remote.restarted.push((n.clone(), false));
+                remote.restarted.push(Restarted {
+                    run: n.clone(),
+                    delivered: false,
+                    ended: None,
+                });
             }
         }
         remote.pending.push(Happening::Exited {
@@ -647,7 +681,7 @@ mod tests {
     }
 
     #[test]
-    fn a_process_started_on_an_order_that_ended_is_not_handed_out() {
+    fn a_process_started_on_an_order_that_ended_is_handed_out_then_its_end() {
         let (mut r, mut sp) = remote();
         watch(&mut r, 1_000_001, u64::MAX - 1);
         ended_then(&mut sp, 1_000_001, 1_000_002);
@@ -660,13 +694,41 @@ mod tests {
             then: None,
         };
         assert!(sp.send(&FromSpawner::Exited(e)));
+        let cfg = config();
         let mut out = Vec::new();
-        while out.len() < 2 {
-            r.wait(Duration::from_millis(500), &mut out);
+        let end = Instant::now() + Duration::from_secs(5);
+        while r.restarted.first().map_or(true, |x| x.ended.is_none()) {
+            assert!(Instant::now() < end, "{out:?}");
+            r.wait(Duration::from_millis(100), &mut out);
         }
-        assert!(r.restarted.is_empty(), "{:?}", r.restarted);
-        // Both acknowledged once the table has them.
-        assert_eq!(r.acks, vec![1_000_001, 1_000_002]);
+        // The table hears of the first end only, takes the successor (it
+        // would show a dead process as running, were its end dropped)...
+        assert!(
+            matches!(out[..], [Happening::Exited { pid: 1_000_001, .. }]),
+            "{out:?}"
+        );
+        let s = r
+            .spawn(cfg.process("a").unwrap(), Path::new("/dev/null"))
+            .unwrap();
+        assert_eq!(s.pid, 1_000_002);
+        // ... and then hears of its end; each end is acknowledged once the
+        // table has it (the first sent by this wait, the second due).
+        r.wait(Duration::from_millis(10), &mut out);
+        assert!(
+            matches!(
+                out[..],
+                [
+                    _,
+                    Happening::Exited {
+                        pid: 1_000_002,
+                        exit: Exit::Code(1)
+                    }
+                ]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(sent(&mut sp), vec![ToSpawner::Ack { pid: 1_000_001 }]);
+        assert_eq!(r.acks, vec![1_000_002]);
     }
 
     #[test]
